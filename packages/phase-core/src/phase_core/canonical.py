@@ -1,0 +1,159 @@
+"""Canonical JSON and content ids (DESIGN §4).
+
+The canonical bytes of a value are exactly
+``json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()``
+for values that obey the input rules: object keys are ASCII strings; numbers are
+integers in the interoperable range ±(2**53 - 1); no floats, NaN or Infinity;
+no duplicate keys; no lone surrogates; nesting at most ``MAX_DEPTH`` deep.
+This is the only module that produces canonical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from phase_core.errors import BadContentId, Malformed, TooLarge
+
+MAX_DEPTH = 32
+MAX_INT = 2**53 - 1
+DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB per document
+_MAX_INT_DIGITS = 16
+
+CONTENT_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
+HEX64_RE = re.compile(r"[0-9a-f]{64}")
+HEX128_RE = re.compile(r"[0-9a-f]{128}")
+
+JSON = Any  # a parsed JSON value (dict, list, str, int, bool or None)
+
+
+def _reject_float(text: str) -> Any:
+    raise Malformed(f"floating-point number {text[:20]!r} is not allowed; use an integer",
+                    slug="malformed")
+
+
+def _reject_constant(text: str) -> Any:
+    raise Malformed(f"{text} is not allowed in Phase documents")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise Malformed(f"integer {text[:20]}... is out of range (max ±{MAX_INT})")
+    n = int(text)
+    if not -MAX_INT <= n <= MAX_INT:
+        raise Malformed(f"integer {n} is out of range (max ±{MAX_INT})")
+    return n
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise Malformed(f"duplicate key {k[:64]!r}", hint="each key may appear once")
+        if not k.isascii():
+            raise Malformed(f"non-ASCII key {k[:64]!r}", hint="object keys must be ASCII")
+        out[k] = v
+    return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_reject_float,
+                            parse_int=_parse_int, parse_constant=_reject_constant)
+
+
+def parse(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> JSON:
+    """Parse one JSON value under the canonical input rules, or raise.
+
+    Raises ``TooLarge`` past ``max_bytes`` and ``Malformed`` for anything else
+    wrong (syntax, duplicate keys, floats, depth, lone surrogates, bad UTF-8).
+    """
+    if len(data) > max_bytes:
+        raise TooLarge(f"document is {len(data)} bytes, over the cap of {max_bytes}",
+                       hint="documents are small; is this the right file?")
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Malformed(f"not UTF-8 at byte {e.start}") from None
+    else:
+        text = data
+    if not text.strip():
+        raise Malformed("the input is empty", hint="expected one JSON document")
+    if text.startswith("\ufeff"):
+        raise Malformed("a byte-order mark is not allowed")
+    try:
+        value = _DECODER.decode(text)
+    except Malformed:
+        raise
+    except RecursionError:
+        raise Malformed(f"nesting deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as e:
+        raise Malformed(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                        hint="is the file truncated?") from None
+    except ValueError as e:  # int conversion limits
+        raise Malformed(f"invalid JSON: {e}") from None
+    check(value)
+    return value
+
+
+def check(value: JSON) -> None:
+    """Raise ``Malformed`` unless ``value`` obeys the canonical input rules."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            if depth > MAX_DEPTH:
+                raise Malformed(f"nesting deeper than {MAX_DEPTH} levels")
+            for k, item in v.items():
+                if not isinstance(k, str) or not k.isascii():
+                    raise Malformed(f"object key {k!r} is not an ASCII string")
+                stack.append((item, depth + 1))
+        elif isinstance(v, list):
+            if depth > MAX_DEPTH:
+                raise Malformed(f"nesting deeper than {MAX_DEPTH} levels")
+            stack.extend((item, depth + 1) for item in v)
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Malformed("string contains a lone surrogate") from None
+        elif isinstance(v, bool) or v is None:
+            pass
+        elif isinstance(v, int):
+            if not -MAX_INT <= v <= MAX_INT:
+                raise Malformed(f"integer {v} is out of range (max ±{MAX_INT})")
+        elif isinstance(v, float):
+            raise Malformed("floating-point numbers are not allowed; use an integer")
+        else:
+            raise Malformed(f"{type(v).__name__} is not a JSON value")
+
+
+def canonical(value: JSON) -> bytes:
+    """The canonical bytes of ``value`` (checked first)."""
+    check(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def content_id(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def is_content_id(value: object) -> bool:
+    return isinstance(value, str) and CONTENT_ID_RE.fullmatch(value) is not None
+
+
+def check_content_id(value: object, what: str = "content id") -> str:
+    """Return ``value`` if it is ``sha256:<64 lowercase hex>``, else raise."""
+    if not is_content_id(value):
+        shown = repr(value)[:80]
+        raise BadContentId(f"{what} {shown} is not of the form sha256:<64 lowercase hex>")
+    assert isinstance(value, str)
+    return value
+
+
+def content_hex(cid: str) -> str:
+    """The 64-hex digest part of a checked content id."""
+    return check_content_id(cid)[7:]

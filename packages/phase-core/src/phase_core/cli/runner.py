@@ -1,0 +1,76 @@
+"""run_cli(): the one place that turns outcomes into exit statuses.
+
+Usage errors → 64, ``PhaseError`` → its code (with a JSON log line), Ctrl-C →
+130, a broken pipe → 141, any other exception → 70 with the traceback logged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from phase_core import exitcodes, log
+from phase_core.errors import PhaseError
+
+Main = Callable[[dict[str, Any]], int]
+
+
+def parse_args(doc: str, argv: Sequence[str] | None, version: str) -> dict[str, Any] | int:
+    """docopt, with its exits turned into return codes."""
+    from docopt import DocoptExit, docopt
+
+    try:
+        return dict(docopt(doc, list(argv) if argv is not None else None, version=version))
+    except DocoptExit as e:
+        sys.stderr.write(f"{e}\n")
+        return exitcodes.USAGE
+    except SystemExit as e:  # --help / --version printed their text
+        return 0 if e.code in (None, 0) else exitcodes.USAGE
+
+
+def run_cli(tool: str, doc: str, version: str, main: Main,
+            argv: Sequence[str] | None = None) -> int:
+    args = parse_args(doc, argv, version)
+    if isinstance(args, int):
+        return args
+    raw = args.get("--verbose") or 0
+    verbose = int(raw)
+    logger = log.configure(tool, verbose, bool(args.get("--quiet")))
+    try:
+        return main(args)
+    except PhaseError as e:
+        logger.error(f"{tool}.failed", **e.to_record())
+        return e.exit_code
+    except KeyboardInterrupt:
+        logger.warning(f"{tool}.interrupted")
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        # stdout's reader went away: make the interpreter's final flush harmless
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return exitcodes.BROKEN_PIPE
+    except Exception as e:
+        logger.error(f"{tool}.internal_error", error="internal",
+                     message=f"internal error: {type(e).__name__}: {e} (this is a bug)",
+                     traceback=traceback.format_exc(), exit_code=exitcodes.SOFTWARE)
+        return exitcodes.SOFTWARE
+
+
+def entry(tool: str, doc: str, version: str, main: Main) -> None:
+    """Console-script entry point."""
+    sys.exit(run_cli(tool, doc, version, main, sys.argv[1:]))
+
+
+def not_implemented(tool: str, doc: str, version: str, what: str) -> Main:
+    """A main() for a tool whose logic has not been built yet: exit 70, say so."""
+    def main(args: dict[str, Any]) -> int:
+        from phase_core.errors import NotImplementedYet
+        raise NotImplementedYet(f"{tool} {what} is not implemented yet",
+                                hint="see the project's open issues")
+    return main

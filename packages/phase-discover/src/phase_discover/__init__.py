@@ -1,0 +1,3 @@
+"""phase-discover."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from phase_discover.cli import entry
+
+entry()

@@ -1,0 +1,3 @@
+"""phase-verify: verify Phase signed documents offline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from phase_verify.cli import entry
+
+entry()

@@ -1,0 +1,184 @@
+"""phase-verify's logic: read documents, verify each, write records."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from phase_core import documents, exitcodes, log, timefmt
+from phase_core.canonical import parse
+from phase_core.cli.jsonl import read_records, write_record
+from phase_core.envelope import DOC_TYPES
+from phase_core.errors import (
+    IOFailure,
+    Malformed,
+    MissingInput,
+    PhaseError,
+    TooLarge,
+    Unavailable,
+    UsageError,
+)
+from phase_core.state import StateStore
+from phase_core.trust import ROLES, Keyring
+
+Item = tuple[str, dict[str, Any] | PhaseError]
+
+
+def run(args: dict[str, Any]) -> int:
+    opts = _options(args)
+    logger = log.get()
+    quiet = bool(args["--quiet"])
+    keep_going = bool(args["--keep-going"])
+    store = StateStore(Path(args["--state"])) if args["--state"] else None
+    status = exitcodes.OK
+    seen = 0
+    for source, item in _documents(args["<file>"] or ["-"], opts["max_bytes"]):
+        doc: dict[str, Any] | PhaseError | None = item
+        if isinstance(item, dict):
+            try:
+                doc = _unwrap(item, strict=not source.startswith("stdin"))
+            except PhaseError as e:
+                doc = e
+            if doc is None:
+                logger.debug("verify.skipped", source=source, record_type=str(item.get("type")))
+                continue
+        seen += 1
+        try:
+            if isinstance(doc, PhaseError):
+                raise doc
+            assert doc is not None
+            marks = store.marks() if store is not None else {}
+            policy = documents.Policy(opts["keyring"], opts["now"], role=opts["role"],
+                                      threshold=opts["threshold"],
+                                      expected_type=opts["type"], marks=marks)
+            verified = documents.verify(doc, policy)
+            if args["--reexec"] and verified.type == "receipt":
+                _reexec(verified, args, opts)
+            key = verified.rollback_key
+            if store is not None and key is not None:
+                store.commit_mark(key, int(verified.body["version"]), verified.id)
+            logger.info("verify.ok", source=source, doc_type=verified.type, id=verified.id,
+                        signers=[t.name for t in verified.signers])
+            if not quiet:
+                rec = verified.record()
+                rec["source"] = source
+                write_record(rec)
+        except PhaseError as e:
+            logger.error("verify.rejected", source=source, **e.to_record())
+            status = exitcodes.worst(status, e.exit_code)
+            if not keep_going:
+                return e.exit_code
+            if not quiet:
+                write_record({"v": 1, "type": "error", "source": source, **e.to_record()})
+    if seen == 0:
+        logger.error("verify.no_input", error="missing_input",
+                     message="no signed document in the input")
+        return exitcodes.worst(status, exitcodes.NOINPUT)
+    return status
+
+
+def _options(args: dict[str, Any]) -> dict[str, Any]:
+    keyring = Keyring.load(Path(args["--keys"])) if args["--keys"] else Keyring()
+    now = timefmt.parse_time(args["--now"], "--now") if args["--now"] else timefmt.now()
+    role = args["--role"]
+    if role is not None and role not in ROLES:
+        raise UsageError(f"--role must be one of {', '.join(ROLES)}")
+    doc_type = args["--type"]
+    if doc_type is not None and doc_type not in DOC_TYPES:
+        raise UsageError(f"--type must be one of {', '.join(DOC_TYPES)}")
+    threshold = None
+    if args["--threshold"] is not None:
+        threshold = _int(args["--threshold"], "--threshold", 1, 16)
+    return {"keyring": keyring, "now": now, "role": role, "type": doc_type,
+            "threshold": threshold,
+            "max_bytes": _int(args["--max-bytes"], "--max-bytes", 1, 64 << 20)}
+
+
+def _int(text: str, name: str, lo: int, hi: int) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be an integer") from None
+    if not lo <= n <= hi:
+        raise UsageError(f"{name} must be between {lo} and {hi}")
+    return n
+
+
+def _unwrap(record: dict[str, Any], *, strict: bool) -> dict[str, Any] | None:
+    """The envelope a record carries; None for a record that carries none."""
+    if "signatures" in record or "body" in record or record.get("type") in DOC_TYPES:
+        return record
+    env = record.get("envelope")
+    if isinstance(env, dict):
+        return env
+    if strict:
+        raise Malformed("this is not a signed document (no body and signatures)",
+                        hint="pass an envelope, or a record with an \"envelope\" field")
+    return None
+
+
+def _documents(files: list[str], max_bytes: int) -> Iterator[Item]:
+    for name in files:
+        if name == "-":
+            for lineno, rec in read_records(sys.stdin.buffer, max_line_bytes=max_bytes):
+                yield f"stdin:{lineno}", rec
+            continue
+        yield from _file_documents(Path(name), max_bytes)
+
+
+def _file_documents(path: Path, max_bytes: int) -> Iterator[Item]:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        yield str(path), MissingInput(f"no such file: {path}")
+        return
+    except OSError as e:
+        yield str(path), IOFailure(f"cannot read {path}: {e.strerror}")
+        return
+    with f:
+        head = f.read(max_bytes + 1)
+        if len(head) <= max_bytes:
+            try:
+                value = parse(head, max_bytes=max_bytes)
+            except PhaseError as whole:
+                lines = [ln for ln in head.splitlines() if ln.strip()]
+                if len(lines) > 1 and all(ln.lstrip().startswith(b"{") for ln in lines):
+                    import io
+                    for lineno, rec in read_records(io.BytesIO(head), max_line_bytes=max_bytes):
+                        yield f"{path}:{lineno}", rec
+                    return
+                yield str(path), whole
+                return
+            if not isinstance(value, dict):
+                yield str(path), Malformed("a signed document must be a JSON object")
+                return
+            yield str(path), value
+            return
+        # larger than one document can be: JSON lines, or too large
+        f.seek(0)
+        first = f.readline(max_bytes + 1)
+        try:
+            is_jsonl = isinstance(parse(first, max_bytes=max_bytes), dict)
+        except PhaseError:
+            is_jsonl = False
+        if not is_jsonl:
+            size = path.stat().st_size
+            yield str(path), TooLarge(f"{path} is {size} bytes, over the cap of {max_bytes}",
+                                      hint="raise --max-bytes if this document is genuine")
+            return
+        f.seek(0)
+        for lineno, rec in read_records(f, max_line_bytes=max_bytes):  # type: ignore[arg-type]
+            yield f"{path}:{lineno}", rec
+
+
+def _reexec(verified: documents.Verified, args: dict[str, Any], opts: dict[str, Any]) -> None:
+    try:
+        from plasm_exec import reexec  # type: ignore[import-not-found]
+    except ImportError:
+        raise Unavailable("--reexec needs plasm-exec, which is not installed",
+                          hint="pip install plasm-exec (or pipx inject phase-verify plasm-exec)"
+                          ) from None
+    reexec.verify_receipt_cli(verified, manifest_path=args["--manifest"], home=args["--home"],
+                              keyring=opts["keyring"], now=opts["now"])

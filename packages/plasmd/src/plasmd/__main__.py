@@ -1,0 +1,3 @@
+from plasmd.cli import entry
+
+entry()

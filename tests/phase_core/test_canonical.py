@@ -1,0 +1,89 @@
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phase_core.canonical import (
+    MAX_DEPTH,
+    MAX_INT,
+    canonical,
+    check_content_id,
+    content_id,
+    parse,
+)
+from phase_core.errors import BadContentId, Malformed, TooLarge
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-MAX_INT, MAX_INT) | st.text(),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=8),
+                      inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def test_canonical_is_sorted_compact_utf8():
+    assert canonical({"b": 1, "a": [True, None, "é"]}) == '{"a":[true,null,"é"],"b":1}'.encode()
+
+
+@given(json_values)
+def test_canonical_matches_the_design_formula_and_round_trips(value):
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
+    assert canonical(value) == expected
+    assert parse(expected) == value
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"a":1,"a":2}', "duplicate key"),
+    ('{"a":1.5}', "floating-point"),
+    ('{"a":1e3}', "floating-point"),
+    ('{"a":NaN}', "NaN"),
+    ('{"a":Infinity}', "Infinity"),
+    ('{"a":-Infinity}', "Infinity"),
+    ('{"a":9007199254740992}', "out of range"),
+    ('{"é":1}', "non-ASCII key"),
+    ('{"a":"\\ud800"}', "lone surrogate"),
+    ('{"a":', "invalid JSON"),
+    ("", "empty"),
+    ("\ufeff{}", "byte-order mark"),
+])
+def test_parse_rejects(text, why):
+    with pytest.raises(Malformed, match=why):
+        parse(text.encode())
+
+
+def test_parse_rejects_deep_nesting_and_accepts_the_cap():
+    ok = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert parse(ok) is not None
+    with pytest.raises(Malformed, match="nesting"):
+        parse("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    with pytest.raises(Malformed):
+        parse("[" * 100_000 + "]" * 100_000, max_bytes=1 << 20)
+
+
+def test_parse_size_cap_before_parsing():
+    with pytest.raises(TooLarge):
+        parse(b" " * 11 + b"{}", max_bytes=10)
+
+
+def test_parse_rejects_bad_utf8():
+    with pytest.raises(Malformed, match="UTF-8"):
+        parse(b'{"a":"\xff"}')
+
+
+def test_canonical_refuses_floats_and_foreign_types():
+    for bad in ({"a": 1.0}, {"a": {1, 2}}, {1: "x"}, {"a": 2**60}):
+        with pytest.raises(Malformed):
+            canonical(bad)
+
+
+def test_content_ids():
+    cid = content_id(b"")
+    assert cid == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert check_content_id(cid) == cid
+    for bad in ["sha256:" + "A" * 64, "e3b0c442" * 8, "sha256:../../etc/passwd", "sha1:" + "0" * 40,
+                "sha256:" + "0" * 63, None, 5]:
+        with pytest.raises(BadContentId):
+            check_content_id(bad)
