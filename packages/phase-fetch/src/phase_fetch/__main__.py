@@ -1,0 +1,3 @@
+from phase_fetch.cli import entry
+
+entry()

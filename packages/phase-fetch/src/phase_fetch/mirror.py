@@ -1,0 +1,277 @@
+"""HTTP(S) mirrors: one ``Source`` per mirror URL.
+
+Per attempt: connect timeout, read timeout (per read: a stall of that long
+fails the attempt), ``Range`` resume from ``sink.offset``, Content-Length and
+Content-Range checked against the expected size before any body byte, reads
+capped so the first byte past the expected size aborts, redirects bounded
+(http↔https only, never https→http), TLS verified with the system trust store.
+
+Retry policy: transient failures (timeouts, resets, truncated bodies, 408/429/5xx,
+a bad Content-Range) are retried up to ``retries`` times with exponential
+backoff and full jitter (``uniform(0, min(cap, base·2^n))``); each retry
+resumes from the bytes held. 404/410, other 4xx, TLS failures, a wrong size and
+wrong bytes are not retried: the fetcher moves to the next source.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import re
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from phase_core import log
+from phase_core.cas import CHUNK
+from phase_core.errors import (
+    DigestMismatch,
+    PhaseError,
+    ProtocolViolation,
+    TempFailure,
+    Timeout,
+    Unavailable,
+)
+from phase_fetch import __version__
+from phase_fetch.sources import Sink
+from phase_fetch.want import Want, blob_url, redact
+
+USER_AGENT = f"phase-fetch/{__version__}"
+TEMP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CONTENT_RANGE_RE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    max_redirects: int = 5
+
+
+class HttpMirror:
+    """A ``Source`` for one mirror (a base URL or a ``{hex}`` template)."""
+
+    def __init__(self, mirror: str, options: HttpOptions | None = None, *,
+                 rng: random.Random | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self.mirror = mirror
+        self.name = redact(mirror)
+        self.opts = options or HttpOptions()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._cancel = cancel or threading.Event()
+
+    def fetch(self, want: Want, sink: Sink) -> None:
+        url = blob_url(self.mirror, want.id, want.name)
+        attempt = 0
+        while True:
+            try:
+                self._attempt(url, want, sink)
+                return
+            except TempFailure as e:
+                if attempt >= self.opts.retries:
+                    raise
+                delay = self._rng.uniform(0, min(self.opts.backoff_max_s,
+                                                 self.opts.backoff_s * 2 ** attempt))
+                attempt += 1
+                log.get().info("fetch.retry", id=want.id, source=self.name, attempt=attempt,
+                               error=e.slug, message=e.message, offset_bytes=sink.offset,
+                               delay_ms=int(delay * 1000))
+                if self._cancel.wait(delay):
+                    raise
+
+    # -- one attempt --------------------------------------------------------------
+    def _attempt(self, url: str, want: Want, sink: Sink) -> None:
+        if want.size is not None and sink.offset == want.size:
+            return  # every byte is already here; the fetcher checks them
+        offset = sink.offset
+        conn, resp, final_url = self._open(url, offset)
+        try:
+            offset = self._check_head(resp, want, sink, offset, final_url)
+            self._read_body(resp, want, sink, final_url)
+        finally:
+            conn.close()
+
+    def _open(self, url: str, offset: int
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+        for _ in range(self.opts.max_redirects + 1):
+            parts = urlsplit(url)
+            conn = self._connect(parts.scheme, parts.hostname or "", parts.port)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                       "Accept": "*/*"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+            except BaseException as e:
+                conn.close()
+                raise _translate(e, url) from None
+            if resp.status not in REDIRECTS:
+                return conn, resp, url
+            location = resp.getheader("Location")
+            conn.close()
+            if not location:
+                raise ProtocolViolation(f"{redact(url)}: redirect {resp.status} without a Location")
+            new = urljoin(url, location)
+            scheme = urlsplit(new).scheme
+            if scheme not in ("http", "https"):
+                raise Unavailable(f"{redact(url)} redirects to a {scheme or 'relative'} URL",
+                                  slug="bad_redirect")
+            if parts.scheme == "https" and scheme == "http":
+                raise Unavailable(f"{redact(url)} redirects from https to http; refused",
+                                  slug="bad_redirect")
+            log.get().debug("fetch.redirect", source=self.name, to=redact(new), status=resp.status)
+            url = new
+        raise Unavailable(f"{self.name}: more than {self.opts.max_redirects} redirects",
+                          slug="too_many_redirects")
+
+    def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            ctx = ssl.create_default_context()
+            conn = http.client.HTTPSConnection(host, port, timeout=self.opts.connect_timeout_s,
+                                               context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.opts.connect_timeout_s)
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(self.opts.read_timeout_s)
+        except BaseException as e:
+            conn.close()
+            raise _translate(e, f"{scheme}://{host}:{port or ''}", connecting=True) from None
+        return conn
+
+    def _check_head(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
+                    offset: int, url: str) -> int:
+        status = resp.status
+        if status == 200:
+            if offset:
+                log.get().info("fetch.range_ignored", id=want.id, source=self.name,
+                               offset_bytes=offset)
+                sink.restart()
+                offset = 0
+        elif status == 206:
+            self._check_content_range(resp, want, sink, offset, url)
+        elif status == 416:
+            sink.restart()
+            raise TempFailure(f"{redact(url)}: range {offset}- not satisfiable; restarting "
+                              "from zero", slug="bad_range")
+        elif status in (404, 410):
+            raise Unavailable(f"{redact(url)}: {status} {resp.reason}", slug="not_found")
+        elif status in TEMP_STATUSES or 500 <= status < 600:
+            raise TempFailure(f"{redact(url)}: {status} {resp.reason}", slug="http_status",
+                              status=status)
+        else:
+            raise Unavailable(f"{redact(url)}: {status} {resp.reason}", slug="http_status",
+                              status=status)
+        lengths = set(resp.headers.get_all("Content-Length") or [])
+        if len(lengths) > 1:
+            raise ProtocolViolation(f"{redact(url)}: conflicting Content-Length headers")
+        length = resp.length  # None when chunked or absent
+        if length is not None:
+            total = offset + length
+            if want.size is not None and total != want.size:
+                raise DigestMismatch(f"{redact(url)} announces {total} bytes, expected {want.size}",
+                                     slug="size_mismatch", expected_size=want.size,
+                                     announced_bytes=total)
+            if total > sink.max_bytes:
+                raise DigestMismatch(f"{redact(url)} announces {total} bytes, over the cap of "
+                                     f"{sink.max_bytes}", slug="too_large")
+        return offset
+
+    def _check_content_range(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
+                             offset: int, url: str) -> None:
+        m = CONTENT_RANGE_RE.fullmatch((resp.getheader("Content-Range") or "").strip())
+        ok = m is not None and int(m.group(1)) == offset
+        if m is not None and ok:
+            end = int(m.group(2))
+            total = None if m.group(3) == "*" else int(m.group(3))
+            if total is not None and end != total - 1:
+                ok = False
+            if want.size is not None and total is not None and total != want.size:
+                raise DigestMismatch(f"{redact(url)} says the blob is {total} bytes, expected "
+                                     f"{want.size}", slug="size_mismatch")
+        if not ok:
+            sink.restart()
+            raise TempFailure(f"{redact(url)}: Content-Range does not answer 'bytes={offset}-'; "
+                              "restarting from zero", slug="bad_range")
+
+    def _read_body(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
+                   url: str) -> None:
+        """Stream the body into the sink, a read at a time (a stall loses no byte read)."""
+        limit = want.size if want.size is not None else sink.max_bytes
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        # Content-Length bodies are read straight from the buffered socket: one recv per
+        # read, so the bytes that arrived before a stall or a reset are kept for a resume.
+        left = None if resp.chunked else resp.length
+        fp = resp.fp
+        try:
+            while True:
+                if self._cancel.is_set():
+                    raise TempFailure("cancelled", slug="cancelled")
+                # one byte more than the blob can hold, so the first extra byte aborts
+                ask = min(CHUNK, limit - sink.offset + 1)
+                if left is not None:
+                    ask = min(ask, left)
+                if ask <= 0:
+                    break
+                if resp.chunked:
+                    data = resp.read1(ask)
+                    n = len(data)
+                    view[:n] = data
+                else:
+                    n = fp.readinto1(view[:ask])
+                if not n:
+                    break
+                if left is not None:
+                    left -= n
+                sink.write(view[:n])
+        except PhaseError:
+            raise
+        except BaseException as e:
+            raise _translate(e, url, got=sink.offset) from None
+        if left:
+            raise TempFailure(f"{redact(url)}: the body ended after {sink.offset} bytes, "
+                              f"{left} short of its Content-Length", slug="short_body",
+                              got_bytes=sink.offset)
+        if want.size is not None and sink.offset < want.size:
+            raise TempFailure(f"{redact(url)}: the body ended after {sink.offset} of "
+                              f"{want.size} bytes", slug="short_body", got_bytes=sink.offset)
+
+
+def _translate(e: BaseException, url: str, *, connecting: bool = False,
+               got: int | None = None) -> BaseException:
+    """Our error for an exception of socket, ssl or http.client."""
+    where = redact(url) + (f" after {got} bytes" if got is not None else "")
+    if isinstance(e, PhaseError | KeyboardInterrupt | SystemExit | MemoryError):
+        return e
+    if isinstance(e, TimeoutError | socket.timeout):
+        what = "connecting" if connecting else "reading (the server stalled)"
+        return Timeout(f"{where}: timed out {what}")
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return Unavailable(f"{where}: TLS certificate not trusted: {e.verify_message}",
+                           slug="tls_verify_failed", hint="the mirror's certificate must chain "
+                           "to the system trust store")
+    if isinstance(e, socket.gaierror):
+        return Unavailable(f"{where}: cannot resolve host: {e.strerror}", slug="dns")
+    if isinstance(e, http.client.IncompleteRead):
+        return TempFailure(f"{where}: the body ended early", slug="short_body")
+    if isinstance(e, ConnectionError):
+        return TempFailure(f"{where}: {type(e).__name__}", slug="connection")
+    if isinstance(e, http.client.HTTPException):
+        return TempFailure(f"{where}: bad HTTP response ({type(e).__name__})",
+                           slug="bad_response")
+    if isinstance(e, OSError):
+        return TempFailure(f"{where}: {e.strerror or type(e).__name__}", slug="network")
+    return e
+
+
