@@ -1,0 +1,3 @@
+from plasm_exec.cli import entry
+
+entry()

@@ -1,0 +1,173 @@
+"""The library API that ``plasm-exec`` and ``plasmd`` share.
+
+::
+
+    ex = Executor(home)                       # one per process: one engine, one ticker
+    prog = ex.load(wasm_bytes)                # checked, compiled once (disk cache + memory)
+    res = ex.run(prog, RunSpec(argv=["x"], limits=DEFAULT_LIMITS), stdin=b"...")
+    res.outcome.ended, res.stdout, res.stdout_id
+
+``Executor.run`` is thread-safe and reuses the program's pre-instantiation;
+each call makes only a new Store. wasm runs with the GIL released, so threads
+run guests on all cores. Importing this module does not import wasmtime; the
+first ``Executor`` does.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phase_core.errors import MissingInput, UsageError
+from phase_core.limits import DEFAULT_LIMITS, LIMITS
+
+if TYPE_CHECKING:
+    from plasm_exec.engine import Outcome, Program, RunControl
+
+PROGRAMS_IN_MEMORY = 32
+
+
+def module_id_of(wasm: bytes) -> str:
+    return "sha256:" + hashlib.sha256(wasm).hexdigest()
+
+
+@dataclass
+class RunSpec:
+    argv: list[str] = field(default_factory=lambda: ["main.wasm"])
+    env: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    deterministic: bool = False
+    dirs: list[tuple[str, str, bool]] = field(default_factory=list)  # (host, guest, writable)
+
+    def check(self) -> None:
+        LIMITS(self.limits, "limits")
+        if self.deterministic and any(rw for _, _, rw in self.dirs):
+            raise UsageError("--deterministic allows no writable directory",
+                             hint="drop :rw from --dir, or drop --deterministic")
+        for host, _, _ in self.dirs:
+            if not Path(host).is_dir():
+                raise MissingInput(f"--dir {host}: no such directory")
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    stdin_id: str
+    stdout_id: str
+    stderr_id: str
+    stdout_bytes: int
+    stderr_bytes: int
+    stdout: bytes | None = None  # captured runs only
+    stderr: bytes | None = None
+
+
+class Executor:
+    """Compile once, run many times, from any thread."""
+
+    def __init__(self, home: Path | None = None, *, disk_cache: bool = True,
+                 cache_max_bytes: int | None = None) -> None:
+        from plasm_exec import engine
+        from plasm_exec.cache import DEFAULT_MAX_BYTES, ModuleCache, cache_dir
+
+        self.engine_mod = engine
+        self.runtime = engine.Runtime()
+        self.cache = None
+        if disk_cache and home is not None:
+            self.cache = ModuleCache(cache_dir(home), fingerprint=engine.fingerprint(),
+                                     max_bytes=cache_max_bytes or DEFAULT_MAX_BYTES)
+        self._programs: collections.OrderedDict[str, Program] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def runtime_info(self) -> dict[str, str]:
+        return {"name": self.engine_mod.RUNTIME_NAME, "version": self.engine_mod.RUNTIME_VERSION}
+
+    def load(self, wasm: bytes, module_id: str | None = None) -> Program:
+        """A checked, compiled program for ``wasm`` (raises on bad modules)."""
+        self.engine_mod.check_header(wasm)
+        mid = module_id or module_id_of(wasm)
+        with self._lock:
+            prog = self._programs.get(mid)
+            if prog is not None:
+                self._programs.move_to_end(mid)
+                return prog
+        cache = self.cache
+        prog = self.runtime.compile(
+            wasm, mid,
+            load_artifact=(lambda: cache.load(mid)) if cache else None,
+            save_artifact=(lambda art: cache.save(mid, art)) if cache else None)
+        with self._lock:
+            self._programs[mid] = prog
+            while len(self._programs) > PROGRAMS_IN_MEMORY:
+                self._programs.popitem(last=False)
+        return prog
+
+    def new_control(self) -> RunControl:
+        return self.engine_mod.RunControl()
+
+    def execute(self, prog: Program, spec: RunSpec, *, stdin_path: str, stdout_path: str,
+                stderr_path: str, control: RunControl | None = None) -> Outcome:
+        """The raw run: the caller owns the stdio paths."""
+        return self.runtime.execute(
+            prog, argv=spec.argv, env=spec.env, limits=spec.limits,
+            deterministic=spec.deterministic, dirs=spec.dirs, stdin_path=stdin_path,
+            stdout_path=stdout_path, stderr_path=stderr_path, control=control)
+
+    def run(self, prog: Program, spec: RunSpec, *, stdin: bytes | Path | None = None,
+            control: RunControl | None = None) -> RunResult:
+        """Run with stdin from bytes or a file, capturing stdout and stderr in memory."""
+        import os
+
+        from plasm_exec.stdio import MemCapture, memfd
+
+        spec.check()
+        ctl = control or self.new_control()
+        cap = MemCapture(int(spec.limits["output_bytes"]))
+        ctl.watch = lambda: "output_limit" if cap.over() else None
+        in_fd = None
+        try:
+            if isinstance(stdin, Path):
+                stdin_id = _file_id(stdin)
+                stdin_path = str(stdin)
+            else:
+                data = stdin or b""
+                stdin_id = module_id_of(data)
+                in_fd, stdin_path = memfd("plasm-stdin", data) if data else (None, "/dev/null")
+            outcome = self.execute(prog, spec, stdin_path=stdin_path,
+                                   stdout_path=cap.out_path, stderr_path=cap.err_path,
+                                   control=ctl)
+            out, err, exceeded = cap.collect()
+        finally:
+            cap.close()
+            if in_fd is not None:
+                os.close(in_fd)
+        if exceeded and outcome.ended != "output_limit":
+            outcome = _as_output_limit(outcome)
+        return RunResult(outcome, stdin_id, module_id_of(out), module_id_of(err),
+                         len(out), len(err), out, err)
+
+
+def _as_output_limit(o: Outcome) -> Outcome:
+    from dataclasses import replace
+    return replace(o, ended="output_limit", exit_code=None, trap=None, fuel_exact=False)
+
+
+def _file_id(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise MissingInput(f"no such file: {path}") from None
+    return "sha256:" + h.hexdigest()
+
+
+def run_spec_from_manifest(body: dict[str, Any], limits: dict[str, int] | None = None) -> RunSpec:
+    return RunSpec(argv=list(body["argv"]), env=dict(body["env"]),
+                   limits=dict(limits or body["limits"]),
+                   deterministic=bool(body.get("deterministic", False)))

@@ -1,0 +1,413 @@
+"""The wasmtime border: the only module that imports wasmtime.
+
+``Runtime`` owns one ``wasmtime.Engine`` (fuel + epoch interruption), one epoch
+ticker thread and two linkers (plain WASI preview1, and the deterministic
+profile that shadows clocks and ``random_get``). ``Runtime.compile`` turns
+bytes into a checked ``Program`` (compiled once, pre-instantiated per profile);
+``Runtime.execute`` runs a ``Program`` in a fresh ``Store`` under the four
+fences and returns an ``Outcome``. ``execute`` is safe to call from many
+threads at once: wasm runs with the GIL released.
+
+Wall clock: every store's epoch deadline is one tick, and a per-store epoch
+callback decides at each tick whether the run goes on (the wall-clock deadline
+has not passed and nobody asked it to stop) or ends. So a run is stopped within
+one tick of its deadline, and another thread can stop it early (output fence,
+cancellation) through ``RunControl.stop``. The callback is registered through
+the ffi binding ``wasmtime_store_epoch_deadline_callback``, which wasmtime-py
+50 ships but does not wrap.
+
+wasmtime errors are translated to ``phase_core`` errors here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import itertools
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime as wt
+from wasmtime import _ffi as ffi
+
+from phase_core.errors import InputError, Malformed, TooLarge
+
+WASI = "wasi_snapshot_preview1"
+RUNTIME_NAME = "wasmtime"
+RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
+TICK_S = 0.01
+MAX_MODULE_BYTES = 64 << 20
+MAX_TABLE_ELEMENTS = 1 << 20
+PAGE = 65536
+# The deterministic profile: a fixed start time (2026-01-01T00:00:00Z) that
+# advances 1 ms per clock read, and a random stream from a fixed seed.
+DET_EPOCH_NS = 1_767_225_600 * 10**9
+DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
+ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;v1"
+
+PREVIEW1 = frozenset("""
+args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
+fd_advise fd_allocate fd_close fd_datasync fd_fdstat_get fd_fdstat_set_flags
+fd_fdstat_set_rights fd_filestat_get fd_filestat_set_size fd_filestat_set_times fd_pread
+fd_prestat_get fd_prestat_dir_name fd_pwrite fd_read fd_readdir fd_renumber fd_seek fd_sync
+fd_tell fd_write path_create_directory path_filestat_get path_filestat_set_times path_link
+path_open path_readlink path_remove_directory path_rename path_symlink path_unlink_file
+poll_oneoff proc_exit proc_raise sched_yield random_get sock_accept sock_recv sock_send
+sock_shutdown""".split())
+
+
+def fingerprint() -> str:
+    """What a compiled artifact depends on: engine settings, wasmtime version, host."""
+    return f"{ENGINE_PROFILE};wasmtime={RUNTIME_VERSION};{platform.machine()}"
+
+
+@dataclass
+class RunControl:
+    """Shared between a running guest and the threads that watch it."""
+
+    deadline: float = 0.0  # time.monotonic() value
+    stop_reason: str | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    watch: Callable[[], str | None] | None = None  # polled at each tick
+
+    def poll(self) -> str | None:
+        """Called at each epoch tick from the guest's thread: the reason to stop, if any."""
+        if self.stop_reason is None and self.watch is not None:
+            reason = self.watch()
+            if reason is not None:
+                self.stop(reason)
+        if self.stop_reason is None and time.monotonic() >= self.deadline:
+            self.stop("timeout")
+        return self.stop_reason
+
+    def stop(self, reason: str) -> None:
+        """Ask the run to end at the next tick (first reason wins)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ended: str  # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit
+    exit_code: int | None
+    trap: str | None
+    fuel_consumed: int
+    fuel_exact: bool
+    wall_ms: int
+    message: str | None = None
+
+
+@dataclass
+class Program:
+    """A compiled, checked module, ready to run many times."""
+
+    module_id: str
+    size: int
+    module: Any = field(repr=False)
+    pres: dict[bool, Any] = field(default_factory=dict, repr=False)
+
+
+# -- the epoch callback --------------------------------------------------------
+
+_CALLBACK_T = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.POINTER(ffi.wasmtime_context_t),
+                               ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64),
+                               ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t))
+_FINALIZER_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_RUNS: dict[int, RunControl] = {}
+_TOKENS = itertools.count(1)
+
+
+def _on_epoch(_ctx: Any, data: int | None, delta: Any, kind: Any) -> int:
+    try:
+        ctl = _RUNS.get(data or 0)
+        reason = "cancelled" if ctl is None else ctl.poll()
+        if reason is None:
+            delta[0] = 1
+            kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+            return 0
+        err = ffi.wasmtime_error_new(f"plasm-exec: run stopped ({reason})".encode())
+        return ctypes.cast(err, ctypes.c_void_p).value or 0
+    except BaseException:  # never unwind into wasmtime
+        err = ffi.wasmtime_error_new(b"plasm-exec: epoch callback failed")
+        return ctypes.cast(err, ctypes.c_void_p).value or 0
+
+
+_CALLBACK = _CALLBACK_T(_on_epoch)
+_FINALIZER = _FINALIZER_T(lambda _p: None)
+
+
+# -- the deterministic profile: host functions ------------------------------
+
+_tls = threading.local()
+_I32, _I64 = wt.ValType.i32(), wt.ValType.i64()
+EINVAL, EFAULT, SUCCESS = 28, 21, 0
+
+
+class _DetState:
+    def __init__(self) -> None:
+        self.clock_reads = 0
+        self.counter = 0
+        self.pool = b""
+
+    def random(self, n: int) -> bytes:
+        while len(self.pool) < n:
+            self.pool += hashlib.sha256(DET_SEED + self.counter.to_bytes(8, "little")).digest()
+            self.counter += 1
+        out, self.pool = self.pool[:n], self.pool[n:]
+        return out
+
+
+def _state() -> _DetState:
+    st = getattr(_tls, "det", None)
+    if st is None:
+        st = _tls.det = _DetState()
+    return st
+
+
+def _write(caller: Any, ptr: int, data: bytes) -> int:
+    mem = caller.get("memory")
+    if not isinstance(mem, wt.Memory):
+        return EFAULT
+    try:
+        mem.write(caller, data, ptr)
+    except (IndexError, ValueError, wt.WasmtimeError):
+        return EFAULT
+    return SUCCESS
+
+
+def _det_clock_res_get(caller: Any, clock: int, ptr: int) -> int:
+    if not 0 <= clock <= 3:
+        return EINVAL
+    return _write(caller, ptr, (1_000_000).to_bytes(8, "little"))
+
+
+def _det_clock_time_get(caller: Any, clock: int, _precision: int, ptr: int) -> int:
+    if not 0 <= clock <= 3:
+        return EINVAL
+    st = _state()
+    st.clock_reads += 1
+    return _write(caller, ptr, (DET_EPOCH_NS + st.clock_reads * 1_000_000).to_bytes(8, "little"))
+
+
+def _det_random_get(caller: Any, ptr: int, n: int) -> int:
+    if n < 0 or n > 1 << 24:
+        return EINVAL
+    return _write(caller, ptr, _state().random(n))
+
+
+# -- the runtime ---------------------------------------------------------------
+
+class Runtime:
+    """One engine, one ticker, two linkers. Create one per process and share it."""
+
+    def __init__(self, *, tick_s: float = TICK_S) -> None:
+        cfg = wt.Config()
+        cfg.consume_fuel = True
+        cfg.epoch_interruption = True
+        cfg.cranelift_nan_canonicalization = True
+        cfg.wasm_relaxed_simd_deterministic = True
+        cfg.cranelift_opt_level = "speed"
+        self.engine = wt.Engine(cfg)
+        self.tick_s = tick_s
+        self._linkers = {False: self._linker(False), True: self._linker(True)}
+        self._ticker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _linker(self, deterministic: bool) -> Any:
+        linker = wt.Linker(self.engine)
+        linker.define_wasi()
+        if deterministic:
+            linker.allow_shadowing = True
+            linker.define_func(WASI, "clock_res_get", wt.FuncType([_I32, _I32], [_I32]),
+                               _det_clock_res_get, access_caller=True)
+            linker.define_func(WASI, "clock_time_get",
+                               wt.FuncType([_I32, _I64, _I32], [_I32]),
+                               _det_clock_time_get, access_caller=True)
+            linker.define_func(WASI, "random_get", wt.FuncType([_I32, _I32], [_I32]),
+                               _det_random_get, access_caller=True)
+        return linker
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is not None:
+            return
+        with self._lock:
+            if self._ticker is None:
+                t = threading.Thread(target=self._tick, name="plasm-epoch", daemon=True)
+                t.start()
+                self._ticker = t
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(self.tick_s)
+            self.engine.increment_epoch()
+
+    # -- compiling -----------------------------------------------------------
+    def compile(self, wasm: bytes, module_id: str, *,
+                load_artifact: Callable[[], bytes | None] | None = None,
+                save_artifact: Callable[[bytes], None] | None = None) -> Program:
+        """Check and compile ``wasm`` (or load a cached artifact for it)."""
+        check_header(wasm)
+        module = None
+        if load_artifact is not None:
+            art = load_artifact()
+            if art is not None:
+                try:
+                    module = wt.Module.deserialize(self.engine, art)
+                except wt.WasmtimeError:
+                    module = None  # foreign or stale artifact: rebuild
+        fresh = module is None
+        if module is None:
+            try:
+                module = wt.Module(self.engine, wasm)
+            except wt.WasmtimeError as e:
+                raise Malformed(f"not a valid WASM module: {_first_line(e)}",
+                                slug="bad_module") from None
+        check_module(module)
+        if fresh and save_artifact is not None:
+            save_artifact(bytes(module.serialize()))
+        prog = Program(module_id, len(wasm), module)
+        for det, linker in self._linkers.items():
+            try:
+                prog.pres[det] = linker.instantiate_pre(module)
+            except wt.WasmtimeError as e:
+                raise InputError(f"module cannot be linked against WASI preview1: "
+                                 f"{_first_line(e)}", slug="bad_import") from None
+        return prog
+
+    # -- running ---------------------------------------------------------------
+    def execute(self, prog: Program, *, argv: list[str], env: dict[str, str],
+                limits: dict[str, int], deterministic: bool = False,
+                dirs: list[tuple[str, str, bool]] = (),  # type: ignore[assignment]
+                stdin_path: str = "/dev/null", stdout_path: str = "/dev/null",
+                stderr_path: str = "/dev/null", control: RunControl | None = None) -> Outcome:
+        """Run ``prog`` once under ``limits``; every fence outcome is an ``Outcome``.
+
+        The caller owns the stdio paths (files, memfds or pipes as /dev/fd/N).
+        """
+        self._ensure_ticker()
+        ctl = control or RunControl()
+        fuel = int(limits["fuel"])
+        store = wt.Store(self.engine)
+        store.set_limits(memory_size=int(limits["memory_bytes"]),
+                         table_elements=MAX_TABLE_ELEMENTS)
+        store.set_fuel(fuel)
+        store.set_epoch_deadline(1)
+        token = next(_TOKENS)
+        _RUNS[token] = ctl
+        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _CALLBACK, token, _FINALIZER)
+        wasi = wt.WasiConfig()
+        wasi.argv = list(argv)
+        wasi.env = [(k, v) for k, v in env.items()]
+        wasi.stdin_file = stdin_path
+        wasi.stdout_file = stdout_path
+        wasi.stderr_file = stderr_path
+        for host, guest, writable in dirs:
+            wasi.preopen_dir(host, guest, fs_mutable=writable)
+        store.set_wasi(wasi)
+        _tls.det = _DetState()
+        t0 = time.monotonic()
+        ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
+        ctl.started.set()
+        try:
+            return self._run(store, prog.pres[deterministic], fuel, limits, ctl, t0)
+        finally:
+            del _RUNS[token]
+            _tls.det = None
+
+    def _run(self, store: Any, pre: Any, fuel: int, limits: dict[str, int], ctl: RunControl,
+             t0: float) -> Outcome:
+        ended, code, trap, msg = "exited", None, None, None
+        inst = None
+        try:
+            inst = pre.instantiate(store)
+            start = inst.exports(store)["_start"]
+            start(store)
+            code = 0
+        except wt.ExitTrap as e:
+            code = e.code
+        except wt.Trap as e:
+            tc = e.trap_code
+            msg = _first_line(e)
+            if tc == wt.TrapCode.OUT_OF_FUEL:
+                ended = "out_of_fuel"
+            elif tc == wt.TrapCode.INTERRUPT:
+                ended = ctl.stop_reason or "timeout"
+            else:
+                ended, trap = "trapped", (tc.name.lower() if tc is not None else "unknown")
+        except wt.WasmtimeError as e:
+            msg = _first_line(e)
+            text = str(e)
+            if ctl.stop_reason is not None and "plasm-exec: run stopped" in text:
+                ended = ctl.stop_reason
+            elif inst is None and "exceeds memory limits" in text:
+                ended = "memory_limit"
+            elif "invalid exit status" in text:
+                ended, trap = "trapped", "bad_exit_status"
+            elif inst is None:
+                ended, trap = "trapped", "instantiation_failed"
+            else:
+                ended, trap = "trapped", "host_error"
+        wall_ms = int((time.monotonic() - t0) * 1000)
+        try:
+            left = store.get_fuel()
+        except wt.WasmtimeError:
+            left = fuel
+        consumed = max(0, fuel - left)
+        fuel_exact = ended not in ("timeout", "output_limit", "cancelled")
+        if ctl.stop_reason == "output_limit":
+            ended = "output_limit"  # the output fence wins over how the guest then ended
+            fuel_exact = False
+        if inst is not None and ended in ("exited", "trapped") and code != 0:
+            mem = inst.exports(store).get("memory")
+            if isinstance(mem, wt.Memory) and \
+                    mem.data_len(store) + PAGE > int(limits["memory_bytes"]):
+                ended = "memory_limit"  # it hit the ceiling and then failed
+        if ended != "exited" and ended != "memory_limit":
+            code = None
+        if ended != "trapped":
+            trap = None
+        if ended == "cancelled":
+            ended = "timeout"
+        return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+def check_header(wasm: bytes) -> None:
+    if len(wasm) > MAX_MODULE_BYTES:
+        raise TooLarge(f"module is {len(wasm)} bytes, over the cap of {MAX_MODULE_BYTES}")
+    if len(wasm) < 8 or wasm[:4] != b"\0asm":
+        raise Malformed("not a WASM module (no \\0asm header)", slug="bad_module",
+                        hint="pass a compiled .wasm file, not WAT text or a native binary")
+    if wasm[4:8] != b"\x01\0\0\0":
+        raise Malformed("not a WASM core module version 1 (a component, or a newer format?)",
+                        slug="bad_module", hint="plasm-exec runs WASI preview1 core modules")
+
+
+def check_module(module: Any) -> None:
+    """A runnable WASI preview1 command: `_start`, exported memory, only WASI imports."""
+    exports = {e.name: e.type for e in module.exports}
+    if not isinstance(exports.get("_start"), wt.FuncType):
+        raise InputError("module has no exported `_start` function", slug="no_start",
+                         hint="build it as a WASI command (e.g. clang --target=wasm32-wasi)")
+    if not isinstance(exports.get("memory"), wt.MemoryType):
+        raise InputError("module exports no `memory`", slug="no_memory",
+                         hint="WASI needs the guest's linear memory exported as `memory`")
+    for imp in module.imports:
+        if imp.module != WASI or imp.name not in PREVIEW1 \
+                or not isinstance(imp.type, wt.FuncType):
+            raise InputError(f"module imports {imp.module}.{imp.name}, which is not a "
+                             "WASI preview1 function", slug="bad_import",
+                             hint="only wasi_snapshot_preview1 functions are provided")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "Caused by:" in lines:
+        i = lines.index("Caused by:")
+        return " ".join(lines[i + 1:i + 3])[:300]
+    return (lines[0] if lines else type(e).__name__)[:300]
+

@@ -1,0 +1,341 @@
+"""What each plasm-exec command does (cli.py only parses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from phase_core import exitcodes, home, log
+from phase_core.errors import InputError, MissingInput, PhaseError, UsageError
+from phase_core.limits import DEFAULT_LIMITS, LIMITS
+
+# Exit statuses of `run` when a fence, not the guest, ended the run (never 0..125).
+FENCE_EXIT = {
+    "trapped": 134,  # as `wasmtime run` (128 + SIGABRT)
+    "out_of_fuel": 151,
+    "timeout": 152,
+    "memory_limit": 153,
+    "output_limit": 154,
+}
+MAX_MODULE_BYTES = 64 << 20
+_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+# -- option parsing helpers ----------------------------------------------------
+
+def parse_size(text: str, what: str) -> int:
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _SUFFIX and t[-1:] else ""
+    num = t[:-1] if unit else t
+    if not num.isdigit():
+        raise UsageError(f"{what} must be a whole number of bytes (suffixes K, M, G), "
+                         f"got {text!r}")
+    return int(num) * _SUFFIX[unit]
+
+
+def limits_from_args(args: dict[str, Any], base: dict[str, int] | None = None
+                     ) -> dict[str, int]:
+    lim = dict(base or DEFAULT_LIMITS)
+    if args.get("--max-memory"):
+        lim["memory_bytes"] = parse_size(args["--max-memory"], "--max-memory")
+    if args.get("--max-output"):
+        lim["output_bytes"] = parse_size(args["--max-output"], "--max-output")
+    if args.get("--fuel"):
+        if not str(args["--fuel"]).isdigit():
+            raise UsageError(f"--fuel must be a positive integer, got {args['--fuel']!r}")
+        lim["fuel"] = int(args["--fuel"])
+    if args.get("--timeout"):
+        try:
+            secs = float(args["--timeout"])
+        except ValueError:
+            raise UsageError(f"--timeout must be seconds, got {args['--timeout']!r}") from None
+        lim["wall_ms"] = max(1, round(secs * 1000))
+    try:
+        LIMITS(lim, "limits")
+    except PhaseError as e:
+        raise UsageError(f"bad limit: {e.message}") from None
+    return lim
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not (k[0].isalpha() or k[0] == "_") \
+                or not all(c.isalnum() or c == "_" for c in k) or not k.isascii():
+            raise UsageError(f"--env {item!r}: expected NAME=VALUE")
+        env[k] = v
+    return env
+
+
+def parse_dirs(items: list[str]) -> list[tuple[str, str, bool]]:
+    out = []
+    for item in items or []:
+        host, sep, guest = item.partition("::")
+        if not sep or not host or not guest:
+            raise UsageError(f"--dir {item!r}: expected <host>::<guest>[:rw]")
+        writable = guest.endswith(":rw")
+        guest = guest.removesuffix(":rw").removesuffix(":ro")
+        out.append((host, guest, writable))
+    return out
+
+
+def read_module(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_MODULE_BYTES:
+                raise InputError(f"{path} is over the module size cap of {MAX_MODULE_BYTES} "
+                                 "bytes", slug="too_large")
+            return f.read(MAX_MODULE_BYTES + 1)
+    except FileNotFoundError:
+        raise MissingInput(f"no such module: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a module") from None
+
+
+def exit_status(ended: str, exit_code: int | None) -> int:
+    if ended == "exited" and exit_code is not None:
+        return exit_code
+    return FENCE_EXIT[ended]
+
+
+def _home(args: dict[str, Any]) -> Path:
+    return home.resolve(args.get("--home"))
+
+
+def _identity(args: dict[str, Any]) -> Any:
+    from phase_core.identity import load, load_or_create
+    if args.get("--key"):
+        return load(Path(args["--key"]))
+    return load_or_create(home.key_path(_home(args)))
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    from phase_core.fsutil import write_atomic
+    data = (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    write_atomic(Path(path), data)
+
+
+# -- run -------------------------------------------------------------------------
+
+def cmd_run(args: dict[str, Any]) -> int:
+    from plasm_exec.api import Executor, RunResult, RunSpec, module_id_of
+
+    module_path = args["<module.wasm>"]
+    limits = limits_from_args(args)
+    spec = RunSpec(argv=[os.path.basename(module_path), *args["<arg>"]],
+                   env=parse_env(args["--env"]), limits=limits,
+                   deterministic=bool(args["--deterministic"]), dirs=parse_dirs(args["--dir"]))
+    spec.check()
+    receipt_path = args.get("--receipt")
+    wasm = read_module(module_path)
+    hm = _home(args)
+    ex = Executor(hm, disk_cache=not args.get("--no-cache"))
+    prog = ex.load(wasm)
+    identity = _identity(args) if receipt_path else None  # fail early on a bad key
+    outcome, stdin_id, out, err, stdin_copy = _stream(ex, prog, spec, keep_stdin=bool(
+        receipt_path))
+    result = RunResult(outcome, stdin_id, out.content_id, err.content_id, out.size, err.size)
+    lg = log.get()
+    lg.info("plasm.run.ended", ended=outcome.ended, exit_code=outcome.exit_code,
+            trap=outcome.trap, fuel_consumed=outcome.fuel_consumed, wall_ms=outcome.wall_ms)
+    if outcome.ended != "exited":
+        lg.warning("plasm.run.fence", ended=outcome.ended, trap=outcome.trap,
+                   message=outcome.message or "", limits=limits)
+    if receipt_path:
+        try:
+            _write_receipt(Path(receipt_path), ex, hm, identity, wasm, module_id_of(wasm),
+                           spec, result, stdin_copy)
+        finally:
+            if stdin_copy is not None:
+                os.close(stdin_copy)
+    return exit_status(outcome.ended, outcome.exit_code)
+
+
+def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool) -> tuple[Any, ...]:
+    """Run with our own stdio: stdin streamed (or spooled), stdout/stderr forwarded."""
+    from plasm_exec.stdio import Budget, OutputTap, StdinPump, memfd
+
+    ctl = ex.new_control()
+    budget = Budget(int(spec.limits["output_bytes"]), ctl)
+    copy_fd = None
+    pump = None
+    try:
+        st = os.fstat(0)
+    except OSError:
+        st = None
+    spool = st is None or spec.deterministic or stat.S_ISREG(st.st_mode)
+    if spool:  # a file, or the deterministic profile: the guest reads a fixed file
+        data = _read_all(0) if st is not None else b""
+        copy_fd, stdin_path = memfd("plasm-stdin", data)
+        import hashlib
+        stdin_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    else:
+        keep = None
+        if keep_stdin:
+            copy_fd, _ = memfd("plasm-stdin-copy")
+            keep = os.fdopen(os.dup(copy_fd), "wb", buffering=0)
+        pump = StdinPump(0, ctl, keep)
+        stdin_path = pump.path
+    out = OutputTap(1, budget, ctl)
+    err = OutputTap(2, budget, ctl)
+    try:
+        outcome = ex.execute(prog, spec, stdin_path=stdin_path, stdout_path=out.path,
+                             stderr_path=err.path, control=ctl)
+    finally:
+        out.finish()
+        err.finish()
+        if pump is not None:
+            pump.finish()
+            if pump.keep is not None:
+                pump.keep.close()
+    if pump is not None:
+        stdin_id = pump.content_id
+    if budget.exceeded and outcome.ended != "output_limit":
+        from dataclasses import replace
+        outcome = replace(outcome, ended="output_limit", exit_code=None, trap=None,
+                          fuel_exact=False)
+    if copy_fd is not None and not keep_stdin:
+        os.close(copy_fd)
+        copy_fd = None
+    return outcome, stdin_id, out, err, copy_fd
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def _write_receipt(path: Path, ex: Any, hm: Path, identity: Any, wasm: bytes, module_id: str,
+                   spec: Any, result: Any, stdin_copy: int | None) -> None:
+    from phase_core.cas import ContentStore
+    from phase_core.timefmt import now
+    from plasm_exec.receipts import (
+        local_manifest,
+        manifest_path_for,
+        receipt_body,
+        sign_receipt,
+    )
+
+    cas = ContentStore(home.cas_path(hm))
+    cas.put_bytes(wasm, expected=module_id)
+    if stdin_copy is not None:
+        cas.put_file(Path(f"/proc/self/fd/{stdin_copy}"), expected=result.stdin_id)
+    t = now()
+    menv = local_manifest(module_id=module_id, stdin_id=result.stdin_id, argv=spec.argv,
+                          env=spec.env, limits=spec.limits, deterministic=spec.deterministic,
+                          created=t, identity=identity)
+    from phase_core.envelope import document_id
+    job_id = document_id(menv["type"], menv["body"])
+    body = receipt_body(job_id=job_id, module_id=module_id, result=result, limits=spec.limits,
+                        deterministic=spec.deterministic, runtime=ex.runtime_info,
+                        worker=identity.node_id, completed=t)
+    _write_json(manifest_path_for(path), menv)
+    _write_json(path, sign_receipt(body, identity))
+    log.get().info("plasm.run.receipt", path=str(path), job=job_id, worker=identity.node_id)
+
+
+# -- job -------------------------------------------------------------------------
+
+def cmd_job(args: dict[str, Any]) -> int:
+    from phase_core.cas import ContentStore
+    from phase_core.cli.jsonl import read_records, write_record
+    from phase_core.timefmt import now as clock
+    from phase_core.timefmt import parse_time
+    from phase_core.trust import Keyring
+    from plasm_exec.api import Executor
+    from plasm_exec.job import execute_job
+
+    hm = _home(args)
+    keyring = Keyring.load(Path(args["--keys"])) if args.get("--keys") else None
+    ceilings = limits_from_args(args)
+    now = parse_time(args["--now"], "--now") if args.get("--now") else clock()
+    identity = _identity(args)
+    cas = ContentStore(home.cas_path(hm))
+    ex = Executor(hm, disk_cache=not args.get("--no-cache"))
+    quiet = bool(args.get("--quiet"))
+    status = exitcodes.OK
+    src_path = args.get("<jobs.jsonl>")
+    src = open(src_path, "rb") if src_path and src_path != "-" else sys.stdin.buffer
+    lg = log.get()
+    try:
+        for lineno, rec in read_records(src):
+            try:
+                if isinstance(rec, Exception):
+                    raise rec
+                if rec.get("type") == "job_manifest":
+                    man, mpath, ipath = rec, None, None
+                elif rec.get("type") == "job":
+                    man = rec.get("manifest")
+                    mpath = Path(rec["module_path"]) if rec.get("module_path") else None
+                    ipath = Path(rec["stdin_path"]) if rec.get("stdin_path") else None
+                else:
+                    lg.debug("plasm.job.skipped", line=lineno, record_type=str(rec.get("type")))
+                    continue
+                res = execute_job(man, executor=ex, cas=cas, identity=identity, now=now,
+                                  keyring=keyring, ceilings=ceilings, module_path=mpath,
+                                  stdin_path=ipath)
+                o = res.result.outcome
+                if not quiet:
+                    write_record(res.record())
+                if not (o.ended == "exited" and o.exit_code == 0):
+                    status = exitcodes.worst(status, exitcodes.REJECTED)
+            except PhaseError as e:
+                lg.error("plasm.job.failed", line=lineno, **e.to_record())
+                if not quiet:
+                    write_record({"v": 1, "type": "error", "line": lineno, **e.to_record()})
+                status = exitcodes.worst(status, e.exit_code)
+    finally:
+        if src is not sys.stdin.buffer:
+            src.close()
+    return status
+
+
+# -- verify ------------------------------------------------------------------------
+
+def cmd_verify(args: dict[str, Any]) -> int:
+    from phase_core.canonical import parse
+    from phase_core.cas import ContentStore
+    from phase_core.trust import Keyring
+    from plasm_exec.api import Executor
+    from plasm_exec.receipts import manifest_path_for
+    from plasm_exec.reexec import verify_receipt
+
+    rpath = Path(args["<receipt>"])
+    mpath = Path(args["--manifest"]) if args.get("--manifest") else manifest_path_for(rpath)
+    robj = parse(_read(rpath))
+    mobj = parse(_read(mpath))
+    keyring = Keyring.load(Path(args["--keys"])) if args.get("--keys") else None
+    hm = _home(args)
+    res = verify_receipt(robj, manifest_obj=mobj, cas=ContentStore(home.cas_path(hm)),
+                         keyring=keyring, executor=Executor(hm))
+    if not args.get("--quiet"):
+        from phase_core.cli.jsonl import write_record
+        write_record(res.record())
+    return exitcodes.OK
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MissingInput(f"no such file: {path}") from None
+
+
+# -- key -----------------------------------------------------------------------
+
+def cmd_key(args: dict[str, Any]) -> int:
+    from phase_core.trust import format_entry
+    ident = _identity(args)
+    name = args.get("--name") or f"worker-{ident.node_id[:12]}"
+    sys.stdout.write(format_entry(name, ident.node_id, ["worker"]))
+    sys.stdout.flush()
+    return exitcodes.OK

@@ -1,0 +1,296 @@
+"""Guest stdio plumbing: pipes with pump threads (streaming) and memfds (capture).
+
+wasmtime-py takes stdio only as paths, so a guest's stdin/stdout/stderr are
+either files we own (memfds, opened by path as ``/proc/self/fd/N``) or pipes
+exposed as ``/dev/fd/N`` with a thread on our end:
+
+- ``StdinPump`` copies our stdin into the guest's pipe, hashing what it
+  forwards (the receipt's stdin is exactly what was offered to the guest), and
+  closes the pipe at EOF, at the wall-clock deadline or when the run ends — so
+  a guest blocked reading stdin sees EOF and then meets the epoch deadline.
+- ``OutputTap`` reads the guest's stdout or stderr pipe, hashes and counts it,
+  forwards it to our own fd, and enforces the shared output budget: bytes past
+  the budget are neither forwarded nor hashed, and the run is stopped with
+  ``output_limit`` at the next epoch tick.
+- ``MemCapture`` is the thread-free path for the library and ``job`` mode:
+  memfds for stdout/stderr, and a tick-time check of their sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import select
+import threading
+import time
+from typing import BinaryIO
+
+from plasm_exec.engine import RunControl
+
+CHUNK = 1 << 16
+EMPTY_ID = "sha256:" + hashlib.sha256(b"").hexdigest()
+
+
+class Budget:
+    """The output fence: stdout and stderr share one byte budget."""
+
+    def __init__(self, limit: int, ctl: RunControl) -> None:
+        self.left = limit
+        self.ctl = ctl
+        self.exceeded = False
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> int:
+        """How many of ``n`` bytes may still be kept; trips the fence past the end."""
+        with self._lock:
+            ok = min(n, self.left)
+            self.left -= ok
+            if ok < n:
+                self.exceeded = True
+                self.ctl.stop("output_limit")
+            return ok
+
+
+class _Wake:
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        self.set = False
+
+    def fire(self) -> None:
+        if not self.set:
+            self.set = True
+            with contextlib.suppress(OSError):
+                os.write(self.w, b"x")
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _Pipe:
+    """A pipe whose guest end is opened by path, after which we close our copy."""
+
+    def __init__(self, guest_end_is_read: bool) -> None:
+        r, w = os.pipe()
+        self.ours, self.theirs = (w, r) if guest_end_is_read else (r, w)
+        self.path = f"/dev/fd/{self.theirs}"
+        self._closed = False
+
+    def release_guest_end(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self.theirs)
+
+
+class OutputTap:
+    def __init__(self, dest_fd: int | None, budget: Budget, ctl: RunControl,
+                 keep: BinaryIO | None = None) -> None:
+        self.pipe = _Pipe(guest_end_is_read=False)
+        self.dest = dest_fd
+        self.budget = budget
+        self.ctl = ctl
+        self.keep = keep
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.dest_broken = False
+        self._wake = _Wake()
+        self._thread = threading.Thread(target=self._loop, name="plasm-out", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> str:
+        return self.pipe.path
+
+    @property
+    def content_id(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+    def _loop(self) -> None:
+        src = self.pipe.ours
+        while True:
+            r, _, _ = select.select([src, self._wake.r], [], [])
+            if src not in r:  # the run is over: drain what is left, never block
+                os.set_blocking(src, False)
+                with contextlib.suppress(BlockingIOError):
+                    while data := os.read(src, CHUNK):
+                        self._take(data)
+                return
+            data = os.read(src, CHUNK)
+            if not data:
+                return
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        n = self.budget.take(len(data))
+        if n <= 0:
+            return
+        data = data[:n]
+        self.hash.update(data)
+        self.size += n
+        if self.keep is not None:
+            self.keep.write(data)
+        if self.dest is not None and not self.dest_broken:
+            self._forward(data)
+
+    def _forward(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            remaining = self.ctl.deadline - time.monotonic() if self.ctl.deadline else 1.0
+            if remaining <= 0:
+                self.ctl.stop("timeout")
+                self.dest_broken = True  # our reader is stuck: stop forwarding
+                return
+            _, w, _ = select.select([], [self.dest], [], remaining)
+            if not w:
+                continue
+            try:
+                view = view[os.write(self.dest, view):]
+            except BlockingIOError:
+                continue
+            except OSError as e:  # EPIPE: nobody reads our stdout any more
+                if e.errno in (errno.EPIPE, errno.EBADF):
+                    self.dest_broken = True
+                    return
+                raise
+
+    def finish(self) -> None:
+        """Call after the guest has ended: collect the rest and stop the thread."""
+        self.pipe.release_guest_end()
+        self._wake.fire()
+        self._thread.join()
+        self._wake.close()
+        with contextlib.suppress(OSError):
+            os.close(self.pipe.ours)
+
+
+class StdinPump:
+    """Stream ``src_fd`` into the guest's stdin pipe until EOF, the deadline or the end."""
+
+    def __init__(self, src_fd: int, ctl: RunControl, keep: BinaryIO | None = None) -> None:
+        self.pipe = _Pipe(guest_end_is_read=True)
+        os.set_blocking(self.pipe.ours, False)
+        self.src = src_fd
+        self.ctl = ctl
+        self.keep = keep
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._wake = _Wake()
+        self._thread = threading.Thread(target=self._loop, name="plasm-in", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> str:
+        return self.pipe.path
+
+    @property
+    def content_id(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+    def _remaining(self) -> float | None:
+        self.ctl.started.wait()
+        return self.ctl.deadline - time.monotonic()
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                left = self._remaining()
+                if left is None or left <= 0:
+                    return
+                r, _, _ = select.select([self.src, self._wake.r], [], [], left)
+                if self._wake.r in r or not r:
+                    return
+                try:
+                    data = os.read(self.src, CHUNK)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if not self._send(data):
+                    return
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.pipe.ours)  # EOF for the guest
+
+    def _send(self, data: bytes) -> bool:
+        view = memoryview(data)
+        while view:
+            left = self.ctl.deadline - time.monotonic()
+            if left <= 0:
+                return False
+            r, w, _ = select.select([self._wake.r], [self.pipe.ours], [], left)
+            if r:
+                return False
+            if not w:
+                continue
+            try:
+                n = os.write(self.pipe.ours, view)
+            except BlockingIOError:
+                continue
+            except OSError:  # the guest closed its stdin or ended
+                return False
+            self.hash.update(view[:n])
+            if self.keep is not None:
+                self.keep.write(view[:n])
+            self.size += n
+            view = view[n:]
+        return True
+
+    def finish(self) -> None:
+        self.pipe.release_guest_end()
+        self.ctl.started.set()
+        self._wake.fire()
+        self._thread.join()
+        self._wake.close()
+
+
+def memfd(name: str, data: bytes | None = None) -> tuple[int, str]:
+    """An anonymous in-memory file and the path the guest opens it by."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    if data:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    return fd, f"/proc/self/fd/{fd}"
+
+
+def read_fd(fd: int, limit: int | None = None) -> bytes:
+    """The first ``limit`` bytes (all if None) of a file descriptor, from offset 0."""
+    size = os.fstat(fd).st_size
+    n = size if limit is None else min(size, limit)
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.pread(fd, min(CHUNK * 16, n - len(out)), len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+class MemCapture:
+    """Thread-free stdout/stderr capture into memfds, with a per-tick size check."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.out_fd, self.out_path = memfd("plasm-stdout")
+        self.err_fd, self.err_path = memfd("plasm-stderr")
+
+    def over(self) -> bool:
+        return os.fstat(self.out_fd).st_size + os.fstat(self.err_fd).st_size > self.limit
+
+    def collect(self) -> tuple[bytes, bytes, bool]:
+        """(stdout, stderr, exceeded): stdout first, then stderr, within the budget."""
+        out_size = os.fstat(self.out_fd).st_size
+        err_size = os.fstat(self.err_fd).st_size
+        exceeded = out_size + err_size > self.limit
+        out = read_fd(self.out_fd, self.limit)
+        err = read_fd(self.err_fd, self.limit - len(out))
+        return out, err, exceeded
+
+    def close(self) -> None:
+        for fd in (self.out_fd, self.err_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
