@@ -85,3 +85,19 @@ def test_hostile_strings_cannot_forge_log_lines(run_tool, tmp_path):
     assert r.code == 65
     assert all(line.startswith("{") for line in r.err.splitlines())
     assert len(r.logs) == len(r.err.splitlines())
+
+
+def test_broken_pipe_exits_141_quietly():
+    import subprocess
+
+    from tests.conftest import script
+
+    doc = str(VECTORS / "valid/boot_manifest.json")
+    p = subprocess.Popen([script("phase-verify"), *KEYS, *[doc] * 200],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert "Traceback" not in err

@@ -32,7 +32,8 @@ Options:
   --reexec                 For receipts: also re-run the job with plasm-exec
                            and compare outputs and fuel (needs plasm-exec,
                            the job manifest and the inputs in the store).
-  --manifest=FILE          The job manifest of the receipt, for --reexec.
+  --manifest=FILE          The job manifest of the receipt, for --reexec
+                           (default: R.manifest.json beside a receipt R.json).
   --home=DIR               Phase home, for the store --reexec reads
                            (default: $PHASE_HOME).
   --keep-going             On a rejection write an "error" record to stdout and
@@ -46,7 +47,8 @@ Options:
 Exit status:
   0   every document verified
   1   a document was rejected: bad_signature, untrusted_signer, threshold,
-      expired, not_yet_valid, rollback, wrong_type, digest_mismatch, replay
+      expired, not_yet_valid, rollback, wrong_type, digest_mismatch, replay,
+      reexec_mismatch (--reexec: the re-run differs; the log names the field)
   64  usage error
   65  malformed input: invalid JSON, duplicate keys, floats, bad fields,
       too_large

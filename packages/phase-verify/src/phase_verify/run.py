@@ -54,8 +54,9 @@ def run(args: dict[str, Any]) -> int:
                                       threshold=opts["threshold"],
                                       expected_type=opts["type"], marks=marks)
             verified = documents.verify(doc, policy)
+            reexecuted = None
             if args["--reexec"] and verified.type == "receipt":
-                _reexec(verified, args, opts)
+                reexecuted = _reexec(verified, source, args, opts)
             key = verified.rollback_key
             if store is not None and key is not None:
                 store.commit_mark(key, int(verified.body["version"]), verified.id)
@@ -64,6 +65,8 @@ def run(args: dict[str, Any]) -> int:
             if not quiet:
                 rec = verified.record()
                 rec["source"] = source
+                if reexecuted is not None:
+                    rec["reexecuted"] = reexecuted
                 write_record(rec)
         except PhaseError as e:
             logger.error("verify.rejected", source=source, **e.to_record())
@@ -173,12 +176,30 @@ def _file_documents(path: Path, max_bytes: int) -> Iterator[Item]:
             yield f"{path}:{lineno}", rec
 
 
-def _reexec(verified: documents.Verified, args: dict[str, Any], opts: dict[str, Any]) -> None:
+def _reexec(verified: documents.Verified, source: str, args: dict[str, Any],
+            opts: dict[str, Any]) -> dict[str, Any]:
+    """Re-run the receipt's job with plasm-exec; return what was checked or raise."""
     try:
-        from plasm_exec import reexec  # type: ignore[import-not-found]
+        from plasm_exec import receipts, reexec
     except ImportError:
         raise Unavailable("--reexec needs plasm-exec, which is not installed",
-                          hint="pip install plasm-exec (or pipx inject phase-verify plasm-exec)"
-                          ) from None
-    reexec.verify_receipt_cli(verified, manifest_path=args["--manifest"], home=args["--home"],
-                              keyring=opts["keyring"], now=opts["now"])
+                          hint="pip install plasm-exec next to phase-verify "
+                               "(pipx inject phase-verify ./packages/plasm-exec)") from None
+    from phase_core import home
+    from phase_core.cas import ContentStore
+
+    if args["--manifest"]:
+        manifest_path = Path(args["--manifest"])
+    elif not source.startswith("stdin") and ":" not in source:
+        manifest_path = receipts.manifest_path_for(Path(source))
+    else:
+        raise UsageError("--reexec on stdin needs --manifest")
+    try:
+        manifest_obj = parse(manifest_path.read_bytes(), max_bytes=opts["max_bytes"])
+    except FileNotFoundError:
+        raise MissingInput(f"no job manifest at {manifest_path}",
+                           hint="pass --manifest FILE") from None
+    cas = ContentStore(home.cas_path(home.resolve(args["--home"])))
+    done = reexec.verify_receipt(verified.envelope, manifest_obj=manifest_obj, cas=cas,
+                                 keyring=opts["keyring"], now=opts["now"])
+    return {"checked": list(done.checked), "partial": done.partial}

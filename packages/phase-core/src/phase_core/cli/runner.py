@@ -33,6 +33,23 @@ def parse_args(doc: str, argv: Sequence[str] | None, version: str) -> dict[str, 
 
 def run_cli(tool: str, doc: str, version: str, main: Main,
             argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(tool, doc, version, main, argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return exitcodes.BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """stdout's reader went away: make the interpreter's final flush harmless."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | None) -> int:
     args = parse_args(doc, argv, version)
     if isinstance(args, int):
         return args
@@ -48,13 +65,7 @@ def run_cli(tool: str, doc: str, version: str, main: Main,
         logger.warning(f"{tool}.interrupted")
         return exitcodes.INTERRUPTED
     except BrokenPipeError:
-        # stdout's reader went away: make the interpreter's final flush harmless
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        return exitcodes.BROKEN_PIPE
+        raise
     except Exception as e:
         logger.error(f"{tool}.internal_error", error="internal",
                      message=f"internal error: {type(e).__name__}: {e} (this is a bug)",
