@@ -17,7 +17,7 @@ import random
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +41,13 @@ from phase_fetch.want import Fetched, Want, check_mirror
 
 
 @dataclass(frozen=True)
-class Options:
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    retries: int = 3
-    backoff_s: float = 0.5
-    backoff_max_s: float = 8.0
-    max_redirects: int = 5
+class Options(HttpOptions):
     max_bytes: int | None = None  # cap when the size is unknown (default: the store's cap)
     jobs: int = 4
     resume: bool = True
 
     def http(self) -> HttpOptions:
-        return HttpOptions(self.connect_timeout_s, self.read_timeout_s, self.retries,
-                           self.backoff_s, self.backoff_max_s, self.max_redirects)
+        return HttpOptions(**{f.name: getattr(self, f.name) for f in fields(HttpOptions)})
 
 
 class Fetcher:

@@ -86,20 +86,21 @@ class _Pipe:
                 os.close(self.theirs)
 
 
-class OutputTap:
-    def __init__(self, dest_fd: int | None, budget: Budget, ctl: RunControl,
-                 keep: BinaryIO | None = None) -> None:
-        self.pipe = _Pipe(guest_end_is_read=False)
-        self.dest = dest_fd
-        self.budget = budget
+class _Tap:
+    """A pipe between the guest and a thread that hashes and counts what passes."""
+
+    def __init__(self, guest_end_is_read: bool, ctl: RunControl, keep: BinaryIO | None,
+                 name: str) -> None:
+        self.pipe = _Pipe(guest_end_is_read=guest_end_is_read)
         self.ctl = ctl
         self.keep = keep
         self.hash = hashlib.sha256()
         self.size = 0
-        self.dest_broken = False
         self._wake = _Wake()
-        self._thread = threading.Thread(target=self._loop, name="plasm-out", daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
 
     @property
     def path(self) -> str:
@@ -108,6 +109,16 @@ class OutputTap:
     @property
     def content_id(self) -> str:
         return "sha256:" + self.hash.hexdigest()
+
+
+class OutputTap(_Tap):
+    def __init__(self, dest_fd: int | None, budget: Budget, ctl: RunControl,
+                 keep: BinaryIO | None = None) -> None:
+        super().__init__(False, ctl, keep, "plasm-out")
+        self.dest = dest_fd
+        self.budget = budget
+        self.dest_broken = False
+        self._thread.start()
 
     def _loop(self) -> None:
         src = self.pipe.ours
@@ -167,28 +178,14 @@ class OutputTap:
             os.close(self.pipe.ours)
 
 
-class StdinPump:
+class StdinPump(_Tap):
     """Stream ``src_fd`` into the guest's stdin pipe until EOF, the deadline or the end."""
 
     def __init__(self, src_fd: int, ctl: RunControl, keep: BinaryIO | None = None) -> None:
-        self.pipe = _Pipe(guest_end_is_read=True)
+        super().__init__(True, ctl, keep, "plasm-in")
         os.set_blocking(self.pipe.ours, False)
         self.src = src_fd
-        self.ctl = ctl
-        self.keep = keep
-        self.hash = hashlib.sha256()
-        self.size = 0
-        self._wake = _Wake()
-        self._thread = threading.Thread(target=self._loop, name="plasm-in", daemon=True)
         self._thread.start()
-
-    @property
-    def path(self) -> str:
-        return self.pipe.path
-
-    @property
-    def content_id(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
 
     def _remaining(self) -> float | None:
         self.ctl.started.wait()
