@@ -1,0 +1,788 @@
+"""The QUIC/Noise transport: a thin asyncio adapter over aioquic (DESIGN §5).
+
+The only module that imports aioquic. It reaches into aioquic's private state
+in four places, all pinned to the tested version range in phase-core's
+pyproject and covered by tests:
+
+1. ``tls._request_client_certificate`` on the server, so the client presents
+   its certificate and the prologue can bind both (no public option exists);
+2. ``tls._peer_certificate``, the peer's certificate (no public accessor);
+3. the stream and connection flow-control windows: aioquic grows them as data
+   *arrives*; we grant credit as the application *reads*, so a peer can never
+   make us buffer more than the windows in ``Limits``;
+4. the sender's buffered byte count, so that a writer waits (and finally drops
+   the connection) when the peer stops reading.
+
+Everything else is policy-free plumbing: the decisions live in
+``protocol.noise`` (who the peer is) and ``protocol.framing`` (what it sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from phase_core import log
+from phase_core.aio import certs
+from phase_core.aio.stream import Limits, Stream
+from phase_core.errors import (
+    InternalError,
+    PhaseError,
+    ProtocolViolation,
+    Timeout,
+    Unavailable,
+)
+from phase_core.identity import Identity
+from phase_core.protocol import noise
+
+ALPN = "phase/1"
+SERVER_NAME = certs.SUBJECT
+
+# application error codes (CONNECTION_CLOSE and RESET_STREAM / STOP_SENDING)
+E_OK = 0x0
+E_PROTOCOL = 0x1  # the peer broke the protocol (bad frame, oversize, garbage)
+E_AUTH = 0x2  # the Noise handshake failed or the peer is not who we expected
+E_LIMIT = 0x3  # over a connection limit
+E_TIMEOUT = 0x4  # handshake timeout, or the peer stopped reading
+E_INTERNAL = 0x5
+S_REFUSED = 0x10  # stream refused: busy, or no handler
+S_CANCELLED = 0x11  # stream aborted by the application
+S_ERROR = 0x12  # the handler failed
+
+Handler = Callable[[str, Stream], Awaitable[None]]
+
+
+class _Endpoint:
+    """State shared by the connections of one listener or one client pool."""
+
+    def __init__(self, identity: Identity, limits: Limits, handler: Handler | None,
+                 role: str) -> None:
+        self.identity = identity
+        self.limits = limits
+        self.handler = handler
+        self.role = role
+        self.cert = certs.make()
+        # A fresh Noise static key per endpoint (not derived from the node key):
+        # the handshake payload signs it with the node key.
+        self.static_secret = os.urandom(32)
+        self.stats: Counter[str] = Counter()
+        self.protocols: set[_PhaseProtocol] = set()
+        self.by_peer: dict[str, set[_PhaseProtocol]] = {}
+        self.active_streams = 0
+
+    def quic_config(self, is_client: bool) -> Any:
+        lim = self.limits
+        cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
+                                idle_timeout=lim.idle_timeout_s,
+                                max_data=lim.connection_window_bytes,
+                                max_stream_data=lim.stream_window_bytes,
+                                verify_mode=ssl.CERT_NONE)
+        cfg.certificate = self.cert.certificate
+        cfg.private_key = self.cert.private_key
+        if is_client:
+            cfg.server_name = SERVER_NAME
+        return cfg
+
+    def authenticated(self, proto: _PhaseProtocol) -> None:
+        assert proto.peer_id is not None
+        self.by_peer.setdefault(proto.peer_id, set()).add(proto)
+
+    def forget(self, proto: _PhaseProtocol) -> None:
+        self.protocols.discard(proto)
+        if proto.peer_id is not None:
+            peers = self.by_peer.get(proto.peer_id)
+            if peers is not None:
+                peers.discard(proto)
+                if not peers:
+                    del self.by_peer[proto.peer_id]
+
+
+class _Channel:
+    """One QUIC stream's bytes, with read-driven flow control and bounded writes."""
+
+    def __init__(self, proto: _PhaseProtocol, stream_id: int) -> None:
+        self.proto = proto
+        self.stream_id = stream_id
+        self.consumed = 0
+        self._buf = bytearray()
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_closed = False
+
+    # called by the protocol
+    def feed(self, data: bytes, end: bool) -> None:
+        if self._error is None:
+            self._buf += data
+        else:
+            self.proto.credit(self, len(data))
+        if end:
+            self._eof = True
+        self._wake()
+
+    def fail(self, err: BaseException, *, closing: bool = False) -> None:
+        if closing and self._eof:
+            return  # the peer finished its half: let the reader drain what arrived
+        if self._error is None:
+            self._error = err
+            dropped = len(self._buf)
+            self._buf.clear()
+            self.proto.credit(self, dropped)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # the Channel protocol used by Stream
+    async def read(self) -> bytes:
+        while not self._buf:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._error is not None:
+            raise self._error
+        data = bytes(self._buf)
+        self._buf.clear()
+        self.proto.credit(self, len(data))
+        return data
+
+    async def write(self, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._write_closed:
+            raise InternalError("write after finish() on a stream")
+        await self.proto.send(self.stream_id, bytes(data))
+
+    def write_eof(self) -> None:
+        if self._write_closed or self._error is not None:
+            return
+        self._write_closed = True
+        self.proto.send_eof(self.stream_id)
+
+    def abort(self, code: int) -> None:
+        self._write_closed = True
+        self.proto.abort_stream(self.stream_id, code)
+        self.fail(Unavailable("stream aborted"))
+
+    def violation(self, err: ProtocolViolation) -> None:
+        self.proto.violation(err)
+
+
+class _PhaseProtocol(QuicConnectionProtocol):
+    """One QUIC connection: TLS, then Noise on stream 0, then framed streams."""
+
+    def __init__(self, quic: Any, endpoint: _Endpoint, is_client: bool,
+                 expected_peer: str | None = None, addr: Any = None) -> None:
+        super().__init__(quic)
+        self.endpoint = endpoint
+        self.is_client = is_client
+        self.expected_peer = expected_peer
+        self.addr = addr
+        self.peer_id: str | None = None
+        self.error: PhaseError | None = None
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[str] = self._loop.create_future()
+        self._hs: noise.Handshake | None = None
+        self._hs_stream: int | None = None
+        self._channels: dict[int, _Channel] = {}
+        self._pending: list[_Channel] = []  # peer streams that arrived before authentication
+        self._logged = False
+        self._violated = False
+        self._hs_fin = False
+        self.closing = False
+        self._early = bytearray()  # stream 0 bytes that beat the TLS completion event
+        self._consumed_total = 0
+        self._progress: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keepalive: asyncio.TimerHandle | None = None
+        lim = endpoint.limits
+        self._refuse = len(endpoint.protocols) >= lim.max_connections
+        if not self._refuse:
+            endpoint.protocols.add(self)
+        endpoint.stats["connections_opened"] += 1
+        self._hs_timer: asyncio.TimerHandle | None = self._loop.call_later(
+            lim.handshake_timeout_s, self._handshake_timed_out)
+        # private aioquic state, see the module docstring
+        quic._local_max_streams_bidi.value = lim.max_streams_per_connection
+        quic._local_max_streams_bidi.sent = lim.max_streams_per_connection
+        quic._local_max_streams_uni.value = 0
+        quic._local_max_streams_uni.sent = 0
+        orig_stream_limits = quic._write_stream_limits
+        orig_conn_limits = quic._write_connection_limits
+        orig_initialize = quic._initialize
+
+        def write_stream_limits(builder: Any, space: Any, stream: Any) -> None:
+            if stream.max_stream_data_local:
+                ch = self._channels.get(stream.stream_id)
+                base = ch.consumed if ch is not None else stream.receiver.highest_offset
+                target = base + lim.stream_window_bytes
+                if target >= stream.max_stream_data_local + lim.stream_window_bytes // 2:
+                    stream.max_stream_data_local = target
+            saved = stream.receiver.highest_offset
+            stream.receiver.highest_offset = 0  # disables aioquic's arrival-driven doubling
+            try:
+                orig_stream_limits(builder=builder, space=space, stream=stream)
+            finally:
+                stream.receiver.highest_offset = saved
+
+        def write_connection_limits(builder: Any, space: Any) -> None:
+            max_data = quic._local_max_data
+            target = self._consumed_total + lim.connection_window_bytes
+            if target >= max_data.value + lim.connection_window_bytes // 2:
+                max_data.value = target
+            saved = max_data.used
+            max_data.used = 0  # likewise
+            try:
+                orig_conn_limits(builder=builder, space=space)
+            finally:
+                max_data.used = saved
+
+        def initialize(peer_cid: bytes) -> None:
+            orig_initialize(peer_cid)
+            if not is_client:
+                quic.tls._request_client_certificate = True
+
+        quic._write_stream_limits = write_stream_limits
+        quic._write_connection_limits = write_connection_limits
+        quic._initialize = initialize
+
+    # -- aioquic entry points: nothing may escape from here ---------------------
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if self.addr is None:
+            self.addr = addr
+        try:
+            super().datagram_received(data, addr)
+        except Exception as e:  # pragma: no cover - aioquic bug or ours
+            self._internal(e)
+        if self._refuse:
+            self._refuse = False
+            self.endpoint.stats["refused_busy"] += 1
+            self._close(E_LIMIT, "too many connections")
+        self._wake_writers()
+
+    def _handle_timer(self) -> None:
+        try:
+            super()._handle_timer()
+        except Exception as e:  # pragma: no cover
+            self._internal(e)
+        self._wake_writers()
+
+    def quic_event_received(self, event: Any) -> None:
+        try:
+            self._on_event(event)
+        except PhaseError as e:
+            if isinstance(e, ProtocolViolation) or not self.ready.done():
+                self.violation(e)
+            else:  # pragma: no cover
+                self._internal(e)
+        except Exception as e:  # pragma: no cover
+            self._internal(e)
+
+    # -- events --------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, events.StreamDataReceived):
+            self._on_stream_data(event.stream_id, event.data, event.end_stream)
+        elif isinstance(event, events.HandshakeCompleted):
+            self._on_tls_done(event.alpn_protocol)
+        elif isinstance(event, events.StreamReset):
+            ch = self._channels.pop(event.stream_id, None)
+            if ch is not None:
+                ch.fail(Unavailable(f"the peer reset the stream (code {event.error_code})",
+                                    slug="stream_reset"))
+            if event.stream_id == self._hs_stream and not self.ready.done():
+                raise ProtocolViolation("the peer reset the handshake stream",
+                                        slug="handshake_failed")
+        elif isinstance(event, events.StopSendingReceived):
+            ch = self._channels.get(event.stream_id)
+            if ch is not None:
+                ch.fail(Unavailable("the peer stopped reading the stream", slug="stream_reset"))
+            self._quic.reset_stream(event.stream_id, S_CANCELLED)
+        elif isinstance(event, events.ConnectionTerminated):
+            self._on_terminated(event)
+
+    def _on_tls_done(self, alpn: str | None) -> None:
+        if alpn != ALPN:
+            raise ProtocolViolation(f"the peer negotiated ALPN {alpn!r}, not {ALPN}")
+        peer_cert = getattr(self._quic.tls, "_peer_certificate", None)
+        if peer_cert is None:
+            raise ProtocolViolation("the peer presented no TLS certificate",
+                                    slug="handshake_failed")
+        own, peer = self.endpoint.cert.der, certs.der_of(peer_cert)
+        pro = noise.prologue(own, peer) if self.is_client else noise.prologue(peer, own)
+        self._hs = noise.Handshake(initiator=self.is_client, identity=self.endpoint.identity,
+                                   prologue=pro, static_secret=self.endpoint.static_secret,
+                                   expected_peer=self.expected_peer)
+        if self.is_client:
+            self._hs_stream = self._quic.get_next_available_stream_id()
+            self._flush_handshake()
+        elif self._early:
+            self._on_handshake_data(b"", False)
+
+    def _on_stream_data(self, sid: int, data: bytes, end: bool) -> None:
+        if self._hs_stream is None and not self.is_client and sid == 0:
+            self._hs_stream = 0
+        if sid == self._hs_stream:
+            self._consumed_total += len(data)
+            self._on_handshake_data(data, end)
+            return
+        ch = self._channels.get(sid)
+        if ch is None:
+            if self._local_stream(sid) or self._quic._stream_is_discarded(sid):
+                self._consumed_total += len(data)  # a stream we gave up on: drop the data
+                return
+            ch = self._channels[sid] = _Channel(self, sid)
+            if self.ready.done() and self.peer_id is not None:
+                self._dispatch(ch)
+            elif self._hs is None and not self.is_client:
+                raise ProtocolViolation("a stream other than 0 came before the handshake",
+                                        slug="handshake_failed")
+            else:
+                self._pending.append(ch)
+        ch.feed(data, end)
+
+    def _on_handshake_data(self, data: bytes, end: bool) -> None:
+        hs = self._hs
+        if hs is None:
+            self._early += data
+            if len(self._early) > noise.MAX_HANDSHAKE_MESSAGE_BYTES or end:
+                raise ProtocolViolation("handshake data before the TLS handshake completed",
+                                        slug="handshake_failed")
+            return
+        if self._early:
+            data, self._early = bytes(self._early) + data, bytearray()
+        for ev in hs.receive_data(data):
+            if isinstance(ev, noise.PeerVerified) and not self.is_client:
+                self._server_verified(ev.node_id)
+            elif isinstance(ev, noise.Established):
+                self._established(ev.node_id)
+        self._flush_handshake()
+        if end:
+            hs.receive_eof()
+
+    def _server_verified(self, peer: str) -> None:
+        assert self._hs is not None
+        lim = self.endpoint.limits
+        if len(self.endpoint.by_peer.get(peer, ())) >= lim.max_connections_per_peer:
+            self.endpoint.stats["refused_per_peer"] += 1
+            self.peer_id = peer
+            self._close(E_LIMIT, "too many connections from this node")
+            return
+        self._hs.accept()
+        self._established(peer)
+
+    def _established(self, peer: str) -> None:
+        self.peer_id = peer
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        self.endpoint.authenticated(self)
+        self.endpoint.stats["connections_authenticated"] += 1
+        if not self.ready.done():
+            self.ready.set_result(peer)
+        pending, self._pending = self._pending, []
+        for ch in pending:
+            self._dispatch(ch)
+        self._arm_keepalive()
+
+    def _flush_handshake(self) -> None:
+        hs, sid = self._hs, self._hs_stream
+        if hs is None or sid is None or self._hs_fin:
+            return
+        out = hs.data_to_send()
+        fin = hs.established  # the handshake stream ends after the last message
+        if out or fin:
+            self._quic.send_stream_data(sid, out, end_stream=fin)
+            self._hs_fin = fin
+            self._transmit_soon()
+
+    def _on_terminated(self, event: Any) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if not self.ready.done() and not self._violated:
+            self.endpoint.stats["handshake_aborted"] += 1
+        if self.error is None:
+            reason = event.reason_phrase or "closed"
+            if event.error_code == E_OK:
+                self.error = Unavailable(f"connection closed: {reason}", slug="closed")
+            elif event.error_code == E_AUTH:
+                self.error = ProtocolViolation(f"the peer refused the handshake: {reason}",
+                                               slug="handshake_failed")
+            elif event.error_code == E_TIMEOUT:
+                self.error = Timeout(f"connection closed: {reason}")
+            else:
+                self.error = Unavailable(
+                    f"connection closed (code {event.error_code}): {reason}", slug="closed")
+        for ch in list(self._channels.values()) + self._pending:
+            ch.fail(self.error, closing=True)
+        self._channels.clear()
+        self._pending.clear()
+        if not self.ready.done():
+            self.ready.set_exception(self.error)
+            self.ready.exception()  # mark retrieved: a refused client is not an error here
+        self.endpoint.forget(self)
+        self._wake_writers()
+
+    # -- streams -------------------------------------------------------------
+
+    def _local_stream(self, sid: int) -> bool:
+        return bool(sid & 1) == (not self.is_client)
+
+    def _dispatch(self, ch: _Channel) -> None:
+        ep = self.endpoint
+        if ep.handler is None or ep.active_streams >= ep.limits.max_concurrent_streams:
+            ep.stats["streams_refused"] += 1
+            self._channels.pop(ch.stream_id, None)
+            ch.fail(Unavailable("stream refused"))
+            self.abort_stream(ch.stream_id, S_REFUSED)
+            return
+        ep.active_streams += 1
+        ep.stats["streams_accepted"] += 1
+        assert self.peer_id is not None
+        task = self._loop.create_task(self._run_handler(ep.handler, ch, self.peer_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, handler: Handler, ch: _Channel, peer: str) -> None:
+        stream = Stream(ch, peer, self.endpoint.limits, connection=Connection(self, None))
+        try:
+            await handler(peer, stream)
+            stream.finish()
+        except ProtocolViolation as e:
+            self.violation(e)
+        except PhaseError as e:
+            self.endpoint.stats["handler_errors"] += 1
+            log.get().info("net.stream_failed", peer=peer, error=e.slug, message=e.message)
+            stream.abort(S_ERROR)
+        except asyncio.CancelledError:
+            stream.abort(S_CANCELLED)
+            raise
+        except Exception as e:
+            self.endpoint.stats["handler_errors"] += 1
+            log.get().error("net.handler_crashed", peer=peer, error=repr(e))
+            stream.abort(S_ERROR)
+        finally:
+            self.endpoint.active_streams -= 1
+            self._channels.pop(ch.stream_id, None)
+
+    def open_channel(self) -> _Channel:
+        if self.error is not None:
+            raise self.error
+        if self.closing:
+            raise Unavailable("the connection is closing", slug="closed")
+        sid = self._quic.get_next_available_stream_id()
+        ch = self._channels[sid] = _Channel(self, sid)
+        return ch
+
+    def credit(self, ch: _Channel, n: int) -> None:
+        """The application consumed (or we dropped) ``n`` bytes: maybe grant more window."""
+        if n <= 0:
+            return
+        ch.consumed += n
+        self._consumed_total += n
+        lim = self.endpoint.limits
+        stream = self._quic._streams.get(ch.stream_id)
+        grow_stream = (stream is not None and stream.max_stream_data_local and
+                       ch.consumed + lim.stream_window_bytes
+                       >= stream.max_stream_data_local + lim.stream_window_bytes // 2)
+        grow_conn = (self._consumed_total + lim.connection_window_bytes
+                     >= self._quic._local_max_data.value + lim.connection_window_bytes // 2)
+        if grow_stream or grow_conn:
+            self._transmit_soon()
+
+    def _buffered(self, sid: int) -> int:
+        stream = self._quic._streams.get(sid)
+        return len(stream.sender._buffer) if stream is not None else 0
+
+    async def send(self, sid: int, data: bytes) -> None:
+        lim = self.endpoint.limits
+        deadline = self._loop.time() + lim.send_timeout_s
+        while self._buffered(sid) >= lim.send_buffer_bytes:
+            if self.error is not None:
+                raise self.error
+            left = deadline - self._loop.time()
+            if left <= 0:
+                self.endpoint.stats["peer_stalled"] += 1
+                err = Timeout(f"the peer read nothing for {lim.send_timeout_s:g} s",
+                              slug="peer_stalled")
+                self.error = self.error or err
+                self._report(err)
+                self._close(E_TIMEOUT, "peer stopped reading")
+                raise err
+            if self._progress is None:
+                self._progress = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._progress), left)
+            except TimeoutError:
+                pass
+        if self.error is not None:
+            raise self.error
+        try:
+            self._quic.send_stream_data(sid, data)
+        except ValueError as e:  # the stream was reset or finished
+            raise Unavailable(f"cannot send on stream {sid}: {e}", slug="stream_reset") from None
+        self._transmit_soon()
+
+    def send_eof(self, sid: int) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._quic.send_stream_data(sid, b"", end_stream=True)
+        except ValueError:
+            return
+        self._transmit_soon()
+
+    def abort_stream(self, sid: int, code: int) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._quic.reset_stream(sid, code)
+            if not self._local_stream(sid) or sid in self._quic._streams:
+                self._quic.stop_stream(sid, code)
+        except ValueError:
+            pass
+        self._transmit_soon()
+
+    def _wake_writers(self) -> None:
+        fut = self._progress
+        if fut is not None:
+            self._progress = None
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _arm_keepalive(self) -> None:
+        interval = self.endpoint.limits.keepalive_s
+        if interval > 0 and self.error is None:
+            self._keepalive = self._loop.call_later(interval, self._ping)
+
+    def _ping(self) -> None:
+        self._keepalive = None
+        if self.error is None:
+            self._quic.send_ping(0)
+            self.transmit()
+            self._arm_keepalive()
+
+    def _handshake_timed_out(self) -> None:
+        self._hs_timer = None
+        if not self.ready.done():
+            self.endpoint.stats["handshake_timeouts"] += 1
+            self._report(Timeout("the handshake did not finish in time"))
+            self._close(E_TIMEOUT, "handshake timeout")
+
+    def violation(self, err: PhaseError) -> None:
+        """The peer misbehaved: log once, count, drop this connection (only)."""
+        if self._violated:
+            return
+        self._violated = True
+        auth = not self.ready.done() or err.slug in ("handshake_failed", "wrong_peer",
+                                                     "bad_signature")
+        self.endpoint.stats["handshake_failed" if auth else "protocol_violations"] += 1
+        if self.error is None:
+            self.error = err
+        self._report(err)
+        self._close(E_AUTH if auth else E_PROTOCOL, err.slug)
+        if not self.ready.done():
+            self.ready.set_exception(err)
+            self.ready.exception()
+
+    def _report(self, err: PhaseError) -> None:
+        if self._logged:
+            return
+        self._logged = True
+        log.get().warning("net.peer_dropped", error=err.slug, message=err.message,
+                          role=self.endpoint.role, peer=self.peer_id or "unauthenticated",
+                          addr=str(self.addr[0]) if self.addr else None)
+
+    def _internal(self, e: BaseException) -> None:
+        self.endpoint.stats["internal_errors"] += 1
+        log.get().error("net.internal_error", error=repr(e), peer=self.peer_id)
+        self._close(E_INTERNAL, "internal error")
+
+    def _close(self, code: int, reason: str) -> None:
+        self.closing = True
+        try:
+            self._quic.close(error_code=code, reason_phrase=reason)
+            self._transmit_soon()
+        except Exception as e:  # pragma: no cover - the transport is already gone
+            log.get().debug("net.close_failed", error=repr(e))
+        for t in list(self._tasks):
+            t.cancel()
+
+
+class Connection:
+    """An authenticated connection to one peer."""
+
+    def __init__(self, proto: _PhaseProtocol, transport: asyncio.BaseTransport | None) -> None:
+        self._proto = proto
+        self._transport = transport
+        assert proto.peer_id is not None
+        self.peer_id: str = proto.peer_id
+
+    @property
+    def closed(self) -> bool:
+        p = self._proto
+        return p.closing or p.error is not None or p._closed.is_set()
+
+    async def open_stream(self) -> Stream:
+        """A new request stream to the peer."""
+        ch = self._proto.open_channel()
+        return Stream(ch, self.peer_id, self._proto.endpoint.limits, connection=self)
+
+    async def close(self) -> None:
+        if not self._proto._closed.is_set():
+            self._proto._close(E_OK, "bye")
+            try:
+                await asyncio.wait_for(self._proto.wait_closed(), 5.0)
+            except TimeoutError:  # pragma: no cover
+                pass
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await self._proto.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"Connection(peer={self.peer_id[:16]}…)"
+
+
+class Server:
+    """A listening endpoint. ``stats`` counts what happened; ``port`` is the bound port."""
+
+    def __init__(self, endpoint: _Endpoint, quic_server: Any) -> None:
+        self._ep = endpoint
+        self._server = quic_server
+        sockname = quic_server._transport.get_extra_info("sockname")
+        self.host: str = sockname[0]
+        self.port: int = sockname[1]
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self._ep.stats
+
+    @property
+    def connection_count(self) -> int:
+        """Live QUIC connections, authenticated or not."""
+        return len(self._ep.protocols)
+
+    def peers(self) -> dict[str, int]:
+        """Authenticated node ids and how many connections each has."""
+        return {p: len(s) for p, s in self._ep.by_peer.items()}
+
+    async def close(self) -> None:
+        protos = list(self._ep.protocols)
+        for p in protos:
+            p._close(E_OK, "server closed")
+        await asyncio.sleep(0)  # let the close packets go out
+        self._server.close()
+        for p in protos:
+            p._on_terminated(events.ConnectionTerminated(error_code=E_OK, frame_type=None,
+                                                         reason_phrase="server closed"))
+
+
+async def listen(host: str, port: int, identity: Identity, handler: Handler,
+                 limits: Limits | None = None) -> Server:
+    """Serve ``handler(peer_id, stream)`` for every stream an authenticated peer opens."""
+    ep = _Endpoint(identity, limits or Limits(), handler, "server")
+
+    def create_protocol(quic: Any, stream_handler: Any = None) -> _PhaseProtocol:
+        return _PhaseProtocol(quic, ep, is_client=False)
+
+    try:
+        qs = await serve(host, port, configuration=ep.quic_config(is_client=False),
+                         create_protocol=create_protocol)
+    except OSError as e:
+        raise Unavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return Server(ep, qs)
+
+
+class Client:
+    """The dialling side: one certificate and Noise key for all its connections."""
+
+    def __init__(self, identity: Identity, limits: Limits | None = None,
+                 handler: Handler | None = None) -> None:
+        self._ep = _Endpoint(identity, limits or Limits(), handler, "client")
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self._ep.stats
+
+    @property
+    def limits(self) -> Limits:
+        return self._ep.limits
+
+    async def connect(self, host: str, port: int, *, expected_node_id: str | None = None,
+                      local_host: str | None = None) -> Connection:
+        ep = self._ep
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            raise Unavailable(f"cannot resolve {host}: {e.strerror}") from None
+        family, _, _, _, addr = infos[0]
+        if local_host is None:
+            ip = ipaddress.ip_address(addr[0])
+            local_host = str(ip) if ip.is_loopback else ("::" if family == socket.AF_INET6
+                                                         else "0.0.0.0")  # noqa: S104
+        quic = QuicConnection(configuration=ep.quic_config(is_client=True))
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((local_host, 0))
+            transport, proto = await loop.create_datagram_endpoint(
+                lambda: _PhaseProtocol(quic, ep, is_client=True,
+                                       expected_peer=expected_node_id, addr=addr),
+                sock=sock)
+        except OSError as e:
+            sock.close()
+            raise Unavailable(f"cannot open a UDP socket: {e.strerror}") from None
+        assert isinstance(proto, _PhaseProtocol)
+        try:
+            proto.connect(addr)
+            await asyncio.wait_for(asyncio.shield(proto.ready),
+                                   ep.limits.handshake_timeout_s + 1.0)
+        except TimeoutError:
+            proto._close(E_TIMEOUT, "handshake timeout")
+            transport.close()
+            raise Timeout(f"no authenticated connection to {host}:{port} within "
+                          f"{ep.limits.handshake_timeout_s:g} s") from None
+        except PhaseError:
+            transport.close()
+            raise
+        except ConnectionError:  # pragma: no cover
+            transport.close()
+            raise Unavailable(f"cannot connect to {host}:{port}") from None
+        return Connection(proto, transport)
+
+
+async def connect(host: str, port: int, identity: Identity, *,
+                  expected_node_id: str | None = None, limits: Limits | None = None,
+                  handler: Handler | None = None) -> Connection:
+    """One authenticated connection (a fresh certificate and Noise key: prefer a Pool)."""
+    return await Client(identity, limits, handler).connect(
+        host, port, expected_node_id=expected_node_id)
