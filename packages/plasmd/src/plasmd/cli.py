@@ -1,31 +1,81 @@
-"""The Phase node daemon (not implemented yet).
+"""The Phase node daemon (plasmd) and its client.
+
+A node accepts WASM jobs from peers over QUIC with a Noise handshake, runs them
+under hard limits and returns signed receipts. By default it runs jobs only from
+submitters its keyring lists as job-submitter (--open accepts anyone).
 
 Usage:
-  plasmd init [options]
-  plasmd start [options]
+  plasmd init [--mode=MODE] [--listen=ADDR]... [--open] [--if-missing] [options]
+  plasmd start [--mode=MODE] [--listen=ADDR]... [--open] [--workers=N] [options]
   plasmd status [options]
-  plasmd submit [options] <module>
-  plasmd receipts [options]
+  plasmd submit <module> [<arg>...] --peer=PEER [--env=KV]... [options]
+  plasmd receipts [--verify] [options]
   plasmd (-h | --help)
   plasmd --version
 
+Commands:
+  init      Create the home: node key (0600), config.toml, an empty keyring.toml.
+  start     Run the node in the foreground (JSON logs on stderr; one node_started
+            record on stdout). SIGTERM drains running jobs and exits 0; SIGHUP
+            reloads keyring.toml and config.toml.
+  status    Ask the running node (over its 0600 UNIX socket in the home) for its
+            mode, node id, addresses, peers, jobs and cache use.
+  submit    Run <module> on the node --peer names, verify the receipt, print the
+            guest's stdout (stderr to stderr) and exit with the guest's status.
+  receipts  List the node's receipt log; --verify checks the hash chain (edits,
+            reordering, truncation) and every receipt's signature.
+
 Options:
-  -h, --help     Show this help.
-  --version      Show the version.
-  -q, --quiet    Print nothing on stdout; the exit status answers.
-  -v, --verbose  More log lines on stderr.
+  --home=DIR            Phase home (default: $PHASE_HOME, else ~/.local/share/phase).
+  --mode=MODE           internet, local or private (default: config, else local).
+                        private: ephemeral identity, nothing written to disk.
+  --listen=ADDR         host:port to listen on (repeatable; port 0 picks one)
+                        [default in config: 127.0.0.1:4433].
+  --open                Run jobs from any submitter (said in status and logs).
+  --workers=N           Threads running guests.
+  --if-missing          init: succeed quietly if the home is already set up.
+  --peer=PEER           [<node-id>@]<host>:<port>. With a node id the handshake
+                        must prove it; without, the id learned is reported.
+  --stdin=FILE          The guest's stdin (default: empty).
+  --receipt=FILE        Write the verified receipt here.
+  --env=KV              A guest environment variable NAME=VALUE (repeatable).
+  --max-memory=BYTES    Memory limit [default: 256M].
+  --fuel=N              Fuel limit [default: 10000000000].
+  --timeout=SECONDS     The job's wall-clock limit [default: 30].
+  --max-output=BYTES    stdout+stderr limit [default: 16M].
+  --deterministic       Ask for the determinism profile.
+  --json                Print a job_result record instead of the guest's raw stdout.
+  --ephemeral-key       Sign with a throw-away key instead of the home's node key.
+  --verify              receipts: verify the log and the receipts.
+  -q, --quiet           Nothing on stdout; the exit status answers.
+  -v, --verbose         More log lines on stderr (-vv for debug).
+  -h, --help            Show this help.
+  --version             Show the version.
 
 Exit status:
-  70  not implemented yet.
+  submit: the guest's exit code (0-125); when a fence ended the run 134 trapped,
+    151 out of fuel, 152 timeout, 153 memory limit, 154 output limit; 1 the job
+    was rejected or the receipt did not verify; 69 the node is unreachable;
+    75 timed out or the node is busy (queue_full: retry); 76 the node broke
+    the protocol.
+  start: 0 after a clean drain; 66 no key (run plasmd init); 78 bad config.
+  status: 0, or 69 when no node is running.
+  receipts --verify: 0 intact; 1 the log was edited, reordered or truncated.
+  Any command: 64 usage, 65 bad input, 70 internal error.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from phase_core.cli.runner import entry as _entry
-from phase_core.cli.runner import not_implemented
 from plasmd import __version__
 
-main = not_implemented("plasmd", __doc__ or "", __version__, "")
+
+def main(args: dict[str, Any]) -> int:
+    from plasmd import run
+
+    return run.dispatch(args)
 
 
 def entry() -> None:

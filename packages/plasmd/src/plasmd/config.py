@@ -1,0 +1,122 @@
+"""plasmd configuration: TOML file, PHASE_* environment, flags.
+
+Precedence: flag > environment > file > default. Unknown keys are errors (78).
+
+    mode = "local"                 # internet | local | private
+    listen = ["127.0.0.1:4433"]
+    open = false                   # run jobs from any submitter (default: keyring only)
+    workers = 2                    # threads that run guests
+    queue = 64                     # jobs waiting beyond the workers; then reject(queue_full)
+
+    [ceilings]                     # the most any job may ask for; larger asks are clamped
+    memory_bytes = 268435456
+    fuel = 10000000000
+    wall_ms = 30000
+    output_bytes = 16777216
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from phase_core.errors import ConfigError
+from phase_core.limits import DEFAULT_LIMITS
+
+MODES = ("internet", "local", "private")
+KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings"}
+DEFAULT_LISTEN = ("127.0.0.1:4433",)
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "local"
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    open: bool = False
+    workers: int = max(1, min(os.cpu_count() or 1, 8))
+    queue: int = 64
+    ceilings: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    source: str = "defaults"
+
+    def to_toml(self) -> str:
+        listen = ", ".join(f'"{a}"' for a in self.listen)
+        ceil = "\n".join(f"{k} = {v}" for k, v in self.ceilings.items())
+        return (f'mode = "{self.mode}"\nlisten = [{listen}]\nopen = {str(self.open).lower()}\n'
+                f"workers = {self.workers}\nqueue = {self.queue}\n\n[ceilings]\n{ceil}\n")
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"address {text!r} is not host:port")
+    host = host.strip("[]")
+    try:
+        p = int(port)
+    except ValueError:
+        raise ConfigError(f"address {text!r} has a bad port") from None
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"address {text!r} has a port out of range")
+    return host, p
+
+
+def _check(cfg: Config) -> Config:
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode {cfg.mode!r} is not one of {', '.join(MODES)}")
+    for a in cfg.listen:
+        parse_hostport(a)
+    if not 1 <= cfg.workers <= 256:
+        raise ConfigError("workers must be between 1 and 256")
+    if not 0 <= cfg.queue <= 100_000:
+        raise ConfigError("queue must be between 0 and 100000")
+    unknown = set(cfg.ceilings) - set(DEFAULT_LIMITS)
+    if unknown:
+        raise ConfigError(f"unknown ceiling(s) {sorted(unknown)}",
+                          hint=f"ceilings are {', '.join(DEFAULT_LIMITS)}")
+    for k, v in cfg.ceilings.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"ceiling {k} must be a positive integer")
+    return cfg
+
+
+def load(path: Path | None, env: dict[str, str] | None = None,
+         flags: dict[str, Any] | None = None) -> Config:
+    cfg = Config()
+    if path is not None and Path(path).exists():
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        unknown = set(doc) - KEYS
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}",
+                              hint=f"known keys: {', '.join(sorted(KEYS))}")
+        ceilings = dict(cfg.ceilings)
+        ceilings.update(doc.get("ceilings", {}))
+        try:
+            cfg = replace(cfg, mode=doc.get("mode", cfg.mode),
+                          listen=tuple(doc.get("listen", cfg.listen)),
+                          open=bool(doc.get("open", cfg.open)),
+                          workers=int(doc.get("workers", cfg.workers)),
+                          queue=int(doc.get("queue", cfg.queue)), ceilings=ceilings,
+                          source=str(path))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+    env = dict(os.environ) if env is None else env
+    try:
+        if env.get("PHASE_MODE"):
+            cfg = replace(cfg, mode=env["PHASE_MODE"])
+        if env.get("PHASE_LISTEN"):
+            cfg = replace(cfg, listen=tuple(a.strip() for a in env["PHASE_LISTEN"].split(",")))
+        if env.get("PHASE_OPEN"):
+            cfg = replace(cfg, open=env["PHASE_OPEN"].lower() in ("1", "true", "yes"))
+        if env.get("PHASE_WORKERS"):
+            cfg = replace(cfg, workers=int(env["PHASE_WORKERS"]))
+    except ValueError as e:
+        raise ConfigError(f"bad PHASE_* environment value: {e}") from None
+    for k, v in (flags or {}).items():
+        if v is not None:
+            cfg = replace(cfg, **{k: v})
+    return _check(cfg)

@@ -1,0 +1,168 @@
+"""The receipt log: append-only JSON lines, each line chained to the one before.
+
+Line n is ``{"v":1,"type":"receipt_log_entry","seq":n,"prev":H(n-1),"receipt":{envelope}}``
+where H is ``sha256:`` + hex SHA-256 of the previous line's bytes (without its
+newline) and H(-1) is the hash of the empty string. Every append is fsync'd, then a
+small head file (``<log>.head``: the last seq and the hash of the last line) is
+replaced atomically. Verification walks the chain:
+
+- an edited line breaks the next line's ``prev``;
+- reordered lines break ``seq`` and ``prev``;
+- a truncated log ends before the seq the head file names;
+- a torn last line (a crash in the middle of an append) is reported; ``repair()``
+  cuts it off, since its receipt was never acknowledged to anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phase_core.errors import IOFailure, Malformed, Rejected
+from phase_core.fsutil import write_atomic
+
+GENESIS = "sha256:" + hashlib.sha256(b"").hexdigest()
+MAX_LINE_BYTES = 1 << 20
+
+
+class LogTampered(Rejected):
+    slug = "receipt_log_tampered"
+
+
+def line_hash(line: bytes) -> str:
+    return "sha256:" + hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    prev: str
+    receipt: dict[str, Any]
+    hash: str
+
+
+class ReceiptLog:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
+        self._lock = threading.Lock()
+        self._seq, self._last = self._load_head()
+
+    def _load_head(self) -> tuple[int, str]:
+        try:
+            head = json.loads(self.head_path.read_bytes())
+            return int(head["seq"]), str(head["hash"])
+        except FileNotFoundError:
+            return -1, GENESIS
+        except (ValueError, KeyError, TypeError):
+            raise LogTampered(f"receipt log head {self.head_path} is damaged") from None
+
+    @property
+    def count(self) -> int:
+        return self._seq + 1
+
+    def append(self, receipt: dict[str, Any]) -> Entry:
+        """Append one receipt envelope; durable when this returns."""
+        with self._lock:
+            seq = self._seq + 1
+            rec = {"v": 1, "type": "receipt_log_entry", "seq": seq, "prev": self._last,
+                   "receipt": receipt}
+            line = json.dumps(rec, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=True).encode()
+            if len(line) > MAX_LINE_BYTES:
+                raise Malformed("receipt is too large for the log")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                             0o600)
+                try:
+                    os.write(fd, line + b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise IOFailure(f"cannot append to {self.path}: {e.strerror}") from None
+            h = line_hash(line)
+            write_atomic(self.head_path, json.dumps({"seq": seq, "hash": h}).encode(),
+                         mode=0o600)
+            self._seq, self._last = seq, h
+            return Entry(seq, rec["prev"], receipt, h)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry, checking the chain as it goes; raise ``LogTampered`` on a break."""
+        prev, expect = GENESIS, 0
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            if self._seq >= 0:
+                raise LogTampered(f"receipt log {self.path} is missing; the head names "
+                                  f"{self._seq + 1} entries") from None
+            return
+        with f:
+            for raw in iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""):
+                if not raw.endswith(b"\n"):
+                    raise LogTampered(f"entry {expect} is torn (the log ends mid-line)",
+                                      hint="run `plasmd receipts --repair` to cut it off")
+                try:
+                    rec = json.loads(raw)
+                    seq, p, receipt = rec["seq"], rec["prev"], rec["receipt"]
+                except (ValueError, KeyError, TypeError):
+                    raise LogTampered(f"entry {expect} is not a log entry") from None
+                if seq != expect:
+                    raise LogTampered(f"entry {expect} has seq {seq}: entries were removed "
+                                      "or reordered")
+                if p != prev:
+                    raise LogTampered(f"entry {seq} does not chain to entry {seq - 1}: "
+                                      "an earlier entry was edited, removed or reordered")
+                h = line_hash(raw)
+                yield Entry(seq, p, receipt, h)
+                prev, expect = h, expect + 1
+        if expect - 1 < self._seq:
+            raise LogTampered(f"the log ends at entry {expect - 1} but the head names entry "
+                              f"{self._seq}: it was truncated")
+        if expect - 1 > self._seq or (expect and prev != self._last):
+            raise LogTampered("the log does not match its head file: entries were added "
+                              "or the last entry was changed")
+
+    def repair(self) -> int:
+        """Recover from a crash in the middle of ``append``; return bytes cut off.
+
+        A torn last line is cut off (its receipt was never acknowledged). A last
+        complete entry that the head file does not name yet (the crash came
+        between the fsync of the line and the head update) is adopted. Anything
+        else is left for ``entries()`` to report.
+        """
+        with self._lock:
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                return 0
+            cut = 0
+            if data and not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                with open(self.path, "r+b") as f:
+                    f.truncate(keep)
+                    f.flush()
+                    os.fsync(f.fileno())
+                cut, data = len(data) - keep, data[:keep]
+            lines = data.splitlines()
+            if len(lines) == self._seq + 2:
+                last = lines[-1]
+                try:
+                    rec = json.loads(last)
+                    ok = rec["seq"] == self._seq + 1 and rec["prev"] == self._last
+                except (ValueError, KeyError, TypeError):
+                    ok = False
+                if ok:
+                    h = line_hash(last)
+                    write_atomic(self.head_path,
+                                 json.dumps({"seq": self._seq + 1, "hash": h}).encode(),
+                                 mode=0o600)
+                    self._seq, self._last = self._seq + 1, h
+            return cut

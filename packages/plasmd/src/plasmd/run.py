@@ -1,0 +1,149 @@
+"""plasmd's commands (cli.py parses, this decides)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from phase_core import documents, exitcodes, log, receipt, timefmt
+from phase_core import home as homes
+from phase_core import identity as identities
+from phase_core.cli.jsonl import write_record
+from phase_core.errors import ConfigError, MissingInput, UsageError
+from phase_core.fsutil import write_atomic
+from phase_core.trust import Keyring
+from plasmd import config as configs
+from plasmd import control, daemon
+
+KEYRING_TEMPLATE = """\
+# Keys this node trusts. Add submitters with:
+#   phase-key trust --keyring={path} --name=NAME --role=job-submitter --public=HEX
+# Roles: job-submitter (may run jobs here), worker, boot-signer.
+"""
+
+
+def dispatch(args: dict[str, Any]) -> int:
+    home = homes.resolve(args["--home"])
+    flags = {"mode": args["--mode"], "listen": tuple(args["--listen"]) or None,
+             "open": True if args["--open"] else None,
+             "workers": _int(args["--workers"], "--workers") if args["--workers"] else None}
+    if args["init"]:
+        return init(home, flags, args)
+    if args["start"]:
+        return asyncio.run(daemon.run(home, flags))
+    if args["status"]:
+        st = control.query_home(home)
+        if not args["--quiet"]:
+            write_record(st)
+        return 0
+    if args["submit"]:
+        return submit(home, args)
+    if args["receipts"]:
+        return receipts(home, args)
+    raise UsageError("no command")
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{what} must be an integer") from None
+
+
+def init(home: Path, flags: dict[str, Any], args: dict[str, Any]) -> int:
+    key = homes.key_path(home)
+    cfg_path = daemon.config_path(home)
+    if key.exists() and cfg_path.exists():
+        if args["--if-missing"]:
+            return 0
+        raise ConfigError(f"{home} is already set up", hint="use --if-missing in scripts")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ident = identities.load_or_create(key)
+    if not cfg_path.exists():
+        cfg = configs.load(None, env={}, flags=flags)
+        write_atomic(cfg_path, cfg.to_toml().encode(), mode=0o600)
+    kr = homes.keyring_path(home)
+    if not kr.exists():
+        write_atomic(kr, KEYRING_TEMPLATE.format(path=kr).encode(), mode=0o644)
+    if not args["--quiet"]:
+        write_record({"v": 1, "type": "node_init", "home": str(home), "node_id": ident.node_id,
+                      "config": str(cfg_path), "keyring": str(kr)})
+    return 0
+
+
+def submit(home: Path, args: dict[str, Any]) -> int:
+    from plasm_exec.run import exit_status, limits_from_args, parse_env, read_module
+    from plasmd import submit as sub
+
+    node_id, host, port = sub.parse_peer(args["--peer"])
+    if args["--ephemeral-key"]:
+        ident = identities.Identity.generate()
+    else:
+        ident = identities.load(homes.key_path(home))
+    module = read_module(args["<module>"])
+    stdin = None
+    if args["--stdin"]:
+        try:
+            stdin = Path(args["--stdin"]).read_bytes()
+        except FileNotFoundError:
+            raise MissingInput(f"no such file: {args['--stdin']}") from None
+    limits = limits_from_args(args)
+    env = sub.make_manifest(ident, module, stdin, argv=[Path(args["<module>"]).name,
+                                                        *args["<arg>"]],
+                            env=parse_env(args["--env"]), limits=limits,
+                            deterministic=bool(args["--deterministic"]))
+    blobs = {env["body"]["module"]: module}
+    if stdin is not None:
+        blobs[env["body"]["stdin"]] = stdin
+    timeout = limits["wall_ms"] / 1000 + 30
+    out = asyncio.run(sub.submit(ident, host, port, env, blobs, expected_node_id=node_id,
+                                 timeout_s=timeout))
+    body = out.body
+    if node_id is None:
+        log.get().warning("submit.peer_learned", node_id=out.worker,
+                          hint="pin it next time with --peer=<node-id>@host:port")
+    if args["--receipt"]:
+        write_atomic(Path(args["--receipt"]), (json.dumps(out.receipt) + "\n").encode())
+    if not args["--quiet"]:
+        if args["--json"]:
+            write_record({"v": 1, "type": "job_result", "worker": out.worker,
+                          "job": body["job"], "ended": body["ended"],
+                          "exit_code": body["exit_code"],
+                          "stdout_b64": base64.b64encode(out.stdout).decode(),
+                          "stderr_b64": base64.b64encode(out.stderr).decode(),
+                          "receipt": out.receipt})
+        else:
+            sys.stdout.buffer.write(out.stdout)
+            sys.stdout.buffer.flush()
+            sys.stderr.buffer.write(out.stderr)
+            sys.stderr.buffer.flush()
+    return exit_status(body["ended"], body["exit_code"])
+
+
+def receipts(home: Path, args: dict[str, Any]) -> int:
+    log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
+    node = None
+    if args["--verify"]:
+        node = identities.load(homes.key_path(home)).node_id
+    kr = Keyring().with_key("self", node, [receipt.ROLE]) if node else None
+    count = 0
+    for entry in log_.entries():  # raises LogTampered on a broken chain
+        rec: dict[str, Any] = {"v": 1, "type": "receipt_entry", "seq": entry.seq,
+                               "hash": entry.hash}
+        if kr is not None:
+            v = documents.verify(entry.receipt, documents.Policy(
+                kr, timefmt.now(), expected_type=receipt.TYPE))
+            rec["id"] = v.id
+            rec["verified"] = True
+        body = entry.receipt.get("body", {})
+        for k in ("job", "ended", "exit_code", "completed"):
+            rec[k] = body.get(k)
+        if not args["--quiet"]:
+            write_record(rec)
+        count += 1
+    log.get().info("receipts.listed", count=count, verified=bool(kr))
+    return exitcodes.OK
