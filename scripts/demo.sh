@@ -1,39 +1,51 @@
 #!/bin/sh
-# The main job, end to end, in a throw-away PHASE_HOME that is removed afterwards:
-# make a node key and a keyring that trusts it, sign a job manifest for a module,
-# verify it with phase-verify and print the verified record.
+# The main job, end to end, in throw-away homes that are removed afterwards:
+# start a worker node on loopback, submit hello.wasm to it over QUIC/Noise from a
+# second identity, print the guest's output and the verified receipt, stop the node.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PHASE_HOME=$(mktemp -d "${TMPDIR:-/tmp}/phase-demo.XXXXXX")
-export PHASE_HOME
-trap 'rm -rf "$PHASE_HOME"' EXIT INT TERM
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/phase-demo.XXXXXX")
+WORKER="$TMP/worker"
+CLIENT="$TMP/client"
+PID=""
+cleanup() {
+    [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
 step() { printf '\n== %s\n' "$*" >&2; }
+HELLO="$ROOT/packages/plasm-exec/examples/build/hello.wasm"
 
-MODULE="$ROOT/packages/plasm-exec/examples/build/hello.wasm"
-if [ ! -f "$MODULE" ]; then
-    MODULE="$PHASE_HOME/module.wasm"
-    printf '\000asm\001\000\000\000' > "$MODULE"
-fi
-printf 'Hello, World' > "$PHASE_HOME/stdin.txt"
+step "a worker node and a client, each with its own key"
+plasmd init -q --home="$WORKER" --listen=127.0.0.1:0
+plasmd init -q --home="$CLIENT"
+CLIENT_KEY=$(phase-key show --key="$CLIENT/key" | sed 's/.*"key":"\([0-9a-f]*\)".*/\1/')
+phase-key trust -q --keyring="$WORKER/keyring.toml" --name=demo-client \
+    --role=job-submitter --public="$CLIENT_KEY"
+echo "the worker trusts the client ($CLIENT_KEY) to submit jobs" >&2
 
-step "a throw-away node key in $PHASE_HOME"
-phase-key new
+step "start the worker on loopback"
+mkfifo "$TMP/started"
+plasmd start --home="$WORKER" > "$TMP/started" 2> "$TMP/worker.log" &
+PID=$!
+read -r STARTED < "$TMP/started"
+echo "$STARTED"
+NODE=$(echo "$STARTED" | sed 's/.*"node_id":"\([0-9a-f]*\)".*/\1/')
+PORT=$(echo "$STARTED" | sed 's/.*quic:\/\/127\.0\.0\.1:\([0-9]*\)".*/\1/')
 
-step "a keyring that trusts it to submit jobs"
-phase-key trust --keyring="$PHASE_HOME/keyring.toml" --name=demo --role=job-submitter
+step "submit hello.wasm with stdin 'Hello, World' to $NODE"
+printf 'Hello, World' > "$TMP/stdin.txt"
+plasmd submit --home="$CLIENT" "$HELLO" --stdin="$TMP/stdin.txt" \
+    --peer="$NODE@127.0.0.1:$PORT" --receipt="$TMP/receipt.json"
+echo >&2
 
-step "sign a job manifest for $(basename "$MODULE") with stdin 'Hello, World'"
-phase-key manifest --module="$MODULE" --stdin="$PHASE_HOME/stdin.txt" \
-    | phase-key sign > "$PHASE_HOME/job.json"
-cat "$PHASE_HOME/job.json"
+step "the receipt, verified offline with phase-verify"
+printf '[keys.worker]\nkey = "%s"\nroles = ["worker"]\n' "$NODE" > "$TMP/trust.toml"
+phase-verify --keys "$TMP/trust.toml" "$TMP/receipt.json"
 
-step "verify it with phase-verify"
-phase-verify --keys "$PHASE_HOME/keyring.toml" "$PHASE_HOME/job.json"
-
-step "a tampered copy is rejected (exit 1, bad_signature)"
-sed 's/"Hello/"Hellx/; s/"argv":\["/"argv":["x/' "$PHASE_HOME/job.json" > "$PHASE_HOME/tampered.json"
-if phase-verify -q --keys "$PHASE_HOME/keyring.toml" "$PHASE_HOME/tampered.json"; then
-    echo "demo: the tampered manifest verified; this is a bug" >&2
-    exit 1
-fi
-echo "rejected, as it should be" >&2
+step "the worker's status, then a clean stop"
+plasmd status --home="$WORKER"
+kill -TERM "$PID"
+wait "$PID"
+PID=""
+echo "stopped" >&2
