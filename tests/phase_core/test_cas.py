@@ -80,3 +80,13 @@ def test_writer_abort_leaves_nothing(tmp_path):
         raise RuntimeError("killed")
     assert list((tmp_path / "tmp").iterdir()) == []
     assert list(cas.list()) == []
+
+
+def test_put_of_a_present_blob_does_not_rewrite_it(tmp_path, monkeypatch):
+    cas = ContentStore(tmp_path)
+    cid = cas.put_bytes(b"same")
+    calls = []
+    monkeypatch.setattr(cas, "writer", lambda *a, **k: calls.append(1))
+    assert cas.put_bytes(b"same") == cid and calls == []
+    with pytest.raises(DigestMismatch):
+        cas.put_bytes(b"same", expected=content_id(b"other"))

@@ -1,12 +1,15 @@
 """The rollback state store: high-water marks and seen job ids, updated atomically.
 
-One JSON file (under a flock) holds:
-- ``marks``: for each ``boot/<channel>/<arch>``, the newest boot-manifest version
-  accepted and its document id;
-- ``jobs``: for each submitter, the ids of jobs accepted and not yet expired,
-  so a replayed ``run`` is refused while memory stays bounded (entries leave
-  when their manifest expires; manifests whose lifetime exceeds
-  ``MAX_JOB_LIFETIME_S`` are refused by the worker).
+Two files, each updated under a flock:
+- ``state.json`` holds the ``marks``: for each ``boot/<channel>/<arch>``, the
+  newest boot-manifest version accepted and its document id (rewritten
+  atomically: temp + fsync + rename);
+- ``state.json.jobs`` is an append-only journal of accepted jobs, one line
+  ``{"s": submitter, "j": job id, "e": expiry}`` each, fdatasync'd per append,
+  so a replayed ``run`` is refused, also after a restart. An in-memory index
+  mirrors it; entries leave when their manifest expires, and the journal is
+  compacted when most of it has expired. Manifests whose lifetime exceeds
+  ``MAX_JOB_LIFETIME_S`` are refused, which bounds memory.
 
 Callers verify first and record after: a rejected document never moves a mark.
 ``StateStore(None)`` keeps everything in memory (private mode).
@@ -15,6 +18,8 @@ Callers verify first and record after: a rejected document never moves a mark.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +29,8 @@ from phase_core.errors import ConfigError, Replay, Rollback, TempFailure
 from phase_core.fsutil import locked, write_atomic
 
 MAX_STATE_BYTES = 64 << 20
-MAX_JOBS_PER_SUBMITTER = 100_000
+MAX_JOBS_PER_SUBMITTER = 1_000_000
+MAX_JOURNAL_LINE = 512
 MAX_JOB_LIFETIME_S = 7 * 24 * 3600
 T = TypeVar("T")
 
@@ -33,6 +39,12 @@ class StateStore:
     def __init__(self, path: Path | None) -> None:
         self.path = Path(path) if path is not None else None
         self._mem: dict[str, Any] = {"v": 1, "type": "phase_state", "marks": {}, "jobs": {}}
+        self._jobs: dict[str, dict[str, int]] = {}
+        self._journal_pos = 0
+        self._journal_ino = -1
+        self._journal_lines = 0
+        self._compact_at = 1024  # journal lines; doubles with what stays live (amortized)
+        self._jlock = threading.Lock()
 
     # -- reading -------------------------------------------------------------
     def _read(self) -> dict[str, Any]:
@@ -90,20 +102,78 @@ class StateStore:
 
     def record_job(self, submitter: str, job_id: str, expires: int, now: int) -> None:
         """Remember an accepted job; raise ``Replay`` if it was seen before."""
-        def apply(doc: dict[str, Any]) -> None:
-            seen: dict[str, int] = doc["jobs"].setdefault(submitter, {})
+        if expires - now > MAX_JOB_LIFETIME_S:
+            raise Replay("job manifest lifetime is longer than the replay window "
+                         f"({MAX_JOB_LIFETIME_S} s)")
+        with self._jlock:
+            if self.path is None:
+                self._admit(submitter, job_id, expires, now)
+                return
+            journal = self.path.with_name(self.path.name + ".jobs")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with locked(self.path.with_name(self.path.name + ".jobs.lock")):
+                fd = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                try:
+                    self._catch_up(fd)
+                    self._admit(submitter, job_id, expires, now)
+                    line = json.dumps({"s": submitter, "j": job_id, "e": expires},
+                                      separators=(",", ":")).encode() + b"\n"
+                    os.write(fd, line)
+                    os.fdatasync(fd)
+                    self._journal_pos += len(line)
+                    self._journal_lines += 1
+                finally:
+                    os.close(fd)
+                if self._journal_lines > self._compact_at:
+                    self._compact(journal, now)
+
+    def _admit(self, submitter: str, job_id: str, expires: int, now: int) -> None:
+        seen = self._jobs.setdefault(submitter, {})
+        if job_id in seen and seen[job_id] > now:
+            raise Replay(f"job {job_id[:23]}… was already accepted from this submitter",
+                         hint="a job runs once; sign a new manifest (new nonce)")
+        if len(seen) >= MAX_JOBS_PER_SUBMITTER:
             for jid in [j for j, exp in seen.items() if exp <= now]:
                 del seen[jid]
-            if job_id in seen:
-                raise Replay(f"job {job_id[:23]}… was already accepted from this submitter",
-                             hint="a job runs once; sign a new manifest (new nonce)")
-            if expires - now > MAX_JOB_LIFETIME_S:
-                raise Replay("job manifest lifetime is longer than the replay window "
-                             f"({MAX_JOB_LIFETIME_S} s)")
             if len(seen) >= MAX_JOBS_PER_SUBMITTER:
                 raise TempFailure("too many unexpired jobs from this submitter; retry later")
-            seen[job_id] = expires
-        self._update(apply)
+        seen[job_id] = expires
+
+    def _catch_up(self, fd: int) -> None:
+        """Read journal lines other writers (or an earlier life) appended."""
+        st = os.fstat(fd)
+        if st.st_ino != self._journal_ino:  # first read, or compacted meanwhile
+            self._jobs, self._journal_pos, self._journal_lines = {}, 0, 0
+            self._journal_ino = st.st_ino
+        if st.st_size == self._journal_pos:
+            return
+        data = os.pread(fd, st.st_size - self._journal_pos, self._journal_pos)
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a torn last line from a crash: cut it off
+            os.ftruncate(fd, self._journal_pos + end)
+        for raw in data[:end].splitlines():
+            if len(raw) > MAX_JOURNAL_LINE:
+                continue
+            try:
+                rec = json.loads(raw)
+                self._jobs.setdefault(str(rec["s"]), {})[str(rec["j"])] = int(rec["e"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            self._journal_lines += 1
+        self._journal_pos += end
+
+    def _compact(self, journal: Path, now: int) -> None:
+        lines = []
+        for sub, seen in self._jobs.items():
+            for jid in [j for j, exp in seen.items() if exp <= now]:
+                del seen[jid]
+            lines += [json.dumps({"s": sub, "j": j, "e": e}, separators=(",", ":"))
+                      for j, e in seen.items()]
+        data = ("\n".join(lines) + "\n").encode() if lines else b""
+        write_atomic(journal, data, mode=0o600)
+        self._journal_ino = os.stat(journal).st_ino
+        self._journal_pos, self._journal_lines = len(data), len(lines)
+        self._compact_at = max(1024, 2 * len(lines))
 
 
 def default_state_path(home: Path) -> Path:

@@ -106,6 +106,14 @@ class Executor:
                 self._programs.popitem(last=False)
         return prog
 
+    def cached(self, module_id: str) -> Program | None:
+        """The compiled program for ``module_id`` if it is in memory (no I/O)."""
+        with self._lock:
+            prog = self._programs.get(module_id)
+            if prog is not None:
+                self._programs.move_to_end(module_id)
+            return prog
+
     def new_control(self) -> RunControl:
         return self.engine_mod.RunControl()
 

@@ -62,10 +62,13 @@ def verify_manifest(obj: Any, *, keyring: Keyring | None, now: int) -> documents
 def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
                 identity: Identity, now: int, keyring: Keyring | None = None,
                 ceilings: dict[str, int] | None = None, module_path: Path | None = None,
-                stdin_path: Path | None = None, store_outputs: bool = True) -> JobResult:
+                stdin_path: Path | None = None, store_outputs: bool = True,
+                verified: documents.Verified | None = None) -> JobResult:
+    """Run one job. ``verified``: the caller already verified this manifest (plasmd)."""
     from phase_core.timefmt import now as clock
 
-    verified = verify_manifest(manifest_obj, keyring=keyring, now=now)
+    if verified is None:
+        verified = verify_manifest(manifest_obj, keyring=keyring, now=now)
     body = verified.body
     if module_path is not None:
         cas.put_file(Path(module_path), expected=body["module"])
@@ -73,11 +76,12 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
         if body["stdin"] is None:
             raise DigestMismatch("a stdin file was given but the manifest names no stdin")
         cas.put_file(Path(stdin_path), expected=body["stdin"])
-    if not cas.has(body["module"]):
-        raise MissingInput(f"module {body['module']} is not in the store",
-                           hint="fetch it first (phase-fetch), or give module_path")
-    wasm = cas.read(body["module"])
-    prog = executor.load(wasm, body["module"])
+    prog = executor.cached(body["module"])
+    if prog is None:
+        if not cas.has(body["module"]):
+            raise MissingInput(f"module {body['module']} is not in the store",
+                               hint="fetch it first (phase-fetch), or give module_path")
+        prog = executor.load(cas.read(body["module"]), body["module"])
     limits = clamp(body["limits"], ceilings) if ceilings else dict(body["limits"])
     spec = run_spec_from_manifest(body, limits)
     stdin = None

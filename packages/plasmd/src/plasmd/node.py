@@ -70,6 +70,7 @@ class Node:
         self._executor = executor
         self._pool = ThreadPoolExecutor(max_workers=config.workers,
                                         thread_name_prefix="plasmd-job")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
         self._slots = asyncio.Semaphore(config.workers)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -93,6 +94,7 @@ class Node:
         self.draining = True
         await self._idle.wait()
         self._pool.shutdown(wait=True)
+        self._io.shutdown(wait=True)
 
     # -- dispatch ----------------------------------------------------------------
     async def handle(self, peer_id: str, stream: Any) -> None:
@@ -146,7 +148,10 @@ class Node:
         try:
             await stream.send({"type": "accept", "job": job_id})
             run = jobs.check(await stream.recv(), "run")
-            verified, reject = self._check_run(peer, offer, run["manifest"])
+            loop = asyncio.get_running_loop()
+            # verification records the job id durably (fsync): keep it off the loop
+            verified, reject = await loop.run_in_executor(
+                self._io, self._check_run, peer, offer, run["manifest"])
             if reject is not None:
                 self.counters.inc(f"rejected_{reject[0]}")
                 await stream.send(jobs.reject(job_id, *reject))
@@ -156,19 +161,18 @@ class Node:
             opener = stream.connection.open_stream
             for cid, size, cap in ((body["module"], offer["module_bytes"], MAX_MODULE_BYTES),
                                    (body["stdin"], offer["stdin_bytes"], MAX_STDIN_BYTES)):
-                if cid is not None and not self.cas.has(cid):
+                if cid is not None and not self._have(cid):
                     await pull_into_store(opener, self.cas, cid, size, cap)
                     self.counters.inc("blobs_fetched")
             async with self._slots:
                 self.queued -= 1
                 self.running += 1
                 try:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._pool, self._execute, run["manifest"])
+                    result = await loop.run_in_executor(self._pool, self._execute,
+                                                        run["manifest"], verified)
                 finally:
                     self.running -= 1
                     self.queued += 1  # balanced by the finally below
-            self.receipts.append(result.receipt)
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
             await stream.send({"type": "result", "job": job_id, "receipt": result.receipt})
@@ -232,13 +236,21 @@ class Node:
             return None, ("replay", e.message)
         return verified, None
 
-    def _execute(self, manifest_env: dict[str, Any]) -> Any:
+    def _have(self, cid: str) -> bool:
+        """The blob is here already (a module may also be compiled and in memory)."""
+        return self.cas.has(cid) or (self._executor is not None
+                                     and self._executor.cached(cid) is not None)
+
+    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified) -> Any:
+        """On a job thread: run the guest, then log the receipt durably."""
         from plasm_exec.job import execute_job
 
         self.counters.inc("wasm_runs")
-        return execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                           identity=self.identity, now=timefmt.now(),
-                           ceilings=self.config.ceilings)
+        result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
+                             identity=self.identity, now=timefmt.now(),
+                             ceilings=self.config.ceilings, verified=verified)
+        self.receipts.append(result.receipt)
+        return result
 
     # -- status ----------------------------------------------------------------
     def status(self, server: Any = None) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Line n is ``{"v":1,"type":"receipt_log_entry","seq":n,"prev":H(n-1),"receipt":{envelope}}``
 where H is ``sha256:`` + hex SHA-256 of the previous line's bytes (without its
-newline) and H(-1) is the hash of the empty string. Every append is fsync'd, then a
-small head file (``<log>.head``: the last seq and the hash of the last line) is
-replaced atomically. Verification walks the chain:
+newline) and H(-1) is the hash of the empty string. Every append is fdatasync'd, then a
+small fixed-width head file (``<log>.head``: the last seq and the hash of the
+last line) is overwritten in place with one small write and fdatasync'd.
+Verification walks the chain:
 
 - an edited line breaks the next line's ``prev``;
 - reordered lines break ``seq`` and ``prev``;
@@ -29,6 +30,7 @@ from phase_core.fsutil import write_atomic
 
 GENESIS = "sha256:" + hashlib.sha256(b"").hexdigest()
 MAX_LINE_BYTES = 1 << 20
+HEAD_BYTES = 128  # one write, well inside a disk sector
 
 
 class LogTampered(Rejected):
@@ -83,16 +85,30 @@ class ReceiptLog:
                              0o600)
                 try:
                     os.write(fd, line + b"\n")
-                    os.fsync(fd)
+                    os.fdatasync(fd)
                 finally:
                     os.close(fd)
             except OSError as e:
                 raise IOFailure(f"cannot append to {self.path}: {e.strerror}") from None
             h = line_hash(line)
-            write_atomic(self.head_path, json.dumps({"seq": seq, "hash": h}).encode(),
-                         mode=0o600)
+            self._write_head(seq, h)
             self._seq, self._last = seq, h
             return Entry(seq, rec["prev"], receipt, h)
+
+    def _write_head(self, seq: int, h: str) -> None:
+        head = json.dumps({"seq": seq, "hash": h}).encode().ljust(HEAD_BYTES - 1) + b"\n"
+        if not self.head_path.exists():
+            write_atomic(self.head_path, head, mode=0o600)
+            return
+        try:
+            fd = os.open(self.head_path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, head, 0)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise IOFailure(f"cannot update {self.head_path}: {e.strerror}") from None
 
     def entries(self) -> Iterator[Entry]:
         """Every entry, checking the chain as it goes; raise ``LogTampered`` on a break."""
@@ -161,8 +177,6 @@ class ReceiptLog:
                     ok = False
                 if ok:
                     h = line_hash(last)
-                    write_atomic(self.head_path,
-                                 json.dumps({"seq": self._seq + 1, "hash": h}).encode(),
-                                 mode=0o600)
+                    self._write_head(self._seq + 1, h)
                     self._seq, self._last = self._seq + 1, h
             return cut
