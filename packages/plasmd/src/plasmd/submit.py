@@ -111,9 +111,11 @@ async def _exchange(conn: Any, manifest_env: dict[str, Any], job_id: str,
         stdin_bytes = len(blobs.get(body["stdin"], b"")) if body["stdin"] else 0
         await stream.send(jobs.offer_for(manifest_env, job_id, len(blobs[body["module"]]),
                                          stdin_bytes))
+        # pipelined: the run follows the offer at once; a worker that rejects the
+        # offer never reads it (saves a round trip per job)
+        await stream.send({"type": "run", "manifest": manifest_env})
         answer = jobs.check(await stream.recv(), "accept", "reject")
         _raise_if_rejected(answer)
-        await stream.send({"type": "run", "manifest": manifest_env})
         res = jobs.check(await stream.recv(), "result", "reject", "error")
         _raise_if_rejected(res)
         if res["type"] == "error":
