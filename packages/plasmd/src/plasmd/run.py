@@ -16,8 +16,6 @@ from phase_core.cli.jsonl import write_record
 from phase_core.errors import ConfigError, MissingInput, UsageError
 from phase_core.fsutil import write_atomic
 from phase_core.trust import Keyring
-from plasmd import config as configs
-from plasmd import control, daemon
 
 KEYRING_TEMPLATE = """\
 # Keys this node trusts. Add submitters with:
@@ -34,8 +32,12 @@ def dispatch(args: dict[str, Any]) -> int:
     if args["init"]:
         return init(home, flags, args)
     if args["start"]:
+        from plasmd import daemon
+
         return asyncio.run(daemon.run(home, flags))
     if args["status"]:
+        from plasmd import control
+
         st = control.query_home(home)
         if not args["--quiet"]:
             write_record(st)
@@ -55,6 +57,9 @@ def _int(text: str, what: str) -> int:
 
 
 def init(home: Path, flags: dict[str, Any], args: dict[str, Any]) -> int:
+    from plasmd import config as configs
+    from plasmd import daemon
+
     key = homes.key_path(home)
     cfg_path = daemon.config_path(home)
     if key.exists() and cfg_path.exists():
@@ -125,6 +130,8 @@ def submit(home: Path, args: dict[str, Any]) -> int:
 
 
 def receipts(home: Path, args: dict[str, Any]) -> int:
+    from plasmd import daemon
+
     log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
     node = None
     if args["--verify"]:
