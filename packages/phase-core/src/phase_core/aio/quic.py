@@ -646,6 +646,14 @@ class Connection:
         self.peer_id: str = proto.peer_id
 
     @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's (host, port) as this side sees it (for "observed address")."""
+        addr = self._proto.addr
+        if addr is None:
+            return None
+        return str(addr[0]), int(addr[1])
+
+    @property
     def closed(self) -> bool:
         p = self._proto
         return p.closing or p.error is not None or p._closed.is_set()

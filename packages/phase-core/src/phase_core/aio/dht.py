@@ -1,0 +1,482 @@
+"""The DHT node over the QUIC/Noise transport: a thin asyncio shell around protocol.dht_*.
+
+Serving: the daemon's stream handler passes every request whose type starts
+with ``dht_`` to ``DhtService.handle(peer_id, first_message, stream)``, which
+answers it on the same stream. Asking: ``bootstrap``, ``lookup_nodes``,
+``put_record``, ``iter_records``/``get_records``, ``find_providers`` and
+``publish_node_record`` run the sans-I/O lookups over a connection ``Pool``.
+``start()`` runs the upkeep (republish, bucket refresh, expiry, saving the
+routing table); ``close()`` stops it.
+
+Every decision (who is a contact, what is stored, what is reported) is made in
+``protocol/``; this module moves messages and keeps time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from phase_core import envelope, log, records
+from phase_core.aio.pool import Pool
+from phase_core.aio.stream import Limits, Stream
+from phase_core.canonical import parse
+from phase_core.errors import Malformed, PhaseError, Unavailable
+from phase_core.fsutil import write_atomic
+from phase_core.identity import Identity
+from phase_core.protocol import dht_node
+from phase_core.protocol.dht import (
+    Contact,
+    K,
+    boot_key,
+    check_address,
+    dialable,
+    join_address,
+    key_id,
+    node_key,
+    split_address,
+)
+from phase_core.protocol.dht_lookup import Lookup
+from phase_core.protocol.dht_node import AddressObserver, Answer, DhtNode, parse_answer
+from phase_core.protocol.dht_store import (
+    REPUBLISH_S,
+    Collector,
+    Republisher,
+    Value,
+    record_keys,
+    verify_value,
+)
+from phase_core.trust import Keyring
+
+RPC_TIMEOUT_S = 3.0
+UPKEEP_S = 30.0
+MAX_PAGES = 8  # dht_get pages followed per holder
+MAX_DIALBACKS = 16
+Clock = Callable[[], float]
+
+
+def _remote_address(stream: Stream) -> str | None:
+    """The requester's address as we see it (for ``observed``), if the transport tells us."""
+    addr = getattr(stream.connection, "remote_address", None)
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return None
+    try:
+        return check_address(join_address(str(addr[0]), int(addr[1])))
+    except (Malformed, ValueError):
+        return None
+
+
+class DhtService:
+    """One node's DHT: serves requests, runs lookups, publishes and refreshes records.
+
+    ``addresses`` are the dialable ``host:port`` addresses this node listens on
+    (empty for a client that only asks, like phase-discover: it is then never
+    added to other nodes' routing tables). ``store_path`` keeps the routing
+    table across restarts (internet mode); None keeps nothing.
+    """
+
+    def __init__(self, identity: Identity, addresses: Sequence[str],
+                 store_path: Path | None = None, clock: Clock = time.time, *,
+                 pool: Pool | None = None, keyring: Keyring | None = None,
+                 rpc_timeout_s: float = RPC_TIMEOUT_S, rng: random.Random | None = None) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.addresses = [check_address(a) for a in addresses if dialable(a)]
+        self.store_path = Path(store_path) if store_path is not None else None
+        self.clock = clock
+        self.rpc_timeout_s = rpc_timeout_s
+        self.rng = rng or random.Random()  # noqa: S311 - refresh targets, not secrets
+        self.node = DhtNode(self.node_id, keyring=keyring, rng=self.rng)
+        self.keyring = keyring
+        self.observer = AddressObserver([split_address(a)[0] for a in self.addresses])
+        self._own_pool = pool is None
+        self.pool = pool or Pool(identity, Limits(handshake_timeout_s=rpc_timeout_s))
+        self.republisher = Republisher(REPUBLISH_S)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dialing: set[str] = set()
+        self._upkeep: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._capabilities: tuple[dict[str, Any], int] | None = None
+        self.stats = self.node.stats
+        if self.store_path is not None:
+            self._load_table()
+
+    # -- serving --------------------------------------------------------------
+
+    async def handle(self, peer_id: str, first_message: dict[str, Any], stream: Stream) -> None:
+        """Answer one ``dht_*`` request that arrived on ``stream`` from ``peer_id``."""
+        reply = self.node.handle(peer_id, first_message, self.clock(), _remote_address(stream))
+        await stream.send(reply.message)
+        stream.finish()
+        if reply.candidate is not None:
+            self._spawn_dialback(reply.candidate)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _spawn_dialback(self, contact: Contact) -> None:
+        if contact.node_id in self._dialing or len(self._dialing) >= MAX_DIALBACKS:
+            return
+        self._dialing.add(contact.node_id)
+
+        async def dial() -> None:
+            try:
+                await self._request(contact, dht_node.ping(self.addresses), "dht_pong")
+            except PhaseError:
+                pass
+            finally:
+                self._dialing.discard(contact.node_id)
+        self._spawn(dial())
+
+    # -- one request ----------------------------------------------------------
+
+    async def _request(self, contact: Contact, msg: dict[str, Any], expect: str) -> Answer:
+        """Ask ``contact`` (expecting its node id); a good answer makes it a contact."""
+        last: PhaseError = Unavailable(f"{contact.node_id[:16]}… has no dialable address")
+        for addr in contact.addresses:
+            if not dialable(addr):
+                continue
+            host, port = split_address(addr)
+            try:
+                ans = await asyncio.wait_for(
+                    self._ask(host, port, contact.node_id, msg, expect), self.rpc_timeout_s)
+            except TimeoutError:
+                last = Unavailable(f"no answer from {addr} in {self.rpc_timeout_s:g} s",
+                                   slug="timeout")
+                continue
+            except PhaseError as e:
+                last = e
+                continue
+            self._answered(contact, ans)
+            return ans
+        self.node.table.failed(contact.node_id)
+        raise last
+
+    async def _ask(self, host: str, port: int, node_id: str | None, msg: dict[str, Any],
+                   expect: str) -> Answer:
+        stream = await self.pool.open_stream(host, port, node_id)
+        try:
+            await stream.send(msg)
+            stream.finish()
+            raw = await stream.recv()
+        except BaseException:
+            stream.abort()
+            raise
+        ans = parse_answer(raw, expect)
+        if ans.type == "dht_error":
+            self.stats[f"answer_{ans.error}"] += 1
+            raise Unavailable(f"peer refused: {ans.error}: {ans.message}", slug="refused")
+        return ans
+
+    def _answered(self, contact: Contact, ans: Answer) -> None:
+        now = self.clock()
+        stale = self.node.table.seen(contact, now)
+        if stale is not None:
+            self._spawn_dialback_stale(stale)
+        if ans.observed is not None:
+            self.observer.observe(contact.node_id, ans.observed, now)
+
+    def _spawn_dialback_stale(self, stale: Contact) -> None:
+        if stale.node_id in self._dialing:
+            return
+        self._dialing.add(stale.node_id)
+
+        async def check() -> None:
+            try:
+                await self._request(stale, dht_node.ping(self.addresses), "dht_pong")
+            except PhaseError:
+                pass  # _request already reported the failure to the table
+            finally:
+                self._dialing.discard(stale.node_id)
+        self._spawn(check())
+
+    # -- lookups --------------------------------------------------------------
+
+    async def _lookup(self, target: int, make_msg: Callable[[], dict[str, Any]], expect: str,
+                      on_answer: Callable[[Contact, Answer], None] | None = None) -> Lookup:
+        lk = Lookup(target, self.node.table.closest(target), own_id=self.node_id)
+        tasks: dict[asyncio.Task[Answer], Contact] = {}
+        try:
+            while not lk.done:
+                for c in lk.next_queries():
+                    tasks[asyncio.ensure_future(self._request(c, make_msg(), expect))] = c
+                if not tasks:
+                    break
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    c = tasks.pop(t)
+                    try:
+                        ans = t.result()
+                    except PhaseError:
+                        lk.on_failure(c.node_id)
+                        continue
+                    lk.on_response(c.node_id, ans.nodes)
+                    if on_answer is not None:
+                        on_answer(c, ans)
+        finally:
+            for t in tasks:
+                t.cancel()
+        self.node.table.touch(target, self.clock())
+        return lk
+
+    async def bootstrap(self, addrs: Sequence[str]) -> int:
+        """Contact each ``host:port`` (any node id), then look ourselves up.
+
+        Returns the number of contacts in the routing table afterwards."""
+        async def one(addr: str) -> None:
+            host, port = split_address(addr)
+            try:
+                stream = await asyncio.wait_for(self.pool.open_stream(host, port, None),
+                                                self.rpc_timeout_s)
+                peer = stream.peer_id
+                await stream.send(dht_node.ping(self.addresses))
+                stream.finish()
+                raw = await asyncio.wait_for(stream.recv(), self.rpc_timeout_s)
+                ans = parse_answer(raw, "dht_pong")
+            except (PhaseError, TimeoutError) as e:
+                log.get().info("dht.bootstrap_failed", address=addr,
+                               error=getattr(e, "slug", "timeout"))
+                return
+            if peer != self.node_id and ans.type == "dht_pong":
+                self._answered(Contact(peer, (addr,)), ans)
+        await asyncio.gather(*(one(a) for a in addrs))
+        if len(self.node.table):
+            await self.lookup_nodes(self.node.table.own)
+        return len(self.node.table)
+
+    async def lookup_nodes(self, key: str | int) -> list[Contact]:
+        """The k closest nodes to a record key string or a 256-bit id."""
+        target = key_id(key) if isinstance(key, str) else key
+        lk = await self._lookup(target, lambda: dht_node.find_node(target, self.addresses),
+                                "dht_nodes")
+        return lk.closest(K)
+
+    async def put_record(self, env: dict[str, Any], keys: Sequence[str] | None = None
+                         ) -> dict[str, int]:
+        """Store a signed record under ``keys`` (default: every key it implies) on the k
+        closest nodes of each. Returns how many nodes stored it, per key."""
+        now = int(self.clock())
+        keys = list(keys) if keys is not None else implied_keys(env, now, self.keyring)
+        out: dict[str, int] = {}
+        for key in keys:
+            value = verify_value(env, key, now, self.keyring)
+            if self.node.table.is_close(key_id(key)):
+                try:
+                    self.node.store.put(value, now)  # we are a holder too
+                except PhaseError:
+                    pass
+            holders = await self.lookup_nodes(key)
+            results = await asyncio.gather(
+                *(self._request(c, dht_node.put(key, env, self.addresses), "dht_stored")
+                  for c in holders), return_exceptions=True)
+            out[key] = sum(1 for r in results if isinstance(r, Answer))
+        return out
+
+    async def iter_records(self, key: str, *, want_self: bool = False,
+                           on_self: Callable[[Value], None] | None = None,
+                           limit: int | None = None) -> AsyncIterator[Value]:
+        """Verified records under ``key`` as holders return them (newest per node or signer
+        set, each reported once). With ``want_self``, each answering node's own record
+        is checked and passed to ``on_self``."""
+        col = Collector(key, self.keyring)
+        queue: asyncio.Queue[Value | None] = asyncio.Queue()
+        selves: set[str] = set()
+        pages: set[asyncio.Future[None]] = set()
+
+        def take(c: Contact, ans: Answer) -> None:
+            for v in col.add(ans.records, int(self.clock())):
+                queue.put_nowait(v)
+            if ans.self_record is not None and on_self is not None and c.node_id not in selves:
+                try:
+                    v = verify_value(ans.self_record, node_key(c.node_id), int(self.clock()))
+                except PhaseError:
+                    self.stats["bad_self_record"] += 1
+                else:
+                    selves.add(c.node_id)
+                    on_self(v)
+            if ans.more and ans.records:
+                pages.add(asyncio.ensure_future(more(c, ans)))
+
+        async def more(c: Contact, ans: Answer) -> None:
+            for _ in range(MAX_PAGES):
+                last = _last_id(ans.records)
+                if last is None:
+                    return
+                try:
+                    ans = await self._request(c, dht_node.get(key, after=last), "dht_value")
+                except PhaseError:
+                    return
+                for v in col.add(ans.records, int(self.clock())):
+                    queue.put_nowait(v)
+                if not ans.more:
+                    return
+
+        async def run() -> None:
+            try:
+                await self._lookup(key_id(key), lambda: dht_node.get(key, want_self=want_self),
+                                   "dht_value", take)
+                if pages:
+                    await asyncio.gather(*pages, return_exceptions=True)
+            finally:
+                for p in pages:
+                    p.cancel()
+                queue.put_nowait(None)
+
+        for v in self.node.store.get(key, int(self.clock())):  # what we hold ourselves
+            for w in col.add([v.envelope], int(self.clock())):
+                queue.put_nowait(w)
+        task = asyncio.ensure_future(run())
+        n = 0
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                yield item
+                n += 1
+                if limit is not None and n >= limit:
+                    break
+        finally:
+            task.cancel()
+
+    async def get_records(self, key: str, limit: int | None = None) -> list[Value]:
+        return [v async for v in self.iter_records(key, limit=limit)]
+
+    async def find_providers(self, key: str, limit: int | None = None) -> list[Value]:
+        """Node records filed under a capability or boot key (providers of that key)."""
+        return [v async for v in self.iter_records(key, limit=limit)
+                if v.doc_type == records.TYPE]
+
+    # -- our own record ---------------------------------------------------------
+
+    def build_node_record(self, capabilities: dict[str, Any], *, lifetime_s: int = 3600
+                          ) -> dict[str, Any]:
+        """Sign a fresh node record: our addresses, what peers observe, a higher seq."""
+        now = int(self.clock())
+        self._seq = max(self._seq + 1, now)  # seconds: increases across restarts too
+        body = records.build(node_id=self.node_id, addresses=self.addresses,
+                             capabilities=capabilities, seq=self._seq, now=now,
+                             lifetime_s=lifetime_s)
+        port = split_address(self.addresses[0])[1] if self.addresses else 0
+        observed = self.observer.observed_addresses(port, now) if port else []
+        if observed:
+            body["observed_addresses"] = observed
+        body["reachability"] = self.observer.reachability(now)
+        records.BODY(body, "node_record")
+        return envelope.sign(records.TYPE, body, [self.identity])
+
+    async def publish_node_record(self, capabilities: dict[str, Any], *,
+                                  lifetime_s: int = 3600) -> dict[str, Any]:
+        """Sign, keep (answers ``want_self``) and store our node record under every key it
+        implies; it is republished by the upkeep every ``REPUBLISH_S``."""
+        env = self.build_node_record(capabilities, lifetime_s=lifetime_s)
+        self.node.own_record = env
+        self._capabilities = (capabilities, lifetime_s)
+        keys = record_keys(env["body"], records.TYPE)
+        self.republisher.set("node_record", env, keys, self.clock())
+        if len(self.node.table):
+            self.republisher.due(self.clock())  # publishing now: next time in REPUBLISH_S
+            if sum((await self.put_record(env, keys)).values()) == 0:
+                self.republisher.set("node_record", env, keys, self.clock())
+        return env
+
+    # -- upkeep -------------------------------------------------------------------
+
+    def start(self, interval_s: float = UPKEEP_S) -> None:
+        """Run republish, bucket refresh, expiry and table saving every ``interval_s``."""
+        if self._upkeep is None:
+            self._upkeep = asyncio.ensure_future(self._run_upkeep(interval_s))
+
+    async def _run_upkeep(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.upkeep()
+            except PhaseError as e:
+                log.get().warning("dht.upkeep_failed", error=e.slug, message=e.message)
+
+    async def upkeep(self) -> None:
+        now = self.clock()
+        self.node.store.expire(int(now))
+        for item in self.republisher.due(now):
+            if item.envelope is self.node.own_record and self._capabilities is not None:
+                caps, life = self._capabilities
+                env = self.build_node_record(caps, lifetime_s=life)
+                self.node.own_record = item.envelope = env
+            stored = await self.put_record(item.envelope, item.keys)
+            if sum(stored.values()) == 0:  # nobody took it (no contacts yet): try again soon
+                item.next_at = now
+        for target in self.node.table.refresh_targets(now, self.rng):
+            await self.lookup_nodes(target)
+        self.save_table()
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        return {"node_id": self.node_id, "contacts": len(self.node.table),
+                "stored_records": self.node.store.count, "stored_bytes": self.node.store.bytes,
+                "observed_addresses": self.observer.observed_addresses(
+                    split_address(self.addresses[0])[1], now) if self.addresses else [],
+                "reachability": self.observer.reachability(now)}
+
+    def save_table(self) -> None:
+        if self.store_path is None:
+            return
+        data = json.dumps(self.node.table.to_json(), separators=(",", ":")).encode()
+        self.store_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.store_path, data, mode=0o600)
+
+    def _load_table(self) -> None:
+        assert self.store_path is not None
+        try:
+            data = self.store_path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.get().warning("dht.table_unreadable", path=str(self.store_path), error=str(e))
+            return
+        try:
+            n = self.node.table.load_json(parse(data, max_bytes=4 << 20), self.clock())
+        except PhaseError as e:
+            log.get().warning("dht.table_ignored", path=str(self.store_path), error=e.slug,
+                              message=e.message)
+            return
+        log.get().info("dht.table_loaded", contacts=n)
+
+    async def close(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            self._upkeep = None
+        for t in list(self._tasks):
+            t.cancel()
+        self.save_table()
+        if self._own_pool:
+            await self.pool.close()
+
+
+def _last_id(recs: list[Any]) -> str | None:
+    """The highest document id in a page of records (the cursor for the next page)."""
+    ids = []
+    for r in recs:
+        try:
+            ids.append(envelope.parse(r).id)
+        except PhaseError:
+            continue
+    return max(ids) if ids else None
+
+
+def implied_keys(env: dict[str, Any], now: int, keyring: Keyring | None = None) -> list[str]:
+    """Every key a signed record belongs under (verifying it first; raises if it fails)."""
+    e = envelope.parse(env)
+    if e.type == records.TYPE:
+        probe = node_key(str(e.body.get("node_id")))
+    else:
+        probe = boot_key(str(e.body.get("channel")), str(e.body.get("arch")))
+    v = verify_value(env, probe, now, keyring)
+    return record_keys(v.body, v.doc_type)
