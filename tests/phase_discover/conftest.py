@@ -54,10 +54,5 @@ def procs() -> Iterator[Procs]:
         ps.close()
 
 
-def dht_node(procs: Procs, *bootstrap: str, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    return procs.start("-m", "phase_core.aio.dht_testnode", "--listen=127.0.0.1:0", "--upkeep=1",
-                       *(f"--bootstrap={b}" for b in bootstrap), *extra)
-
-
 def silent(procs: Procs, kind: str) -> str:
     return Procs.ready(procs.start(str(HERE / "silent_peer.py"), kind))["address"]

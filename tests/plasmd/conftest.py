@@ -130,3 +130,19 @@ def submit(home: Path, peer: str, module: Path = HELLO, *args: str,
     return subprocess.run([script("plasmd"), "submit", f"--home={home}", str(module),
                            f"--peer={peer}", *extra, *args], capture_output=True,
                           timeout=timeout)
+
+
+def prepare_home(home: Path, **config: object) -> str:
+    """A node home written directly (faster than `plasmd init` when many are needed).
+
+    Returns the node id."""
+    from dataclasses import replace
+
+    from phase_core import identity
+    from plasmd.config import Config
+
+    home.mkdir(parents=True, exist_ok=True)
+    ident = identity.create(home / "key")
+    cfg = replace(Config(), listen=("127.0.0.1:0",), **config)  # type: ignore[arg-type]
+    (home / "config.toml").write_text(cfg.to_toml())
+    return ident.node_id

@@ -8,7 +8,7 @@ Usage:
   plasmd init [--mode=MODE] [--listen=ADDR]... [--open] [--if-missing] [options]
   plasmd start [--mode=MODE] [--listen=ADDR]... [--open] [--workers=N] [options]
   plasmd status [options]
-  plasmd submit <module> [<arg>...] --peer=PEER [--env=KV]... [options]
+  plasmd submit <module> [<arg>...] [--peer=PEER] [--bootstrap=ADDR]... [--interface=IF]... [--env=KV]... [options]
   plasmd receipts [--verify] [options]
   plasmd (-h | --help)
   plasmd --version
@@ -20,8 +20,10 @@ Commands:
             reloads keyring.toml and config.toml.
   status    Ask the running node (over its 0600 UNIX socket in the home) for its
             mode, node id, addresses, peers, jobs and cache use.
-  submit    Run <module> on the node --peer names, verify the receipt, print the
-            guest's stdout (stderr to stderr) and exit with the guest's status.
+  submit    Run <module> on the node --peer names (or, without --peer, on a
+            capable node found over mDNS and the DHT, trying the next one when
+            a node rejects or fails), verify the receipt, print the guest's
+            stdout (stderr to stderr) and exit with the guest's status.
   receipts  List the node's receipt log; --verify checks the hash chain (edits,
             reordering, truncation) and every receipt's signature.
 
@@ -36,6 +38,11 @@ Options:
   --if-missing          init: succeed quietly if the home is already set up.
   --peer=PEER           [<node-id>@]<host>:<port>. With a node id the handshake
                         must prove it; without, the id learned is reported.
+  --bootstrap=ADDR      submit without --peer: a DHT node host:port (repeatable).
+  --interface=IF        submit without --peer: browse mDNS on this interface
+                        (repeatable; default: every up, non-loopback one).
+  --via=VIA             submit without --peer: mdns, dht or both [default: both].
+  --discover-timeout=S  submit without --peer: how long to look [default: 5].
   --stdin=FILE          The guest's stdin (default: empty).
   --receipt=FILE        Write the verified receipt here.
   --env=KV              A guest environment variable NAME=VALUE (repeatable).

@@ -7,6 +7,11 @@ Precedence: flag > environment > file > default. Unknown keys are errors (78).
     open = false                   # run jobs from any submitter (default: keyring only)
     workers = 2                    # threads that run guests
     queue = 64                     # jobs waiting beyond the workers; then reject(queue_full)
+    bootstrap = []                 # internet mode: DHT peers to join through ("host:port")
+    mdns = true                    # advertise on mDNS (internet and local modes)
+    mdns_interfaces = []           # interface names; empty: those that carry a listen
+                                   # address (0.0.0.0: every up, non-loopback one;
+                                   # a loopback-only node advertises nowhere)
 
     [ceilings]                     # the most any job may ask for; larger asks are clamped
     memory_bytes = 268435456
@@ -27,7 +32,8 @@ from phase_core.errors import ConfigError
 from phase_core.limits import DEFAULT_LIMITS
 
 MODES = ("internet", "local", "private")
-KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings"}
+KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings", "bootstrap", "mdns",
+        "mdns_interfaces"}
 DEFAULT_LISTEN = ("127.0.0.1:4433",)
 
 
@@ -39,13 +45,21 @@ class Config:
     workers: int = max(1, min(os.cpu_count() or 1, 8))
     queue: int = 64
     ceilings: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
     source: str = "defaults"
 
     def to_toml(self) -> str:
-        listen = ", ".join(f'"{a}"' for a in self.listen)
+        def strings(xs: tuple[str, ...]) -> str:
+            return "[" + ", ".join(f'"{a}"' for a in xs) + "]"
+
         ceil = "\n".join(f"{k} = {v}" for k, v in self.ceilings.items())
-        return (f'mode = "{self.mode}"\nlisten = [{listen}]\nopen = {str(self.open).lower()}\n'
-                f"workers = {self.workers}\nqueue = {self.queue}\n\n[ceilings]\n{ceil}\n")
+        return (f'mode = "{self.mode}"\nlisten = {strings(self.listen)}\n'
+                f"open = {str(self.open).lower()}\n"
+                f"workers = {self.workers}\nqueue = {self.queue}\n"
+                f"bootstrap = {strings(self.bootstrap)}\nmdns = {str(self.mdns).lower()}\n"
+                f"mdns_interfaces = {strings(self.mdns_interfaces)}\n\n[ceilings]\n{ceil}\n")
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -65,7 +79,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
 def _check(cfg: Config) -> Config:
     if cfg.mode not in MODES:
         raise ConfigError(f"mode {cfg.mode!r} is not one of {', '.join(MODES)}")
-    for a in cfg.listen:
+    for a in (*cfg.listen, *cfg.bootstrap):
         parse_hostport(a)
     if not 1 <= cfg.workers <= 256:
         raise ConfigError("workers must be between 1 and 256")
@@ -101,6 +115,9 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                           open=bool(doc.get("open", cfg.open)),
                           workers=int(doc.get("workers", cfg.workers)),
                           queue=int(doc.get("queue", cfg.queue)), ceilings=ceilings,
+                          bootstrap=tuple(doc.get("bootstrap", cfg.bootstrap)),
+                          mdns=bool(doc.get("mdns", cfg.mdns)),
+                          mdns_interfaces=tuple(doc.get("mdns_interfaces", cfg.mdns_interfaces)),
                           source=str(path))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e}") from None
@@ -114,6 +131,9 @@ def load(path: Path | None, env: dict[str, str] | None = None,
             cfg = replace(cfg, open=env["PHASE_OPEN"].lower() in ("1", "true", "yes"))
         if env.get("PHASE_WORKERS"):
             cfg = replace(cfg, workers=int(env["PHASE_WORKERS"]))
+        if env.get("PHASE_BOOTSTRAP"):
+            cfg = replace(cfg, bootstrap=tuple(a.strip() for a in
+                                               env["PHASE_BOOTSTRAP"].split(",") if a.strip()))
     except ValueError as e:
         raise ConfigError(f"bad PHASE_* environment value: {e}") from None
     for k, v in (flags or {}).items():

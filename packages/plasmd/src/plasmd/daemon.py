@@ -29,6 +29,7 @@ from phase_core.trust import Keyring
 from plasmd import config as configs
 from plasmd import control
 from plasmd.config import Config, parse_hostport
+from plasmd.discovery import Discovery
 from plasmd.memlog import MemoryReceiptLog
 from plasmd.node import Node
 from plasmd.receiptlog import ReceiptLog
@@ -107,12 +108,16 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
                 cas=ContentStore(homes.cas_path(work_home)), state=state, receipts=receipts,
                 home=work_home)
     servers = []
+    disc = Discovery()
+    node.discovery = disc
     try:
         for addr in cfg.listen:
             host, port = parse_hostport(addr)
             server = await listen(host, port, ident, node.handle)
             servers.append(server)
-            node.addresses.append(f"quic://{server.host}:{server.port}")
+        listening = [f"quic://{s.host}:{s.port}" for s in servers]
+        await disc.start(node, cfg, None if tmp_home_used else home,
+                         [s.port for s in servers])
         def status() -> dict[str, Any]:
             return node.status(servers[0] if servers else None)
 
@@ -139,10 +144,11 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
 
         loop.add_signal_handler(signal.SIGHUP, reload)
         write_record({"v": 1, "type": "node_started", "node_id": ident.node_id,
-                      "mode": cfg.mode, "open": cfg.open, "listen": node.addresses,
+                      "mode": cfg.mode, "open": cfg.open, "listen": listening,
+                      "addresses": node.addresses,
                       "control": ctl_where, "home": str(work_home)})
         log.get().info("node.started", node_id=ident.node_id, mode=cfg.mode,
-                       listen=node.addresses, open=cfg.open)
+                       listen=listening, open=cfg.open)
         await stop.wait()
         log.get().info("node.draining", running=node.running, queued=node.queued)
         await node.drain()
@@ -152,5 +158,6 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
         log.get().info("node.stopped", jobs_done=node.counters.c["jobs_done"])
         return 0
     finally:
+        await disc.close()
         for s in servers:
             await s.close()

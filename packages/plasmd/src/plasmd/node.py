@@ -66,7 +66,8 @@ class Node:
         self.started = time.time()
         self.addresses: list[str] = []
         self.record_seq = int(time.time())
-        self.dht: Any = None  # a DhtService, when discovery is wired
+        self.dht: Any = None  # a DhtService (internet mode)
+        self.discovery: Any = None
         self._executor = executor
         self._pool = ThreadPoolExecutor(max_workers=config.workers,
                                         thread_name_prefix="plasmd-job")
@@ -129,6 +130,10 @@ class Node:
 
     def node_record(self) -> dict[str, Any]:
         caps = capabilities.measure()
+        if self.dht is not None:  # the DHT's record also carries observed addresses
+            env: dict[str, Any] = self.dht.build_node_record(caps)
+            return env
+        self.record_seq = max(self.record_seq + 1, int(time.time()))
         body = records.build(node_id=self.identity.node_id, addresses=self.addresses,
                              capabilities=caps, seq=self.record_seq, now=timefmt.now())
         return envelope.sign(records.TYPE, body, [self.identity])
@@ -269,6 +274,8 @@ class Node:
             "receipts": self.receipts.count,
             "draining": self.draining,
         }
+        if self.discovery is not None:
+            st.update(self.discovery.status())
         if server is not None:
             st["peers"] = server.peers()
             st["connections"] = server.connection_count

@@ -84,7 +84,9 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     from plasm_exec.run import exit_status, limits_from_args, parse_env, read_module
     from plasmd import submit as sub
 
-    node_id, host, port = sub.parse_peer(args["--peer"])
+    peer = sub.parse_peer(args["--peer"]) if args["--peer"] else None
+    if args["--via"] not in ("mdns", "dht", "both"):
+        raise UsageError("--via is mdns, dht or both")
     if args["--ephemeral-key"]:
         ident = identities.Identity.generate()
     else:
@@ -105,8 +107,19 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     if stdin is not None:
         blobs[env["body"]["stdin"]] = stdin
     timeout = limits["wall_ms"] / 1000 + 30
-    out = asyncio.run(sub.submit(ident, host, port, env, blobs, expected_node_id=node_id,
-                                 timeout_s=timeout))
+    if peer is not None:
+        node_id, host, port = peer
+        out = asyncio.run(sub.submit(ident, host, port, env, blobs, expected_node_id=node_id,
+                                     timeout_s=timeout))
+    else:
+        try:
+            dt = float(args["--discover-timeout"])
+        except ValueError:
+            raise UsageError("--discover-timeout is seconds") from None
+        node_id = "discovered"
+        out = asyncio.run(sub.submit_anywhere(
+            ident, env, blobs, via=args["--via"], bootstrap=args["--bootstrap"],
+            interfaces=args["--interface"] or None, discover_timeout_s=dt, timeout_s=timeout))
     body = out.body
     if node_id is None:
         log.get().warning("submit.peer_learned", node_id=out.worker,

@@ -162,3 +162,39 @@ def check_outcome(peer: str, job_id: str, body: dict[str, Any], rec_env: dict[st
     log.get().info("submit.verified", worker=peer, job=job_id, ended=rb["ended"],
                    exit_code=rb["exit_code"])
     return Outcome(peer, rec_env, stdout, stderr)
+
+
+async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
+                          blobs: dict[str, bytes], *, via: str, bootstrap: list[str],
+                          interfaces: list[str] | None, discover_timeout_s: float,
+                          timeout_s: float) -> Outcome:
+    """Find capable nodes (mDNS and/or the DHT) and submit to each in turn until one
+    returns a verified result. A node that rejects, fails or breaks the protocol is
+    skipped; a receipt that does not verify is final (exit 1), never retried."""
+    from phase_core.errors import ProtocolViolation as PV
+    from phase_core.errors import Unavailable
+    from phase_discover.run import Options, discover_nodes
+
+    req = manifest_env["body"]["requirements"]
+    opts = Options("nodes", via=via, bootstrap=bootstrap, interfaces=interfaces,
+                   arch=req.get("arch"), runtime=req.get("runtime"),
+                   min_memory=int(req.get("memory_bytes", 0)), timeout_s=discover_timeout_s)
+    tried: list[str] = []
+    async for rec in discover_nodes(opts):
+        node_id = str(rec["node_id"])
+        for addr in [*rec.get("mdns_addresses", []), *rec.get("addresses", [])]:
+            from plasmd.config import parse_hostport
+
+            host, port = parse_hostport(addr)
+            tried.append(f"{node_id[:16]}@{addr}")
+            try:
+                return await submit(identity, host, port, manifest_env, blobs,
+                                    expected_node_id=node_id, timeout_s=timeout_s)
+            except (JobRejected, TempFailure, Unavailable, PV) as e:
+                log.get().warning("submit.node_skipped", node=node_id, address=addr,
+                                  error=e.slug, message=e.message)
+                if isinstance(e, JobRejected | TempFailure):
+                    break  # the node answered: its other addresses would say the same
+    raise Unavailable("no node accepted the job" + (f" (tried {', '.join(tried)})" if tried
+                                                    else ": none was found"),
+                      hint="pass --peer, --bootstrap or --interface")
