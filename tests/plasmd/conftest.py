@@ -76,14 +76,14 @@ def init_home(home: Path, *args: str) -> None:
 
 
 def start_node(home: Path, *args: str, init: bool = True, env: dict[str, str] | None = None,
-               timeout: float = 60) -> NodeProc:
+               timeout: float = 60, prefix: tuple[str, ...] = ()) -> NodeProc:
     """Start ``plasmd start`` in ``home`` and wait for its node_started record."""
     if init and not (home / "key").exists():
         init_home(home)
     err = home.parent / f"{home.name}.stderr"
     e = dict(os.environ, **(env or {}))
     e.pop("PHASE_HOME", None)
-    proc = subprocess.Popen([script("plasmd"), "start", f"--home={home}", "-v", *args],
+    proc = subprocess.Popen([*prefix, script("plasmd"), "start", f"--home={home}", "-v", *args],
                             stdout=subprocess.PIPE, stderr=open(err, "wb"), env=e)
     assert proc.stdout is not None
     import selectors
@@ -143,6 +143,7 @@ def prepare_home(home: Path, **config: object) -> str:
 
     home.mkdir(parents=True, exist_ok=True)
     ident = identity.create(home / "key")
-    cfg = replace(Config(), listen=("127.0.0.1:0",), **config)  # type: ignore[arg-type]
+    config.setdefault("listen", ("127.0.0.1:0",))
+    cfg = replace(Config(), **config)  # type: ignore[arg-type]
     (home / "config.toml").write_text(cfg.to_toml())
     return ident.node_id

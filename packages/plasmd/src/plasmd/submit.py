@@ -171,7 +171,6 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
     """Find capable nodes (mDNS and/or the DHT) and submit to each in turn until one
     returns a verified result. A node that rejects, fails or breaks the protocol is
     skipped; a receipt that does not verify is final (exit 1), never retried."""
-    from phase_core.errors import ProtocolViolation as PV
     from phase_core.errors import Unavailable
     from phase_discover.run import Options, discover_nodes
 
@@ -180,21 +179,45 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
                    arch=req.get("arch"), runtime=req.get("runtime"),
                    min_memory=int(req.get("memory_bytes", 0)), timeout_s=discover_timeout_s)
     tried: list[str] = []
-    async for rec in discover_nodes(opts):
-        node_id = str(rec["node_id"])
-        for addr in [*rec.get("mdns_addresses", []), *rec.get("addresses", [])]:
-            from plasmd.config import parse_hostport
-
-            host, port = parse_hostport(addr)
-            tried.append(f"{node_id[:16]}@{addr}")
+    gen = discover_nodes(opts)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + discover_timeout_s  # for finding the next node
+    try:
+        while (left := deadline - loop.time()) > 0:
             try:
-                return await submit(identity, host, port, manifest_env, blobs,
-                                    expected_node_id=node_id, timeout_s=timeout_s)
-            except (JobRejected, TempFailure, Unavailable, PV) as e:
-                log.get().warning("submit.node_skipped", node=node_id, address=addr,
-                                  error=e.slug, message=e.message)
-                if isinstance(e, JobRejected | TempFailure):
-                    break  # the node answered: its other addresses would say the same
+                rec = await asyncio.wait_for(gen.__anext__(), left)
+            except (StopAsyncIteration, TimeoutError):
+                break
+            out = await _try_node(identity, manifest_env, blobs, rec, tried, timeout_s)
+            if out is not None:
+                return out
+    finally:
+        try:
+            await asyncio.wait_for(gen.aclose(), 3)
+        except (TimeoutError, RuntimeError):
+            pass
     raise Unavailable("no node accepted the job" + (f" (tried {', '.join(tried)})" if tried
                                                     else ": none was found"),
                       hint="pass --peer, --bootstrap or --interface")
+
+
+async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dict[str, bytes],
+                    rec: dict[str, Any], tried: list[str], timeout_s: float) -> Outcome | None:
+    """Submit to one discovered node, trying its addresses; None if it would not do."""
+    from phase_core.errors import ProtocolViolation as PV
+    from phase_core.errors import Unavailable
+    from plasmd.config import parse_hostport
+
+    node_id = str(rec["node_id"])
+    for addr in dict.fromkeys([*rec.get("mdns_addresses", []), *rec.get("addresses", [])]):
+        host, port = parse_hostport(addr)
+        tried.append(f"{node_id[:16]}@{addr}")
+        try:
+            return await submit(identity, host, port, manifest_env, blobs,
+                                expected_node_id=node_id, timeout_s=timeout_s)
+        except (JobRejected, TempFailure, Unavailable, PV) as e:
+            log.get().warning("submit.node_skipped", node=node_id, address=addr,
+                              error=e.slug, message=e.message)
+            if isinstance(e, JobRejected | TempFailure):
+                return None  # the node answered: its other addresses would say the same
+    return None
