@@ -87,7 +87,8 @@ def test_twenty_plasmd_nodes_form_a_dht(tmp_path):
         stdin = tmp_path / "in.txt"
         stdin.write_text("Hello, World")
         r = subprocess.run([script("plasmd"), "submit", f"--home={client}", str(HELLO),
-                            f"--stdin={stdin}", f"--bootstrap={boot}", "--json"],
+                            f"--stdin={stdin}", f"--bootstrap={boot}", "--json",
+                            "--discover-timeout=15"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
         res = json.loads(r.stdout)

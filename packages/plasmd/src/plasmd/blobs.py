@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from phase_core import log
 from phase_core.canonical import check_content_id
-from phase_core.cas import CHUNK, ContentStore
+from phase_core.cas import ContentStore
 from phase_core.errors import DigestMismatch, ProtocolViolation, TooLarge, Unavailable
 from phase_core.protocol import jobs
 
@@ -26,6 +26,7 @@ class Writer(Protocol):
 
 
 StreamOpener = Callable[[], Awaitable[Any]]  # returns an aio.stream.Stream
+SEND_PIECE = 64 << 10
 
 
 async def pull(open_stream: StreamOpener, cid: str, *, max_bytes: int, writer: Writer,
@@ -92,9 +93,10 @@ async def serve_get(stream: Any, msg: dict[str, Any],
     await stream.send({"type": "blob", "id": cid, "size": size, "offset": offset})
 
     def chunks() -> Any:
+        # small reads: a handler waiting for a slow reader holds at most one piece
         with open(found, "rb") as f:
             f.seek(offset)
-            while data := f.read(CHUNK):
+            while data := f.read(SEND_PIECE):
                 yield data
 
     await stream.send_blob_chunks(size, chunks())

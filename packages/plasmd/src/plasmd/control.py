@@ -92,7 +92,11 @@ def query_home(home: Path, timeout_s: float = 5.0) -> dict[str, Any]:
     path = socket_path(home)
     if path.exists():
         return query(str(path), timeout_s)
-    return query(abstract_name(home), timeout_s)
+    try:
+        return query(abstract_name(home), timeout_s)
+    except Unavailable:
+        raise Unavailable(f"no plasmd is running for the home {home}",
+                          hint="start one with `plasmd start`") from None
 
 
 def query(path: str, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 from phase_core import documents, envelope, log, manifest, records, timefmt
 from phase_core.cas import ContentStore
-from phase_core.errors import PhaseError, ProtocolViolation, Rejected
+from phase_core.errors import PhaseError, ProtocolViolation, Rejected, TempFailure, Timeout
 from phase_core.identity import Identity
 from phase_core.protocol import jobs
 from phase_core.state import StateStore
@@ -37,6 +38,9 @@ from plasmd.config import Config
 
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
+RUN_WAIT_S = 10.0  # after accept, the submitter must send run within this
+MIN_PULL_RATE = 256 << 10  # bytes/s a submitter must sustain when we pull its blobs
+PULL_GRACE_S = 10.0
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Node:
         self.addresses: list[str] = []
         self.record_seq = int(time.time())
         self.dht: Any = None  # a DhtService (internet mode)
+        self.public_blobs: set[str] = set()  # served to anyone (published boot artifacts)
         self.discovery: Any = None
         self._executor = executor
         self._pool = ThreadPoolExecutor(max_workers=config.workers,
@@ -106,7 +111,8 @@ class Node:
         if t == "offer":
             await self._job(peer_id, msg, stream)
         elif t == "get":
-            if await serve_get(stream, msg, self._lookup_blob):
+            lookup = self._lookup_blob if self._may_fetch(peer_id) else self._lookup_public
+            if await serve_get(stream, msg, lookup):
                 self.counters.inc("blobs_served")
         elif t == "ping":
             jobs.check(msg, "ping")
@@ -118,6 +124,14 @@ class Node:
         else:
             self.counters.inc("bad_requests")
             raise ProtocolViolation(f"unknown request {str(t)[:32]!r}", slug="unexpected_message")
+
+    def _may_fetch(self, peer: str) -> bool:
+        """Who may fetch any stored blob (module or stdin): peers the keyring knows,
+        or anyone when the node is open. Others get only published blobs."""
+        return self.config.open or peer in self.keyring.keys
+
+    def _lookup_public(self, cid: str) -> Path | None:
+        return self._lookup_blob(cid) if cid in self.public_blobs else None
 
     def _lookup_blob(self, cid: str) -> Path | None:
         # Serve only intact blobs: re-hash before sending.
@@ -150,15 +164,21 @@ class Node:
             return
         self.queued += 1
         self._idle.clear()
+        delivered = False
         try:
             await stream.send({"type": "accept", "job": job_id})
-            run = jobs.check(await stream.recv(), "run")
+            try:
+                run = jobs.check(await asyncio.wait_for(stream.recv(), RUN_WAIT_S), "run")
+            except TimeoutError:
+                raise Timeout(f"no run within {RUN_WAIT_S:g} s of accept") from None
             loop = asyncio.get_running_loop()
             # verification records the job id durably (fsync): keep it off the loop
             verified, reject = await loop.run_in_executor(
                 self._io, self._check_run, peer, offer, run["manifest"])
             if reject is not None:
                 self.counters.inc(f"rejected_{reject[0]}")
+                log.get().info("job.rejected", peer=peer, job=job_id, reason=reject[0],
+                               stage="run")
                 await stream.send(jobs.reject(job_id, *reject))
                 return
             assert verified is not None
@@ -167,7 +187,13 @@ class Node:
             for cid, size, cap in ((body["module"], offer["module_bytes"], MAX_MODULE_BYTES),
                                    (body["stdin"], offer["stdin_bytes"], MAX_STDIN_BYTES)):
                 if cid is not None and not self._have(cid):
-                    await pull_into_store(opener, self.cas, cid, size, cap)
+                    limit = PULL_GRACE_S + size / MIN_PULL_RATE
+                    try:
+                        await asyncio.wait_for(
+                            pull_into_store(opener, self.cas, cid, size, cap), limit)
+                    except TimeoutError:
+                        raise Timeout(f"the submitter did not deliver {cid} in {limit:.0f} s"
+                                      ) from None
                     self.counters.inc("blobs_fetched")
             async with self._slots:
                 self.queued -= 1
@@ -180,6 +206,7 @@ class Node:
                     self.queued += 1  # balanced by the finally below
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
+            delivered = True  # from here on, a failure is the submitter going away
             await stream.send({"type": "result", "job": job_id, "receipt": result.receipt})
             await stream.send_blob(result.result.stdout or b"")
             await stream.send_blob(result.result.stderr or b"")
@@ -189,9 +216,16 @@ class Node:
         except PhaseError as e:
             if isinstance(e, ProtocolViolation):
                 raise
+            if delivered:
+                self.counters.inc("jobs_orphaned")
+                log.get().info("job.orphaned", peer=peer, job=job_id, error=e.slug,
+                               message="the submitter left before the result was delivered; "
+                                       "the receipt is in the log")
+                return
             self.counters.inc("jobs_failed")
             log.get().warning("job.failed", peer=peer, job=job_id, **e.to_record())
-            await stream.send(jobs.error(e.slug, e.message))
+            with contextlib.suppress(PhaseError):
+                await stream.send(jobs.error(e.slug, e.message))
         finally:
             self.queued -= 1
             if self.queued == 0 and self.running == 0:
@@ -239,6 +273,8 @@ class Node:
         except Rejected as e:
             self.counters.inc("replays")
             return None, ("replay", e.message)
+        except TempFailure as e:  # too many unexpired jobs from this submitter
+            return None, ("queue_full", e.message)
         return verified, None
 
     def _have(self, cid: str) -> bool:
@@ -253,7 +289,8 @@ class Node:
         self.counters.inc("wasm_runs")
         result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
                              identity=self.identity, now=timefmt.now(),
-                             ceilings=self.config.ceilings, verified=verified)
+                             ceilings=self.config.ceilings, verified=verified,
+                             store_outputs=False)  # outputs go to the submitter only
         self.receipts.append(result.receipt)
         return result
 

@@ -216,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             rng = self.headers.get("Range")
             if rng is not None and size > 0:
                 parsed = _parse_range(rng, size)
-                if parsed == "unsatisfiable":
+                if isinstance(parsed, str):  # "unsatisfiable"
                     self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
                     self.send_header("Content-Range", f"bytes */{size}")
                     self.send_header("Content-Length", "0")

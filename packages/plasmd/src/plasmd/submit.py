@@ -87,7 +87,10 @@ async def submit(identity: Identity, host: str, port: int, manifest_env: dict[st
             raise ProtocolViolation("a worker may only ask the submitter for blobs",
                                     slug="unexpected_message")
 
-    cl = client or Client(identity, handler=serve)
+    from phase_core.aio.stream import Limits
+
+    # a short idle timeout: a worker that dies mid-job is noticed in seconds
+    cl = client or Client(identity, Limits(idle_timeout_s=10, keepalive_s=2), handler=serve)
     try:
         conn = await asyncio.wait_for(
             cl.connect(host, port, expected_node_id=expected_node_id), timeout=15)

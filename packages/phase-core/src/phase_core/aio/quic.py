@@ -20,6 +20,7 @@ Everything else is policy-free plumbing: the decisions live in
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import os
 import socket
@@ -41,6 +42,7 @@ from phase_core.errors import (
     InternalError,
     PhaseError,
     ProtocolViolation,
+    TempFailure,
     Timeout,
     Unavailable,
 )
@@ -214,6 +216,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._consumed_total = 0
         self._progress: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._keepalive: asyncio.TimerHandle | None = None
         lim = endpoint.limits
         self._refuse = len(endpoint.protocols) >= lim.max_connections
@@ -280,6 +283,17 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self.endpoint.stats["refused_busy"] += 1
             self._close(E_LIMIT, "too many connections")
         self._wake_writers()
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error on our (connected, client) socket: nobody listens there."""
+        if self.is_client and not self.ready.done() and isinstance(exc, ConnectionRefusedError):
+            self.endpoint.stats["refused_unreachable"] += 1
+            err = Unavailable("nothing is listening at that address (port unreachable)",
+                              slug="unreachable")
+            self.error = err
+            self.ready.set_exception(err)
+            self.ready.exception()
+            self._close(E_TIMEOUT, "unreachable")
 
     def _handle_timer(self) -> None:
         try:
@@ -349,8 +363,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
             return
         ch = self._channels.get(sid)
         if ch is None:
-            if self._local_stream(sid) or self._quic._stream_is_discarded(sid):
-                self._consumed_total += len(data)  # a stream we gave up on: drop the data
+            if (self._local_stream(sid) or sid in self._finished
+                    or self._quic._stream_is_discarded(sid)):
+                self._consumed_total += len(data)  # a stream we are done with: drop the data
                 return
             ch = self._channels[sid] = _Channel(self, sid)
             if self.ready.done() and self.peer_id is not None:
@@ -435,6 +450,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
                                                slug="handshake_failed")
             elif event.error_code == E_TIMEOUT:
                 self.error = Timeout(f"connection closed: {reason}")
+            elif event.error_code == E_LIMIT:
+                self.error = TempFailure(f"the peer is at its connection limit: {reason}",
+                                         slug="busy", hint="retry later")
             else:
                 self.error = Unavailable(
                     f"connection closed (code {event.error_code}): {reason}", slug="closed")
@@ -473,11 +491,18 @@ class _PhaseProtocol(QuicConnectionProtocol):
         try:
             await handler(peer, stream)
             stream.finish()
+            try:
+                await self._drained(ch.stream_id)
+            except (Unavailable, TempFailure) as e:
+                if e.slug == "peer_stalled":
+                    raise
+                # the peer closed after reading what it needed: nothing is wrong
         except ProtocolViolation as e:
             self.violation(e)
         except PhaseError as e:
             self.endpoint.stats["handler_errors"] += 1
-            log.get().info("net.stream_failed", peer=peer, error=e.slug, message=e.message)
+            if not self._logged:  # the connection has not already said why
+                log.get().info("net.stream_failed", peer=peer, error=e.slug, message=e.message)
             stream.abort(S_ERROR)
         except asyncio.CancelledError:
             stream.abort(S_CANCELLED)
@@ -489,6 +514,14 @@ class _PhaseProtocol(QuicConnectionProtocol):
         finally:
             self.endpoint.active_streams -= 1
             self._channels.pop(ch.stream_id, None)
+            self._finished[ch.stream_id] = None  # late data or FIN is dropped, not re-handled
+            while len(self._finished) > 4 * self.endpoint.limits.max_streams_per_connection:
+                self._finished.popitem(last=False)
+
+    async def _drained(self, sid: int) -> None:
+        """Wait until the peer has acknowledged what we sent on ``sid``; a peer that
+        stops reading is dropped after ``send_timeout_s`` (the bytes are not kept)."""
+        await self._wait_for_room(sid, lambda: self._buffered(sid) == 0)
 
     def open_channel(self) -> _Channel:
         if self.error is not None:
@@ -519,10 +552,13 @@ class _PhaseProtocol(QuicConnectionProtocol):
         stream = self._quic._streams.get(sid)
         return len(stream.sender._buffer) if stream is not None else 0
 
-    async def send(self, sid: int, data: bytes) -> None:
+    def _conn_buffered(self) -> int:
+        return sum(len(st.sender._buffer) for st in self._quic._streams.values())
+
+    async def _wait_for_room(self, sid: int, ready: Callable[[], bool]) -> None:
         lim = self.endpoint.limits
         deadline = self._loop.time() + lim.send_timeout_s
-        while self._buffered(sid) >= lim.send_buffer_bytes:
+        while not ready():
             if self.error is not None:
                 raise self.error
             left = deadline - self._loop.time()
@@ -540,20 +576,35 @@ class _PhaseProtocol(QuicConnectionProtocol):
                 await asyncio.wait_for(asyncio.shield(self._progress), left)
             except TimeoutError:
                 pass
-        if self.error is not None:
-            raise self.error
-        try:
-            self._quic.send_stream_data(sid, data)
-        except ValueError as e:  # the stream was reset or finished
-            raise Unavailable(f"cannot send on stream {sid}: {e}", slug="stream_reset") from None
-        self._transmit_soon()
+
+    async def send(self, sid: int, data: bytes) -> None:
+        """Queue ``data``, never holding more than ``send_buffer_bytes`` unacknowledged
+        per stream, or four times that per connection."""
+        lim = self.endpoint.limits
+        per_conn = 4 * lim.send_buffer_bytes
+        view = memoryview(data)
+        while True:
+            await self._wait_for_room(sid, lambda: (
+                self._buffered(sid) < lim.send_buffer_bytes
+                and self._conn_buffered() < per_conn))
+            room = min(lim.send_buffer_bytes - self._buffered(sid),
+                       per_conn - self._conn_buffered())
+            piece, view = view[:max(room, 1)], view[max(room, 1):]
+            try:
+                self._quic.send_stream_data(sid, bytes(piece))
+            except (ValueError, RuntimeError) as e:  # the stream was reset or finished
+                raise Unavailable(f"cannot send on stream {sid}: {e}",
+                                  slug="stream_reset") from None
+            self._transmit_soon()
+            if not view:
+                return
 
     def send_eof(self, sid: int) -> None:
         if self.error is not None:
             return
         try:
             self._quic.send_stream_data(sid, b"", end_stream=True)
-        except ValueError:
+        except (ValueError, RuntimeError):  # already reset or finished
             return
         self._transmit_soon()
 
@@ -762,6 +813,7 @@ class Client:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind((local_host, 0))
+            sock.connect(addr)  # a connected socket hears ICMP "port unreachable"
             transport, proto = await loop.create_datagram_endpoint(
                 lambda: _PhaseProtocol(quic, ep, is_client=True,
                                        expected_peer=expected_node_id, addr=addr),

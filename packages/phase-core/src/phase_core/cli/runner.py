@@ -18,12 +18,33 @@ from phase_core.errors import PhaseError
 Main = Callable[[dict[str, Any]], int]
 
 
+def _verbosity(argv: list[str]) -> tuple[list[str], int]:
+    """Fold -v, -vv, -vvv and --verbose (before any "--") into one -v and a count."""
+    out: list[str] = []
+    count = 0
+    for i, a in enumerate(argv):
+        if a == "--":
+            out += argv[i:]
+            break
+        if a == "--verbose" or (len(a) > 1 and a[0] == "-" and set(a[1:]) == {"v"}):
+            count += 1 if a == "--verbose" else len(a) - 1
+            continue
+        out.append(a)
+    if count:
+        out.insert(0, "-v")
+    return out, count
+
+
 def parse_args(doc: str, argv: Sequence[str] | None, version: str) -> dict[str, Any] | int:
-    """docopt, with its exits turned into return codes."""
+    """docopt, with its exits turned into return codes. -vv counts as two -v."""
     from docopt import DocoptExit, docopt
 
+    args_in, count = _verbosity(list(sys.argv[1:] if argv is None else argv))
     try:
-        return dict(docopt(doc, list(argv) if argv is not None else None, version=version))
+        parsed = dict(docopt(doc, args_in, version=version))
+        if "--verbose" in parsed:
+            parsed["--verbose"] = count
+        return parsed
     except DocoptExit as e:
         sys.stderr.write(f"{e}\n")
         return exitcodes.USAGE
