@@ -80,6 +80,21 @@ def test_guest_exit_codes_and_fences_come_back(node_factory, tmp_path):
     assert r.returncode == 0 and r.stdout == b"enif llits"
 
 
+def spin_running(w, client, seconds: str) -> subprocess.Popen[bytes]:
+    """Submit spin.wasm (ended by its wall clock) and wait until the worker runs it."""
+    from tests.plasmd.conftest import init_home
+    init_home(client)
+    job = subprocess.Popen([script("plasmd"), "submit", f"--home={client}",
+                            str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}",
+                            f"--timeout={seconds}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while w.status()["jobs"]["running"] == 0:
+        assert time.monotonic() < deadline, "the spin job never started"
+        time.sleep(0.05)
+    return job
+
+
 def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
     w = node_factory("worker", "--open", "--workers=1")
     cfg = (w.home / "config.toml").read_text().replace("queue = 64", "queue = 0")
@@ -89,16 +104,8 @@ def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
     while not any(e.get("event") == "node.reloaded" for e in w.logs()):
         assert time.monotonic() < deadline, "no reload"
         time.sleep(0.05)
-    from tests.plasmd.conftest import init_home
     client = tmp_path / "client"
-    init_home(client)
-    slow = subprocess.Popen([script("plasmd"), "submit", f"--home={client}",
-                             str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}", "--timeout=3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while w.status()["jobs"]["running"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    slow = spin_running(w, client, "3")
     r = submit(client, w.peer, HELLO, stdin=b"x", tmp=tmp_path)
     assert r.returncode == 75 and b"queue_full" in r.stderr
     assert slow.wait(60) == 152
@@ -106,16 +113,8 @@ def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
 
 def test_sigterm_drains_running_jobs(node_factory, tmp_path):
     w = node_factory("worker", "--open")
-    from tests.plasmd.conftest import init_home
     client = tmp_path / "client"
-    init_home(client)
-    job = subprocess.Popen([script("plasmd"), "submit", f"--home={client}",
-                            str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}", "--timeout=2"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while w.status()["jobs"]["running"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    job = spin_running(w, client, "2")
     w.signal(signal.SIGTERM)
     assert job.wait(60) == 152  # the job finished (by its own fence) and came back verified
     assert w.proc.wait(60) == 0
