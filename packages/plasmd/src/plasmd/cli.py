@@ -10,6 +10,7 @@ Usage:
   plasmd status [options]
   plasmd submit <module> [<arg>...] [--peer=PEER] [--bootstrap=ADDR]... [--interface=IF]... [--env=KV]... [options]
   plasmd receipts [--verify] [options]
+  plasmd boot-sign --kernel=FILE --initramfs=FILE (--key=FILE)... [--mirror=URL]... [options]
   plasmd (-h | --help)
   plasmd --version
 
@@ -26,6 +27,12 @@ Commands:
             stdout (stderr to stderr) and exit with the guest's status.
   receipts  List the node's receipt log; --verify checks the hash chain (edits,
             reordering, truncation) and every receipt's signature.
+  boot-sign Sign a boot manifest for a kernel and an initramfs (k-of-n: one --key
+            per boot signer), bumping the version past the last one signed, and
+            publish it from this home: the artifacts go into the store and the
+            manifest to <home>/boot/<channel>/<arch>/manifest.json. A running
+            node serves them (over HTTP too, with boot_http in config.toml) and
+            advertises them on mDNS and the DHT.
 
 Options:
   --home=DIR            Phase home (default: $PHASE_HOME, else ~/.local/share/phase).
@@ -54,6 +61,14 @@ Options:
   --json                Print a job_result record instead of the guest's raw stdout.
   --ephemeral-key       Sign with a throw-away key instead of the home's node key.
   --verify              receipts: verify the log and the receipts.
+  --kernel=FILE         boot-sign: the kernel image.
+  --initramfs=FILE      boot-sign: the initramfs.
+  --key=FILE            boot-sign: a boot-signer key file (repeatable).
+  --cmdline=S           boot-sign: the booted kernel's command line [default: ].
+  --channel=C           boot-sign: the boot channel [default: stable].
+  --arch=A              boot-sign: x86_64, aarch64 or riscv64 [default: x86_64].
+  --mirror=URL          boot-sign: an HTTP mirror the manifest names (repeatable).
+  --lifetime=SECONDS    boot-sign: how long the manifest stays valid [default: 2592000].
   -q, --quiet           Nothing on stdout; the exit status answers.
   -v, --verbose         More log lines on stderr (-vv for debug).
   -h, --help            Show this help.

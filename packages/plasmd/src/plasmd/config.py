@@ -12,6 +12,7 @@ Precedence: flag > environment > file > default. Unknown keys are errors (78).
     mdns_interfaces = []           # interface names; empty: those that carry a listen
                                    # address (0.0.0.0: every up, non-loopback one;
                                    # a loopback-only node advertises nowhere)
+    boot_http = ""                 # host:port to serve boot artifacts over HTTP ("" = off)
 
     [ceilings]                     # the most any job may ask for; larger asks are clamped
     memory_bytes = 268435456
@@ -33,7 +34,7 @@ from phase_core.limits import DEFAULT_LIMITS
 
 MODES = ("internet", "local", "private")
 KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings", "bootstrap", "mdns",
-        "mdns_interfaces"}
+        "mdns_interfaces", "boot_http"}
 DEFAULT_LISTEN = ("127.0.0.1:4433",)
 
 
@@ -48,6 +49,7 @@ class Config:
     bootstrap: tuple[str, ...] = ()
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
+    boot_http: str = ""
     source: str = "defaults"
 
     def to_toml(self) -> str:
@@ -59,7 +61,8 @@ class Config:
                 f"open = {str(self.open).lower()}\n"
                 f"workers = {self.workers}\nqueue = {self.queue}\n"
                 f"bootstrap = {strings(self.bootstrap)}\nmdns = {str(self.mdns).lower()}\n"
-                f"mdns_interfaces = {strings(self.mdns_interfaces)}\n\n[ceilings]\n{ceil}\n")
+                f"mdns_interfaces = {strings(self.mdns_interfaces)}\n"
+                f'boot_http = "{self.boot_http}"\n\n[ceilings]\n{ceil}\n')
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -79,7 +82,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
 def _check(cfg: Config) -> Config:
     if cfg.mode not in MODES:
         raise ConfigError(f"mode {cfg.mode!r} is not one of {', '.join(MODES)}")
-    for a in (*cfg.listen, *cfg.bootstrap):
+    for a in (*cfg.listen, *cfg.bootstrap, *([cfg.boot_http] if cfg.boot_http else [])):
         parse_hostport(a)
     if not 1 <= cfg.workers <= 256:
         raise ConfigError("workers must be between 1 and 256")
@@ -118,6 +121,7 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                           bootstrap=tuple(doc.get("bootstrap", cfg.bootstrap)),
                           mdns=bool(doc.get("mdns", cfg.mdns)),
                           mdns_interfaces=tuple(doc.get("mdns_interfaces", cfg.mdns_interfaces)),
+                          boot_http=str(doc.get("boot_http", cfg.boot_http)),
                           source=str(path))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e}") from None

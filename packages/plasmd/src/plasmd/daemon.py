@@ -27,7 +27,7 @@ from phase_core.errors import ConfigError, MissingInput
 from phase_core.state import StateStore
 from phase_core.trust import Keyring
 from plasmd import config as configs
-from plasmd import control
+from plasmd import control, publish
 from plasmd.config import Config, parse_hostport
 from plasmd.discovery import Discovery
 from plasmd.memlog import MemoryReceiptLog
@@ -110,7 +110,14 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
     servers = []
     disc = Discovery()
     node.discovery = disc
+    pub = publish.load(home)
+    node.published = pub
+    node.public_blobs |= pub.artifacts
     try:
+        if cfg.boot_http:
+            bh, bp = parse_hostport(cfg.boot_http)
+            publish.start_http(pub, home, node.cas if not tmp_home_used else
+                               ContentStore(homes.cas_path(home)), bh, bp)
         for addr in cfg.listen:
             host, port = parse_hostport(addr)
             server = await listen(host, port, ident, node.handle)
@@ -145,7 +152,7 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
         loop.add_signal_handler(signal.SIGHUP, reload)
         write_record({"v": 1, "type": "node_started", "node_id": ident.node_id,
                       "mode": cfg.mode, "open": cfg.open, "listen": listening,
-                      "addresses": node.addresses,
+                      "addresses": node.addresses, "boot_http": pub.url,
                       "control": ctl_where, "home": str(work_home)})
         log.get().info("node.started", node_id=ident.node_id, mode=cfg.mode,
                        listen=listening, open=cfg.open)
@@ -158,6 +165,7 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
         log.get().info("node.stopped", jobs_done=node.counters.c["jobs_done"])
         return 0
     finally:
+        pub.stop()
         await disc.close()
         for s in servers:
             await s.close()

@@ -21,7 +21,6 @@ from typing import Any
 
 from phase_core import log
 from phase_core.errors import PhaseError
-from plasmd import capabilities
 from plasmd.config import Config, parse_hostport
 
 RECORD_LIFETIME_S = 3600
@@ -85,8 +84,14 @@ class Discovery:
             if cfg.bootstrap:
                 n = await self.dht.bootstrap(list(cfg.bootstrap))
                 log.get().info("dht.joined", contacts=n, bootstrap=list(cfg.bootstrap))
-            await self.dht.publish_node_record(capabilities.measure(),
+            await self.dht.publish_node_record(node.capabilities(),
                                                lifetime_s=RECORD_LIFETIME_S)
+            if node.published is not None:
+                for env in node.published.manifests:
+                    stored = await self.dht.put_record(env)
+                    log.get().info("dht.boot_manifest_published",
+                                   channel=env["body"]["channel"], arch=env["body"]["arch"],
+                                   stored=sum(stored.values()))
             self.dht.start(upkeep_interval())
         if cfg.mdns and ips:
             from phase_core.aio import mdns

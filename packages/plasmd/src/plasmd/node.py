@@ -72,6 +72,7 @@ class Node:
         self.record_seq = int(time.time())
         self.dht: Any = None  # a DhtService (internet mode)
         self.public_blobs: set[str] = set()  # served to anyone (published boot artifacts)
+        self.published: Any = None  # plasmd.publish.Published
         self.discovery: Any = None
         self._executor = executor
         self._pool = ThreadPoolExecutor(max_workers=config.workers,
@@ -142,8 +143,14 @@ class Node:
         except PhaseError:
             return None
 
-    def node_record(self) -> dict[str, Any]:
+    def capabilities(self) -> dict[str, Any]:
         caps = capabilities.measure()
+        if self.published is not None and self.published.manifests:
+            caps["boot"] = self.published.entries()
+        return caps
+
+    def node_record(self) -> dict[str, Any]:
+        caps = self.capabilities()
         if self.dht is not None:  # the DHT's record also carries observed addresses
             env: dict[str, Any] = self.dht.build_node_record(caps)
             return env

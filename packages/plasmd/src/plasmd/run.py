@@ -46,6 +46,8 @@ def dispatch(args: dict[str, Any]) -> int:
         return submit(home, args)
     if args["receipts"]:
         return receipts(home, args)
+    if args["boot-sign"]:
+        return boot_sign(home, args)
     raise UsageError("no command")
 
 
@@ -167,3 +169,24 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
         count += 1
     log.get().info("receipts.listed", count=count, verified=bool(kr))
     return exitcodes.OK
+
+
+def boot_sign(home: Path, args: dict[str, Any]) -> int:
+    from phase_core.cas import ContentStore
+    from plasmd import publish
+    from plasmd.provider import sign_boot_manifest
+
+    try:
+        lifetime = int(args["--lifetime"])
+    except ValueError:
+        raise UsageError("--lifetime is seconds") from None
+    env = sign_boot_manifest(
+        kernel=Path(args["--kernel"]), initramfs=Path(args["--initramfs"]),
+        cmdline=args["--cmdline"] or "", keys=[Path(k) for k in args["--key"]],
+        state_file=publish.boot_dir(home) / "versions.json", channel=args["--channel"],
+        arch=args["--arch"], mirrors=args["--mirror"],
+        cas=ContentStore(homes.cas_path(home)), manifests_dir=publish.boot_dir(home),
+        lifetime_s=lifetime)
+    if not args["--quiet"]:
+        write_record(env)
+    return 0

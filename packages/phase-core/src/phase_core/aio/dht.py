@@ -15,6 +15,7 @@ Every decision (who is a contact, what is stored, what is reported) is made in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -385,6 +386,11 @@ class DhtService:
             self.republisher.due(self.clock())  # publishing now: next time in REPUBLISH_S
             if sum((await self.put_record(env, keys)).values()) == 0:
                 self.republisher.set("node_record", env, keys, self.clock())
+        else:  # alone (the first node of a network): we are the closest holder there is
+            now = int(self.clock())
+            for key in keys:
+                with contextlib.suppress(PhaseError):
+                    self.node.store.put(verify_value(env, key, now, self.keyring), now)
         return env
 
     # -- upkeep -------------------------------------------------------------------
