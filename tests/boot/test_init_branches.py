@@ -357,10 +357,13 @@ def test_node_stage_runs_and_verifies_the_hello_job(sb: Sandbox, mode: str) -> N
     else:
         assert f"--receipt={sb.dir}/cache/phase/receipts/" in run
     assert not o.called("phase-discover") and o.code == 0
-    # the plasmd hook: init the home (if missing), then start the daemon in this mode
+    # the plasmd hook: init the home (if missing), then start the daemon in this mode;
+    # this stub daemon never says node_started, so the job falls back to plasm-exec and
+    # the console says so
     plasmd = o.called("plasmd")
-    assert plasmd[0].startswith("plasmd init --if-missing") and f"--mode={mode}" in plasmd[0]
+    assert plasmd[0].startswith("plasmd init -q --if-missing") and f"--mode={mode}" in plasmd[0]
     assert plasmd[1].startswith("plasmd start") and f"--mode={mode}" in plasmd[1]
+    assert "PHASE-BOOT hello via=plasm-exec" in o.marks()
 
 
 def test_node_stage_reports_plasmd_that_cannot_start(sb: Sandbox) -> None:

@@ -252,12 +252,15 @@ class DhtService:
             await self.lookup_nodes(self.node.table.own)
         return len(self.node.table)
 
+    async def lookup(self, key: str | int) -> Lookup:
+        """An iterative FIND_NODE lookup, finished (``.closest()``, ``.hops``)."""
+        target = key_id(key) if isinstance(key, str) else key
+        return await self._lookup(target, lambda: dht_node.find_node(target, self.addresses),
+                                  "dht_nodes")
+
     async def lookup_nodes(self, key: str | int) -> list[Contact]:
         """The k closest nodes to a record key string or a 256-bit id."""
-        target = key_id(key) if isinstance(key, str) else key
-        lk = await self._lookup(target, lambda: dht_node.find_node(target, self.addresses),
-                                "dht_nodes")
-        return lk.closest(K)
+        return (await self.lookup(key)).closest(K)
 
     async def put_record(self, env: dict[str, Any], keys: Sequence[str] | None = None
                          ) -> dict[str, int]:
