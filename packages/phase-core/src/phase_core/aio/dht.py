@@ -224,6 +224,7 @@ class DhtService:
         finally:
             for t in tasks:
                 t.cancel()
+                t.add_done_callback(_quiet)  # a cancelled request may still end in an error
         self.node.table.touch(target, self.clock())
         return lk
 
@@ -331,6 +332,7 @@ class DhtService:
             finally:
                 for p in pages:
                     p.cancel()
+                    p.add_done_callback(_quiet)
                 queue.put_nowait(None)
 
         for v in self.node.store.get(key, int(self.clock())):  # what we hold ourselves
@@ -467,6 +469,12 @@ class DhtService:
         self.save_table()
         if self._own_pool:
             await self.pool.close()
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a task nobody waits for any more (no "never retrieved")."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _last_id(recs: list[Any]) -> str | None:
