@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +31,9 @@ from plasmd import control
 from plasmd import submit as sub
 from plasmd.blobs import serve_get
 from tests.conftest import script
-from tests.phase_core.net.conftest import LogCapture, eventually, run
+from tests.phase_core.net.conftest import HOST, LogCapture, eventually, mitm_relay, run
 from tests.plasmd.conftest import EXAMPLES, HELLO, NodeProc, init_home, submit
 
-HOST = "127.0.0.1"
 HELLO_BYTES = HELLO.read_bytes()
 WC_BYTES = (EXAMPLES / "wc.wasm").read_bytes()
 LIMITS = {"memory_bytes": 64 << 20, "fuel": 10**9, "wall_ms": 10_000, "output_bytes": 8 << 20}
@@ -119,55 +116,6 @@ async def plasmd_submit(client_home: Path, peer: str, *args: str, stdin: bytes |
         raise
     assert proc.returncode is not None
     return proc.returncode, out, err
-
-
-@asynccontextmanager
-async def mitm_relay(upstream_port: int) -> AsyncIterator[tuple[int, list[int]]]:
-    """A relay that terminates QUIC on both sides with its own certificates and pipes
-    each stream's bytes to a fresh upstream connection (as in the transport's MITM test).
-
-    Yields the relay's port and the byte counts forwarded [to upstream, back]."""
-    from aioquic.asyncio.client import connect as raw_connect
-    from aioquic.asyncio.server import serve as raw_serve
-    from aioquic.quic.configuration import QuicConfiguration
-
-    forwarded = [0, 0]
-    tasks: list[asyncio.Future[Any]] = []
-    upstreams: list[Any] = []
-
-    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
-        while data := await r.read(65536):
-            forwarded[i] += len(data)
-            w.write(data)
-        w.write_eof()
-
-    async def relay_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=[quic.ALPN], verify_mode=0,
-                                server_name=quic.SERVER_NAME)
-        c = certs.make()
-        cfg.certificate, cfg.private_key = c.certificate, c.private_key
-        cm = raw_connect(HOST, upstream_port, configuration=cfg)
-        up = await cm.__aenter__()
-        upstreams.append(cm)
-        ur, uw = await up.create_stream()
-        await asyncio.gather(pipe(r, uw, 0), pipe(ur, w, 1), return_exceptions=True)
-
-    scfg = QuicConfiguration(is_client=False, alpn_protocols=[quic.ALPN])
-    c = certs.make()
-    scfg.certificate, scfg.private_key = c.certificate, c.private_key
-    relay = await raw_serve(HOST, 0, configuration=scfg, stream_handler=lambda r, w: tasks.append(
-        asyncio.ensure_future(relay_stream(r, w))))
-    try:
-        yield relay._transport.get_extra_info("sockname")[1], forwarded
-    finally:
-        for t in tasks:
-            t.cancel()
-        for cm in upstreams:
-            try:
-                await asyncio.wait_for(cm.__aexit__(None, None, None), 5)
-            except Exception:  # the upstream may already be gone
-                pass
-        relay.close()
 
 
 # -- man in the middle -------------------------------------------------------------------

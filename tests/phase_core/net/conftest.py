@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from phase_core import log
+from phase_core.aio import certs, quic
+
+HOST = "127.0.0.1"
 
 TEST_TIMEOUT_S = 60.0
 
@@ -52,3 +56,52 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> LogCapture:
 
 
 Handler = Callable[[str, Any], Awaitable[None]]
+
+
+@asynccontextmanager
+async def mitm_relay(upstream_port: int) -> AsyncIterator[tuple[int, list[int]]]:
+    """A relay that terminates QUIC on both sides with its own certificates and pipes
+    each stream's bytes to a fresh upstream connection (as in the transport's MITM test).
+
+    Yields the relay's port and the byte counts forwarded [to upstream, back]."""
+    from aioquic.asyncio.client import connect as raw_connect
+    from aioquic.asyncio.server import serve as raw_serve
+    from aioquic.quic.configuration import QuicConfiguration
+
+    forwarded = [0, 0]
+    tasks: list[asyncio.Future[Any]] = []
+    upstreams: list[Any] = []
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        while data := await r.read(65536):
+            forwarded[i] += len(data)
+            w.write(data)
+        w.write_eof()
+
+    async def relay_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=[quic.ALPN], verify_mode=0,
+                                server_name=quic.SERVER_NAME)
+        c = certs.make()
+        cfg.certificate, cfg.private_key = c.certificate, c.private_key
+        cm = raw_connect(HOST, upstream_port, configuration=cfg)
+        up = await cm.__aenter__()
+        upstreams.append(cm)
+        ur, uw = await up.create_stream()
+        await asyncio.gather(pipe(r, uw, 0), pipe(ur, w, 1), return_exceptions=True)
+
+    scfg = QuicConfiguration(is_client=False, alpn_protocols=[quic.ALPN])
+    c = certs.make()
+    scfg.certificate, scfg.private_key = c.certificate, c.private_key
+    relay = await raw_serve(HOST, 0, configuration=scfg, stream_handler=lambda r, w: tasks.append(
+        asyncio.ensure_future(relay_stream(r, w))))
+    try:
+        yield relay._transport.get_extra_info("sockname")[1], forwarded
+    finally:
+        for t in tasks:
+            t.cancel()
+        for cm in upstreams:
+            try:
+                await asyncio.wait_for(cm.__aexit__(None, None, None), 5)
+            except Exception:  # the upstream may already be gone
+                pass
+        relay.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from typing import Any
 
 import pytest
 
@@ -14,9 +13,7 @@ from phase_core.aio.pool import Pool
 from phase_core.aio.stream import Limits, Stream
 from phase_core.errors import PhaseError, ProtocolViolation, Timeout, UntrustedSigner
 from phase_core.identity import Identity
-from tests.phase_core.net.conftest import LogCapture, eventually, run
-
-HOST = "127.0.0.1"
+from tests.phase_core.net.conftest import HOST, LogCapture, eventually, mitm_relay, run
 
 
 async def echo_handler(peer: str, stream: Stream) -> None:
@@ -360,65 +357,19 @@ def test_client_must_present_a_certificate() -> None:
 
 def test_mitm_relay_breaks_the_handshake() -> None:
     """A relay terminates QUIC on both sides with its own certificates and forwards bytes."""
-    from aioquic.asyncio.client import connect as raw_connect
-    from aioquic.asyncio.protocol import QuicConnectionProtocol
-    from aioquic.asyncio.server import serve as raw_serve
-    from aioquic.quic.configuration import QuicConfiguration
-
-    from phase_core.aio import certs
-
     async def main() -> None:
         si, ci = Identity.generate(), Identity.generate()
         server = await quic.listen(HOST, 0, si, echo_handler)
-        relay_cert = certs.make()
-        tasks: list[asyncio.Task[Any]] = []
-        forwarded = [0, 0]
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
-            while data := await r.read(65536):
-                forwarded[i] += len(data)
-                w.write(data)
-            w.write_eof()
-
-        upstreams: list[Any] = []
-
-        async def relay_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            ccfg = QuicConfiguration(is_client=True, alpn_protocols=[quic.ALPN],
-                                     verify_mode=0, server_name="phase-node")
-            up_cert = certs.make()
-            ccfg.certificate, ccfg.private_key = up_cert.certificate, up_cert.private_key
-            cm = raw_connect(HOST, server.port, configuration=ccfg)
-            up = await cm.__aenter__()
-            upstreams.append(cm)
-            ur, uw = await up.create_stream()
-            await asyncio.gather(pipe(r, uw, 0), pipe(ur, w, 1), return_exceptions=True)
-
-        class Relay(QuicConnectionProtocol):
-            pass
-
-        scfg = QuicConfiguration(is_client=False, alpn_protocols=[quic.ALPN])
-        scfg.certificate, scfg.private_key = relay_cert.certificate, relay_cert.private_key
-        relay = await raw_serve(HOST, 0, configuration=scfg, create_protocol=Relay,
-                                stream_handler=lambda r, w: tasks.append(
-                                    asyncio.ensure_future(relay_stream(r, w))))
-        relay_port = relay._transport.get_extra_info("sockname")[1]
         try:
-            with pytest.raises(ProtocolViolation) as ei:
-                await quic.connect(HOST, relay_port, ci, expected_node_id=si.node_id,
-                                   limits=Limits(handshake_timeout_s=5))
-            assert ei.value.slug == "handshake_failed"
-            assert forwarded[0] > 0 and forwarded[1] > 0  # the relay did carry the handshake
-            assert server.peers() == {}
-            assert server.stats["connections_authenticated"] == 0
+            async with mitm_relay(server.port) as (relay_port, forwarded):
+                with pytest.raises(ProtocolViolation) as ei:
+                    await quic.connect(HOST, relay_port, ci, expected_node_id=si.node_id,
+                                       limits=Limits(handshake_timeout_s=5))
+                assert ei.value.slug == "handshake_failed"
+                assert forwarded[0] > 0 and forwarded[1] > 0  # the relay carried the handshake
+                assert server.peers() == {}
+                assert server.stats["connections_authenticated"] == 0
         finally:
-            for t in tasks:
-                t.cancel()
-            for cm in upstreams:
-                try:
-                    await asyncio.wait_for(cm.__aexit__(None, None, None), 5)
-                except Exception:
-                    pass
-            relay.close()
             await server.close()
 
     run(main())
