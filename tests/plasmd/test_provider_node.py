@@ -76,3 +76,43 @@ def test_boot_sign_then_serve_over_http_transport_and_dht(tmp_path):
     finally:
         node.stop()
     assert ContentStore(home / "cas").has(kid)
+
+
+def test_phase_fetch_pulls_from_a_peer_through_peer_source(tmp_path):
+    """plasmd.blobs.PeerSource is a phase-fetch source: the Fetcher (threaded) pulls a
+    blob from a node over the transport into its own store, verified; an id the peer
+    does not have is Unavailable."""
+    from phase_core.errors import Unavailable
+    from phase_fetch.fetcher import Fetcher
+    from phase_fetch.want import Want
+    from plasmd.blobs import PeerSource
+
+    home = tmp_path / "worker"
+    prepare_home(home, open=True, mdns=False)
+    data = bytes(range(256)) * 1000
+    cid = ContentStore(home / "cas").put_bytes(data)
+    node = start_node(home)
+    try:
+        async def main() -> tuple[object, object]:
+            conn = await quic.connect("127.0.0.1", node.port, Identity.generate(),
+                                      expected_node_id=node.node_id)
+            src = PeerSource(asyncio.get_running_loop(), conn.open_stream, node.node_id,
+                             timeout_s=30)
+            try:
+                with Fetcher(ContentStore(tmp_path / "mine"), peers=[src]) as f:
+                    got = await asyncio.to_thread(f.fetch, Want(cid, len(data)))
+                with Fetcher(ContentStore(tmp_path / "mine2"), peers=[src]) as f:
+                    try:
+                        await asyncio.to_thread(f.fetch, Want(content_id(b"absent"), 6))
+                        missing: object = None
+                    except Unavailable as e:
+                        missing = e
+                return got, missing
+            finally:
+                await conn.close()
+        got, missing = asyncio.run(asyncio.wait_for(main(), 60))
+        assert got.source.startswith("peer:") and got.size == len(data)  # type: ignore[attr-defined]
+        assert ContentStore(tmp_path / "mine").read(cid) == data
+        assert isinstance(missing, Unavailable)
+    finally:
+        node.stop()

@@ -158,7 +158,3 @@ class ProtocolViolation(PhaseError):
 class InternalError(PhaseError):
     slug = "internal"
     exit_code = exitcodes.SOFTWARE
-
-
-class NotImplementedYet(InternalError):
-    slug = "not_implemented"

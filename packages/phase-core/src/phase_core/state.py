@@ -38,7 +38,7 @@ T = TypeVar("T")
 class StateStore:
     def __init__(self, path: Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self._mem: dict[str, Any] = {"v": 1, "type": "phase_state", "marks": {}, "jobs": {}}
+        self._mem: dict[str, Any] = {"v": 1, "type": "phase_state", "marks": {}}
         self._jobs: dict[str, dict[str, int]] = {}
         self._journal_pos = 0
         self._journal_ino = -1
@@ -54,13 +54,12 @@ class StateStore:
             with open(self.path, "rb") as f:
                 data = f.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
-            return {"v": 1, "type": "phase_state", "marks": {}, "jobs": {}}
+            return {"v": 1, "type": "phase_state", "marks": {}}
         try:
             doc = json.loads(data)
             if not isinstance(doc, dict) or doc.get("type") != "phase_state":
                 raise ValueError
             doc.setdefault("marks", {})
-            doc.setdefault("jobs", {})
         except ValueError:
             raise ConfigError(f"state file {self.path} is damaged",
                               hint="restore it from a backup; deleting it disables "

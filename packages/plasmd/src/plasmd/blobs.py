@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from phase_core import log
 from phase_core.canonical import check_content_id
 from phase_core.cas import ContentStore
-from phase_core.errors import DigestMismatch, ProtocolViolation, TooLarge, Unavailable
+from phase_core.errors import ProtocolViolation, TooLarge, Unavailable
 from phase_core.protocol import jobs
 
 
@@ -127,8 +127,6 @@ class PeerSource:
             from phase_core.errors import Timeout
             raise Timeout(f"{self.name} did not deliver {want.id} in {self.timeout_s} s"
                           ) from None
-        except DigestMismatch:
-            raise
         except (ProtocolViolation, TooLarge) as e:
             log.get().warning("fetch.peer_failed", source=self.name, **e.to_record())
             raise

@@ -169,9 +169,9 @@ class Node:
             log.get().info("job.rejected", peer=peer, job=job_id, reason=reason)
             await stream.send(jobs.reject(job_id, reason, why))
             return
-        self.queued += 1
+        self.queued += 1  # accepted, not running yet (until it takes a worker slot)
         self._idle.clear()
-        delivered = False
+        started = delivered = False
         try:
             await stream.send({"type": "accept", "job": job_id})
             try:
@@ -205,12 +205,12 @@ class Node:
             async with self._slots:
                 self.queued -= 1
                 self.running += 1
+                started = True
                 try:
                     result = await loop.run_in_executor(self._pool, self._execute,
                                                         run["manifest"], verified)
                 finally:
                     self.running -= 1
-                    self.queued += 1  # balanced by the finally below
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
             delivered = True  # from here on, a failure is the submitter going away
@@ -234,7 +234,8 @@ class Node:
             with contextlib.suppress(PhaseError):
                 await stream.send(jobs.error(e.slug, e.message))
         finally:
-            self.queued -= 1
+            if not started:
+                self.queued -= 1
             if self.queued == 0 and self.running == 0:
                 self._idle.set()
 
@@ -302,6 +303,12 @@ class Node:
         return result
 
     # -- status ----------------------------------------------------------------
+    def _cache_use(self) -> dict[str, int]:
+        blobs = size = 0
+        for _, n in self.cas.list():  # one walk of the store
+            blobs, size = blobs + 1, size + n
+        return {"blobs": blobs, "bytes": size}
+
     def status(self, server: Any = None) -> dict[str, Any]:
         st: dict[str, Any] = {
             "v": 1, "type": "status", "mode": self.config.mode, "node_id": self.identity.node_id,
@@ -314,7 +321,7 @@ class Node:
                                      if k.startswith("rejected_"))},
             "workers": self.config.workers, "queue": self.config.queue,
             "counters": dict(self.counters.c),
-            "cache": {"blobs": sum(1 for _ in self.cas.list()), "bytes": self.cas.size()},
+            "cache": self._cache_use(),
             "receipts": self.receipts.count,
             "draining": self.draining,
         }

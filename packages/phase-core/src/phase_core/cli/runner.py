@@ -97,12 +97,3 @@ def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | No
 def entry(tool: str, doc: str, version: str, main: Main) -> None:
     """Console-script entry point."""
     sys.exit(run_cli(tool, doc, version, main, sys.argv[1:]))
-
-
-def not_implemented(tool: str, doc: str, version: str, what: str) -> Main:
-    """A main() for a tool whose logic has not been built yet: exit 70, say so."""
-    def main(args: dict[str, Any]) -> int:
-        from phase_core.errors import NotImplementedYet
-        raise NotImplementedYet(f"{tool} {what} is not implemented yet",
-                                hint="see the project's open issues")
-    return main
