@@ -35,10 +35,13 @@ Options:
   --arg=ARG         A guest argument after argv[0] (repeatable).
   --env=KV          A guest environment variable K=V (repeatable).
   --fuel=N          Fuel limit [default: 10000000000].
-  --max-memory=BYTES  Memory limit [default: 268435456].
-  --timeout-ms=MS   Wall-clock limit in milliseconds [default: 30000].
-  --max-output=BYTES  stdout+stderr limit [default: 16777216].
-  --lifetime=SECONDS  How long the manifest stays valid [default: 3600].
+  --max-memory=SIZE   Memory limit, e.g. 256M, 64KiB, 1048576 [default: 256M].
+  --timeout=DURATION  Wall-clock limit, e.g. 30s, 1500ms, 2m; a bare number
+                      is seconds [default: 30s].
+  --timeout-ms=MS     The same in milliseconds (older spelling; wins if given).
+  --max-output=SIZE   stdout+stderr limit [default: 16M].
+  --lifetime=DURATION  How long the manifest stays valid; a bare number is
+                      seconds [default: 1h].
   --deterministic   Ask for the determinism profile.
   --now=TIME        Creation time (RFC 3339) instead of the clock.
   -q, --quiet       Write nothing to stdout.
@@ -96,9 +99,10 @@ def _emit(args: dict[str, Any], rec: dict[str, Any]) -> None:
 
 
 def main(args: dict[str, Any]) -> int:
-    from phase_core import canonical, envelope, identity, manifest, timefmt, trust
-    from phase_core.errors import MissingInput, UsageError
+    from phase_core import canonical, envelope, identity, manifest, timefmt, trust, units
+    from phase_core.errors import MissingInput, PhaseError, UsageError
     from phase_core.fsutil import write_atomic
+    from phase_core.limits import LIMITS
 
     keys = args["--key"] if isinstance(args["--key"], list) else [args["--key"]]
     keys = [k for k in keys if k] or [None]
@@ -139,13 +143,24 @@ def main(args: dict[str, Any]) -> int:
             if not sep:
                 raise UsageError(f"--env takes K=V, got {kv!r}")
             env[k] = v
+        fuel = str(args["--fuel"])
+        if not fuel.isdigit() or int(fuel) < 1:
+            raise UsageError(f"--fuel must be a positive integer, got {fuel!r}")
+        wall_ms = (units.parse_duration(args["--timeout-ms"], "--timeout-ms", bare="ms")
+                   if args["--timeout-ms"] else
+                   units.parse_duration(args["--timeout"], "--timeout", bare="s"))
+        limits = {"fuel": int(fuel),
+                  "memory_bytes": units.parse_size(args["--max-memory"], "--max-memory"),
+                  "wall_ms": wall_ms,
+                  "output_bytes": units.parse_size(args["--max-output"], "--max-output",
+                                                   allow_zero=True)}
         try:
-            limits = {"fuel": int(args["--fuel"]), "memory_bytes": int(args["--max-memory"]),
-                      "wall_ms": int(args["--timeout-ms"]),
-                      "output_bytes": int(args["--max-output"])}
-            lifetime = int(args["--lifetime"])
-        except ValueError:
-            raise UsageError("limits and --lifetime are integers") from None
+            LIMITS(limits, "limits")
+        except PhaseError as e:
+            raise UsageError(f"bad limit: {e.message}") from None
+        lifetime = units.parse_duration(args["--lifetime"], "--lifetime", bare="s") // 1000
+        if lifetime < 1:
+            raise UsageError("--lifetime must be at least one second")
         body = manifest.build(module=module_id, stdin=stdin_id, now=now,
                               argv=[Path(args["--module"]).name, *args["--arg"]], env=env,
                               limits=limits, deterministic=bool(args["--deterministic"]),

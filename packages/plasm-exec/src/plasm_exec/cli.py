@@ -20,10 +20,11 @@ Commands:
           that phase-verify --keys reads).
 
 Options:
-  --max-memory=<bytes>  Linear memory ceiling [default: 256M].
+  --max-memory=<size>   Linear memory ceiling: 256M, 64KiB, 1048576 [default: 256M].
   --fuel=<n>            Fuel (wasm instruction budget) [default: 10000000000].
-  --timeout=<seconds>   Wall-clock limit, decimals allowed [default: 30].
-  --max-output=<bytes>  Combined stdout+stderr ceiling [default: 16M].
+  --timeout=<duration>  Wall-clock limit: 30s, 1500ms, 2m; a bare number is
+                        seconds, decimals allowed [default: 30s].
+  --max-output=<size>   Combined stdout+stderr ceiling [default: 16M].
   --env=<K=V>           Set a guest environment variable (nothing is inherited).
   --dir=<spec>          Preopen <host>::<guest>[:rw], read-only unless :rw.
   --deterministic       Fixed clocks, seeded random_get, no writable dirs; stdin is

@@ -15,7 +15,7 @@ Precedence: flag > environment > file > default. Unknown keys are errors (78).
     boot_http = ""                 # host:port to serve boot artifacts over HTTP ("" = off)
 
     [ceilings]                     # the most any job may ask for; larger asks are clamped
-    memory_bytes = 268435456
+    memory_bytes = 268435456       # or a size: "256M"; wall_ms also "30s" (docs/conventions.md)
     fuel = 10000000000
     wall_ms = 30000
     output_bytes = 16777216
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from phase_core import units
 from phase_core.errors import ConfigError
 from phase_core.limits import DEFAULT_LIMITS
 
@@ -92,9 +93,14 @@ def _check(cfg: Config) -> Config:
     if unknown:
         raise ConfigError(f"unknown ceiling(s) {sorted(unknown)}",
                           hint=f"ceilings are {', '.join(DEFAULT_LIMITS)}")
-    for k, v in cfg.ceilings.items():
+    for k, v in list(cfg.ceilings.items()):
+        if isinstance(v, str) and k != "fuel":  # "256M", "30s" (units.py spellings)
+            where = f"{cfg.source}: ceilings.{k}"
+            v = cfg.ceilings[k] = (units.parse_size(v, where, error=ConfigError)
+                                   if k.endswith("_bytes") else
+                                   units.parse_duration(v, where, bare="ms", error=ConfigError))
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"ceiling {k} must be a positive integer")
+            raise ConfigError(f"{cfg.source}: ceilings.{k} must be a positive integer")
     return cfg
 
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from phase_core import documents, exitcodes, log, receipt, timefmt
+from phase_core import documents, exitcodes, log, receipt, timefmt, units
 from phase_core import home as homes
 from phase_core import identity as identities
 from phase_core.cli.jsonl import write_record
-from phase_core.errors import ConfigError, MissingInput, UsageError
+from phase_core.errors import ConfigError, InputError, MissingInput, UsageError
 from phase_core.fsutil import write_atomic
 from phase_core.trust import Keyring
 
@@ -26,6 +26,8 @@ KEYRING_TEMPLATE = """\
 
 def dispatch(args: dict[str, Any]) -> int:
     home = homes.resolve(args["--home"])
+    for addr in args["--listen"] or ():
+        _flag(lambda: _parse_hostport(addr), "--listen")  # noqa: B023 - called at once
     flags = {"mode": args["--mode"], "listen": tuple(args["--listen"]) or None,
              "open": True if args["--open"] else None,
              "workers": _int(args["--workers"], "--workers") if args["--workers"] else None}
@@ -49,6 +51,20 @@ def dispatch(args: dict[str, Any]) -> int:
     if args["boot-sign"]:
         return boot_sign(home, args)
     raise UsageError("no command")
+
+
+def _parse_hostport(text: str) -> tuple[str, int]:
+    from plasmd.config import parse_hostport
+
+    return parse_hostport(text)
+
+
+def _flag(parse: Any, what: str) -> Any:
+    """A bad value on the command line is a usage error (64), not bad config (78)."""
+    try:
+        return parse()
+    except (ConfigError, InputError) as e:
+        raise UsageError(f"{what}: {e.message}", hint=e.hint) from None
 
 
 def _int(text: str, what: str) -> int:
@@ -86,7 +102,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     from plasm_exec.run import exit_status, limits_from_args, parse_env, read_module
     from plasmd import submit as sub
 
-    peer = sub.parse_peer(args["--peer"]) if args["--peer"] else None
+    peer = _flag(lambda: sub.parse_peer(args["--peer"]), "--peer") if args["--peer"] else None
     if args["--via"] not in ("mdns", "dht", "both"):
         raise UsageError("--via is mdns, dht or both")
     if args["--ephemeral-key"]:
@@ -114,10 +130,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
         out = asyncio.run(sub.submit(ident, host, port, env, blobs, expected_node_id=node_id,
                                      timeout_s=timeout))
     else:
-        try:
-            dt = float(args["--discover-timeout"])
-        except ValueError:
-            raise UsageError("--discover-timeout is seconds") from None
+        dt = units.parse_duration(args["--discover-timeout"], "--discover-timeout") / 1000
         node_id = "discovered"
         out = asyncio.run(sub.submit_anywhere(
             ident, env, blobs, via=args["--via"], bootstrap=args["--bootstrap"],
@@ -176,10 +189,7 @@ def boot_sign(home: Path, args: dict[str, Any]) -> int:
     from plasmd import publish
     from plasmd.provider import sign_boot_manifest
 
-    try:
-        lifetime = int(args["--lifetime"])
-    except ValueError:
-        raise UsageError("--lifetime is seconds") from None
+    lifetime = units.parse_duration(args["--lifetime"], "--lifetime") // 1000
     env = sign_boot_manifest(
         kernel=Path(args["--kernel"]), initramfs=Path(args["--initramfs"]),
         cmdline=args["--cmdline"] or "", keys=[Path(k) for k in args["--key"]],
