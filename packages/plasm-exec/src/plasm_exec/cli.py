@@ -16,8 +16,9 @@ Commands:
           job_result (or error) record per job. Inputs come from the content store.
   verify  Re-run the module of a receipt on its inputs and limits; exit 0 when the
           outputs and fuel match, 1 naming the field that differs.
-  key     Print this node's worker key as a keyring entry (append it to a keyring
-          that phase-verify --keys reads).
+  key     Print this node's worker key as a keyring entry. To trust it, do not
+          append it to a keyring; run `phase-key trust --keyring=FILE
+          --name=worker --role=worker` (idempotent).
 
 Options:
   --max-memory=<size>   Linear memory ceiling: 256M, 64KiB, 1048576 [default: 256M].
