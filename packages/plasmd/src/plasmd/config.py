@@ -104,6 +104,25 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
+_TYPES: dict[str, tuple[type, str]] = {
+    "mode": (str, "a string"), "boot_http": (str, "a string"), "open": (bool, "true or false"),
+    "mdns": (bool, "true or false"), "workers": (int, "an integer"), "queue": (int, "an integer"),
+    "listen": (list, "a list of strings"), "bootstrap": (list, "a list of strings"),
+    "mdns_interfaces": (list, "a list of strings"), "ceilings": (dict, "a table"),
+}
+
+
+def _check_types(doc: dict[str, Any], path: Path) -> None:
+    """A value of the wrong type is bad config (78) naming the file and the key."""
+    for key, value in doc.items():
+        want, what = _TYPES[key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if ok and want is list:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ConfigError(f"{path}: {key} must be {what}, got {str(value)[:40]!r}")
+
+
 def load(path: Path | None, env: dict[str, str] | None = None,
          flags: dict[str, Any] | None = None) -> Config:
     cfg = Config()
@@ -116,6 +135,7 @@ def load(path: Path | None, env: dict[str, str] | None = None,
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}",
                               hint=f"known keys: {', '.join(sorted(KEYS))}")
+        _check_types(doc, path)
         ceilings = dict(cfg.ceilings)
         ceilings.update(doc.get("ceilings", {}))
         try:
@@ -131,6 +151,12 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                           source=str(path))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e}") from None
+        try:
+            _check(cfg)  # the file alone: its errors name it
+        except ConfigError as e:
+            if str(path) not in e.message:
+                e.message = f"{path}: {e.message}"
+            raise
     env = dict(os.environ) if env is None else env
     try:
         if env.get("PHASE_MODE"):
