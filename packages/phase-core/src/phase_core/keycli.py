@@ -53,6 +53,7 @@ Options:
   --now=TIME        Creation time (RFC 3339) instead of the clock.
   -q, --quiet       Write nothing to stdout.
   -v, --verbose     More log lines on stderr.
+  --log-format=FMT  json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help        Show this help.
   --version         Show the version.
 

@@ -43,6 +43,7 @@ Options:
   --no-cache            Do not read or write the compiled-module cache.
   -q, --quiet           Print no records; the exit status answers.
   -v, --verbose         More log lines on stderr (-vv for debug).
+  --log-format=FMT      json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help            Show this help.
   --version             Show the version.
 
@@ -57,7 +58,8 @@ Exit status:
     154  output limit passed
   job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
-  Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal error.
+  Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal
+  error (a bug), 74 I/O error (read-only, full or unwritable file system).
 """
 
 from __future__ import annotations

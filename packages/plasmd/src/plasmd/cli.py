@@ -74,6 +74,7 @@ Options:
                         number is seconds) [default: 720h].
   -q, --quiet           Nothing on stdout; the exit status answers.
   -v, --verbose         More log lines on stderr (-vv for debug).
+  --log-format=FMT      json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help            Show this help.
   --version             Show the version.
 
@@ -86,7 +87,8 @@ Exit status:
   start: 0 after a clean drain; 66 no key (run plasmd init); 78 bad config.
   status: 0, or 69 when no node is running.
   receipts --verify: 0 intact; 1 the log was edited, reordered or truncated.
-  Any command: 64 usage, 65 bad input, 70 internal error.
+  Any command: 64 usage, 65 bad input, 70 internal error (a bug), 74 I/O error
+  (read-only, full or unwritable home), 78 bad config.toml (names the file and key).
 """
 
 from __future__ import annotations

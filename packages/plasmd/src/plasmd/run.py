@@ -67,6 +67,16 @@ def _flag(parse: Any, what: str) -> Any:
         raise UsageError(f"{what}: {e.message}", hint=e.hint) from None
 
 
+def _node_key(home: Path, more: str = "") -> identities.Identity:
+    """The home's node key; a missing one points at `plasmd init`, not `phase-key new`."""
+    try:
+        return identities.load(homes.key_path(home))
+    except MissingInput as e:
+        raise MissingInput(f"no node key in {home}", path=str(homes.key_path(home)),
+                           hint=f"run `plasmd init --home={home}` first"
+                                + (f", {more}" if more else "")) from e
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text)
@@ -108,7 +118,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     if args["--ephemeral-key"]:
         ident = identities.Identity.generate()
     else:
-        ident = identities.load(homes.key_path(home))
+        ident = _node_key(home, "or pass --ephemeral-key to sign with a throw-away key")
     module = read_module(args["<module>"])
     stdin = None
     if args["--stdin"]:
@@ -163,7 +173,7 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
     log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
     node = None
     if args["--verify"]:
-        node = identities.load(homes.key_path(home)).node_id
+        node = _node_key(home).node_id
     kr = Keyring().with_key("self", node, [receipt.ROLE]) if node else None
     count = 0
     for entry in log_.entries():  # raises LogTampered on a broken chain

@@ -34,10 +34,11 @@ def usage_forms(doc: str) -> list[str]:
                     break
                 continue
             form = " ".join(line.split())
-            if "--help" in form or form.endswith("--version"):
+            if forms and form.split()[0] != forms[0].split()[0]:
+                forms[-1] += " " + form  # a wrapped form goes on
                 continue
             forms.append(form)
-    return forms
+    return [f for f in forms if "--help" not in f and not f.endswith("--version")]
 
 
 def options(doc: str) -> tuple[set[str], set[str]]:
@@ -57,6 +58,22 @@ def commands(forms: list[str]) -> list[str]:
     return out
 
 
+def required_options(form: str) -> list[str]:
+    """Long options a usage form needs: those outside [brackets] and (a | b) choices."""
+    out: list[str] = []
+    depth = 0
+    for i, ch in enumerate(form):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif depth == 0 and form.startswith("--", i) and (i == 0 or form[i - 1] == " "):
+            m = _LONG.match(form, i)
+            if m and m.group(1) not in out:
+                out.append(m.group(1))
+    return out
+
+
 def _suggest(word: str, choices: set[str] | list[str]) -> str | None:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return close[0] if close else None
@@ -67,7 +84,8 @@ def diagnose(tool: str, doc: str, argv: list[str], docopt_message: str) -> Usage
     forms = usage_forms(doc)
     cmds = commands(forms)
     longs, shorts = options(doc)
-    cmd = argv[0] if argv and argv[0] in cmds else None
+    first = next((a for a in argv if not a.startswith("-")), None)
+    cmd = first if first in cmds else None
     shown = [f for f in forms if cmd is None or f.split()[1:2] == [cmd]]
     if cmds and cmd is None:
         bare = [f for f in forms if len(f.split()) < 2 or not _WORD.fullmatch(f.split()[1])]
@@ -91,16 +109,22 @@ def diagnose(tool: str, doc: str, argv: list[str], docopt_message: str) -> Usage
             name = arg[:2]
             if name not in shorts:
                 return error(f"unknown option {name}", _suggest(name, shorts), option=name)
-    first = docopt_message.strip().splitlines()[0] if docopt_message.strip() else ""
-    m = re.fullmatch(r"(-[-\w]+) requires argument", first)
+    said = docopt_message.strip().splitlines()[0] if docopt_message.strip() else ""
+    m = re.fullmatch(r"(-[-\w]+) requires argument", said)
     if m:
         return error(f"option {m.group(1)} needs a value ({m.group(1)}=VALUE)",
                      option=m.group(1))
-    m = re.fullmatch(r"(-[-\w]+) must not have an argument", first)
+    m = re.fullmatch(r"(-[-\w]+) must not have an argument", said)
     if m:
         return error(f"option {m.group(1)} takes no value", option=m.group(1))
-    if "is not a unique prefix" in first:
-        return error(first.rstrip("?"))
+    if "is not a unique prefix" in said:
+        return error(said.rstrip("?"))
+    if cmd is not None or not cmds:
+        missing = [o for f in shown[:1] for o in required_options(f)
+                   if not any(a == o or a.startswith(o + "=") for a in argv)]
+        if missing:
+            return error(f"{tool}{' ' + cmd if cmd else ''} needs {', '.join(missing)}",
+                         option=missing[0])
     if cmds and cmd is None:
         positional = next((a for a in argv if not a.startswith("-")), None)
         if positional is None:
