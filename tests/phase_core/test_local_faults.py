@@ -221,3 +221,27 @@ def test_run_cli_safety_net_maps_an_escaped_oserror_to_74(capsys):
     rec = json.loads(err.strip().splitlines()[-1])
     assert code == 74 and rec["error"] == "io_error" and rec["path"] == "/some/file"
     assert "Traceback" not in err
+
+
+def test_permission_denied_state_is_74_naming_the_file(tmp_path, monkeypatch):
+    """Root ignores file modes, so the refusal is injected where the kernel would give it."""
+    import errno as errnos
+
+    from phase_core.errors import IOFailure
+    from phase_core.state import StateStore
+
+    state = StateStore(tmp_path / "state.json")
+    real_replace = os.replace
+
+    def deny(src, dst, *a, **k):
+        if str(dst).endswith("state.json"):
+            raise PermissionError(errnos.EACCES, "Permission denied", str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", deny)
+    with pytest.raises(IOFailure) as e:
+        state.commit_mark("boot/stable/x86_64", 7, "sha256:" + "0" * 64)
+    rec = e.value.to_record()
+    assert rec["exit_code"] == 74 and rec["errno"] == "EACCES"
+    assert rec["path"] == str(tmp_path / "state.json") and "permission" in rec["hint"]
+    assert not list(tmp_path.glob(".state.json.tmp-*"))  # no temp file left behind

@@ -49,6 +49,7 @@ def test_sizes(text, size):
 @pytest.mark.parametrize(("text", "needle"), [
     ("0", "more than zero"), ("-1M", "negative"), ("256Q", "unknown unit"),
     ("1.5", "whole number"), ("M", "must be a size"), ("0x10", "must be a size"),
+    ("1ib", "unknown unit"), ("1i", "unknown unit"), ("2KiBB", "unknown unit"),
 ])
 def test_bad_sizes(text, needle):
     with pytest.raises(UsageError) as e:

@@ -79,10 +79,8 @@ def parse_size(text: str | int, what: str = "size", *, allow_zero: bool = False,
     example = "256M, 64KiB or 1048576"
     number, unit = _split(text, what, "size", example, error)
     key = unit.lower()
-    if key not in ("b", "") and key.endswith("b"):
-        key = key[:-1]  # KB, MB…
-    if key.endswith("i"):
-        key = key[:-1]  # KiB, MiB…
+    if len(key) > 1 and key[0] in "kmgt" and key[1:] in ("b", "ib"):
+        key = key[0]  # KB, KiB, MB, MiB…
     if key not in SIZE_UNITS:
         raise error(f"{what}: unknown unit {unit!r} in {text!r}",
                     hint=f"units are B, K, M, G and T (powers of 1024); for example {example}")
