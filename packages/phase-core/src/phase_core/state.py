@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from phase_core.documents import Mark
-from phase_core.errors import ConfigError, Replay, Rollback, TempFailure
+from phase_core.errors import ConfigError, IOFailure, Replay, Rollback, TempFailure
 from phase_core.fsutil import locked, write_atomic
 from phase_core.oserrors import from_oserror, fs_errors
 
@@ -63,13 +63,26 @@ class StateStore:
     def _update(self, fn: Callable[[dict[str, Any]], T]) -> T:
         if self.path is None:
             return fn(self._mem)
-        with fs_errors(self.path.parent, "create the directory"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        with locked(self.path.with_name(self.path.name + ".lock")):
+        try:
+            with fs_errors(self.path.parent, "create the directory"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            with locked(self.path.with_name(self.path.name + ".lock")):
+                doc = self._read()
+                before = json.dumps(doc, sort_keys=True)
+                result = fn(doc)
+                if json.dumps(doc, sort_keys=True) != before:  # nothing new: no write
+                    data = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+                    write_atomic(self.path, data, mode=0o600)
+                return result
+        except IOFailure as e:
+            if e.details.get("errno") != "EROFS":
+                raise
+            # A read-only state (read-only media) still answers when nothing would change.
             doc = self._read()
+            before = json.dumps(doc, sort_keys=True)
             result = fn(doc)
-            data = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
-            write_atomic(self.path, data, mode=0o600)
+            if json.dumps(doc, sort_keys=True) != before:
+                raise
             return result
 
     def marks(self) -> dict[str, Mark]:
