@@ -252,3 +252,10 @@ def test_permission_denied_state_is_74_naming_the_file(tmp_path, monkeypatch):
     assert rec["exit_code"] == 74 and rec["errno"] == "EACCES"
     assert rec["path"] == str(tmp_path / "state.json") and "permission" in rec["hint"]
     assert not list(tmp_path.glob(".state.json.tmp-*"))  # no temp file left behind
+
+
+def test_a_keyring_that_cannot_be_read_is_74_naming_it(tmp_path):
+    kr = tmp_path / "keyring.d"
+    kr.mkdir()
+    last = assert_fault(run("phase-verify", f"--keys={kr}", BOOT), 74, kr, "io_error")
+    assert last["errno"] == "EISDIR"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from phase_core.errors import ConfigError, Malformed, MissingInput
 from phase_core.identity import check_node_id
+from phase_core.oserrors import from_oserror
 
 ROLES = ("job-submitter", "boot-signer", "worker")
 MAX_KEYRING_BYTES = 1 << 20
@@ -51,8 +52,8 @@ class Keyring:
                 data = f.read(MAX_KEYRING_BYTES + 1)
         except FileNotFoundError:
             raise MissingInput(f"no keyring at {path}") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read keyring {path}: {e.strerror}") from None
+        except OSError as e:  # unreadable (permissions, a directory, a disk error): 74
+            raise from_oserror(e, path, "read the keyring") from None
         return cls.parse(data, str(path))
 
     @classmethod
