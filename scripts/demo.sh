@@ -40,7 +40,7 @@ plasmd submit --home="$CLIENT" "$HELLO" --stdin="$TMP/stdin.txt" \
 echo  # the guest writes no trailing newline; end its line before the next record
 
 step "the receipt, verified offline with phase-verify"
-printf '[keys.worker]\nkey = "%s"\nroles = ["worker"]\n' "$NODE" > "$TMP/trust.toml"
+phase-key trust -q --keyring="$TMP/trust.toml" --name=worker --role=worker --public="$NODE"
 phase-verify --keys "$TMP/trust.toml" "$TMP/receipt.json"
 
 step "the worker's status, then a clean stop"

@@ -53,7 +53,8 @@ def test_trust_refuses_to_break_the_keyring(run_tool, tmp_path):
     before = kr.read_bytes()
     r = run_tool(keycli, ["trust", f"--keyring={kr}", "--name=y", "--role=worker",
                           f"--public={pub}"], tool="phase-key")
-    assert r.code == 78 and kr.read_bytes() == before
+    assert r.code == 65 and kr.read_bytes() == before  # the key is already listed as x
+    assert r.logs[-1]["error"] == "duplicate_key"
 
 
 def test_phase_key_console_script():

@@ -29,6 +29,7 @@ from phase_core import log
 from phase_core.canonical import check_content_id, content_hex
 from phase_core.errors import DigestMismatch, IOFailure, MissingInput, TooLarge
 from phase_core.fsutil import fsync_dir
+from phase_core.oserrors import from_oserror, fs_errors
 
 CHUNK = 1 << 20
 DEFAULT_MAX_BLOB_BYTES = 16 << 30
@@ -51,7 +52,9 @@ class BlobWriter:
         self.size = 0
         self._hash = hashlib.sha256()
         self.tmp = store.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
-        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        with fs_errors(self.tmp):
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                               0o644)
         self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
@@ -62,9 +65,10 @@ class BlobWriter:
                            slug="too_large")
         self._hash.update(data)
         view = memoryview(data)
-        while view:
-            w = os.write(self._fd, view)
-            view = view[w:]
+        with fs_errors(self.tmp):
+            while view:
+                w = os.write(self._fd, view)
+                view = view[w:]
         self.size += n
 
     def commit(self) -> str:
@@ -75,13 +79,14 @@ class BlobWriter:
         if self.expected_size is not None and self.size != self.expected_size:
             raise DigestMismatch(f"got {self.size} bytes, expected {self.expected_size}",
                                  slug="size_mismatch")
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._done = True
         dest = self.store.path_for(cid)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp, dest)
-        fsync_dir(dest.parent)
+        with fs_errors(dest):
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._done = True
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, dest)
+            fsync_dir(dest.parent)
         return cid
 
     def abort(self) -> None:
@@ -104,7 +109,8 @@ class ContentStore:
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
         for d in ("sha256", "tmp", "quarantine"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
+            with fs_errors(self.root / d, "create the store directory"):
+                (self.root / d).mkdir(parents=True, exist_ok=True)
 
     def path_for(self, cid: str) -> Path:
         h = content_hex(cid)
@@ -128,7 +134,8 @@ class ContentStore:
         path = self.path_for(cid)
         try:
             if path.stat().st_size == len(data):
-                os.utime(path)  # a use, for LRU garbage collection
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # a use, for LRU garbage collection (not on a read-only store)
                 return cid
         except FileNotFoundError:
             pass
@@ -213,8 +220,12 @@ class ContentStore:
             os.replace(tmp, dest)
             fsync_dir(dest.parent)
             return dest
-        except FileNotFoundError:
+        except FileNotFoundError as e:
+            if e.filename is not None and Path(e.filename) != src_path:
+                raise from_oserror(e, dest) from None
             raise MissingInput(f"{cid} is not in the store at {self.root}") from None
+        except OSError as e:
+            raise from_oserror(e, dest) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

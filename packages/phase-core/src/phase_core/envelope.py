@@ -21,6 +21,7 @@ from phase_core import crypto
 from phase_core.canonical import HEX64_RE, HEX128_RE, canonical, content_id
 from phase_core.errors import (
     BadSignature,
+    InputError,
     Malformed,
     ThresholdNotMet,
     TooLarge,
@@ -61,6 +62,12 @@ class Envelope:
                 "signatures": [{"key": k, "sig": s} for k, s in self.signatures]}
 
 
+class AlreadySigned(InputError, ValueError):
+    """The same key would sign a document twice (exit 65; also a ``ValueError``)."""
+
+    slug = "already_signed"
+
+
 def sign(doc_type: str, body: dict[str, Any], signers: Sequence[Identity]) -> dict[str, Any]:
     """A new envelope of ``body`` signed by each of ``signers``."""
     if not signers:
@@ -68,7 +75,8 @@ def sign(doc_type: str, body: dict[str, Any], signers: Sequence[Identity]) -> di
     msg = signing_message(doc_type, body)
     sigs = [{"key": s.node_id, "sig": s.sign(msg).hex()} for s in signers]
     if len({s["key"] for s in sigs}) != len(sigs):
-        raise ValueError("the same key signs only once")
+        raise AlreadySigned("the same key is given more than once",
+                            hint="each signer signs once; give distinct --key files")
     return {"v": 1, "type": doc_type, "body": body, "signatures": sigs}
 
 
@@ -76,7 +84,8 @@ def add_signature(envelope: dict[str, Any], signer: Identity) -> dict[str, Any]:
     """The envelope with one more signature (co-signing for k-of-n thresholds)."""
     env = parse(envelope)
     if any(k == signer.node_id for k, _ in env.signatures):
-        raise ValueError("this key has already signed the document")
+        raise AlreadySigned(f"key {signer.node_id[:16]}… has already signed this document",
+                            hint="co-sign with another signer's key; the envelope is unchanged")
     out = env.to_json()
     out["signatures"].append({"key": signer.node_id, "sig": signer.sign(env.message).hex()})
     return out

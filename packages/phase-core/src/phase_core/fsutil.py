@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from phase_core.errors import IOFailure
+from phase_core.oserrors import from_oserror
 
 
 def fsync_dir(path: Path) -> None:
@@ -35,7 +35,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, exclusive: bool 
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except OSError as e:
-        raise IOFailure(f"cannot create {tmp}: {e.strerror}") from None
+        raise from_oserror(e, path) from None
     try:
         try:
             os.fchmod(fd, mode)  # the umask may have removed bits we asked for
@@ -56,7 +56,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, exclusive: bool 
         fsync_dir(path.parent)
         return True
     except OSError as e:
-        raise IOFailure(f"cannot write {path}: {e.strerror}") from None
+        raise from_oserror(e, path) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -68,7 +68,10 @@ def locked(lock_path: Path) -> Iterator[None]:
     import fcntl
 
     lock_path = Path(lock_path)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise from_oserror(e, lock_path, "create the lock file") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -22,6 +22,7 @@ from phase_core import crypto
 from phase_core.canonical import HEX64_RE
 from phase_core.errors import ConfigError, Malformed, MissingInput
 from phase_core.fsutil import write_atomic
+from phase_core.oserrors import fs_errors
 
 KEY_FILE_MAX_BYTES = 4096
 
@@ -129,7 +130,8 @@ def load(path: Path) -> Identity:
 def create(path: Path) -> Identity:
     """Create a new key at ``path``; fail if one exists there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with fs_errors(path.parent, "create the directory"):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = Identity.generate()
     if not write_atomic(path, ident.to_file_bytes(), mode=0o600, exclusive=True):
         raise ConfigError(f"a key already exists at {path}",
@@ -148,7 +150,8 @@ def load_or_create(path: Path) -> Identity:
         return load(path)
     except MissingInput:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with fs_errors(path.parent, "create the directory"):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = Identity.generate()
     if write_atomic(path, ident.to_file_bytes(), mode=0o600, exclusive=True):
         return ident

@@ -7,6 +7,7 @@ Usage:
   phase-key new [--key=FILE] [options]
   phase-key show [--key=FILE] [options]
   phase-key trust --keyring=FILE --name=NAME (--role=ROLE)... [--key=FILE | --public=HEX] [options]
+  phase-key untrust --keyring=FILE (--name=NAME | --public=HEX | --key=FILE) [options]
   phase-key manifest --module=FILE [--stdin=FILE] [--arg=ARG]... [--env=KV]... [options]
   phase-key sign [--type=TYPE] [--key=FILE]... [<body>] [options]
   phase-key cosign [--key=FILE] [<envelope>] [options]
@@ -17,6 +18,11 @@ Commands:
   new        Create a new Ed25519 key file (mode 0600); refuses to overwrite.
   show       Print the public key (the node id) and its OpenSSH form.
   trust      Add a public key with roles to a keyring file (created if absent).
+             Trusting the same name, key and roles again changes nothing; a
+             name or key already listed otherwise is refused (65) unless
+             --replace. The file is rewritten as TOML: its leading comment
+             block is kept, other comments are not.
+  untrust    Remove a key (by name or key) from a keyring; absent is fine.
   manifest   Print an "unsigned" record holding a job-manifest body for a
              module (and stdin) file; pipe it into `sign`.
   sign       Sign a document body (a JSON object, or an "unsigned" record, from
@@ -29,30 +35,40 @@ Options:
   --keyring=FILE    The keyring file to add to.
   --name=NAME       Name of the key in the keyring.
   --role=ROLE       job-submitter, boot-signer or worker (repeatable).
+  --replace         trust: overwrite an entry with the same name or key.
   --type=TYPE       job_manifest, receipt, node_record or boot_manifest.
   --module=FILE     The WASM module the job runs.
   --stdin=FILE      The job's stdin.
   --arg=ARG         A guest argument after argv[0] (repeatable).
   --env=KV          A guest environment variable K=V (repeatable).
   --fuel=N          Fuel limit [default: 10000000000].
-  --max-memory=BYTES  Memory limit [default: 268435456].
-  --timeout-ms=MS   Wall-clock limit in milliseconds [default: 30000].
-  --max-output=BYTES  stdout+stderr limit [default: 16777216].
-  --lifetime=SECONDS  How long the manifest stays valid [default: 3600].
+  --max-memory=SIZE   Memory limit, e.g. 256M, 64KiB, 1048576 [default: 256M].
+  --timeout=DURATION  Wall-clock limit, e.g. 30s, 1500ms, 2m; a bare number
+                      is seconds [default: 30s].
+  --timeout-ms=MS     The same in milliseconds (older spelling; wins if given).
+  --max-output=SIZE   stdout+stderr limit [default: 16M].
+  --lifetime=DURATION  How long the manifest stays valid; a bare number is
+                      seconds [default: 1h].
   --deterministic   Ask for the determinism profile.
   --now=TIME        Creation time (RFC 3339) instead of the clock.
   -q, --quiet       Write nothing to stdout.
   -v, --verbose     More log lines on stderr.
+  --log-format=FMT  json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help        Show this help.
   --version         Show the version.
 
 Exit status:
-  0 ok; 64 usage; 65 malformed body or envelope; 66 missing key or file;
-  74 I/O error; 78 key file exists, is unsafe, or the keyring is bad.
+  0 ok (also: trust or untrust found nothing to change); 64 usage; 65 malformed
+  body or envelope, a name or key already in the keyring (duplicate_key), or
+  a key that already signed the envelope; 66 missing key or file; 74 I/O
+  error (read-only, full or unwritable file system); 78 key file exists, is
+  unsafe, or the keyring is bad.
 
 Examples:
   phase-key new --key=alice.key
   phase-key trust --keyring=keyring.toml --name=alice --role=job-submitter --key=alice.key
+  phase-key trust --keyring=keyring.toml --name=worker --role=worker   # the node key
+  phase-key untrust --keyring=keyring.toml --name=alice
   phase-key manifest --module=hello.wasm --stdin=in.txt > body.json
   phase-key sign --key=alice.key body.json > job.json
   phase-key sign --type=boot_manifest --key=a.key --key=b.key boot-body.json
@@ -96,9 +112,9 @@ def _emit(args: dict[str, Any], rec: dict[str, Any]) -> None:
 
 
 def main(args: dict[str, Any]) -> int:
-    from phase_core import canonical, envelope, identity, manifest, timefmt, trust
-    from phase_core.errors import MissingInput, UsageError
-    from phase_core.fsutil import write_atomic
+    from phase_core import canonical, envelope, identity, manifest, timefmt, trustedit, units
+    from phase_core.errors import MissingInput, PhaseError, UsageError
+    from phase_core.limits import LIMITS
 
     keys = args["--key"] if isinstance(args["--key"], list) else [args["--key"]]
     keys = [k for k in keys if k] or [None]
@@ -118,13 +134,22 @@ def main(args: dict[str, Any]) -> int:
         else:
             key = identity.load(_key_path(args, keys[0])).node_id
         kr_path = Path(args["--keyring"])
-        old = kr_path.read_bytes() if kr_path.exists() else b""
-        entry = trust.format_entry(args["--name"], key, list(dict.fromkeys(args["--role"])))
-        new = old + (b"\n" if old and not old.endswith(b"\n\n") else b"") + entry.encode()
-        trust.Keyring.parse(new, str(kr_path))  # refuse to write a broken keyring
-        write_atomic(kr_path, new, mode=0o644)
+        roles = list(dict.fromkeys(args["--role"]))
+        edit = trustedit.trust(kr_path, args["--name"], key, roles,
+                               replace=bool(args["--replace"]))
         _emit(args, {"v": 1, "type": "trusted_key", "name": args["--name"], "key": key,
-                     "roles": args["--role"], "keyring": str(kr_path)})
+                     "roles": roles, "keyring": str(kr_path), "changed": edit.changed,
+                     "action": edit.action})
+    elif args["untrust"]:
+        kr_path = Path(args["--keyring"])
+        gone: str | None = None
+        if args["--public"]:
+            gone = identity.check_node_id(args["--public"], "--public")
+        elif keys[0] and keys[0] != "$PHASE_HOME/key":
+            gone = identity.load(_key_path(args, keys[0])).node_id
+        edit = trustedit.untrust(kr_path, name=args["--name"], key=gone)
+        _emit(args, {"v": 1, "type": "untrusted_key", "names": list(edit.names),
+                     "keyring": str(kr_path), "changed": edit.changed})
     elif args["manifest"]:
         now = timefmt.parse_time(args["--now"], "--now") if args["--now"] else timefmt.now()
         try:
@@ -139,13 +164,24 @@ def main(args: dict[str, Any]) -> int:
             if not sep:
                 raise UsageError(f"--env takes K=V, got {kv!r}")
             env[k] = v
+        fuel = str(args["--fuel"])
+        if not fuel.isdigit() or int(fuel) < 1:
+            raise UsageError(f"--fuel must be a positive integer, got {fuel!r}")
+        wall_ms = (units.parse_duration(args["--timeout-ms"], "--timeout-ms", bare="ms")
+                   if args["--timeout-ms"] else
+                   units.parse_duration(args["--timeout"], "--timeout", bare="s"))
+        limits = {"fuel": int(fuel),
+                  "memory_bytes": units.parse_size(args["--max-memory"], "--max-memory"),
+                  "wall_ms": wall_ms,
+                  "output_bytes": units.parse_size(args["--max-output"], "--max-output",
+                                                   allow_zero=True)}
         try:
-            limits = {"fuel": int(args["--fuel"]), "memory_bytes": int(args["--max-memory"]),
-                      "wall_ms": int(args["--timeout-ms"]),
-                      "output_bytes": int(args["--max-output"])}
-            lifetime = int(args["--lifetime"])
-        except ValueError:
-            raise UsageError("limits and --lifetime are integers") from None
+            LIMITS(limits, "limits")
+        except PhaseError as e:
+            raise UsageError(f"bad limit: {e.message}") from None
+        lifetime = units.parse_duration(args["--lifetime"], "--lifetime", bare="s") // 1000
+        if lifetime < 1:
+            raise UsageError("--lifetime must be at least one second")
         body = manifest.build(module=module_id, stdin=stdin_id, now=now,
                               argv=[Path(args["--module"]).name, *args["--arg"]], env=env,
                               limits=limits, deterministic=bool(args["--deterministic"]),

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from phase_core.documents import Mark
-from phase_core.errors import ConfigError, Replay, Rollback, TempFailure
+from phase_core.errors import ConfigError, IOFailure, Replay, Rollback, TempFailure
 from phase_core.fsutil import locked, write_atomic
+from phase_core.oserrors import from_oserror, fs_errors
 
 MAX_STATE_BYTES = 64 << 20
 MAX_JOBS_PER_SUBMITTER = 1_000_000
@@ -55,26 +56,33 @@ class StateStore:
                 data = f.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             return {"v": 1, "type": "phase_state", "marks": {}}
-        try:
-            doc = json.loads(data)
-            if not isinstance(doc, dict) or doc.get("type") != "phase_state":
-                raise ValueError
-            doc.setdefault("marks", {})
-        except ValueError:
-            raise ConfigError(f"state file {self.path} is damaged",
-                              hint="restore it from a backup; deleting it disables "
-                                   "rollback protection until the next update") from None
-        return doc
+        except OSError as e:
+            raise from_oserror(e, self.path, "read") from None
+        return _check_state(data, self.path)
 
     def _update(self, fn: Callable[[dict[str, Any]], T]) -> T:
         if self.path is None:
             return fn(self._mem)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with locked(self.path.with_name(self.path.name + ".lock")):
+        try:
+            with fs_errors(self.path.parent, "create the directory"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            with locked(self.path.with_name(self.path.name + ".lock")):
+                doc = self._read()
+                before = json.dumps(doc, sort_keys=True)
+                result = fn(doc)
+                if json.dumps(doc, sort_keys=True) != before:  # nothing new: no write
+                    data = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+                    write_atomic(self.path, data, mode=0o600)
+                return result
+        except IOFailure as e:
+            if e.details.get("errno") != "EROFS":
+                raise
+            # A read-only state (read-only media) still answers when nothing would change.
             doc = self._read()
+            before = json.dumps(doc, sort_keys=True)
             result = fn(doc)
-            data = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
-            write_atomic(self.path, data, mode=0o600)
+            if json.dumps(doc, sort_keys=True) != before:
+                raise
             return result
 
     def marks(self) -> dict[str, Mark]:
@@ -109,16 +117,20 @@ class StateStore:
                 self._admit(submitter, job_id, expires, now)
                 return
             journal = self.path.with_name(self.path.name + ".jobs")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with fs_errors(self.path.parent, "create the directory"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             with locked(self.path.with_name(self.path.name + ".jobs.lock")):
-                fd = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                with fs_errors(journal, "open the job journal"):
+                    fd = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                 0o600)
                 try:
-                    self._catch_up(fd)
-                    self._admit(submitter, job_id, expires, now)
-                    line = json.dumps({"s": submitter, "j": job_id, "e": expires},
-                                      separators=(",", ":")).encode() + b"\n"
-                    os.write(fd, line)
-                    os.fdatasync(fd)
+                    with fs_errors(journal, "append to the job journal"):
+                        self._catch_up(fd)
+                        self._admit(submitter, job_id, expires, now)
+                        line = json.dumps({"s": submitter, "j": job_id, "e": expires},
+                                          separators=(",", ":")).encode() + b"\n"
+                        os.write(fd, line)
+                        os.fdatasync(fd)
                     self._journal_pos += len(line)
                     self._journal_lines += 1
                 finally:
@@ -173,6 +185,30 @@ class StateStore:
         self._journal_ino = os.stat(journal).st_ino
         self._journal_pos, self._journal_lines = len(data), len(lines)
         self._compact_at = max(1024, 2 * len(lines))
+
+
+def _check_state(data: bytes, path: Path) -> dict[str, Any]:
+    """The parsed state file, or ``ConfigError`` (78) naming the file and the bad key."""
+    def damaged(what: str) -> ConfigError:
+        return ConfigError(f"state file {path} is damaged: {what}", path=str(path),
+                           hint="restore it from a backup; deleting it disables "
+                                "rollback protection until the next update")
+    if len(data) > MAX_STATE_BYTES:
+        raise damaged(f"it is over {MAX_STATE_BYTES} bytes")
+    try:
+        doc = json.loads(data)
+    except ValueError as e:  # also bad UTF-8
+        raise damaged(f"not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("type") != "phase_state":
+        raise damaged('not a {"type": "phase_state"} object')
+    marks = doc.setdefault("marks", {})
+    if not isinstance(marks, dict):
+        raise damaged('"marks" is not an object')
+    for key, m in marks.items():
+        if not (isinstance(m, dict) and type(m.get("version")) is int
+                and isinstance(m.get("id"), str)):
+            raise damaged(f"marks.{key} is not {{\"version\": <integer>, \"id\": <string>}}")
+    return doc
 
 
 def default_state_path(home: Path) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from phase_core.errors import ConfigError, Malformed, MissingInput
 from phase_core.identity import check_node_id
+from phase_core.oserrors import from_oserror
 
 ROLES = ("job-submitter", "boot-signer", "worker")
 MAX_KEYRING_BYTES = 1 << 20
@@ -51,8 +52,8 @@ class Keyring:
                 data = f.read(MAX_KEYRING_BYTES + 1)
         except FileNotFoundError:
             raise MissingInput(f"no keyring at {path}") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read keyring {path}: {e.strerror}") from None
+        except OSError as e:  # unreadable (permissions, a directory, a disk error): 74
+            raise from_oserror(e, path, "read the keyring") from None
         return cls.parse(data, str(path))
 
     @classmethod
@@ -125,12 +126,8 @@ class Keyring:
 
 
 def format_entry(name: str, key: str, roles: list[str]) -> str:
-    """A keyring TOML entry, for tools that write keyrings."""
-    check_node_id(key)
-    if NAME_RE.fullmatch(name) is None:
-        raise ConfigError(f"bad key name {name!r}: use 1-64 of A-Z a-z 0-9 . _ -")
-    for r in roles:
-        if r not in ROLES:
-            raise ConfigError(f"unknown role {r!r}", hint=f"roles are {', '.join(ROLES)}")
-    role_list = ", ".join(f'"{r}"' for r in roles)
-    return f'[keys.{name}]\nkey = "{key}"\nroles = [{role_list}]\n'
+    """A keyring TOML entry, for display (edit keyrings with ``phase-key trust``)."""
+    from phase_core.trustedit import check_entry, render
+
+    check_entry(name, key, roles)
+    return render({"keys": {name: {"key": key, "roles": roles}}}).decode()

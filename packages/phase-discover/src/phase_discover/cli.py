@@ -33,6 +33,7 @@ Options:
   --limit=N           Stop after N results.
   -q, --quiet         Print nothing on stdout; the exit status answers.
   -v, --verbose       More log lines on stderr (-vv for debug).
+  --log-format=FMT    json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help          Show this help.
   --version           Show the version.
 

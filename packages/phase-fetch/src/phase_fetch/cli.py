@@ -49,6 +49,7 @@ Options:
   --no-resume            Neither keep nor use partial downloads.
   -q, --quiet            Print nothing on stdout; the exit status answers.
   -v, --verbose          More log lines on stderr (-vv for debug).
+  --log-format=FMT       json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
 
 Exit status:
   0   every blob fetched and verified.
@@ -59,7 +60,8 @@ Exit status:
   66  missing input (no keyring, no such directory).
   69  unavailable: no source had the blob.
   70  internal error (a bug).
-  74  I/O error writing the store.
+  74  I/O error: the store or --out cannot be written (read-only, full,
+      permission denied, or --out names a directory).
   75  timed out or failed transiently; a retry may help (partial downloads
       are kept and resumed).
   130 interrupted.

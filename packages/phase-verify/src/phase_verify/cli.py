@@ -41,6 +41,7 @@ Options:
   --max-bytes=N            Largest document accepted, in bytes [default: 1048576].
   -q, --quiet              Write nothing to stdout; the exit status answers.
   -v, --verbose            More log lines on stderr.
+  --log-format=FMT         json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help               Show this help.
   --version                Show the version.
 
@@ -54,8 +55,9 @@ Exit status:
       too_large
   66  a FILE or the keyring does not exist
   70  internal error (a bug)
-  74  I/O error (for example, the state file cannot be written)
-  78  bad keyring or state file
+  74  I/O error (the state file cannot be written: read-only, full or
+      permission denied; the log names the path)
+  78  bad keyring or damaged state file (the log names the file and key)
   130 interrupted
   141 broken pipe (the reader of stdout went away)
 

@@ -16,14 +16,16 @@ Commands:
           job_result (or error) record per job. Inputs come from the content store.
   verify  Re-run the module of a receipt on its inputs and limits; exit 0 when the
           outputs and fuel match, 1 naming the field that differs.
-  key     Print this node's worker key as a keyring entry (append it to a keyring
-          that phase-verify --keys reads).
+  key     Print this node's worker key as a keyring entry. To trust it, do not
+          append it to a keyring; run `phase-key trust --keyring=FILE
+          --name=worker --role=worker` (idempotent).
 
 Options:
-  --max-memory=<bytes>  Linear memory ceiling [default: 256M].
+  --max-memory=<size>   Linear memory ceiling: 256M, 64KiB, 1048576 [default: 256M].
   --fuel=<n>            Fuel (wasm instruction budget) [default: 10000000000].
-  --timeout=<seconds>   Wall-clock limit, decimals allowed [default: 30].
-  --max-output=<bytes>  Combined stdout+stderr ceiling [default: 16M].
+  --timeout=<duration>  Wall-clock limit: 30s, 1500ms, 2m; a bare number is
+                        seconds, decimals allowed [default: 30s].
+  --max-output=<size>   Combined stdout+stderr ceiling [default: 16M].
   --env=<K=V>           Set a guest environment variable (nothing is inherited).
   --dir=<spec>          Preopen <host>::<guest>[:rw], read-only unless :rw.
   --deterministic       Fixed clocks, seeded random_get, no writable dirs; stdin is
@@ -41,6 +43,7 @@ Options:
   --no-cache            Do not read or write the compiled-module cache.
   -q, --quiet           Print no records; the exit status answers.
   -v, --verbose         More log lines on stderr (-vv for debug).
+  --log-format=FMT      json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help            Show this help.
   --version             Show the version.
 
@@ -55,7 +58,8 @@ Exit status:
     154  output limit passed
   job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
-  Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal error.
+  Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal
+  error (a bug), 74 I/O error (read-only, full or unwritable file system).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from phase_core import exitcodes, home, log
+from phase_core import exitcodes, home, log, units
 from phase_core.errors import InputError, MissingInput, PhaseError, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
 
@@ -22,19 +22,12 @@ FENCE_EXIT = {
     "output_limit": 154,
 }
 MAX_MODULE_BYTES = 64 << 20
-_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 # -- option parsing helpers ----------------------------------------------------
 
 def parse_size(text: str, what: str) -> int:
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = t[-1:] if t[-1:] in _SUFFIX and t[-1:] else ""
-    num = t[:-1] if unit else t
-    if not num.isdigit():
-        raise UsageError(f"{what} must be a whole number of bytes (suffixes K, M, G), "
-                         f"got {text!r}")
-    return int(num) * _SUFFIX[unit]
+    return units.parse_size(text, what, allow_zero=what == "--max-output")
 
 
 def limits_from_args(args: dict[str, Any], base: dict[str, int] | None = None
@@ -48,12 +41,8 @@ def limits_from_args(args: dict[str, Any], base: dict[str, int] | None = None
         if not str(args["--fuel"]).isdigit():
             raise UsageError(f"--fuel must be a positive integer, got {args['--fuel']!r}")
         lim["fuel"] = int(args["--fuel"])
-    if args.get("--timeout"):
-        try:
-            secs = float(args["--timeout"])
-        except ValueError:
-            raise UsageError(f"--timeout must be seconds, got {args['--timeout']!r}") from None
-        lim["wall_ms"] = max(1, round(secs * 1000))
+    if args.get("--timeout"):  # a bare number is seconds
+        lim["wall_ms"] = units.parse_duration(args["--timeout"], "--timeout", bare="s")
     try:
         LIMITS(lim, "limits")
     except PhaseError as e:

@@ -49,14 +49,16 @@ Options:
   --interface=IF        submit without --peer: browse mDNS on this interface
                         (repeatable; default: every up, non-loopback one).
   --via=VIA             submit without --peer: mdns, dht or both [default: both].
-  --discover-timeout=S  submit without --peer: how long to look [default: 5].
+  --discover-timeout=D  submit without --peer: how long to look; 5s, 1500ms
+                        (a bare number is seconds) [default: 5s].
   --stdin=FILE          The guest's stdin (default: empty).
   --receipt=FILE        Write the verified receipt here.
   --env=KV              A guest environment variable NAME=VALUE (repeatable).
-  --max-memory=BYTES    Memory limit [default: 256M].
+  --max-memory=SIZE     Memory limit: 256M, 64KiB, 1048576 [default: 256M].
   --fuel=N              Fuel limit [default: 10000000000].
-  --timeout=SECONDS     The job's wall-clock limit [default: 30].
-  --max-output=BYTES    stdout+stderr limit [default: 16M].
+  --timeout=DURATION    The job's wall-clock limit: 30s, 1500ms, 2m (a bare
+                        number is seconds) [default: 30s].
+  --max-output=SIZE     stdout+stderr limit [default: 16M].
   --deterministic       Ask for the determinism profile.
   --json                Print a job_result record instead of the guest's raw stdout.
   --ephemeral-key       Sign with a throw-away key instead of the home's node key.
@@ -68,9 +70,11 @@ Options:
   --channel=C           boot-sign: the boot channel [default: stable].
   --arch=A              boot-sign: x86_64, aarch64 or riscv64 [default: x86_64].
   --mirror=URL          boot-sign: an HTTP mirror the manifest names (repeatable).
-  --lifetime=SECONDS    boot-sign: how long the manifest stays valid [default: 2592000].
+  --lifetime=DURATION   boot-sign: how long the manifest stays valid (a bare
+                        number is seconds) [default: 720h].
   -q, --quiet           Nothing on stdout; the exit status answers.
   -v, --verbose         More log lines on stderr (-vv for debug).
+  --log-format=FMT      json, text or auto (text on a terminal); also PHASE_LOG_FORMAT.
   -h, --help            Show this help.
   --version             Show the version.
 
@@ -83,7 +87,8 @@ Exit status:
   start: 0 after a clean drain; 66 no key (run plasmd init); 78 bad config.
   status: 0, or 69 when no node is running.
   receipts --verify: 0 intact; 1 the log was edited, reordered or truncated.
-  Any command: 64 usage, 65 bad input, 70 internal error.
+  Any command: 64 usage, 65 bad input, 70 internal error (a bug), 74 I/O error
+  (read-only, full or unwritable home), 78 bad config.toml (names the file and key).
 """
 
 from __future__ import annotations

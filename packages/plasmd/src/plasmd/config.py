@@ -15,7 +15,7 @@ Precedence: flag > environment > file > default. Unknown keys are errors (78).
     boot_http = ""                 # host:port to serve boot artifacts over HTTP ("" = off)
 
     [ceilings]                     # the most any job may ask for; larger asks are clamped
-    memory_bytes = 268435456
+    memory_bytes = 268435456       # or a size: "256M"; wall_ms also "30s" (docs/conventions.md)
     fuel = 10000000000
     wall_ms = 30000
     output_bytes = 16777216
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from phase_core import units
 from phase_core.errors import ConfigError
 from phase_core.limits import DEFAULT_LIMITS
 
@@ -92,10 +93,34 @@ def _check(cfg: Config) -> Config:
     if unknown:
         raise ConfigError(f"unknown ceiling(s) {sorted(unknown)}",
                           hint=f"ceilings are {', '.join(DEFAULT_LIMITS)}")
-    for k, v in cfg.ceilings.items():
+    for k, v in list(cfg.ceilings.items()):
+        if isinstance(v, str) and k != "fuel":  # "256M", "30s" (units.py spellings)
+            where = f"{cfg.source}: ceilings.{k}"
+            v = cfg.ceilings[k] = (units.parse_size(v, where, error=ConfigError)
+                                   if k.endswith("_bytes") else
+                                   units.parse_duration(v, where, bare="ms", error=ConfigError))
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"ceiling {k} must be a positive integer")
+            raise ConfigError(f"{cfg.source}: ceilings.{k} must be a positive integer")
     return cfg
+
+
+_TYPES: dict[str, tuple[type, str]] = {
+    "mode": (str, "a string"), "boot_http": (str, "a string"), "open": (bool, "true or false"),
+    "mdns": (bool, "true or false"), "workers": (int, "an integer"), "queue": (int, "an integer"),
+    "listen": (list, "a list of strings"), "bootstrap": (list, "a list of strings"),
+    "mdns_interfaces": (list, "a list of strings"), "ceilings": (dict, "a table"),
+}
+
+
+def _check_types(doc: dict[str, Any], path: Path) -> None:
+    """A value of the wrong type is bad config (78) naming the file and the key."""
+    for key, value in doc.items():
+        want, what = _TYPES[key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if ok and want is list:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ConfigError(f"{path}: {key} must be {what}, got {str(value)[:40]!r}")
 
 
 def load(path: Path | None, env: dict[str, str] | None = None,
@@ -110,6 +135,7 @@ def load(path: Path | None, env: dict[str, str] | None = None,
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}",
                               hint=f"known keys: {', '.join(sorted(KEYS))}")
+        _check_types(doc, path)
         ceilings = dict(cfg.ceilings)
         ceilings.update(doc.get("ceilings", {}))
         try:
@@ -125,6 +151,12 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                           source=str(path))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e}") from None
+        try:
+            _check(cfg)  # the file alone: its errors name it
+        except ConfigError as e:
+            if str(path) not in e.message:
+                e.message = f"{path}: {e.message}"
+            raise
     env = dict(os.environ) if env is None else env
     try:
         if env.get("PHASE_MODE"):

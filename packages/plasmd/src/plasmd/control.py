@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from phase_core.errors import Unavailable
+from phase_core.oserrors import from_oserror
 
 MAX_REQUEST = 4096
 
@@ -58,6 +59,8 @@ async def serve(path: Path, status: Callable[[], dict[str, Any]]) -> asyncio.Abs
     old = os.umask(0o177)  # the socket is created 0600
     try:
         server = await asyncio.start_unix_server(lambda r, w: _client(r, w, status), path=str(path))
+    except OSError as e:  # a read-only or full home: exit 74 naming the socket
+        raise from_oserror(e, path, "create the control socket") from None
     finally:
         os.umask(old)
     os.chmod(path, 0o600)

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from phase_core import documents, exitcodes, log, receipt, timefmt
+from phase_core import documents, exitcodes, log, receipt, timefmt, units
 from phase_core import home as homes
 from phase_core import identity as identities
 from phase_core.cli.jsonl import write_record
-from phase_core.errors import ConfigError, MissingInput, UsageError
+from phase_core.errors import ConfigError, InputError, MissingInput, UsageError
 from phase_core.fsutil import write_atomic
 from phase_core.trust import Keyring
 
@@ -26,6 +26,8 @@ KEYRING_TEMPLATE = """\
 
 def dispatch(args: dict[str, Any]) -> int:
     home = homes.resolve(args["--home"])
+    for addr in args["--listen"] or ():
+        _flag(lambda: _parse_hostport(addr), "--listen")  # noqa: B023 - called at once
     flags = {"mode": args["--mode"], "listen": tuple(args["--listen"]) or None,
              "open": True if args["--open"] else None,
              "workers": _int(args["--workers"], "--workers") if args["--workers"] else None}
@@ -49,6 +51,30 @@ def dispatch(args: dict[str, Any]) -> int:
     if args["boot-sign"]:
         return boot_sign(home, args)
     raise UsageError("no command")
+
+
+def _parse_hostport(text: str) -> tuple[str, int]:
+    from plasmd.config import parse_hostport
+
+    return parse_hostport(text)
+
+
+def _flag(parse: Any, what: str) -> Any:
+    """A bad value on the command line is a usage error (64), not bad config (78)."""
+    try:
+        return parse()
+    except (ConfigError, InputError) as e:
+        raise UsageError(f"{what}: {e.message}", hint=e.hint) from None
+
+
+def _node_key(home: Path, more: str = "") -> identities.Identity:
+    """The home's node key; a missing one points at `plasmd init`, not `phase-key new`."""
+    try:
+        return identities.load(homes.key_path(home))
+    except MissingInput as e:
+        raise MissingInput(f"no node key in {home}", path=str(homes.key_path(home)),
+                           hint=f"run `plasmd init --home={home}` first"
+                                + (f", {more}" if more else "")) from e
 
 
 def _int(text: str, what: str) -> int:
@@ -86,13 +112,13 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     from plasm_exec.run import exit_status, limits_from_args, parse_env, read_module
     from plasmd import submit as sub
 
-    peer = sub.parse_peer(args["--peer"]) if args["--peer"] else None
+    peer = _flag(lambda: sub.parse_peer(args["--peer"]), "--peer") if args["--peer"] else None
     if args["--via"] not in ("mdns", "dht", "both"):
         raise UsageError("--via is mdns, dht or both")
     if args["--ephemeral-key"]:
         ident = identities.Identity.generate()
     else:
-        ident = identities.load(homes.key_path(home))
+        ident = _node_key(home, "or pass --ephemeral-key to sign with a throw-away key")
     module = read_module(args["<module>"])
     stdin = None
     if args["--stdin"]:
@@ -114,10 +140,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
         out = asyncio.run(sub.submit(ident, host, port, env, blobs, expected_node_id=node_id,
                                      timeout_s=timeout))
     else:
-        try:
-            dt = float(args["--discover-timeout"])
-        except ValueError:
-            raise UsageError("--discover-timeout is seconds") from None
+        dt = units.parse_duration(args["--discover-timeout"], "--discover-timeout") / 1000
         node_id = "discovered"
         out = asyncio.run(sub.submit_anywhere(
             ident, env, blobs, via=args["--via"], bootstrap=args["--bootstrap"],
@@ -150,7 +173,7 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
     log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
     node = None
     if args["--verify"]:
-        node = identities.load(homes.key_path(home)).node_id
+        node = _node_key(home).node_id
     kr = Keyring().with_key("self", node, [receipt.ROLE]) if node else None
     count = 0
     for entry in log_.entries():  # raises LogTampered on a broken chain
@@ -176,10 +199,7 @@ def boot_sign(home: Path, args: dict[str, Any]) -> int:
     from plasmd import publish
     from plasmd.provider import sign_boot_manifest
 
-    try:
-        lifetime = int(args["--lifetime"])
-    except ValueError:
-        raise UsageError("--lifetime is seconds") from None
+    lifetime = units.parse_duration(args["--lifetime"], "--lifetime") // 1000
     env = sign_boot_manifest(
         kernel=Path(args["--kernel"]), initramfs=Path(args["--initramfs"]),
         cmdline=args["--cmdline"] or "", keys=[Path(k) for k in args["--key"]],

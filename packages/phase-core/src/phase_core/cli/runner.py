@@ -1,7 +1,11 @@
 """run_cli(): the one place that turns outcomes into exit statuses.
 
-Usage errors → 64, ``PhaseError`` → its code (with a JSON log line), Ctrl-C →
-130, a broken pipe → 141, any other exception → 70 with the traceback logged.
+Usage errors → 64 (an error log line naming the bad option, with a "did you
+mean" and the short usage), ``PhaseError`` → its code (with an error log line),
+an ``OSError`` from the file system that escaped → 74 naming the path (66 for a
+missing file), Ctrl-C → 130, a broken pipe → 141, any other exception → 70
+with the traceback logged. ``--log-format=json|text|auto`` (or
+``PHASE_LOG_FORMAT``) chooses the log format for every tool.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from phase_core import exitcodes, log
-from phase_core.errors import PhaseError
+from phase_core.cli.usage import diagnose
+from phase_core.errors import ConfigError, PhaseError, UsageError
+from phase_core.oserrors import from_oserror, is_local_fault
 
 Main = Callable[[dict[str, Any]], int]
 
@@ -35,8 +41,36 @@ def _verbosity(argv: list[str]) -> tuple[list[str], int]:
     return out, count
 
 
-def parse_args(doc: str, argv: Sequence[str] | None, version: str) -> dict[str, Any] | int:
-    """docopt, with its exits turned into return codes. -vv counts as two -v."""
+def _log_format(argv: list[str]) -> tuple[list[str], str | None]:
+    """Take --log-format=X (or --log-format X) out of argv (before any "--")."""
+    out: list[str] = []
+    fmt: str | None = None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a.startswith("--log-format="):
+            fmt = a.partition("=")[2]
+        elif a == "--log-format":
+            if i + 1 >= len(argv):
+                raise UsageError("option --log-format needs a value",
+                                 hint="--log-format=json, text or auto")
+            fmt = argv[i + 1]
+            i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out, fmt
+
+
+def parse_args(doc: str, argv: Sequence[str] | None, version: str,
+               tool: str = "phase") -> dict[str, Any] | int:
+    """docopt, with its exits turned into return codes. -vv counts as two -v.
+
+    A usage error is logged (exit 64) with what was wrong and the short usage.
+    """
     from docopt import DocoptExit, docopt
 
     args_in, count = _verbosity(list(sys.argv[1:] if argv is None else argv))
@@ -46,7 +80,8 @@ def parse_args(doc: str, argv: Sequence[str] | None, version: str) -> dict[str, 
             parsed["--verbose"] = count
         return parsed
     except DocoptExit as e:
-        sys.stderr.write(f"{e}\n")
+        err = diagnose(tool, doc, args_in, str(e.code or ""))
+        log.get().error(f"{tool}.failed", **err.to_record())
         return exitcodes.USAGE
     except SystemExit as e:  # --help / --version printed their text
         return 0 if e.code in (None, 0) else exitcodes.USAGE
@@ -70,8 +105,31 @@ def _silence_stdout() -> None:
         pass
 
 
+def _setup_logging(tool: str, argv: list[str]) -> list[str] | int:
+    """Choose the log format before anything is logged; argv without --log-format."""
+    logger = log.configure(tool, 0, False, "json")
+    try:
+        rest, flag = _log_format(argv)
+    except UsageError as e:
+        logger.error(f"{tool}.failed", **e.to_record())
+        return e.exit_code
+    env = os.environ.get("PHASE_LOG_FORMAT")
+    try:
+        logger.format = log.resolve_format(flag, None if flag else env, logger.stream)
+    except ValueError as e:
+        err: PhaseError = (UsageError(f"--log-format: {e}", hint="json, text or auto")
+                           if flag else ConfigError(f"PHASE_LOG_FORMAT: {e}",
+                                                    hint="json, text or auto"))
+        logger.error(f"{tool}.failed", **err.to_record())
+        return err.exit_code
+    return rest
+
+
 def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | None) -> int:
-    args = parse_args(doc, argv, version)
+    rest = _setup_logging(tool, list(sys.argv[1:] if argv is None else argv))
+    if isinstance(rest, int):
+        return rest
+    args = parse_args(doc, rest, version, tool)
     if isinstance(args, int):
         return args
     raw = args.get("--verbose") or 0
@@ -87,11 +145,22 @@ def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | No
         return exitcodes.INTERRUPTED
     except BrokenPipeError:
         raise
+    except OSError as e:
+        if not is_local_fault(e):
+            return _internal(logger, tool, e)
+        err = from_oserror(e, None, "access")
+        logger.debug(f"{tool}.oserror_traceback", traceback=traceback.format_exc())
+        logger.error(f"{tool}.failed", **err.to_record())
+        return err.exit_code
     except Exception as e:
-        logger.error(f"{tool}.internal_error", error="internal",
-                     message=f"internal error: {type(e).__name__}: {e} (this is a bug)",
-                     traceback=traceback.format_exc(), exit_code=exitcodes.SOFTWARE)
-        return exitcodes.SOFTWARE
+        return _internal(logger, tool, e)
+
+
+def _internal(logger: log.Logger, tool: str, e: BaseException) -> int:
+    logger.error(f"{tool}.internal_error", error="internal",
+                 message=f"internal error: {type(e).__name__}: {e} (this is a bug)",
+                 traceback=traceback.format_exc(), exit_code=exitcodes.SOFTWARE)
+    return exitcodes.SOFTWARE
 
 
 def entry(tool: str, doc: str, version: str, main: Main) -> None:
