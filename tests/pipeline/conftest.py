@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.pipeline import readme
+from tests.records import check_stdout
 
 EXAMPLES = readme.ROOT / "packages" / "plasm-exec" / "examples" / "build"
 BIN = Path(sys.executable).parent
@@ -52,6 +53,7 @@ class World:
     def sh(self, code: str, timeout: float = 120) -> Ran:
         r = subprocess.run(["sh", "-c", code], cwd=self.dir, env=self.env, capture_output=True,
                            text=True, timeout=timeout, check=False)
+        check_stdout(r.stdout, f"sh -c {code[:80]!r}")
         return Ran(r.returncode, r.stdout, r.stderr)
 
     def setup(self, readme_path: Path = readme.READMES[0]) -> None:

@@ -27,6 +27,7 @@ from phase_core.identity import Identity
 from phase_core.trust import format_entry
 from tests.pipeline import readme
 from tests.pipeline.conftest import BIN, Ran
+from tests.records import check_stdout
 
 SIGNER = Identity(bytes([9]) * 32)
 KERNEL, INITRAMFS = os.urandom(200_000), b"initramfs " * 3000
@@ -72,6 +73,7 @@ class Provider:
         r = subprocess.run(["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "sh", "-c", code],
                            cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
                            check=False)
+        check_stdout(r.stdout, f"sh -c {code[:80]!r}")
         return Ran(r.returncode, r.stdout, r.stderr)
 
     def close(self) -> None:

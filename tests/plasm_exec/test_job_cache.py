@@ -15,6 +15,7 @@ from phase_core.cas import ContentStore
 from phase_core.identity import Identity
 from phase_core.trust import format_entry
 from plasm_exec.cli import cli
+from tests.records import check_stdout
 
 NOW = 1_800_000_000
 
@@ -28,7 +29,9 @@ def run_job(monkeypatch, capsys, lines, *args):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(
         "".join(json.dumps(x) + "\n" for x in lines).encode())))
     rc = cli(["job", "--now", "2027-01-15T08:00:00Z", *args])
-    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    text = capsys.readouterr().out
+    check_stdout(text, "plasm-exec job")
+    out = [json.loads(x) for x in text.splitlines()]
     return rc, out
 
 

@@ -24,7 +24,7 @@ from phase_core.trust import Keyring
 from phase_fetch import housekeeping
 from phase_fetch.fetcher import Fetcher, Options
 from phase_fetch.progress import Progress
-from phase_fetch.records import Job, acts_on, parse_record
+from phase_fetch.records import SIGNED_TYPES, Job, acts_on, parse_record
 from phase_fetch.sources import exists_dir
 from phase_fetch.want import Fetched, Want, check_mirror, check_name, check_size
 
@@ -246,7 +246,7 @@ def _emit_one(job: Job | None, futs: list[Future[Fetched]], err: PhaseError | No
             write_record(got.record(name=slot, out=placed), out)
     if code == exitcodes.OK and out is not None:
         rec = dict(job.record)
-        if job.wants:
+        if job.wants and rec.get("type") not in SIGNED_TYPES:  # an envelope stays as signed
             rec["paths"] = paths
             if out_paths:
                 rec["out_paths"] = out_paths
