@@ -64,13 +64,15 @@ def run_tool(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     Every record it prints is checked against docs/schemas/ (tests/records.py)."""
     from phase_core.cli.runner import run_cli
 
-    def run(cli: Any, argv: list[str], stdin: bytes = b"", tool: str | None = None) -> Result:
+    def run(cli: Any, argv: list[str], stdin: bytes = b"", tool: str | None = None,
+            check: bool = True) -> Result:
         monkeypatch.setattr(sys, "stdin", _Stdin(stdin))
         capsys.readouterr()
         name = tool or cli.__name__.split(".")[0].replace("_", "-")
         code = run_cli(name, cli.__doc__, "test", cli.main, argv)
         cap = capsys.readouterr()
-        check_stdout(cap.out, f"{name} {' '.join(argv)[:80]}", argv)
+        if check:  # off only where a test feeds a broken record to be passed on
+            check_stdout(cap.out, f"{name} {' '.join(argv)[:80]}", argv)
         return Result(code, cap.out, cap.err)
 
     return run
