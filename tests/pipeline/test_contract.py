@@ -102,6 +102,12 @@ def test_verify_reads_files_and_stdin_alike(run_tool, keys, job, tmp_path):
         assert "missing_input" in r.error_slugs
 
 
+def test_verify_reads_its_own_and_phase_fetchs_output(run_tool, keys, job):
+    first = verified(run_tool, keys, job)
+    again = verified(run_tool, keys, first, {**first, "paths": {"module": "/x"}})
+    assert again["id"] == first["id"] and again["envelope"] == job
+
+
 def test_verify_carries_source_hints(run_tool, keys, job):
     carrier = {"v": 1, "type": "offer", "provider_url": "http://127.0.0.1:9/p",
                "sources": ["https://m.example/a", "ftp://no"], "envelope": job}

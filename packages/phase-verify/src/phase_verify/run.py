@@ -109,16 +109,16 @@ def _is_envelope(record: dict[str, Any]) -> bool:
 
 
 def _carries_document(record: dict[str, Any]) -> bool:
-    """A bare envelope, or a record of any type with one under "envelope"."""
-    return _is_envelope(record) or isinstance(record.get("envelope"), dict)
+    """A record of any type with an envelope under "envelope", or a bare envelope."""
+    return isinstance(record.get("envelope"), dict) or _is_envelope(record)
 
 
 def _unwrap(record: dict[str, Any]) -> dict[str, Any]:
     """The envelope a record carries (the record itself when it is one)."""
-    if _is_envelope(record):
-        return record
-    env: dict[str, Any] = record["envelope"]
-    return env
+    env = record.get("envelope")
+    if isinstance(env, dict):  # a verified record has a body too: its envelope is the proof
+        return env
+    return record
 
 
 def _documents(stage: Stage, files: list[str], max_bytes: int) -> Iterator[Item]:
