@@ -196,3 +196,12 @@ def test_job_with_only_blob_records_is_missing_input(run_tool, phase_home):
             "source": "cas"}
     r = run_tool(exec_cli, ["job"], stdin=lines(blob), tool="plasm-exec")
     assert r.code == 66 and r.out == ""
+
+
+def test_job_reads_a_file_like_stdin(run_tool, phase_home, tmp_path):
+    r = run_tool(exec_cli, ["job", str(tmp_path / "nope.jsonl")], tool="plasm-exec")
+    assert r.code == 66 and "no such file" in r.err
+    f = tmp_path / "jobs.jsonl"
+    f.write_bytes(lines(UPSTREAM))
+    r = run_tool(exec_cli, ["job", str(f)], tool="plasm-exec")
+    assert r.code == 69 and r.records == [UPSTREAM]

@@ -17,13 +17,14 @@ record ``job_failed`` (exit_code 1), so the last stage of a pipeline fails too.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import IO, Any
 
 from phase_core import exitcodes, log, manifest
 from phase_core.cli.jsonl import write_record
 from phase_core.cli.pipeline import Stage
-from phase_core.errors import Malformed, PhaseError
+from phase_core.errors import InputError, IOFailure, Malformed, MissingInput, PhaseError
 from plasm_exec.job import JobResult
 
 JOB = "job"
@@ -68,6 +69,20 @@ def failed(res: JobResult) -> dict[str, Any] | None:
     return {"v": 1, "type": "error", "error": "job_failed",
             "message": f"job {res.job_id} ran and {how}", "exit_code": exitcodes.REJECTED,
             "job": res.job_id, "ended": o.ended}
+
+
+def open_jobs(path: str | None) -> IO[bytes]:
+    """The job records' source: the file, or stdin for none or "-"."""
+    if not path or path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise MissingInput(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a file of job records") from None
+    except OSError as e:
+        raise IOFailure(f"cannot read {path}: {e.strerror}") from None
 
 
 def run_jobs(src: IO[bytes], out: IO[str] | None, execute: Any) -> int:

@@ -252,7 +252,7 @@ def cmd_job(args: dict[str, Any]) -> int:
     from phase_core.trust import Keyring
     from plasm_exec.api import Executor
     from plasm_exec.job import execute_job
-    from plasm_exec.jobpipe import run_jobs
+    from plasm_exec.jobpipe import open_jobs, run_jobs
 
     hm = _home(args)
     keyring = Keyring.load(Path(args["--keys"])) if args.get("--keys") else None
@@ -261,8 +261,7 @@ def cmd_job(args: dict[str, Any]) -> int:
     identity = _identity(args)
     cas = ContentStore(home.cas_path(hm))
     ex = Executor(hm, disk_cache=not args.get("--no-cache"))
-    src_path = args.get("<jobs.jsonl>")
-    src = open(src_path, "rb") if src_path and src_path != "-" else sys.stdin.buffer
+    src = open_jobs(args.get("<jobs.jsonl>"))
 
     def execute(man: Any, mpath: Path | None, ipath: Path | None) -> Any:
         return execute_job(man, executor=ex, cas=cas, identity=identity, now=now,
