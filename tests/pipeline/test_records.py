@@ -34,6 +34,7 @@ def test_every_tool_prints_only_schema_valid_records(world: World, tmp_path):
 
     sh("phase-key show --key=me.key")
     sh("phase-key trust --keyring=other.toml --name=w --role=worker --key=me.key")
+    sh("phase-key untrust --keyring=other.toml --name=w")
     sh("phase-key manifest --module=hello.wasm --stdin=in.txt")
     sh("phase-key manifest --module=hello.wasm | phase-key sign --key=me.key")
     sh(main_pipeline().code)
