@@ -52,6 +52,8 @@ Options:
   --discover-timeout=S  submit without --peer: how long to look [default: 5].
   --stdin=FILE          The guest's stdin (default: empty).
   --receipt=FILE        Write the verified receipt here.
+  --manifest-out=FILE   Write the signed job manifest here (before submitting), to
+                        check the receipt's binding to the job later, offline.
   --env=KV              A guest environment variable NAME=VALUE (repeatable).
   --max-memory=BYTES    Memory limit [default: 256M].
   --fuel=N              Fuel limit [default: 10000000000].

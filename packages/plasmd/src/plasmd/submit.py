@@ -15,6 +15,7 @@ module moves bytes.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from phase_core.trust import Keyring
 from plasmd.blobs import answer_get, send_out
 
 __all__ = ["RETRYABLE", "JobRejected", "Outcome", "check_outcome", "make_manifest",
-           "parse_peer", "submit", "submit_anywhere"]
+           "parse_peer", "save_manifest", "submit", "submit_anywhere"]
 
 
 class JobRejected(Rejected):
@@ -67,6 +68,17 @@ def make_manifest(identity: Identity, module: bytes, stdin: bytes | None,
                           stdin=content_id(stdin) if stdin is not None else None,
                           now=timefmt.now(), **kw)
     return envelope.sign(manifest.TYPE, body, [identity])
+
+
+def save_manifest(path: str | None, manifest_env: dict[str, Any]) -> None:
+    """``--manifest-out``: keep the signed job manifest (before anything is sent), so
+    anyone can later check a receipt's binding to it offline."""
+    if path:
+        from pathlib import Path
+
+        from phase_core.fsutil import write_atomic
+
+        write_atomic(Path(path), (json.dumps(manifest_env) + "\n").encode())
 
 
 async def submit(identity: Identity, host: str, port: int, manifest_env: dict[str, Any],
