@@ -127,6 +127,7 @@ class VerifiedBlobs:
             finally:
                 with self._lock:
                     self.hashed += 1
-            if self._key(cid) == before:  # unchanged while it was hashed
-                self._ok[cid] = before
+            after = self._key(cid)  # verify touched the mtime (last use, for the GC)
+            if after is not None and after[:3] == before[:3]:  # same file, same size
+                self._ok[cid] = after
             return path
