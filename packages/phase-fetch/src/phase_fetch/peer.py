@@ -48,7 +48,7 @@ async def pull(open_stream: StreamOpener, cid: str, *, max_bytes: int, writer: W
     stream = await open_stream()
     async with stream:
         for msg in req.outbox():
-            await stream.send(msg)  # type: ignore[arg-type]
+            await stream.send(msg)
         stream.finish()
         n = req.receive(await stream.recv())
         async for chunk in stream.blob_chunks(max_bytes=n):
