@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phase_core.errors import MissingInput, UsageError
+from phase_core.errors import Interrupted, MissingInput, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
 
 if TYPE_CHECKING:
@@ -126,14 +126,22 @@ class Executor:
             stdout_path=stdout_path, stderr_path=stderr_path, control=control)
 
     def run(self, prog: Program, spec: RunSpec, *, stdin: bytes | Path | None = None,
-            control: RunControl | None = None) -> RunResult:
-        """Run with stdin from bytes or a file, capturing stdout and stderr in memory."""
+            control: RunControl | None = None,
+            cancel: threading.Event | None = None) -> RunResult:
+        """Run with stdin from bytes or a file, capturing stdout and stderr in memory.
+
+        ``cancel``: when another thread sets it, the guest is stopped at the next
+        epoch tick and ``Interrupted`` (exit 130) is raised; there is no result
+        to sign.
+        """
         import os
 
         from plasm_exec.stdio import MemCapture, memfd
 
         spec.check()
         ctl = control or self.new_control()
+        if cancel is not None:
+            ctl.cancel = cancel
         cap = MemCapture(int(spec.limits["output_bytes"]))
         ctl.watch = lambda: "output_limit" if cap.over() else None
         in_fd = None
@@ -153,6 +161,9 @@ class Executor:
             cap.close()
             if in_fd is not None:
                 os.close(in_fd)
+        if outcome.ended == "interrupted":
+            raise Interrupted(f"the run was cancelled after {outcome.wall_ms} ms",
+                              hint="nothing was recorded; run the job again to get a result")
         if exceeded and outcome.ended != "output_limit":
             outcome = _as_output_limit(outcome)
         return RunResult(outcome, stdin_id, module_id_of(out), module_id_of(err),

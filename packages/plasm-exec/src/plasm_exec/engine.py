@@ -73,9 +73,12 @@ class RunControl:
     stop_reason: str | None = None
     started: threading.Event = field(default_factory=threading.Event)
     watch: Callable[[], str | None] | None = None  # polled at each tick
+    cancel: threading.Event | None = None  # set by the caller: stop with "interrupted"
 
     def poll(self) -> str | None:
         """Called at each epoch tick from the guest's thread: the reason to stop, if any."""
+        if self.stop_reason is None and self.cancel is not None and self.cancel.is_set():
+            self.stop("interrupted")
         if self.stop_reason is None and self.watch is not None:
             reason = self.watch()
             if reason is not None:
@@ -92,7 +95,9 @@ class RunControl:
 
 @dataclass(frozen=True)
 class Outcome:
-    ended: str  # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit
+    # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit, or
+    # interrupted (the caller cancelled the run: never put in a receipt)
+    ended: str
     exit_code: int | None
     trap: str | None
     fuel_consumed: int
@@ -357,8 +362,10 @@ class Runtime:
         except wt.WasmtimeError:
             left = fuel
         consumed = max(0, fuel - left)
-        fuel_exact = ended not in ("timeout", "output_limit", "cancelled")
-        if ctl.stop_reason == "output_limit":
+        fuel_exact = ended not in ("timeout", "output_limit", "cancelled", "interrupted")
+        if ctl.stop_reason == "interrupted":
+            ended, fuel_exact = "interrupted", False  # the caller's cancel wins over the rest
+        elif ctl.stop_reason == "output_limit":
             ended = "output_limit"  # the output fence wins over how the guest then ended
             fuel_exact = False
         if inst is not None and ended in ("exited", "trapped") and code != 0:
