@@ -71,15 +71,26 @@ DOC = __doc__ or ""
 
 
 def main(args: dict[str, Any]) -> int:
+    from phase_core import log
     from plasm_exec import run
+    from plasm_exec.signals import SignalGuard, Stop
 
-    if args["run"]:
-        return run.cmd_run(args)
-    if args["job"]:
-        return run.cmd_job(args)
-    if args["verify"]:
-        return run.cmd_verify(args)
-    return run.cmd_key(args)
+    guard = SignalGuard().install()
+    try:
+        if args["run"]:
+            return run.cmd_run(args, guard)
+        if args["job"]:
+            return run.cmd_job(args, guard)
+        if args["verify"]:
+            return run.cmd_verify(args, guard)
+        return run.cmd_key(args)
+    except Stop as e:
+        log.get().warning("plasm.interrupted", signal=e.name, exit_code=e.exit_code,
+                          message=f"stopped by {e.name}; no receipt was written for "
+                                  "the interrupted run")
+        return e.exit_code
+    finally:
+        guard.restore()
 
 
 def cli(argv: list[str]) -> int:

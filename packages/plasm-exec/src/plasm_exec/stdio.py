@@ -236,6 +236,10 @@ class StdinPump(_Tap):
             view = view[n:]
         return True
 
+    def interrupt(self) -> None:
+        """Close the guest's stdin soon (safe from a signal handler: one write)."""
+        self._wake.fire()
+
     def finish(self) -> None:
         self.pipe.release_guest_end()
         self.ctl.started.set()
