@@ -41,13 +41,20 @@ RUNTIME_NAME = "wasmtime"
 RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
 TICK_S = 0.01
 MAX_MODULE_BYTES = 64 << 20
-MAX_TABLE_ELEMENTS = 1 << 20
 PAGE = 65536
+# The memory fence covers all guest memory: one linear memory (multi-memory is
+# off, one instance per store) and at most MAX_TABLES tables, whose elements are
+# reserved out of memory_bytes: at most 1/TABLE_SHARE of it, counted at
+# TABLE_ELEMENT_BYTES per element (wasmtime keeps about 8.5 bytes per funcref).
+MAX_TABLES = 2
+MAX_TABLE_ELEMENTS = 1 << 20
+TABLE_ELEMENT_BYTES = 16
+TABLE_SHARE = 16
 # The deterministic profile: a fixed start time (2026-01-01T00:00:00Z) that
 # advances 1 ms per clock read, and a random stream from a fixed seed.
 DET_EPOCH_NS = 1_767_225_600 * 10**9
 DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
-ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;v1"
+ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;mvp-mem;v2"
 
 PREVIEW1 = frozenset("""
 args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
@@ -58,6 +65,13 @@ fd_tell fd_write path_create_directory path_filestat_get path_filestat_set_times
 path_open path_readlink path_remove_directory path_rename path_symlink path_unlink_file
 poll_oneoff proc_exit proc_raise sched_yield random_get sock_accept sock_recv sock_send
 sock_shutdown""".split())
+
+
+def memory_split(memory_bytes: int) -> tuple[int, int]:
+    """(linear memory bytes, elements per table) so that all of it fits ``memory_bytes``."""
+    elems = min(MAX_TABLE_ELEMENTS,
+                memory_bytes // (TABLE_SHARE * TABLE_ELEMENT_BYTES * MAX_TABLES))
+    return memory_bytes - MAX_TABLES * elems * TABLE_ELEMENT_BYTES, elems
 
 
 def fingerprint() -> str:
@@ -216,6 +230,17 @@ class Runtime:
         cfg.cranelift_nan_canonicalization = True
         cfg.wasm_relaxed_simd_deterministic = True
         cfg.cranelift_opt_level = "speed"
+        # What the memory fence cannot count is off: more memories (the store
+        # limit is per memory), shared and 64-bit memories, and GC heaps.
+        cfg.wasm_multi_memory = False
+        cfg.wasm_threads = False
+        cfg.wasm_memory64 = False
+        cfg.wasm_gc = False
+        cfg.wasm_function_references = False
+        cfg.wasm_exceptions = False
+        cfg.wasm_stack_switching = False
+        cfg.wasm_custom_page_sizes = False
+        cfg.wasm_component_model = False
         self.engine = wt.Engine(cfg)
         self.tick_s = tick_s
         self._linkers = {False: self._linker(False), True: self._linker(True)}
@@ -297,8 +322,9 @@ class Runtime:
         ctl = control or RunControl()
         fuel = int(limits["fuel"])
         store = wt.Store(self.engine)
-        store.set_limits(memory_size=int(limits["memory_bytes"]),
-                         table_elements=MAX_TABLE_ELEMENTS)
+        linear, elems = memory_split(int(limits["memory_bytes"]))
+        store.set_limits(memory_size=linear, table_elements=elems, instances=1,
+                         tables=MAX_TABLES, memories=1)
         store.set_fuel(fuel)
         store.set_epoch_deadline(1)
         token = next(_TOKENS)
@@ -318,12 +344,12 @@ class Runtime:
         ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
         ctl.started.set()
         try:
-            return self._run(store, prog.pres[deterministic], fuel, limits, ctl, t0)
+            return self._run(store, prog.pres[deterministic], fuel, linear, ctl, t0)
         finally:
             del _RUNS[token]
             _tls.det = None
 
-    def _run(self, store: Any, pre: Any, fuel: int, limits: dict[str, int], ctl: RunControl,
+    def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
              t0: float) -> Outcome:
         ended, code, trap, msg = "exited", None, None, None
         inst = None
@@ -348,7 +374,7 @@ class Runtime:
             text = str(e)
             if ctl.stop_reason is not None and "plasm-exec: run stopped" in text:
                 ended = ctl.stop_reason
-            elif inst is None and "exceeds memory limits" in text:
+            elif inst is None and any(m in text for m in _LIMIT_ERRORS):
                 ended = "memory_limit"
             elif "invalid exit status" in text:
                 ended, trap = "trapped", "bad_exit_status"
@@ -370,8 +396,7 @@ class Runtime:
             fuel_exact = False
         if inst is not None and ended in ("exited", "trapped") and code != 0:
             mem = inst.exports(store).get("memory")
-            if isinstance(mem, wt.Memory) and \
-                    mem.data_len(store) + PAGE > int(limits["memory_bytes"]):
+            if isinstance(mem, wt.Memory) and mem.data_len(store) + PAGE > linear:
                 ended = "memory_limit"  # it hit the ceiling and then failed
         if ended != "exited" and ended != "memory_limit":
             code = None
@@ -380,6 +405,10 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+# wasmtime's words when instantiation asks for more than the store allows
+_LIMIT_ERRORS = ("exceeds memory limits", "exceeds table limits", "resource limit exceeded")
 
 
 def check_header(wasm: bytes) -> None:
