@@ -53,6 +53,8 @@ Exit status:
     152  wall-clock timeout
     153  memory limit reached, then the guest failed
     154  output limit passed
+    130 / 143  stopped by SIGINT (Ctrl-C) / SIGTERM; no receipt is written
+    141  the reader of stdout went away (broken pipe); no receipt is written
   job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
   Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal error.

@@ -110,7 +110,8 @@ class RunControl:
 @dataclass(frozen=True)
 class Outcome:
     # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit, or
-    # interrupted (the caller cancelled the run: never put in a receipt)
+    # interrupted (the caller cancelled the run) / broken_pipe (`run`: nobody reads
+    # our stdout any more): these two are never put in a receipt
     ended: str
     exit_code: int | None
     trap: str | None
@@ -388,9 +389,10 @@ class Runtime:
         except wt.WasmtimeError:
             left = fuel
         consumed = max(0, fuel - left)
-        fuel_exact = ended not in ("timeout", "output_limit", "cancelled", "interrupted")
-        if ctl.stop_reason == "interrupted":
-            ended, fuel_exact = "interrupted", False  # the caller's cancel wins over the rest
+        fuel_exact = ended not in ("timeout", "output_limit", "cancelled", "interrupted",
+                                   "broken_pipe")
+        if ctl.stop_reason in ("interrupted", "broken_pipe"):
+            ended, fuel_exact = ctl.stop_reason, False  # these win over the rest
         elif ctl.stop_reason == "output_limit":
             ended = "output_limit"  # the output fence wins over how the guest then ended
             fuel_exact = False

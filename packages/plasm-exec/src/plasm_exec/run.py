@@ -153,8 +153,15 @@ def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
     identity = _identity(args) if receipt_path else None  # fail early on a bad key
     outcome, stdin_id, out, err, stdin_copy = _stream(ex, prog, spec, keep_stdin=bool(
         receipt_path), guard=guard)
-    result = RunResult(outcome, stdin_id, out.content_id, err.content_id, out.size, err.size)
     lg = log.get()
+    if outcome.ended == "broken_pipe":
+        if stdin_copy is not None:
+            os.close(stdin_copy)
+        lg.info("plasm.run.broken_pipe", wall_ms=outcome.wall_ms,
+                message="the reader of stdout went away; the guest was stopped and no "
+                        "receipt was written")
+        return exitcodes.BROKEN_PIPE
+    result = RunResult(outcome, stdin_id, out.content_id, err.content_id, out.size, err.size)
     lg.info("plasm.run.ended", ended=outcome.ended, exit_code=outcome.exit_code,
             trap=outcome.trap, fuel_consumed=outcome.fuel_consumed, wall_ms=outcome.wall_ms)
     if outcome.ended != "exited":

@@ -11,7 +11,8 @@ exposed as ``/dev/fd/N`` with a thread on our end:
 - ``OutputTap`` reads the guest's stdout or stderr pipe, hashes and counts it,
   forwards it to our own fd, and enforces the shared output budget: bytes past
   the budget are neither forwarded nor hashed, and the run is stopped with
-  ``output_limit`` at the next epoch tick.
+  ``output_limit`` at the next epoch tick. When the reader of our stdout goes
+  away (EPIPE) the run is stopped with ``broken_pipe``.
 - ``MemCapture`` is the thread-free path for the library and ``job`` mode:
   memfds for stdout/stderr, and a tick-time check of their sizes.
 """
@@ -118,6 +119,7 @@ class OutputTap(_Tap):
         self.dest = dest_fd
         self.budget = budget
         self.dest_broken = False
+        self.reader_gone = False  # EPIPE on our stdout: the run stops with broken_pipe
         self._thread.start()
 
     def _loop(self) -> None:
@@ -136,6 +138,8 @@ class OutputTap(_Tap):
             self._take(data)
 
     def _take(self, data: bytes) -> None:
+        if self.reader_gone:
+            return  # the run is being stopped: drain without counting
         n = self.budget.take(len(data))
         if n <= 0:
             return
@@ -165,6 +169,9 @@ class OutputTap(_Tap):
             except OSError as e:  # EPIPE: nobody reads our stdout any more
                 if e.errno in (errno.EPIPE, errno.EBADF):
                     self.dest_broken = True
+                    if self.dest == 1:  # nobody reads the guest's output: stop it
+                        self.reader_gone = True
+                        self.ctl.stop("broken_pipe")
                     return
                 raise
 
