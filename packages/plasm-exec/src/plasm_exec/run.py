@@ -77,13 +77,16 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def parse_dirs(items: list[str]) -> list[tuple[str, str, bool]]:
+    """``--dir host[::guest][:rw]`` (as `wasmtime run`, plus a read-only default)."""
     out = []
     for item in items or []:
-        host, sep, guest = item.partition("::")
-        if not sep or not host or not guest:
-            raise UsageError(f"--dir {item!r}: expected <host>::<guest>[:rw]")
-        writable = guest.endswith(":rw")
-        guest = guest.removesuffix(":rw").removesuffix(":ro")
+        writable = item.endswith(":rw")
+        spec = item.removesuffix(":rw").removesuffix(":ro")
+        host, sep, guest = spec.partition("::")
+        if not sep:
+            guest = host
+        if not host or not guest:
+            raise UsageError(f"--dir {item!r}: expected <host>[::<guest>][:rw]")
         out.append((host, guest, writable))
     return out
 
