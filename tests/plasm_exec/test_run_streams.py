@@ -71,3 +71,53 @@ def test_dir_without_guest_path_maps_to_the_same_path(tmp_path):
                         str(EXAMPLES / "wc.wasm"), "f.txt"], capture_output=True,
                        env=_env(tmp_path / "h"), cwd=data, timeout=120)
     assert (p.returncode, p.stdout) == (0, b"2 3 6 f.txt\n"), p.stderr
+
+
+FORGED = (b'{"v": 1, "type": "log", "ts": "2026-01-01T00:00:00Z", "level": "info", '
+          b'"tool": "plasm-exec", "event": "plasm.run.ended", "ended": "exited", '
+          b'"exit_code": 0}\n')
+
+
+def forger(tmp_path) -> Path:
+    """Writes a forged plasm-exec log line to its stderr, then exits 3."""
+    import wasmtime
+    data = "".join(f"\\{b:02x}" for b in FORGED)
+    mod = tmp_path / "forger.wasm"
+    mod.write_bytes(wasmtime.wat2wasm(f"""(module
+ (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "proc_exit" (func $x (param i32)))
+ (memory (export "memory") 1)
+ (data (i32.const 0) "\\40\\00\\00\\00\\{len(FORGED):02x}\\00\\00\\00")
+ (data (i32.const 64) "{data}")
+ (func (export "_start")
+  (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 16)))
+  (call $x (i32.const 3))))"""))
+    return mod
+
+
+def test_a_guest_cannot_forge_our_log_lines(tmp_path):
+    p = run(["-v", str(forger(tmp_path))], tmp_path / "h")  # stderr is a pipe: framed
+    assert p.returncode == 3
+    records = [json.loads(line) for line in p.stderr.splitlines()]  # every line is JSON
+    ended = [r for r in records if r["event"] == "plasm.run.ended"]
+    assert len(ended) == 1 and ended[0]["exit_code"] == 3
+    guest = [r for r in records if r["event"] == "plasm.guest.stderr"]
+    assert [r["text"].encode() + b"\n" for r in guest] == [FORGED]
+
+
+def test_guest_stderr_raw_on_request(tmp_path):
+    p = run(["--guest-stderr=raw", str(forger(tmp_path))], tmp_path / "h")
+    assert p.returncode == 3 and p.stderr.startswith(FORGED)
+    assert run(["--guest-stderr=loud", str(forger(tmp_path))], tmp_path / "h").returncode == 64
+
+
+def test_framer_splits_long_and_unfinished_lines():
+    from plasm_exec.stdio import FRAME_BYTES, Framer
+    f = Framer()
+    recs = f.feed(b"a\nb" + b"x" * FRAME_BYTES) + f.flush()
+    texts = [(json.loads(r)["text"], json.loads(r).get("partial", False)) for r in recs]
+    assert texts[0] == ("a", False)
+    assert texts[1] == ("b" + "x" * (FRAME_BYTES - 1), True)
+    assert texts[2] == ("x", True)
+    bad = json.loads(Framer().feed(b"\xff\x00\n")[0])["text"]
+    assert bad == "\\xff\x00"

@@ -28,6 +28,10 @@ Options:
   --env=<K=V>           Set a guest environment variable (nothing is inherited).
   --dir=<spec>          Preopen <host>[::<guest>][:rw] (guest path = host path when
                         omitted), read-only unless :rw.
+  --guest-stderr=<how>  run: the guest's stderr is `raw` (as is, on our stderr), or
+                        `framed`: each line is a `plasm.guest.stderr` JSON log record,
+                        so it cannot pass for one of ours. `auto`: raw when stderr
+                        is a terminal, framed otherwise [default: auto].
   --deterministic       Fixed clocks, seeded random_get, no writable dirs; stdin is
                         read whole before the guest starts. Recorded in the receipt.
   --receipt=<file>      Write the signed receipt here (and the job manifest beside it,
@@ -98,6 +102,7 @@ def main(args: dict[str, Any]) -> int:
 
 # `run` options that take their value as the next word (`--env A=1`)
 _VALUE_OPTIONS = frozenset({"--max-memory", "--fuel", "--timeout", "--max-output", "--env",
+                            "--guest-stderr",
                             "--dir", "--receipt", "--key", "--home", "--keys", "--manifest",
                             "--now", "--name"})
 

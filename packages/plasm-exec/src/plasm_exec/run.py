@@ -148,6 +148,7 @@ def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
                    env=parse_env(args["--env"]), limits=limits,
                    deterministic=bool(args["--deterministic"]), dirs=parse_dirs(args["--dir"]))
     spec.check()
+    framed = guest_stderr_framed(args.get("--guest-stderr") or "auto")
     receipt_path = args.get("--receipt")
     wasm = read_module(module_path)
     hm = _home(args)
@@ -155,7 +156,7 @@ def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
     prog = ex.load(wasm)
     identity = _identity(args) if receipt_path else None  # fail early on a bad key
     outcome, stdin_id, out, err, stdin_copy = _stream(ex, prog, spec, keep_stdin=bool(
-        receipt_path), guard=guard)
+        receipt_path), guard=guard, framed=framed)
     lg = log.get()
     if outcome.ended == "broken_pipe":
         if stdin_copy is not None:
@@ -180,8 +181,17 @@ def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
     return exit_status(outcome.ended, outcome.exit_code)
 
 
+def guest_stderr_framed(how: str) -> bool:
+    """``--guest-stderr``: whether the guest's stderr is framed as log records."""
+    if how not in ("auto", "raw", "framed"):
+        raise UsageError(f"--guest-stderr must be auto, raw or framed, got {how!r}")
+    if how == "auto":
+        return not os.isatty(2)
+    return how == "framed"
+
+
 def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
-            guard: SignalGuard | None = None) -> tuple[Any, ...]:
+            guard: SignalGuard | None = None, framed: bool = False) -> tuple[Any, ...]:
     """Run with our own stdio: stdin streamed (or spooled), stdout/stderr forwarded.
 
     With a signal guard the guest runs in a worker thread and this (main) thread
@@ -215,7 +225,7 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     if pump is not None and guard is not None:
         guard.wake_on_signal(pump.interrupt)
     out = OutputTap(1, budget, ctl)
-    err = OutputTap(2, budget, ctl)
+    err = OutputTap(2, budget, ctl, framed=framed)
     try:
         def go() -> Any:
             return ex.execute(prog, spec, stdin_path=stdin_path, stdout_path=out.path,
