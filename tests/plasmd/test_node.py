@@ -159,6 +159,26 @@ def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
     assert slow.wait(60) == 152
 
 
+def test_a_submitter_that_goes_away_stops_its_guest(node_factory, tmp_path):
+    """The worker stops the guest when the submitter's connection ends mid-job: the
+    slot frees long before the job's own 30 s wall clock, nothing is recorded."""
+    w = node_factory("worker", "--open", "--workers=1")
+    job = spin_running(w, tmp_path / "client", "30")
+    job.kill()  # no goodbye: the worker notices by the connection's idle timeout
+    job.wait(10)
+    deadline = time.monotonic() + 60  # a bound for a broken worker, not a measure
+    while (st := w.status())["jobs"]["running"] != 0:
+        assert time.monotonic() < deadline, "the guest still runs"
+        time.sleep(0.1)
+    c = st["counters"]
+    assert c["jobs_cancelled"] == 1 and c.get("jobs_done", 0) == 0, c
+    assert st["receipts"] == 0 and "ended_timeout" not in c
+    assert any(e.get("event") == "job.cancelled" for e in w.logs())
+    # the node goes on serving
+    r = submit(tmp_path / "client", w.peer, HELLO, stdin=b"next", tmp=tmp_path)
+    assert r.returncode == 0 and r.stdout == b"txen", r.stderr
+
+
 def test_sigterm_drains_running_jobs(node_factory, tmp_path):
     w = node_factory("worker", "--open")
     client = tmp_path / "client"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from phase_core.protocol.jobs_worker import (
     Offered,
     Responder,
     RunArrived,
+    SubmitterGone,
     pull_timeout,
 )
 from phase_core.state import StateStore
@@ -192,6 +194,7 @@ class Node:
         self.queued += 1  # accepted, not running yet (until it takes a worker slot)
         self._idle.clear()
         started = delivered = False
+        cancel = threading.Event()  # set when the submitter goes away
         try:
             r.accept()
             await send_out(stream, r.outbox())
@@ -220,16 +223,23 @@ class Node:
                 return
             assert verified is not None
             r.started()
-            await self._fetch_inputs(peer, stream, offer, verified.body)
-            async with self._slots:
-                self.queued -= 1
-                self.running += 1
-                started = True
-                try:
-                    result = await loop.run_in_executor(self._pool, self._execute,
-                                                        run.manifest, verified)
-                finally:
-                    self.running -= 1
+            # from here the submitter must stay: if it goes away, stop the guest
+            watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
+            try:
+                await self._fetch_inputs(peer, stream, offer, verified.body)
+                async with self._slots:
+                    self.queued -= 1
+                    self.running += 1
+                    started = True
+                    try:
+                        result = await loop.run_in_executor(self._pool, self._execute,
+                                                            run.manifest, verified, cancel)
+                    finally:
+                        self.running -= 1
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
             delivered = True  # from here on, a failure is the submitter going away
@@ -241,6 +251,12 @@ class Node:
         except PhaseError as e:
             if isinstance(e, ProtocolViolation):
                 raise
+            if cancel.is_set():
+                self.counters.inc("jobs_cancelled")
+                log.get().info("job.cancelled", peer=peer, job=job_id, error=e.slug,
+                               message="the submitter went away; the guest was stopped and "
+                                       "nothing was recorded")
+                return
             if delivered:
                 self.counters.inc("jobs_orphaned")
                 log.get().info("job.orphaned", peer=peer, job=job_id, error=e.slug,
@@ -257,6 +273,27 @@ class Node:
                 self.queued -= 1
             if self.queued == 0 and self.running == 0:
                 self._idle.set()
+
+    async def _watch_submitter(self, peer: str, r: Responder, stream: Any,
+                               cancel: threading.Event) -> None:
+        """While the job is on its way, the submitter sends nothing; the end of its
+        stream or connection means it went away: stop the guest."""
+        try:
+            msg = await stream.recv()
+        except ProtocolViolation:
+            cancel.set()
+            raise
+        except PhaseError:  # the connection is gone
+            msg = None
+        try:
+            ev = r.receive(msg)
+        except ProtocolViolation as e:
+            cancel.set()
+            log.get().warning("job.peer_violation", peer=peer, job=r.job, **e.to_record())
+            stream.abort()
+            raise
+        if isinstance(ev, SubmitterGone):
+            cancel.set()
 
     async def _fetch_inputs(self, peer: str, stream: Any, offer: dict[str, Any],
                             body: dict[str, Any]) -> None:
@@ -335,7 +372,8 @@ class Node:
         return self.cas.has(cid) or (self._executor is not None
                                      and self._executor.cached(cid) is not None)
 
-    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified) -> Any:
+    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
+                 cancel: threading.Event | None = None) -> Any:
         """On a job thread: run the guest, then log the receipt durably."""
         from plasm_exec.job import execute_job
 
@@ -343,7 +381,8 @@ class Node:
         result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
                              identity=self.identity, now=timefmt.now(),
                              ceilings=self.config.ceilings, verified=verified,
-                             store_outputs=False)  # outputs go to the submitter only
+                             store_outputs=False,  # outputs go to the submitter only
+                             cancel=cancel)
         self.receipts.append(result.receipt)
         return result
 
