@@ -205,7 +205,7 @@ class Node:
             run = r.receive(msg)
             assert isinstance(run, RunArrived)
             loop = asyncio.get_running_loop()
-            # verification records the job id durably (fsync): keep it off the loop
+            # verifying, and recording the job id durably (fsync): off the loop
             verified, reject = await loop.run_in_executor(
                 self._io, self._verify_run, peer, run.manifest)
             if verified is not None and not r.admit(verified.id, verified.body):
