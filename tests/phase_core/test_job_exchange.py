@@ -492,3 +492,42 @@ def test_pull_timeout_keeps_the_minimum_rate() -> None:
     assert jobs_worker.pull_timeout(jobs_worker.MIN_PULL_RATE * 30) == \
         jobs_worker.PULL_GRACE_S + 30
     assert jobs_client.RETRYABLE == {"queue_full", "shutting_down"}
+
+
+def test_every_order_of_up_to_four_submitter_messages() -> None:
+    """The worker side: an offer, then the run, then nothing until the result; a
+    second offer, a run first, a duplicate run, any request inside a job stream, or
+    the stream ending before the run are violations with the right slug."""
+    c, _, job_id, env = pair()
+    c.start()
+    offer, run = wire(c.outbox())
+    items: dict[str, Any] = {"offer": offer, "run": run, "ping": {"type": "ping", "nonce": "n"},
+                             "get": {"type": "get", "id": content_id(MODULE)}, "end": None}
+    legal = [("offer", "run", "end", "end"), ("ping", "end", "end", "end"), ("get",),
+             ("end", "end", "end", "end")]
+    checked = 0
+    for n in range(1, 5):
+        for seq in itertools.product(items, repeat=n):
+            w = Responder(Clock())
+            for i, name in enumerate(seq):
+                prefix = seq[:i + 1]
+                if any(full[:len(prefix)] == prefix for full in legal):
+                    ev = w.receive(items[name])
+                    if isinstance(ev, Offered):
+                        w.accept()
+                    elif isinstance(ev, RunArrived):
+                        parsed = envelope.parse(ev.manifest)
+                        assert w.admit(parsed.id, parsed.body)
+                        w.started()
+                    elif isinstance(ev, BlobWanted):
+                        w.answer_get(ev.id, None, 0)
+                        break  # done; a get stream ends after its answer
+                    continue
+                want = "truncated" if name == "end" and w.state == "accepted" \
+                    else "unexpected_message"
+                with pytest.raises(ProtocolViolation) as ei:
+                    w.receive(items[name])
+                assert ei.value.slug == want, (seq, i)
+                break
+            checked += 1
+    assert checked == sum(len(items) ** k for k in range(1, 5))

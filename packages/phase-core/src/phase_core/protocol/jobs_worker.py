@@ -101,7 +101,10 @@ class Responder(Machine):
         self._raise_if_failed()
         st = self.state
         if st == IDLE:
-            return None if msg is None else self._request(msg)
+            if msg is None:  # the peer opened a stream and ended it: nothing to do
+                self.state = self.DONE
+                return None
+            return self._request(msg)
         if st == ACCEPTED:
             run = self._expect(msg, "run")
             self.state, self.deadline = VERIFYING, None
