@@ -498,7 +498,7 @@ def test_every_order_of_up_to_four_submitter_messages() -> None:
     """The worker side: an offer, then the run, then nothing until the result; a
     second offer, a run first, a duplicate run, any request inside a job stream, or
     the stream ending before the run are violations with the right slug."""
-    c, _, job_id, env = pair()
+    c, _, _, _ = pair()
     c.start()
     offer, run = wire(c.outbox())
     items: dict[str, Any] = {"offer": offer, "run": run, "ping": {"type": "ping", "nonce": "n"},
