@@ -480,7 +480,7 @@ class _Count:
 
 
 async def bench_blob(root: Path, mib: int, reps: int) -> dict[str, Any]:
-    from plasmd.blobs import pull
+    from phase_fetch.peer import pull
 
     size = mib << 20
     blob = os.urandom(size)

@@ -180,6 +180,37 @@ def test_forged_field_is_named(tmp_path, phase_home, write_guest):
     assert "fuel_consumed" in ok.checked and not ok.partial
 
 
+@pytest.mark.parametrize(("field", "value", "slug"), [
+    ("job", content_id(b"another job"), "wrong_job"),
+    ("module", content_id(b"another module"), "wrong_module"),
+    ("stdin", content_id(b"abd"), "wrong_stdin"),
+    ("deterministic", False, "wrong_deterministic"),
+])
+def test_a_receipt_not_bound_to_its_manifest_is_refused_before_rerunning(
+        tmp_path, phase_home, write_guest, field, value, slug):
+    """The binding check (phase_core.receipt.check_binding) comes before any re-run:
+    a genuinely signed receipt for another job, module, stdin or profile is refused."""
+    from phase_core.cas import ContentStore
+    from phase_core.receipt import BindingMismatch
+    from plasm_exec.reexec import verify_receipt
+    r = tmp_path / "r.json"
+    assert run(["run", "--deterministic", "--receipt", str(r), str(write_guest("cat"))],
+               stdin=b"abc", home=phase_home).returncode == 0
+    body = json.loads(r.read_text())["body"]
+    man = json.loads((tmp_path / "r.manifest.json").read_text())
+    env = envelope.sign("receipt", dict(body, **{field: value}), [load(phase_home / "key")])
+
+    class NoRun:
+        def load(self, *a: object) -> None:
+            raise AssertionError("re-ran a receipt that is not bound to its manifest")
+
+    with pytest.raises(BindingMismatch) as ei:
+        verify_receipt(env, manifest_obj=man, cas=ContentStore(phase_home / "cas"),
+                       keyring=worker_keyring(phase_home), executor=NoRun())  # type: ignore[arg-type]
+    assert ei.value.slug == slug and ei.value.details["field"] == field
+    assert ei.value.exit_code == 1
+
+
 def test_key_prints_keyring_entry(phase_home, capsys):
     assert cli(["key", "--name", "me"]) == 0
     kr = Keyring.parse(capsys.readouterr().out.encode())

@@ -28,6 +28,54 @@ def test_remote_hello_returns_a_verified_receipt(node_factory, tmp_path):
     assert st["jobs"]["done"] == 1 and st["mode"] == "local" and st["open"] is True
 
 
+def test_a_saved_manifest_checks_the_receipts_binding_offline(node_factory, tmp_path):
+    """``--manifest-out`` keeps the signed job manifest: with it, anyone can check
+    offline that a remote receipt is for that job, its module and stdin."""
+    import pytest
+
+    from phase_core import envelope
+    from phase_core.receipt import BindingMismatch, check_binding
+
+    w = node_factory("worker", "--open")
+    done = []
+    for name, data in (("a", b"first"), ("b", b"second")):
+        r = submit(tmp_path / "client", w.peer, HELLO, f"--receipt={tmp_path / name}.json",
+                   f"--manifest-out={tmp_path / name}.manifest.json", stdin=data,
+                   tmp=tmp_path)
+        assert r.returncode == 0, r.stderr
+        rec = json.loads((tmp_path / f"{name}.json").read_text())
+        man = json.loads((tmp_path / f"{name}.manifest.json").read_text())
+        done.append((rec, man))
+    kr = Keyring().with_key("w", w.node_id, ["worker"])
+    for rec, man in done:  # no network from here on
+        v = documents.verify(rec, documents.Policy(kr, timefmt.now(),
+                                                   expected_type=receipt.TYPE))
+        check_binding(v.body, job_id=envelope.parse(man).id, manifest_body=man["body"],
+                      worker=w.node_id)
+        assert man["signatures"][0]["key"] != w.node_id  # signed by the submitter
+    (rec_a, _), (_, man_b) = done
+    with pytest.raises(BindingMismatch) as ei:  # a's receipt is not b's job
+        check_binding(rec_a["body"], job_id=envelope.parse(man_b).id,
+                      manifest_body=man_b["body"])
+    assert ei.value.slug == "wrong_job"
+    # the command line: phase-verify re-executes with the manifest saved beside the receipt
+    r = subprocess.run([script("phase-verify"), f"--keys={_worker_keys(tmp_path, w)}",
+                        "--reexec", f"--home={w.home}", str(tmp_path / "a.json")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "stdout" in json.loads(r.stdout.splitlines()[0])["reexecuted"]["checked"]
+    r = subprocess.run([script("phase-verify"), f"--keys={_worker_keys(tmp_path, w)}",
+                        "--reexec", f"--home={w.home}", f"--manifest={tmp_path}/b.manifest.json",
+                        str(tmp_path / "a.json")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and '"error": "wrong_job"' in r.stderr, r.stderr
+
+
+def _worker_keys(tmp_path, w):
+    kr = tmp_path / "workers.toml"
+    kr.write_text(f'[keys.w]\nkey = "{w.node_id}"\nroles = ["worker"]\n')
+    return kr
+
+
 def test_default_deny_rejects_before_fetching_or_running(node_factory, tmp_path):
     w = node_factory("worker")
     r = submit(tmp_path / "client", w.peer, HELLO, stdin=b"x", tmp=tmp_path)
@@ -109,6 +157,26 @@ def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
     r = submit(client, w.peer, HELLO, stdin=b"x", tmp=tmp_path)
     assert r.returncode == 75 and b"queue_full" in r.stderr
     assert slow.wait(60) == 152
+
+
+def test_a_submitter_that_goes_away_stops_its_guest(node_factory, tmp_path):
+    """The worker stops the guest when the submitter's connection ends mid-job: the
+    slot frees long before the job's own 30 s wall clock, nothing is recorded."""
+    w = node_factory("worker", "--open", "--workers=1")
+    job = spin_running(w, tmp_path / "client", "30")
+    job.kill()  # no goodbye: the worker notices by the connection's idle timeout
+    job.wait(10)
+    deadline = time.monotonic() + 60  # a bound for a broken worker, not a measure
+    while (st := w.status())["jobs"]["running"] != 0:
+        assert time.monotonic() < deadline, "the guest still runs"
+        time.sleep(0.1)
+    c = st["counters"]
+    assert c["jobs_cancelled"] == 1 and c.get("jobs_done", 0) == 0, c
+    assert st["receipts"] == 0 and "ended_timeout" not in c
+    assert any(e.get("event") == "job.cancelled" for e in w.logs())
+    # the node goes on serving
+    r = submit(tmp_path / "client", w.peer, HELLO, stdin=b"next", tmp=tmp_path)
+    assert r.returncode == 0 and r.stdout == b"txen", r.stderr
 
 
 def test_sigterm_drains_running_jobs(node_factory, tmp_path):

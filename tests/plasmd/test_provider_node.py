@@ -12,7 +12,7 @@ from phase_core.aio import quic
 from phase_core.canonical import content_id
 from phase_core.cas import ContentStore
 from phase_core.identity import Identity
-from plasmd.blobs import pull
+from phase_fetch.peer import pull
 from tests.conftest import script
 from tests.plasmd.conftest import prepare_home, start_node
 
@@ -79,13 +79,13 @@ def test_boot_sign_then_serve_over_http_transport_and_dht(tmp_path):
 
 
 def test_phase_fetch_pulls_from_a_peer_through_peer_source(tmp_path):
-    """plasmd.blobs.PeerSource is a phase-fetch source: the Fetcher (threaded) pulls a
-    blob from a node over the transport into its own store, verified; an id the peer
-    does not have is Unavailable."""
+    """phase_fetch.peer.PeerSource (what a worker fetches job inputs with): the
+    Fetcher (threaded) pulls a blob from a node over the transport into its own
+    store, verified; an id the peer does not have is Unavailable."""
     from phase_core.errors import Unavailable
     from phase_fetch.fetcher import Fetcher
+    from phase_fetch.peer import PeerSource
     from phase_fetch.want import Want
-    from plasmd.blobs import PeerSource
 
     home = tmp_path / "worker"
     prepare_home(home, open=True, mdns=False)

@@ -343,7 +343,7 @@ def test_plasmd_submit_rejects_an_old_receipt_from_a_replaying_worker(node_facto
     rc, out, err = run(main())
     assert len(answered) == 1 and answered[0] != old["body"]["job"]
     assert rc == 1 and out == b""  # nothing of the old job's output is reported
-    assert b"digest_mismatch" in err and b"receipt's job" in err
+    assert b"wrong_job" in err and b"receipt's job" in err
 
 
 # -- admission -----------------------------------------------------------------------------

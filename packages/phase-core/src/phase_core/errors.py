@@ -150,6 +150,13 @@ class IOFailure(PhaseError):
     exit_code = exitcodes.IOERR
 
 
+class Interrupted(PhaseError):
+    """The work was stopped on request (a signal, or a caller's cancel): exit 130."""
+
+    slug = "interrupted"
+    exit_code = exitcodes.INTERRUPTED
+
+
 class ProtocolViolation(PhaseError):
     slug = "protocol_violation"
     exit_code = exitcodes.PROTOCOL

@@ -16,17 +16,19 @@ first ``Executor`` does.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phase_core.errors import MissingInput, UsageError
+from phase_core.errors import Interrupted, MissingInput, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
 
 if TYPE_CHECKING:
     from plasm_exec.engine import Outcome, Program, RunControl
+    from plasm_exec.signals import SignalGuard
 
 PROGRAMS_IN_MEMORY = 32
 
@@ -81,6 +83,12 @@ class Executor:
                                      max_bytes=cache_max_bytes or DEFAULT_MAX_BYTES)
         self._programs: collections.OrderedDict[str, Program] = collections.OrderedDict()
         self._lock = threading.Lock()
+        # The CLI's signal guard (plasm_exec.signals): runs poll its event, and
+        # compiling and running are sections where a signal is deferred.
+        self.guard: SignalGuard | None = None
+
+    def _critical(self) -> contextlib.AbstractContextManager[None]:
+        return self.guard.critical() if self.guard is not None else contextlib.nullcontext()
 
     @property
     def runtime_info(self) -> dict[str, str]:
@@ -96,10 +104,11 @@ class Executor:
                 self._programs.move_to_end(mid)
                 return prog
         cache = self.cache
-        prog = self.runtime.compile(
-            wasm, mid,
-            load_artifact=(lambda: cache.load(mid)) if cache else None,
-            save_artifact=(lambda art: cache.save(mid, art)) if cache else None)
+        with self._critical():
+            prog = self.runtime.compile(
+                wasm, mid,
+                load_artifact=(lambda: cache.load(mid)) if cache else None,
+                save_artifact=(lambda art: cache.save(mid, art)) if cache else None)
         with self._lock:
             self._programs[mid] = prog
             while len(self._programs) > PROGRAMS_IN_MEMORY:
@@ -120,20 +129,35 @@ class Executor:
     def execute(self, prog: Program, spec: RunSpec, *, stdin_path: str, stdout_path: str,
                 stderr_path: str, control: RunControl | None = None) -> Outcome:
         """The raw run: the caller owns the stdio paths."""
+        from phase_core import log
+        log.get().debug("plasm.run.started", module=prog.module_id,
+                        limits=dict(spec.limits))
         return self.runtime.execute(
             prog, argv=spec.argv, env=spec.env, limits=spec.limits,
             deterministic=spec.deterministic, dirs=spec.dirs, stdin_path=stdin_path,
             stdout_path=stdout_path, stderr_path=stderr_path, control=control)
 
     def run(self, prog: Program, spec: RunSpec, *, stdin: bytes | Path | None = None,
-            control: RunControl | None = None) -> RunResult:
-        """Run with stdin from bytes or a file, capturing stdout and stderr in memory."""
+            control: RunControl | None = None,
+            cancel: threading.Event | None = None) -> RunResult:
+        """Run with stdin from bytes or a file, capturing stdout and stderr in memory.
+
+        ``cancel``: when another thread sets it, the guest is stopped at the next
+        epoch tick and ``Interrupted`` (exit 130) is raised; there is no result
+        to sign.
+        """
         import os
 
         from plasm_exec.stdio import MemCapture, memfd
 
         spec.check()
         ctl = control or self.new_control()
+        if cancel is None and self.guard is not None:
+            cancel = self.guard.event
+        if cancel is not None:
+            if cancel.is_set():
+                raise Interrupted("the run was cancelled before it started")
+            ctl.cancel = cancel
         cap = MemCapture(int(spec.limits["output_bytes"]))
         ctl.watch = lambda: "output_limit" if cap.over() else None
         in_fd = None
@@ -145,14 +169,18 @@ class Executor:
                 data = stdin or b""
                 stdin_id = module_id_of(data)
                 in_fd, stdin_path = memfd("plasm-stdin", data) if data else (None, "/dev/null")
-            outcome = self.execute(prog, spec, stdin_path=stdin_path,
-                                   stdout_path=cap.out_path, stderr_path=cap.err_path,
-                                   control=ctl)
+            with self._critical():
+                outcome = self.execute(prog, spec, stdin_path=stdin_path,
+                                       stdout_path=cap.out_path, stderr_path=cap.err_path,
+                                       control=ctl)
             out, err, exceeded = cap.collect()
         finally:
             cap.close()
             if in_fd is not None:
                 os.close(in_fd)
+        if outcome.ended == "interrupted":
+            raise Interrupted(f"the run was cancelled after {outcome.wall_ms} ms",
+                              hint="nothing was recorded; run the job again to get a result")
         if exceeded and outcome.ended != "output_limit":
             outcome = _as_output_limit(outcome)
         return RunResult(outcome, stdin_id, module_id_of(out), module_id_of(err),

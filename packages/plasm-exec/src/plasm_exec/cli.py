@@ -1,7 +1,7 @@
 """Run a WASM (WASI preview1) module under four fences and sign a receipt.
 
 Usage:
-  plasm-exec run [options] [--env=<K=V>]... [--dir=<spec>]... <module.wasm> [--] [<arg>...]
+  plasm-exec run [options] [--env=<K=V>]... [--dir=<spec>]... [--] <module.wasm> [<arg>...]
   plasm-exec job [options] [<jobs.jsonl>]
   plasm-exec verify [options] [--manifest=<file>] <receipt>
   plasm-exec key [options]
@@ -10,7 +10,8 @@ Usage:
 
 Commands:
   run     Run a module like `wasmtime run`: the guest's stdin, stdout and stderr are
-          this process's own, streamed. Guest arguments that start with - go after --.
+          this process's own, streamed. Options go before the module; everything
+          after it is the guest's (one `--` right after the module is dropped).
   job     Read JSON-line job records (phase-verify's verified job_manifest records,
           signed job manifests, or {"type":"job","manifest":{...},"module_path":...,
           "stdin_path":...}) and write one job_result record per job (the signed
@@ -31,7 +32,12 @@ Options:
                         seconds, decimals allowed [default: 30s].
   --max-output=<size>   Combined stdout+stderr ceiling [default: 16M].
   --env=<K=V>           Set a guest environment variable (nothing is inherited).
-  --dir=<spec>          Preopen <host>::<guest>[:rw], read-only unless :rw.
+  --dir=<spec>          Preopen <host>[::<guest>][:rw] (guest path = host path when
+                        omitted), read-only unless :rw.
+  --guest-stderr=<how>  run: the guest's stderr is `raw` (as is, on our stderr), or
+                        `framed`: each line is a `plasm.guest.stderr` JSON log record,
+                        so it cannot pass for one of ours. `auto`: raw when stderr
+                        is a terminal, framed otherwise [default: auto].
   --deterministic       Fixed clocks, seeded random_get, no writable dirs; stdin is
                         read whole before the guest starts. Recorded in the receipt.
   --receipt=<file>      Write the signed receipt here (and the job manifest beside it,
@@ -60,6 +66,8 @@ Exit status:
     152  wall-clock timeout
     153  memory limit reached, then the guest failed
     154  output limit passed
+    130 / 143  stopped by SIGINT (Ctrl-C) / SIGTERM; no receipt is written
+    141  the reader of stdout went away (broken pipe); no receipt is written
   job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record;
     66 no job in the input; an upstream error record's exit_code.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
@@ -71,7 +79,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from phase_core.cli.runner import entry as _entry
 from phase_core.cli.runner import run_cli
 from plasm_exec import __version__
 
@@ -80,21 +87,69 @@ DOC = __doc__ or ""
 
 
 def main(args: dict[str, Any]) -> int:
+    from phase_core import log
     from plasm_exec import run
+    from plasm_exec.signals import SignalGuard, Stop
 
-    if args["run"]:
-        return run.cmd_run(args)
-    if args["job"]:
-        return run.cmd_job(args)
-    if args["verify"]:
-        return run.cmd_verify(args)
-    return run.cmd_key(args)
+    guard = SignalGuard().install()
+    try:
+        if args["run"]:
+            return run.cmd_run(args, guard)
+        if args["job"]:
+            return run.cmd_job(args, guard)
+        if args["verify"]:
+            return run.cmd_verify(args, guard)
+        return run.cmd_key(args)
+    except Stop as e:
+        log.get().warning("plasm.interrupted", signal=e.name, exit_code=e.exit_code,
+                          message=f"stopped by {e.name}; no receipt was written for "
+                                  "the interrupted run")
+        return e.exit_code
+    finally:
+        guard.restore()
+
+
+# `run` options that take their value as the next word (`--env A=1`)
+_VALUE_OPTIONS = frozenset({"--max-memory", "--fuel", "--timeout", "--max-output", "--env",
+                            "--guest-stderr",
+                            "--dir", "--receipt", "--key", "--home", "--keys", "--manifest",
+                            "--now", "--name"})
+
+
+def split_guest_args(argv: list[str]) -> list[str]:
+    """``run``: everything after the module belongs to the guest, as with `wasmtime run`.
+
+    Puts a ``--`` right after the module so the parser never reads the guest's words
+    as our options (one ``--`` the user wrote there is dropped, as before).
+    """
+    if not argv or argv[0] != "run":
+        return argv
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            i += 1
+            break
+        if a.startswith("-") and a != "-":
+            if a in _VALUE_OPTIONS:
+                i += 1
+            i += 1
+            continue
+        break
+    if i >= len(argv):
+        return argv
+    rest = argv[i + 1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return [*argv[:i], "--", argv[i], *rest] if argv[i - 1] != "--" else \
+        [*argv[:i - 1], "--", argv[i], *rest]
 
 
 def cli(argv: list[str]) -> int:
     """In-process entry for tests: ``cli(["run", "x.wasm"])``."""
-    return run_cli(TOOL, DOC, __version__, main, argv)
+    return run_cli(TOOL, DOC, __version__, main, split_guest_args(list(argv)))
 
 
 def entry() -> None:
-    _entry(TOOL, DOC, __version__, main)
+    import sys
+    sys.exit(run_cli(TOOL, DOC, __version__, main, split_guest_args(sys.argv[1:])))

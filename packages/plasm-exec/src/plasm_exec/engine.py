@@ -41,13 +41,20 @@ RUNTIME_NAME = "wasmtime"
 RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
 TICK_S = 0.01
 MAX_MODULE_BYTES = 64 << 20
-MAX_TABLE_ELEMENTS = 1 << 20
 PAGE = 65536
+# The memory fence covers all guest memory: one linear memory (multi-memory is
+# off, one instance per store) and at most MAX_TABLES tables, whose elements are
+# reserved out of memory_bytes: at most 1/TABLE_SHARE of it, counted at
+# TABLE_ELEMENT_BYTES per element (wasmtime keeps about 8.5 bytes per funcref).
+MAX_TABLES = 2
+MAX_TABLE_ELEMENTS = 1 << 20
+TABLE_ELEMENT_BYTES = 16
+TABLE_SHARE = 16
 # The deterministic profile: a fixed start time (2026-01-01T00:00:00Z) that
 # advances 1 ms per clock read, and a random stream from a fixed seed.
 DET_EPOCH_NS = 1_767_225_600 * 10**9
 DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
-ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;v1"
+ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;mvp-mem;v2"
 
 PREVIEW1 = frozenset("""
 args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
@@ -58,6 +65,13 @@ fd_tell fd_write path_create_directory path_filestat_get path_filestat_set_times
 path_open path_readlink path_remove_directory path_rename path_symlink path_unlink_file
 poll_oneoff proc_exit proc_raise sched_yield random_get sock_accept sock_recv sock_send
 sock_shutdown""".split())
+
+
+def memory_split(memory_bytes: int) -> tuple[int, int]:
+    """(linear memory bytes, elements per table) so that all of it fits ``memory_bytes``."""
+    elems = min(MAX_TABLE_ELEMENTS,
+                memory_bytes // (TABLE_SHARE * TABLE_ELEMENT_BYTES * MAX_TABLES))
+    return memory_bytes - MAX_TABLES * elems * TABLE_ELEMENT_BYTES, elems
 
 
 def fingerprint() -> str:
@@ -73,9 +87,12 @@ class RunControl:
     stop_reason: str | None = None
     started: threading.Event = field(default_factory=threading.Event)
     watch: Callable[[], str | None] | None = None  # polled at each tick
+    cancel: threading.Event | None = None  # set by the caller: stop with "interrupted"
 
     def poll(self) -> str | None:
         """Called at each epoch tick from the guest's thread: the reason to stop, if any."""
+        if self.stop_reason is None and self.cancel is not None and self.cancel.is_set():
+            self.stop("interrupted")
         if self.stop_reason is None and self.watch is not None:
             reason = self.watch()
             if reason is not None:
@@ -92,7 +109,10 @@ class RunControl:
 
 @dataclass(frozen=True)
 class Outcome:
-    ended: str  # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit
+    # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit, or
+    # interrupted (the caller cancelled the run) / broken_pipe (`run`: nobody reads
+    # our stdout any more): these two are never put in a receipt
+    ended: str
     exit_code: int | None
     trap: str | None
     fuel_consumed: int
@@ -211,6 +231,17 @@ class Runtime:
         cfg.cranelift_nan_canonicalization = True
         cfg.wasm_relaxed_simd_deterministic = True
         cfg.cranelift_opt_level = "speed"
+        # What the memory fence cannot count is off: more memories (the store
+        # limit is per memory), shared and 64-bit memories, and GC heaps.
+        cfg.wasm_multi_memory = False
+        cfg.wasm_threads = False
+        cfg.wasm_memory64 = False
+        cfg.wasm_gc = False
+        cfg.wasm_function_references = False
+        cfg.wasm_exceptions = False
+        cfg.wasm_stack_switching = False
+        cfg.wasm_custom_page_sizes = False
+        cfg.wasm_component_model = False
         self.engine = wt.Engine(cfg)
         self.tick_s = tick_s
         self._linkers = {False: self._linker(False), True: self._linker(True)}
@@ -292,8 +323,9 @@ class Runtime:
         ctl = control or RunControl()
         fuel = int(limits["fuel"])
         store = wt.Store(self.engine)
-        store.set_limits(memory_size=int(limits["memory_bytes"]),
-                         table_elements=MAX_TABLE_ELEMENTS)
+        linear, elems = memory_split(int(limits["memory_bytes"]))
+        store.set_limits(memory_size=linear, table_elements=elems, instances=1,
+                         tables=MAX_TABLES, memories=1)
         store.set_fuel(fuel)
         store.set_epoch_deadline(1)
         token = next(_TOKENS)
@@ -313,12 +345,12 @@ class Runtime:
         ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
         ctl.started.set()
         try:
-            return self._run(store, prog.pres[deterministic], fuel, limits, ctl, t0)
+            return self._run(store, prog.pres[deterministic], fuel, linear, ctl, t0)
         finally:
             del _RUNS[token]
             _tls.det = None
 
-    def _run(self, store: Any, pre: Any, fuel: int, limits: dict[str, int], ctl: RunControl,
+    def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
              t0: float) -> Outcome:
         ended, code, trap, msg = "exited", None, None, None
         inst = None
@@ -343,7 +375,7 @@ class Runtime:
             text = str(e)
             if ctl.stop_reason is not None and "plasm-exec: run stopped" in text:
                 ended = ctl.stop_reason
-            elif inst is None and "exceeds memory limits" in text:
+            elif inst is None and any(m in text for m in _LIMIT_ERRORS):
                 ended = "memory_limit"
             elif "invalid exit status" in text:
                 ended, trap = "trapped", "bad_exit_status"
@@ -357,14 +389,16 @@ class Runtime:
         except wt.WasmtimeError:
             left = fuel
         consumed = max(0, fuel - left)
-        fuel_exact = ended not in ("timeout", "output_limit", "cancelled")
-        if ctl.stop_reason == "output_limit":
+        fuel_exact = ended not in ("timeout", "output_limit", "cancelled", "interrupted",
+                                   "broken_pipe")
+        if ctl.stop_reason in ("interrupted", "broken_pipe"):
+            ended, fuel_exact = ctl.stop_reason, False  # these win over the rest
+        elif ctl.stop_reason == "output_limit":
             ended = "output_limit"  # the output fence wins over how the guest then ended
             fuel_exact = False
         if inst is not None and ended in ("exited", "trapped") and code != 0:
             mem = inst.exports(store).get("memory")
-            if isinstance(mem, wt.Memory) and \
-                    mem.data_len(store) + PAGE > int(limits["memory_bytes"]):
+            if isinstance(mem, wt.Memory) and mem.data_len(store) + PAGE > linear:
                 ended = "memory_limit"  # it hit the ceiling and then failed
         if ended != "exited" and ended != "memory_limit":
             code = None
@@ -373,6 +407,10 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+# wasmtime's words when instantiation asks for more than the store allows
+_LIMIT_ERRORS = ("exceeds memory limits", "exceeds table limits", "resource limit exceeded")
 
 
 def check_header(wasm: bytes) -> None:

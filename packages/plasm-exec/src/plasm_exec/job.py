@@ -10,6 +10,7 @@ ceilings; the receipt states the limits in force.
 from __future__ import annotations
 
 import base64
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,13 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
                 identity: Identity, now: int, keyring: Keyring | None = None,
                 ceilings: dict[str, int] | None = None, module_path: Path | None = None,
                 stdin_path: Path | None = None, store_outputs: bool = True,
-                verified: documents.Verified | None = None) -> JobResult:
-    """Run one job. ``verified``: the caller already verified this manifest (plasmd)."""
+                verified: documents.Verified | None = None,
+                cancel: threading.Event | None = None) -> JobResult:
+    """Run one job. ``verified``: the caller already verified this manifest (plasmd).
+
+    ``cancel``: set it from another thread to stop the guest; this then raises
+    ``phase_core.errors.Interrupted`` and signs no receipt.
+    """
     from phase_core.timefmt import now as clock
 
     if verified is None:
@@ -87,7 +93,7 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
     stdin = None
     if body["stdin"] is not None:
         stdin = cas.verify(body["stdin"])
-    result = executor.run(prog, spec, stdin=stdin)
+    result = executor.run(prog, spec, stdin=stdin, cancel=cancel)
     if store_outputs:
         for data in (result.stdout, result.stderr):
             if data is not None:

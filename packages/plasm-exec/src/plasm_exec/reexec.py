@@ -2,9 +2,10 @@
 
 ``verify_receipt`` returns a ``Reexecuted`` or raises. It checks, in order:
 the receipt envelope and signatures (and, given a keyring, that a trusted
-worker signed it), that the manifest is the receipt's job (its id), that the
-module and stdin the receipt names are the ones the manifest names and are in
-the store, then re-runs under the receipt's limits and deterministic profile
+worker signed it), that the receipt is bound to the manifest
+(``phase_core.receipt.check_binding``: job id, module, stdin, deterministic
+profile; a mismatch is ``BindingMismatch``, slug ``wrong_<field>``), that the
+module and stdin are in the store, then re-runs under the receipt's limits and deterministic profile
 and compares ``ended``, ``exit_code``, ``trap``, ``stdout``, ``stderr``, the
 byte counts and — when the receipt says its fuel is exact — ``fuel_consumed``.
 The first field that differs is named in the ``ReexecMismatch`` error.
@@ -20,7 +21,7 @@ from typing import Any
 
 from phase_core import documents, envelope, manifest, receipt
 from phase_core.cas import ContentStore
-from phase_core.errors import DigestMismatch, MissingInput, Rejected
+from phase_core.errors import MissingInput, Rejected
 from phase_core.timefmt import now as clock
 from phase_core.trust import Keyring
 from plasm_exec.api import Executor, run_spec_from_manifest
@@ -61,21 +62,11 @@ def verify_receipt(envelope_obj: Any, *, manifest_obj: Any, cas: ContentStore,
         raise Rejected(f"expected a job_manifest, got a {menv.type}", slug="wrong_type")
     envelope.check_signatures(menv)
     manifest.BODY(menv.body, "job_manifest")
-    if menv.id != body["job"]:
-        raise DigestMismatch(f"manifest {menv.id} is not the receipt's job {body['job']}",
-                             field="job")
     mb = menv.body
-    if mb["module"] != body["module"]:
-        raise ReexecMismatch("receipt names another module than its job manifest",
-                             field="module")
-    if mb["stdin"] is not None and mb["stdin"] != body["stdin"]:
-        raise ReexecMismatch("receipt names another stdin than its job manifest",
-                             field="stdin")
-    if bool(mb.get("deterministic", False)) != body["deterministic"]:
-        raise ReexecMismatch("receipt and manifest disagree on the deterministic profile",
-                             field="deterministic")
+    # the receipt must be for this manifest: job id, module, stdin, deterministic profile
+    receipt.check_binding(body, job_id=menv.id, manifest_body=mb)
     wasm = cas.read(body["module"])
-    stdin = cas.verify(body["stdin"]) if body["stdin"] != _EMPTY else None
+    stdin = cas.verify(body["stdin"]) if body["stdin"] != receipt.EMPTY_ID else None
     ex = executor or Executor(cas.root.parent)
     prog = ex.load(wasm, body["module"])
     spec = run_spec_from_manifest(mb, body["limits"])
@@ -98,9 +89,6 @@ def verify_receipt(envelope_obj: Any, *, manifest_obj: Any, cas: ContentStore,
                                  f"re-run gave {got[f]!r}{why}", field=f,
                                  receipt_value=body[f], rerun_value=got[f])
     return Reexecuted(rec.id, body["job"], fields, partial, got)
-
-
-_EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def _verify_doc(obj: Any, doc_type: str, role: str, keyring: Keyring | None,

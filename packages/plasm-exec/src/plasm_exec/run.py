@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phase_core import exitcodes, home, log, units
 from phase_core.errors import InputError, MissingInput, PhaseError, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
+
+if TYPE_CHECKING:
+    from plasm_exec.signals import SignalGuard
 
 # Exit statuses of `run` when a fence, not the guest, ended the run (never 0..125).
 FENCE_EXIT = {
@@ -62,13 +66,16 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def parse_dirs(items: list[str]) -> list[tuple[str, str, bool]]:
+    """``--dir host[::guest][:rw]`` (as `wasmtime run`, plus a read-only default)."""
     out = []
     for item in items or []:
-        host, sep, guest = item.partition("::")
-        if not sep or not host or not guest:
-            raise UsageError(f"--dir {item!r}: expected <host>::<guest>[:rw]")
-        writable = guest.endswith(":rw")
-        guest = guest.removesuffix(":rw").removesuffix(":ro")
+        writable = item.endswith(":rw")
+        spec = item.removesuffix(":rw").removesuffix(":ro")
+        host, sep, guest = spec.partition("::")
+        if not sep:
+            guest = host
+        if not host or not guest:
+            raise UsageError(f"--dir {item!r}: expected <host>[::<guest>][:rw]")
         out.append((host, guest, writable))
     return out
 
@@ -111,8 +118,18 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 
 # -- run -------------------------------------------------------------------------
 
-def cmd_run(args: dict[str, Any]) -> int:
-    from plasm_exec.api import Executor, RunResult, RunSpec, module_id_of
+def _executor(hm: Path, args: dict[str, Any], guard: SignalGuard | None) -> Any:
+    """An Executor whose compiling and running defer signals to ``guard``."""
+    from plasm_exec.api import Executor
+
+    with guard.critical() if guard is not None else contextlib.nullcontext():
+        ex = Executor(hm, disk_cache=not args.get("--no-cache"))
+    ex.guard = guard
+    return ex
+
+
+def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
+    from plasm_exec.api import RunResult, RunSpec, module_id_of
 
     module_path = args["<module.wasm>"]
     limits = limits_from_args(args)
@@ -120,16 +137,24 @@ def cmd_run(args: dict[str, Any]) -> int:
                    env=parse_env(args["--env"]), limits=limits,
                    deterministic=bool(args["--deterministic"]), dirs=parse_dirs(args["--dir"]))
     spec.check()
+    framed = guest_stderr_framed(args.get("--guest-stderr") or "auto")
     receipt_path = args.get("--receipt")
     wasm = read_module(module_path)
     hm = _home(args)
-    ex = Executor(hm, disk_cache=not args.get("--no-cache"))
+    ex = _executor(hm, args, guard)
     prog = ex.load(wasm)
     identity = _identity(args) if receipt_path else None  # fail early on a bad key
     outcome, stdin_id, out, err, stdin_copy = _stream(ex, prog, spec, keep_stdin=bool(
-        receipt_path))
-    result = RunResult(outcome, stdin_id, out.content_id, err.content_id, out.size, err.size)
+        receipt_path), guard=guard, framed=framed)
     lg = log.get()
+    if outcome.ended == "broken_pipe":
+        if stdin_copy is not None:
+            os.close(stdin_copy)
+        lg.info("plasm.run.broken_pipe", wall_ms=outcome.wall_ms,
+                message="the reader of stdout went away; the guest was stopped and no "
+                        "receipt was written")
+        return exitcodes.BROKEN_PIPE
+    result = RunResult(outcome, stdin_id, out.content_id, err.content_id, out.size, err.size)
     lg.info("plasm.run.ended", ended=outcome.ended, exit_code=outcome.exit_code,
             trap=outcome.trap, fuel_consumed=outcome.fuel_consumed, wall_ms=outcome.wall_ms)
     if outcome.ended != "exited":
@@ -145,11 +170,27 @@ def cmd_run(args: dict[str, Any]) -> int:
     return exit_status(outcome.ended, outcome.exit_code)
 
 
-def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool) -> tuple[Any, ...]:
-    """Run with our own stdio: stdin streamed (or spooled), stdout/stderr forwarded."""
+def guest_stderr_framed(how: str) -> bool:
+    """``--guest-stderr``: whether the guest's stderr is framed as log records."""
+    if how not in ("auto", "raw", "framed"):
+        raise UsageError(f"--guest-stderr must be auto, raw or framed, got {how!r}")
+    if how == "auto":
+        return not os.isatty(2)
+    return how == "framed"
+
+
+def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
+            guard: SignalGuard | None = None, framed: bool = False) -> tuple[Any, ...]:
+    """Run with our own stdio: stdin streamed (or spooled), stdout/stderr forwarded.
+
+    With a signal guard the guest runs in a worker thread and this (main) thread
+    waits: a signal stops the guest, and ``Stop`` is raised once it has ended.
+    """
     from plasm_exec.stdio import Budget, OutputTap, StdinPump, memfd
 
     ctl = ex.new_control()
+    if guard is not None:
+        ctl.cancel = guard.event
     budget = Budget(int(spec.limits["output_bytes"]), ctl)
     copy_fd = None
     pump = None
@@ -170,11 +211,15 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool) -> tuple[Any, ...]:
             keep = os.fdopen(os.dup(copy_fd), "wb", buffering=0)
         pump = StdinPump(0, ctl, keep)
         stdin_path = pump.path
+    if pump is not None and guard is not None:
+        guard.wake_on_signal(pump.interrupt)
     out = OutputTap(1, budget, ctl)
-    err = OutputTap(2, budget, ctl)
+    err = OutputTap(2, budget, ctl, framed=framed)
     try:
-        outcome = ex.execute(prog, spec, stdin_path=stdin_path, stdout_path=out.path,
-                             stderr_path=err.path, control=ctl)
+        def go() -> Any:
+            return ex.execute(prog, spec, stdin_path=stdin_path, stdout_path=out.path,
+                              stderr_path=err.path, control=ctl)
+        outcome = guard.in_worker(go) if guard is not None else go()
     finally:
         out.finish()
         err.finish()
@@ -234,12 +279,11 @@ def _write_receipt(path: Path, ex: Any, hm: Path, identity: Any, wasm: bytes, mo
 
 # -- job -------------------------------------------------------------------------
 
-def cmd_job(args: dict[str, Any]) -> int:
+def cmd_job(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
     from phase_core.cas import ContentStore
     from phase_core.timefmt import now as clock
     from phase_core.timefmt import parse_time
     from phase_core.trust import Keyring
-    from plasm_exec.api import Executor
     from plasm_exec.job import execute_job
     from plasm_exec.jobpipe import open_jobs, run_jobs
 
@@ -249,7 +293,7 @@ def cmd_job(args: dict[str, Any]) -> int:
     now = parse_time(args["--now"], "--now") if args.get("--now") else clock()
     identity = _identity(args)
     cas = ContentStore(home.cas_path(hm))
-    ex = Executor(hm, disk_cache=not args.get("--no-cache"))
+    ex = _executor(hm, args, guard)
     src = open_jobs(args.get("<jobs.jsonl>"))
 
     def execute(man: Any, mpath: Path | None, ipath: Path | None) -> Any:
@@ -265,11 +309,10 @@ def cmd_job(args: dict[str, Any]) -> int:
 
 # -- verify ------------------------------------------------------------------------
 
-def cmd_verify(args: dict[str, Any]) -> int:
+def cmd_verify(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
     from phase_core.canonical import parse
     from phase_core.cas import ContentStore
     from phase_core.trust import Keyring
-    from plasm_exec.api import Executor
     from plasm_exec.receipts import manifest_path_for
     from plasm_exec.reexec import verify_receipt
 
@@ -280,7 +323,7 @@ def cmd_verify(args: dict[str, Any]) -> int:
     keyring = Keyring.load(Path(args["--keys"])) if args.get("--keys") else None
     hm = _home(args)
     res = verify_receipt(robj, manifest_obj=mobj, cas=ContentStore(home.cas_path(hm)),
-                         keyring=keyring, executor=Executor(hm))
+                         keyring=keyring, executor=_executor(hm, args, guard))
     if not args.get("--quiet"):
         from phase_core.cli.jsonl import write_record
         write_record(res.record())

@@ -11,7 +11,8 @@ exposed as ``/dev/fd/N`` with a thread on our end:
 - ``OutputTap`` reads the guest's stdout or stderr pipe, hashes and counts it,
   forwards it to our own fd, and enforces the shared output budget: bytes past
   the budget are neither forwarded nor hashed, and the run is stopped with
-  ``output_limit`` at the next epoch tick.
+  ``output_limit`` at the next epoch tick. When the reader of our stdout goes
+  away (EPIPE) the run is stopped with ``broken_pipe``.
 - ``MemCapture`` is the thread-free path for the library and ``job`` mode:
   memfds for stdout/stderr, and a tick-time check of their sizes.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import select
 import threading
@@ -30,6 +32,7 @@ from typing import BinaryIO
 from plasm_exec.engine import RunControl
 
 CHUNK = 1 << 16
+FRAME_BYTES = 4096  # a longer guest stderr line is split into partial records
 EMPTY_ID = "sha256:" + hashlib.sha256(b"").hexdigest()
 
 
@@ -111,13 +114,51 @@ class _Tap:
         return "sha256:" + self.hash.hexdigest()
 
 
+class Framer:
+    """Guest bytes → JSON log records, one per line (``plasm.guest.stderr``).
+
+    The guest's bytes become a JSON string (escaped, never a record of their own),
+    so a guest cannot print a line a JSON-lines reader would take for ours.
+    """
+
+    def __init__(self, tool: str = "plasm-exec", event: str = "plasm.guest.stderr") -> None:
+        self.tool, self.event = tool, event
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buf += data
+        out = []
+        while True:
+            cut = self.buf.find(b"\n", 0, FRAME_BYTES)
+            if cut < 0 and len(self.buf) < FRAME_BYTES:
+                return out
+            end = cut + 1 if cut >= 0 else FRAME_BYTES
+            out.append(self.record(self.buf[:end], partial=cut < 0))
+            self.buf = self.buf[end:]
+
+    def flush(self) -> list[bytes]:
+        rest, self.buf = self.buf, b""
+        return [self.record(rest, partial=True)] if rest else []
+
+    def record(self, line: bytes, partial: bool) -> bytes:
+        rec = {"v": 1, "type": "log",
+               "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "level": "info", "tool": self.tool, "event": self.event,
+               "text": line.removesuffix(b"\n").decode("utf-8", "backslashreplace")}
+        if partial:
+            rec["partial"] = True  # no newline ended it (yet)
+        return (json.dumps(rec, ensure_ascii=True) + "\n").encode("ascii")
+
+
 class OutputTap(_Tap):
     def __init__(self, dest_fd: int | None, budget: Budget, ctl: RunControl,
-                 keep: BinaryIO | None = None) -> None:
+                 keep: BinaryIO | None = None, framed: bool = False) -> None:
         super().__init__(False, ctl, keep, "plasm-out")
         self.dest = dest_fd
+        self.framer = Framer() if framed else None
         self.budget = budget
         self.dest_broken = False
+        self.reader_gone = False  # EPIPE on our stdout: the run stops with broken_pipe
         self._thread.start()
 
     def _loop(self) -> None:
@@ -129,13 +170,22 @@ class OutputTap(_Tap):
                 with contextlib.suppress(BlockingIOError):
                     while data := os.read(src, CHUNK):
                         self._take(data)
+                self._flush_frames()
                 return
             data = os.read(src, CHUNK)
             if not data:
-                return
+                break
             self._take(data)
+        self._flush_frames()
+
+    def _flush_frames(self) -> None:
+        if self.framer is not None and self.dest is not None and not self.dest_broken:
+            for rec in self.framer.flush():
+                self._forward(rec)
 
     def _take(self, data: bytes) -> None:
+        if self.reader_gone:
+            return  # the run is being stopped: drain without counting
         n = self.budget.take(len(data))
         if n <= 0:
             return
@@ -145,7 +195,11 @@ class OutputTap(_Tap):
         if self.keep is not None:
             self.keep.write(data)
         if self.dest is not None and not self.dest_broken:
-            self._forward(data)
+            if self.framer is None:
+                self._forward(data)
+            else:
+                for rec in self.framer.feed(data):
+                    self._forward(rec)
 
     def _forward(self, data: bytes) -> None:
         view = memoryview(data)
@@ -165,6 +219,9 @@ class OutputTap(_Tap):
             except OSError as e:  # EPIPE: nobody reads our stdout any more
                 if e.errno in (errno.EPIPE, errno.EBADF):
                     self.dest_broken = True
+                    if self.dest == 1:  # nobody reads the guest's output: stop it
+                        self.reader_gone = True
+                        self.ctl.stop("broken_pipe")
                     return
                 raise
 
@@ -235,6 +292,10 @@ class StdinPump(_Tap):
             self.size += n
             view = view[n:]
         return True
+
+    def interrupt(self) -> None:
+        """Close the guest's stdin soon (safe from a signal handler: one write)."""
+        self._wake.fire()
 
     def finish(self) -> None:
         self.pipe.release_guest_end()

@@ -1,132 +1,133 @@
-"""Blobs over the transport: serving ``get`` and pulling a blob from a peer.
+"""Serving blobs over the transport, and moving a machine's outbox onto a stream.
 
-``pull`` is the one way a node fetches bytes from a peer; ``PeerSource`` wraps
-it as a phase-fetch source (for threaded callers such as phase-fetch's
-Fetcher), and the worker awaits it directly for a job's module and stdin.
+Pulling blobs from a peer is phase-fetch's job (``phase_fetch.peer``); this
+module answers ``get``. A node serves only blobs that hash to their id, and it
+hashes each stored blob once: ``VerifiedBlobs`` remembers the verdict per file
+identity (device, inode, size, mtime), and the hashing runs on a worker
+thread, never on the event loop, so many ``get`` requests for a large blob
+cost one hash and do not stall the node.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from phase_core import log
-from phase_core.canonical import check_content_id
 from phase_core.cas import ContentStore
-from phase_core.errors import ProtocolViolation, TooLarge, Unavailable
-from phase_core.protocol import jobs
+from phase_core.errors import PhaseError
+from phase_core.protocol.jobs import Out, SendBlob
+from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
 
-
-class Writer(Protocol):
-    """What ``pull`` writes into: a CAS BlobWriter or a phase-fetch Sink."""
-
-    def write(self, data: bytes | memoryview) -> None: ...
-
-
-StreamOpener = Callable[[], Awaitable[Any]]  # returns an aio.stream.Stream
 SEND_PIECE = 64 << 10
 
-
-async def pull(open_stream: StreamOpener, cid: str, *, max_bytes: int, writer: Writer,
-               offset: int = 0) -> int:
-    """Ask a peer for blob ``cid`` from ``offset`` and stream it into ``writer``.
-
-    Returns the number of bytes written. Raises ``Unavailable`` if the peer has
-    no such blob, ``TooLarge`` if it announces more than ``max_bytes``, and
-    ``ProtocolViolation`` if it misbehaves. The caller checks the digest.
-    """
-    check_content_id(cid)
-    stream = await open_stream()
-    async with stream:
-        req: dict[str, Any] = {"type": "get", "id": cid}
-        if offset:
-            req["offset"] = offset
-        await stream.send(req)
-        stream.finish()
-        msg = jobs.check(await stream.recv(), "blob", "not_found")
-        if msg["type"] == "not_found" or msg["id"] != cid:
-            raise Unavailable(f"the peer does not have {cid}")
-        if msg["size"] > max_bytes:
-            raise TooLarge(f"the peer offers {msg['size']} bytes for {cid}; "
-                           f"at most {max_bytes} expected")
-        n = 0
-        async for chunk in stream.blob_chunks(max_bytes=max_bytes):
-            writer.write(chunk)
-            n += len(chunk)
-        if n != msg["size"]:
-            raise ProtocolViolation(f"the peer announced {msg['size']} bytes and sent {n}",
-                                    slug="truncated")
-        return n
+FileKey = tuple[int, int, int, int]
 
 
-async def pull_into_store(open_stream: StreamOpener, store: ContentStore, cid: str,
-                          size: int, max_bytes: int) -> None:
-    """Fetch ``cid`` (exactly ``size`` bytes) from a peer into the store, verified."""
-    if size > max_bytes:
-        raise TooLarge(f"{cid} is {size} bytes; this node accepts at most {max_bytes}")
-    with store.writer(cid, expected_size=size) as w:
-        await pull(open_stream, cid, max_bytes=size, writer=w)
-        w.commit()
+async def send_out(stream: Any, items: Iterable[Out]) -> None:
+    """Send what a job-exchange machine queued: control frames and blob frames."""
+    for it in items:
+        if isinstance(it, SendBlob):
+            await stream.send_blob(it.data)
+        else:
+            await stream.send(it)
+
+
+async def answer_get(stream: Any, responder: Responder, want: BlobWanted,
+                     found: Path | bytes | None) -> bool:
+    """Answer the ``get`` the responder received with ``found`` (None: not here).
+    Returns True if a blob was sent."""
+    if isinstance(found, bytes):
+        size: int | None = len(found)
+    elif found is not None:
+        try:
+            size = found.stat().st_size
+        except FileNotFoundError:
+            size = None
+    else:
+        size = None
+    n = responder.answer_get(want.id, size, want.offset)
+    await send_out(stream, responder.outbox())
+    if n is None:
+        return False
+    if isinstance(found, bytes):
+        await stream.send_blob(found[want.offset:])
+    else:
+        assert found is not None
+        await stream.send_blob_chunks(n, _pieces(found, want.offset))
+    return True
+
+
+def _pieces(path: Path, offset: int) -> Iterator[bytes]:
+    # small reads: a handler waiting for a slow reader holds at most one piece
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while data := f.read(SEND_PIECE):
+            yield data
 
 
 async def serve_get(stream: Any, msg: dict[str, Any],
                     lookup: Callable[[str], Path | bytes | None]) -> bool:
-    """Answer a ``get`` with the blob (or ``not_found``). Returns True if served."""
-    jobs.check(msg, "get")
-    cid = msg["id"]
-    found = lookup(cid)
-    if found is None:
-        await stream.send({"type": "not_found", "id": cid})
-        return False
-    offset = int(msg.get("offset", 0))
-    if isinstance(found, bytes):
-        data = found[offset:]
-        await stream.send({"type": "blob", "id": cid, "size": len(data), "offset": offset})
-        await stream.send_blob(data)
-        return True
-    size = found.stat().st_size - offset
-    if size < 0:
-        await stream.send({"type": "not_found", "id": cid})
-        return False
-    await stream.send({"type": "blob", "id": cid, "size": size, "offset": offset})
-
-    def chunks() -> Any:
-        # small reads: a handler waiting for a slow reader holds at most one piece
-        with open(found, "rb") as f:
-            f.seek(offset)
-            while data := f.read(SEND_PIECE):
-                yield data
-
-    await stream.send_blob_chunks(size, chunks())
-    return True
+    """Answer one ``get`` message with ``lookup``'s blob (a submitter serving the
+    blobs of its job). Anything but a ``get`` is a protocol violation."""
+    r = Responder(time.monotonic, requests=BLOBS_ONLY)
+    ev = r.receive(msg)
+    assert isinstance(ev, BlobWanted)
+    return await answer_get(stream, r, ev, lookup(ev.id))
 
 
-class PeerSource:
-    """A phase-fetch ``Source`` that pulls from one peer over the transport.
+class VerifiedBlobs:
+    """Which stored blobs hash to their id, hashed once per file identity.
 
-    ``fetch`` is called from a fetcher thread; the pull runs on the node's loop.
+    ``known(cid)`` is cheap (one ``stat``) and safe on the event loop;
+    ``verify(cid)`` may hash and belongs on a thread. Concurrent ``verify``
+    calls for one blob hash it once. ``hashed`` counts the blobs hashed.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, open_stream: StreamOpener,
-                 peer_id: str, timeout_s: float = 300.0) -> None:
-        self.loop = loop
-        self.open_stream = open_stream
-        self.name = f"peer:{peer_id[:16]}"
-        self.timeout_s = timeout_s
+    def __init__(self, cas: ContentStore) -> None:
+        self.cas = cas
+        self.hashed = 0
+        self._ok: dict[str, FileKey] = {}
+        self._lock = threading.Lock()
+        self._busy: dict[str, threading.Lock] = {}
 
-    def fetch(self, want: Any, sink: Any) -> None:
-        fut = asyncio.run_coroutine_threadsafe(
-            pull(self.open_stream, want.id, max_bytes=sink.max_bytes, writer=sink,
-                 offset=sink.offset), self.loop)
+    def _key(self, cid: str) -> FileKey | None:
         try:
-            fut.result(self.timeout_s)
-        except TimeoutError:
-            fut.cancel()
-            from phase_core.errors import Timeout
-            raise Timeout(f"{self.name} did not deliver {want.id} in {self.timeout_s} s"
-                          ) from None
-        except (ProtocolViolation, TooLarge) as e:
-            log.get().warning("fetch.peer_failed", source=self.name, **e.to_record())
-            raise
+            st = os.stat(self.cas.path_for(cid))
+        except (OSError, PhaseError):
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def known(self, cid: str) -> Path | None:
+        """The blob's path if it was verified and its file has not changed since."""
+        key = self._key(cid)
+        if key is None or self._ok.get(cid) != key:
+            return None
+        return self.cas.path_for(cid)
+
+    def verify(self, cid: str) -> Path | None:
+        """The blob's path if it hashes to ``cid`` (hashing only if needed), else None."""
+        with self._lock:
+            busy = self._busy.setdefault(cid, threading.Lock())
+        with busy:
+            path = self.known(cid)
+            if path is not None:
+                return path
+            before = self._key(cid)
+            if before is None:
+                return None
+            try:
+                path = self.cas.verify(cid)  # a corrupt blob is quarantined by the store
+            except PhaseError:
+                self._ok.pop(cid, None)
+                return None
+            finally:
+                with self._lock:
+                    self.hashed += 1
+            after = self._key(cid)  # verify touched the mtime (last use, for the GC)
+            if after is not None and after[:3] == before[:3]:  # same file, same size
+                self._ok[cid] = after
+            return path

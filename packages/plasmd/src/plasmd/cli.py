@@ -53,6 +53,8 @@ Options:
                         (a bare number is seconds) [default: 5s].
   --stdin=FILE          The guest's stdin (default: empty).
   --receipt=FILE        Write the verified receipt here.
+  --manifest-out=FILE   Write the signed job manifest here (before submitting), to
+                        check the receipt's binding to the job later, offline.
   --env=KV              A guest environment variable NAME=VALUE (repeatable).
   --max-memory=SIZE     Memory limit: 256M, 64KiB, 1048576 [default: 256M].
   --fuel=N              Fuel limit [default: 10000000000].

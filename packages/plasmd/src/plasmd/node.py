@@ -2,7 +2,11 @@
 
 Networking runs on one asyncio loop; guests run on a thread pool through
 plasm-exec's library, so a slow job never stalls the node's networking. Every
-incoming stream is one request (see ``phase_core.protocol.jobs``).
+incoming stream is one request; the order of its messages is decided by the
+sans-I/O ``phase_core.protocol.jobs_worker.Responder``: this module moves
+messages and makes the node's decisions (admission, verification, running).
+Missing module and stdin blobs are fetched from the submitter through
+phase-fetch (``phase_fetch.peer.PeerSource``).
 
 Admission, in order, before any blob is fetched or any wasm runs:
 1. ``offer``: the submitter (the authenticated peer) must hold ``job-submitter``
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,20 +32,32 @@ from typing import Any
 
 from phase_core import documents, envelope, log, manifest, records, timefmt
 from phase_core.cas import ContentStore
-from phase_core.errors import PhaseError, ProtocolViolation, Rejected, TempFailure, Timeout
+from phase_core.errors import PhaseError, ProtocolViolation, Rejected, TempFailure, TooLarge
 from phase_core.identity import Identity
-from phase_core.protocol import jobs
+from phase_core.protocol.jobs_worker import (
+    MIN_PULL_RATE,
+    PULL_GRACE_S,
+    RUN_WAIT_S,
+    WORKER_REQUESTS,
+    BlobWanted,
+    DhtRequest,
+    NodeRecordWanted,
+    Offered,
+    Responder,
+    RunArrived,
+    SubmitterGone,
+    pull_timeout,
+)
 from phase_core.state import StateStore
 from phase_core.trust import Keyring
 from plasmd import capabilities
-from plasmd.blobs import pull_into_store, serve_get
+from plasmd.blobs import VerifiedBlobs, answer_get, send_out
 from plasmd.config import Config
 
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
-RUN_WAIT_S = 10.0  # after accept, the submitter must send run within this
-MIN_PULL_RATE = 256 << 10  # bytes/s a submitter must sustain when we pull its blobs
-PULL_GRACE_S = 10.0
+__all__ = ["MAX_MODULE_BYTES", "MAX_STDIN_BYTES", "MIN_PULL_RATE", "PULL_GRACE_S",
+           "RUN_WAIT_S", "Node"]
 
 
 @dataclass
@@ -78,6 +95,9 @@ class Node:
         self._pool = ThreadPoolExecutor(max_workers=config.workers,
                                         thread_name_prefix="plasmd-job")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
+        self._hash = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plasmd-hash")
+        self._fetch = ThreadPoolExecutor(max_workers=4, thread_name_prefix="plasmd-fetch")
+        self.blobs = VerifiedBlobs(cas)
         self._slots = asyncio.Semaphore(config.workers)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -100,48 +120,49 @@ class Node:
         """Refuse new jobs and wait for the ones in flight."""
         self.draining = True
         await self._idle.wait()
-        self._pool.shutdown(wait=True)
-        self._io.shutdown(wait=True)
+        for pool in (self._pool, self._io, self._hash, self._fetch):
+            pool.shutdown(wait=True)
 
     # -- dispatch ----------------------------------------------------------------
     async def handle(self, peer_id: str, stream: Any) -> None:
-        msg = await stream.recv()
-        if msg is None:
-            return
-        t = msg.get("type")
-        if t == "offer":
-            await self._job(peer_id, msg, stream)
-        elif t == "get":
-            lookup = self._lookup_blob if self._may_fetch(peer_id) else self._lookup_public
-            if await serve_get(stream, msg, lookup):
-                self.counters.inc("blobs_served")
-        elif t == "ping":
-            jobs.check(msg, "ping")
-            await stream.send({"type": "pong", "nonce": msg["nonce"]})
-        elif t == "get_node_record":
-            await stream.send({"type": "node_record", "record": self.node_record()})
-        elif isinstance(t, str) and t.startswith("dht_") and self.dht is not None:
-            await self.dht.handle(peer_id, msg, stream)
-        else:
+        """One incoming stream: the ``Responder`` says what it is; we answer."""
+        r = Responder(time.monotonic, requests=WORKER_REQUESTS if self.dht is not None
+                      else tuple(x for x in WORKER_REQUESTS if x != "dht_*"))
+        msg = await stream.recv()  # a bad frame drops the connection (transport counters)
+        try:
+            ev = r.receive(msg)
+        except ProtocolViolation:
             self.counters.inc("bad_requests")
-            raise ProtocolViolation(f"unknown request {str(t)[:32]!r}", slug="unexpected_message")
+            raise
+        if isinstance(ev, Offered):
+            await self._job(peer_id, r, ev, stream)
+        elif isinstance(ev, BlobWanted):
+            found = await self._lookup(ev.id, public_only=not self._may_fetch(peer_id))
+            if await answer_get(stream, r, ev, found):
+                self.counters.inc("blobs_served")
+        elif isinstance(ev, NodeRecordWanted):
+            r.answer_node_record(self.node_record())
+            await send_out(stream, r.outbox())
+        elif isinstance(ev, DhtRequest):
+            await self.dht.handle(peer_id, ev.message, stream)
+        else:  # a ping (answered by the machine) or an empty stream
+            await send_out(stream, r.outbox())
 
     def _may_fetch(self, peer: str) -> bool:
         """Who may fetch any stored blob (module or stdin): peers the keyring knows,
         or anyone when the node is open. Others get only published blobs."""
         return self.config.open or peer in self.keyring.keys
 
-    def _lookup_public(self, cid: str) -> Path | None:
-        return self._lookup_blob(cid) if cid in self.public_blobs else None
-
-    def _lookup_blob(self, cid: str) -> Path | None:
-        # Serve only intact blobs: re-hash before sending.
-        if not self.cas.has(cid):
+    async def _lookup(self, cid: str, *, public_only: bool) -> Path | None:
+        """A stored blob that hashes to its id (published ones only, for strangers).
+        Each blob is hashed once per file identity, on a thread, never on the loop."""
+        if public_only and cid not in self.public_blobs:
             return None
-        try:
-            return self.cas.verify(cid)
-        except PhaseError:
-            return None
+        path = self.blobs.known(cid)
+        if path is not None or not self.cas.has(cid):
+            return path
+        return await asyncio.get_running_loop().run_in_executor(
+            self._hash, self.blobs.verify, cid)
 
     def capabilities(self) -> dict[str, Any]:
         caps = capabilities.measure()
@@ -160,69 +181,82 @@ class Node:
         return envelope.sign(records.TYPE, body, [self.identity])
 
     # -- the job exchange, worker side -------------------------------------------
-    async def _job(self, peer: str, offer: dict[str, Any], stream: Any) -> None:
-        jobs.check(offer, "offer")
-        job_id = offer["job"]
+    async def _job(self, peer: str, r: Responder, ev: Offered, stream: Any) -> None:
+        """Move the job stream's messages; ``r`` decides their order."""
+        offer, job_id = ev.offer, ev.job
         reason, why = self._admit(peer, offer)
         if reason is not None:
             self.counters.inc(f"rejected_{reason}")
             log.get().info("job.rejected", peer=peer, job=job_id, reason=reason)
-            await stream.send(jobs.reject(job_id, reason, why))
+            r.reject(reason, why)
+            await send_out(stream, r.outbox())
             return
         self.queued += 1  # accepted, not running yet (until it takes a worker slot)
         self._idle.clear()
         started = delivered = False
+        cancel = threading.Event()  # set when the submitter goes away
         try:
-            await stream.send({"type": "accept", "job": job_id})
+            r.accept()
+            await send_out(stream, r.outbox())
             try:
-                run = jobs.check(await asyncio.wait_for(stream.recv(), RUN_WAIT_S), "run")
+                msg = await asyncio.wait_for(stream.recv(), r.time_left())
             except TimeoutError:
-                raise Timeout(f"no run within {RUN_WAIT_S:g} s of accept") from None
+                r.deadline_passed(f"no run within {RUN_WAIT_S:g} s of accept")
+            run = r.receive(msg)
+            assert isinstance(run, RunArrived)
             loop = asyncio.get_running_loop()
-            # verification records the job id durably (fsync): keep it off the loop
+            # verifying, and recording the job id durably (fsync): off the loop
             verified, reject = await loop.run_in_executor(
-                self._io, self._check_run, peer, offer, run["manifest"])
+                self._io, self._verify_run, peer, run.manifest)
+            if verified is not None and not r.admit(verified.id, verified.body):
+                reject = ("invalid_request", "")  # r queued the reject
+            elif verified is not None:
+                reject = await loop.run_in_executor(self._io, self._record_run, peer,
+                                                    verified)
             if reject is not None:
                 self.counters.inc(f"rejected_{reject[0]}")
                 log.get().info("job.rejected", peer=peer, job=job_id, reason=reject[0],
                                stage="run")
-                await stream.send(jobs.reject(job_id, *reject))
+                if not r.finished:
+                    r.reject(*reject)
+                await send_out(stream, r.outbox())
                 return
             assert verified is not None
-            body = verified.body
-            opener = stream.connection.open_stream
-            for cid, size, cap in ((body["module"], offer["module_bytes"], MAX_MODULE_BYTES),
-                                   (body["stdin"], offer["stdin_bytes"], MAX_STDIN_BYTES)):
-                if cid is not None and not self._have(cid):
-                    limit = PULL_GRACE_S + size / MIN_PULL_RATE
+            r.started()
+            # from here the submitter must stay: if it goes away, stop the guest
+            watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
+            try:
+                await self._fetch_inputs(peer, stream, offer, verified.body)
+                async with self._slots:
+                    self.queued -= 1
+                    self.running += 1
+                    started = True
                     try:
-                        await asyncio.wait_for(
-                            pull_into_store(opener, self.cas, cid, size, cap), limit)
-                    except TimeoutError:
-                        raise Timeout(f"the submitter did not deliver {cid} in {limit:.0f} s"
-                                      ) from None
-                    self.counters.inc("blobs_fetched")
-            async with self._slots:
-                self.queued -= 1
-                self.running += 1
-                started = True
-                try:
-                    result = await loop.run_in_executor(self._pool, self._execute,
-                                                        run["manifest"], verified)
-                finally:
-                    self.running -= 1
+                        result = await loop.run_in_executor(self._pool, self._execute,
+                                                            run.manifest, verified, cancel)
+                    finally:
+                        self.running -= 1
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
             delivered = True  # from here on, a failure is the submitter going away
-            await stream.send({"type": "result", "job": job_id, "receipt": result.receipt})
-            await stream.send_blob(result.result.stdout or b"")
-            await stream.send_blob(result.result.stderr or b"")
+            r.result(result.receipt, result.result.stdout or b"", result.result.stderr or b"")
+            await send_out(stream, r.outbox())
             log.get().info("job.done", peer=peer, job=job_id,
                            ended=result.result.outcome.ended,
                            exit_code=result.result.outcome.exit_code)
         except PhaseError as e:
             if isinstance(e, ProtocolViolation):
                 raise
+            if cancel.is_set():
+                self.counters.inc("jobs_cancelled")
+                log.get().info("job.cancelled", peer=peer, job=job_id, error=e.slug,
+                               message="the submitter went away; the guest was stopped and "
+                                       "nothing was recorded")
+                return
             if delivered:
                 self.counters.inc("jobs_orphaned")
                 log.get().info("job.orphaned", peer=peer, job=job_id, error=e.slug,
@@ -232,12 +266,59 @@ class Node:
             self.counters.inc("jobs_failed")
             log.get().warning("job.failed", peer=peer, job=job_id, **e.to_record())
             with contextlib.suppress(PhaseError):
-                await stream.send(jobs.error(e.slug, e.message))
+                r.error(e.slug, e.message)
+                await send_out(stream, r.outbox())
         finally:
             if not started:
                 self.queued -= 1
             if self.queued == 0 and self.running == 0:
                 self._idle.set()
+
+    async def _watch_submitter(self, peer: str, r: Responder, stream: Any,
+                               cancel: threading.Event) -> None:
+        """While the job is on its way, the submitter sends nothing; the end of its
+        stream or connection means it went away: stop the guest."""
+        try:
+            msg = await stream.recv()
+        except ProtocolViolation:
+            cancel.set()
+            raise
+        except PhaseError:  # the connection is gone
+            msg = None
+        try:
+            ev = r.receive(msg)
+        except ProtocolViolation as e:
+            cancel.set()
+            log.get().warning("job.peer_violation", peer=peer, job=r.job, **e.to_record())
+            stream.abort()
+            raise
+        if isinstance(ev, SubmitterGone):
+            cancel.set()
+
+    async def _fetch_inputs(self, peer: str, stream: Any, offer: dict[str, Any],
+                            body: dict[str, Any]) -> None:
+        """Fetch the module and stdin this node lacks from the submitter, through
+        phase-fetch (``PeerSource`` over this connection; hashed into the store)."""
+        from phase_fetch.fetcher import Fetcher, Options
+        from phase_fetch.peer import PeerSource
+        from phase_fetch.want import Want
+
+        loop = asyncio.get_running_loop()
+        for cid, size, cap in ((body["module"], offer["module_bytes"], MAX_MODULE_BYTES),
+                               (body["stdin"], offer["stdin_bytes"], MAX_STDIN_BYTES)):
+            if cid is None or self._have(cid):
+                continue
+            if size > cap:
+                raise TooLarge(f"{cid} is {size} bytes; this node accepts at most {cap}")
+            src = PeerSource(loop, stream.connection.open_stream, peer,
+                             timeout_s=pull_timeout(size))
+            fetcher = Fetcher(self.cas, peers=[src],
+                              options=Options(jobs=1, resume=False, max_bytes=cap))
+            try:
+                await loop.run_in_executor(self._fetch, fetcher.fetch, Want(cid, size))
+            finally:
+                fetcher.close()
+            self.counters.inc("blobs_fetched")
 
     def _admit(self, peer: str, offer: dict[str, Any]) -> tuple[str | None, str]:
         if self.draining:
@@ -254,15 +335,15 @@ class Node:
             return "queue_full", "every worker and queue slot is taken"
         return None, ""
 
-    def _check_run(self, peer: str, offer: dict[str, Any], env: dict[str, Any]
-                   ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
-        now = timefmt.now()
+    def _verify_run(self, peer: str, env: dict[str, Any]
+                    ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
+        """The run's manifest verified and signed by the submitting peer (a thread)."""
         keyring = self.keyring
         if self.config.open:
             keyring = keyring.with_key("submitter", peer, [manifest.ROLE])
         try:
             verified = documents.verify(env, documents.Policy(
-                keyring, now, expected_type=manifest.TYPE))
+                keyring, timefmt.now(), expected_type=manifest.TYPE))
         except Rejected as e:
             reason = "expired" if e.slug in ("expired", "not_yet_valid") else "invalid_request"
             return None, (reason, e.message)
@@ -272,25 +353,27 @@ class Node:
             self.counters.inc("unauthorized")
             return None, ("not_authorized", "the manifest must be signed by the peer "
                                                 "that submits it")
-        mismatch = jobs.matches_offer(offer, verified.body, verified.id)
-        if mismatch is not None:
-            return None, ("invalid_request", mismatch)
+        return verified, None
+
+    def _record_run(self, peer: str, verified: documents.Verified) -> tuple[str, str] | None:
+        """Remember the job id (durably) so it never runs twice (a thread)."""
         try:
             expires = timefmt.parse_time(verified.body["expires"])
-            self.state.record_job(peer, verified.id, expires, now)
+            self.state.record_job(peer, verified.id, expires, timefmt.now())
         except Rejected as e:
             self.counters.inc("replays")
-            return None, ("replay", e.message)
+            return ("replay", e.message)
         except TempFailure as e:  # too many unexpired jobs from this submitter
-            return None, ("queue_full", e.message)
-        return verified, None
+            return ("queue_full", e.message)
+        return None
 
     def _have(self, cid: str) -> bool:
         """The blob is here already (a module may also be compiled and in memory)."""
         return self.cas.has(cid) or (self._executor is not None
                                      and self._executor.cached(cid) is not None)
 
-    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified) -> Any:
+    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
+                 cancel: threading.Event | None = None) -> Any:
         """On a job thread: run the guest, then log the receipt durably."""
         from plasm_exec.job import execute_job
 
@@ -298,7 +381,8 @@ class Node:
         result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
                              identity=self.identity, now=timefmt.now(),
                              ceilings=self.config.ceilings, verified=verified,
-                             store_outputs=False)  # outputs go to the submitter only
+                             store_outputs=False,  # outputs go to the submitter only
+                             cancel=cancel)
         self.receipts.append(result.receipt)
         return result
 
@@ -320,7 +404,7 @@ class Node:
                      "rejected": sum(v for k, v in self.counters.c.items()
                                      if k.startswith("rejected_"))},
             "workers": self.config.workers, "queue": self.config.queue,
-            "counters": dict(self.counters.c),
+            "counters": dict(self.counters.c, blobs_hashed=self.blobs.hashed),
             "cache": self._cache_use(),
             "receipts": self.receipts.count,
             "draining": self.draining,

@@ -134,6 +134,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     blobs = {env["body"]["module"]: module}
     if stdin is not None:
         blobs[env["body"]["stdin"]] = stdin
+    sub.save_manifest(args["--manifest-out"], env)
     timeout = limits["wall_ms"] / 1000 + 30
     if peer is not None:
         node_id, host, port = peer

@@ -5,32 +5,32 @@ run (the signed manifest) → serve the worker's ``get`` requests for the module
 and stdin → result (receipt + stdout and stderr blobs) → verify the receipt:
 its signature, that the worker is the peer we dialled, that it is for the job
 we sent with the module and stdin we sent, and that the output bytes hash to
-the ids it names. Only then is the guest's output reported.
+the ids it names (``phase_core.receipt.check_binding``). Only then is the
+guest's output reported.
+
+The exchange's order is ``phase_core.protocol.jobs_client.Submission``'s; this
+module moves bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from phase_core import documents, envelope, log, manifest, receipt, timefmt
 from phase_core.canonical import content_id
-from phase_core.errors import (
-    DigestMismatch,
-    ProtocolViolation,
-    Rejected,
-    TempFailure,
-    Timeout,
-)
+from phase_core.errors import Rejected, TempFailure, Timeout
 from phase_core.identity import Identity
-from phase_core.protocol import jobs
+from phase_core.protocol.jobs_client import RETRYABLE, Failed, Finished, Refused, Submission
+from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
 from phase_core.trust import Keyring
-from plasmd.blobs import serve_get
+from plasmd.blobs import answer_get, send_out
 
-# Rejections a client can retry elsewhere or later (exit 75) vs. final ones (exit 1).
-RETRYABLE = {"queue_full", "shutting_down"}
+__all__ = ["RETRYABLE", "JobRejected", "Outcome", "check_outcome", "make_manifest",
+           "parse_peer", "save_manifest", "submit", "submit_anywhere"]
 
 
 class JobRejected(Rejected):
@@ -70,24 +70,39 @@ def make_manifest(identity: Identity, module: bytes, stdin: bytes | None,
     return envelope.sign(manifest.TYPE, body, [identity])
 
 
+def save_manifest(path: str | None, manifest_env: dict[str, Any]) -> None:
+    """``--manifest-out``: keep the signed job manifest (before anything is sent), so
+    anyone can later check a receipt's binding to it offline."""
+    if path:
+        from pathlib import Path
+
+        from phase_core.fsutil import write_atomic
+
+        write_atomic(Path(path), (json.dumps(manifest_env) + "\n").encode())
+
+
 async def submit(identity: Identity, host: str, port: int, manifest_env: dict[str, Any],
                  blobs: dict[str, bytes], *, expected_node_id: str | None = None,
                  timeout_s: float = 60.0, client: Any = None) -> Outcome:
-    """Submit one signed manifest; return the verified outcome or raise."""
+    """Submit one signed manifest; return the verified outcome or raise.
+
+    The order of the exchange is decided by ``jobs_client.Submission``; this
+    function only moves its messages, serves the worker's ``get`` requests the
+    machine allows, and enforces the machine's deadline."""
     from phase_core.aio.quic import Client
+    from phase_core.aio.stream import Limits
 
     job_id = envelope.parse(manifest_env).id
-    body = manifest_env["body"]
+    sub = Submission(time.monotonic, manifest_env, job_id,
+                     {cid: len(data) for cid, data in blobs.items()}, timeout_s=timeout_s)
+    worker: list[str] = []  # the peer dialled, once connected
 
     async def serve(peer: str, stream: Any) -> None:
-        msg = await stream.recv()
-        if msg is not None and msg.get("type") == "get":
-            await serve_get(stream, msg, blobs.get)  # only this job's blobs
-        elif msg is not None:
-            raise ProtocolViolation("a worker may only ask the submitter for blobs",
-                                    slug="unexpected_message")
-
-    from phase_core.aio.stream import Limits
+        r = Responder(time.monotonic, requests=BLOBS_ONLY)
+        ev = r.receive(await stream.recv())
+        if isinstance(ev, BlobWanted):  # only this job's blobs, only to its worker
+            ok = peer in worker and sub.may_serve(ev.id)
+            await answer_get(stream, r, ev, blobs.get(ev.id) if ok else None)
 
     # a short idle timeout: a worker that dies mid-job is noticed in seconds
     cl = client or Client(identity, Limits(idle_timeout_s=10, keepalive_s=2), handler=serve)
@@ -96,72 +111,54 @@ async def submit(identity: Identity, host: str, port: int, manifest_env: dict[st
             cl.connect(host, port, expected_node_id=expected_node_id), timeout=15)
     except TimeoutError:
         raise Timeout(f"no answer from {host}:{port} within 15 s") from None
+    worker.append(conn.peer_id)
     try:
-        return await asyncio.wait_for(
-            _exchange(conn, manifest_env, job_id, body, blobs), timeout=timeout_s)
-    except TimeoutError:
-        raise Timeout(f"the job did not finish within {timeout_s:.0f} s",
-                      hint="raise --timeout, or check the worker") from None
+        return await _exchange(conn, sub)
     finally:
         await conn.close()
 
 
-async def _exchange(conn: Any, manifest_env: dict[str, Any], job_id: str,
-                    body: dict[str, Any], blobs: dict[str, bytes]) -> Outcome:
-    peer = conn.peer_id
+async def _exchange(conn: Any, sub: Submission) -> Outcome:
     stream = await conn.open_stream()
     async with stream:
-        stdin_bytes = len(blobs.get(body["stdin"], b"")) if body["stdin"] else 0
-        await stream.send(jobs.offer_for(manifest_env, job_id, len(blobs[body["module"]]),
-                                         stdin_bytes))
-        # pipelined: the run follows the offer at once; a worker that rejects the
-        # offer never reads it (saves a round trip per job)
-        await stream.send({"type": "run", "manifest": manifest_env})
-        answer = jobs.check(await stream.recv(), "accept", "reject")
-        _raise_if_rejected(answer)
-        res = jobs.check(await stream.recv(), "result", "reject", "error")
-        _raise_if_rejected(res)
-        if res["type"] == "error":
-            raise JobRejected(f"the worker could not run the job: {res['message']}",
-                              slug=res["error"] if res["error"] else "job_failed")
-        rec_env = res["receipt"]
-        limit = int(body["limits"]["output_bytes"])
-        stdout = await stream.recv_blob(max_bytes=limit)
-        stderr = await stream.recv_blob(max_bytes=limit)
-    return check_outcome(peer, job_id, body, rec_env, stdout, stderr)
+        sub.start()
+        try:
+            async with asyncio.timeout(sub.time_left()):
+                await send_out(stream, sub.outbox())
+                done = await _receive_all(stream, sub)
+        except TimeoutError:
+            sub.deadline_passed(f"the job did not finish within {sub.timeout_s:.0f} s",
+                                hint="raise --timeout, or check the worker")
+    return check_outcome(conn.peer_id, sub.job, sub.manifest["body"], done.receipt,
+                         done.stdout, done.stderr)
 
 
-def _raise_if_rejected(msg: dict[str, Any]) -> None:
-    if msg["type"] != "reject":
-        return
-    cls = TempFailure if msg["reason"] in RETRYABLE else JobRejected
-    raise cls(f"the worker rejected the job: {msg['reason']}"
-              + (f" ({msg['message']})" if msg["message"] else ""), slug=msg["reason"])
+async def _receive_all(stream: Any, sub: Submission) -> Finished:
+    while True:
+        cap = sub.expect_blob
+        ev = (sub.receive(await stream.recv()) if cap is None
+              else sub.receive_blob(await stream.recv_blob(max_bytes=cap)))
+        if isinstance(ev, Refused):
+            cls = TempFailure if ev.retryable else JobRejected
+            raise cls(f"the worker rejected the job: {ev.reason}"
+                      + (f" ({ev.message})" if ev.message else ""), slug=ev.reason)
+        if isinstance(ev, Failed):
+            raise JobRejected(f"the worker could not run the job: {ev.message}",
+                              slug=ev.error or "job_failed")
+        if isinstance(ev, Finished):
+            return ev
 
 
 def check_outcome(peer: str, job_id: str, body: dict[str, Any], rec_env: dict[str, Any],
                   stdout: bytes, stderr: bytes) -> Outcome:
-    """Verify the receipt against what we sent and what we received."""
+    """Verify the receipt (signed by ``peer``) and its binding to the job we sent
+    and the bytes we received (``phase_core.receipt.check_binding``)."""
     kr = Keyring().with_key("worker", peer, [receipt.ROLE])
     v = documents.verify(rec_env, documents.Policy(kr, timefmt.now(),
                                                    expected_type=receipt.TYPE))
+    receipt.check_binding(v.body, job_id=job_id, manifest_body=body, worker=peer,
+                          stdout=stdout, stderr=stderr)
     rb = v.body
-    if rb["worker"] != peer:
-        raise Rejected("the receipt names another worker than the node we dialled",
-                       slug="untrusted_signer")
-    for field, want in (("job", job_id), ("module", body["module"])):
-        if rb[field] != want:
-            raise DigestMismatch(f"the receipt's {field} is {rb[field]}, we sent {want}",
-                                 field=field)
-    sent_stdin = body["stdin"] or content_id(b"")
-    if rb["stdin"] != sent_stdin:
-        raise DigestMismatch("the receipt names another stdin than the one we sent",
-                             field="stdin")
-    for name, data in (("stdout", stdout), ("stderr", stderr)):
-        if "sha256:" + hashlib.sha256(data).hexdigest() != rb[name] or \
-                len(data) != rb[f"{name}_bytes"]:
-            raise DigestMismatch(f"the {name} bytes received do not match the receipt",
-                                 field=name)
     log.get().info("submit.verified", worker=peer, job=job_id, ended=rb["ended"],
                    exit_code=rb["exit_code"])
     return Outcome(peer, rec_env, stdout, stderr)

@@ -12,16 +12,29 @@ While a job runs, the worker opens streams back to the submitter and sends
 ``get`` for the module and stdin blobs it lacks; the submitter answers only for
 the blobs of jobs it offered to that worker.
 
-Each side reads with ``check(msg, *expected)``, which refuses a message out of
-order or malformed as a protocol violation. Pure: dicts in, checked dicts out.
+This module holds the message schemas, ``check(msg, *expected)`` (a message of
+the wrong type or malformed is a protocol violation) and ``Machine``, the base
+of the two sans-I/O state machines that decide the order of the exchange:
+``jobs_worker.Responder`` (the side that answers a stream) and
+``jobs_client`` (``Submission``, ``BlobRequest``, ``Query``: the side that
+opens one). The async code only moves messages between a stream and a machine.
+
+Protocol-violation slugs the machines raise: ``unexpected_message`` (a message
+out of order, a duplicate, or an unknown request), ``bad_message`` (malformed),
+``truncated`` (the stream ended early or a blob was short), ``job_mismatch``
+(an answer names another job), ``wrong_blob`` (a ``blob``/``not_found`` for
+another id or offset), ``nonce_mismatch``, ``frame_too_large`` (a blob over
+the cap the machine set).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from phase_core import schema as s
-from phase_core.errors import ProtocolViolation
+from phase_core.errors import InternalError, PhaseError, ProtocolViolation, Timeout
 from phase_core.limits import LIMITS
 from phase_core.manifest import REQUIREMENTS
 
@@ -113,3 +126,82 @@ def matches_offer(offer: dict[str, Any], manifest_body: dict[str, Any], job_id: 
         if manifest_body[k] != offer[k]:
             return f"the manifest's {k} differs from the offer"
     return None
+
+
+# -- the common base of the state machines ---------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SendBlob:
+    """An outgoing blob frame (the bytes follow the control frame before it)."""
+
+    data: bytes
+
+
+Out = dict[str, Any] | SendBlob
+Clock = Callable[[], float]  # monotonic seconds
+
+
+class Machine:
+    """Outbox, terminal states and poisoning shared by every job-exchange machine.
+
+    ``outbox()`` drains what to send, in order. The first error caused by the
+    peer poisons the machine: later calls raise it again. ``deadline`` (a value of the injected
+    clock, or None) is what the adapter enforces; when it passes, the adapter
+    calls ``deadline_passed()``.
+    """
+
+    DONE = "done"
+    FAILED = "failed"
+
+    def __init__(self, now: Clock, state: str) -> None:
+        self.now = now
+        self.state = state
+        self.deadline: float | None = None
+        self._out: list[Out] = []
+        self._error: PhaseError | None = None
+
+    def outbox(self) -> list[Out]:
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.DONE, self.FAILED)
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (never negative), or None without one."""
+        return None if self.deadline is None else max(0.0, self.deadline - self.now())
+
+    def deadline_passed(self, what: str, **details: Any) -> NoReturn:
+        """Raise the ``Timeout`` to report. The machine is not poisoned: a worker may
+        still answer ``error`` (see ``Responder.error``)."""
+        self._raise_if_failed()
+        raise Timeout(what, **details)
+
+    def _send(self, *items: Out) -> None:
+        self._out.extend(items)
+
+    def _expect(self, msg: dict[str, Any] | None, *expected: str) -> dict[str, Any]:
+        try:
+            return check(msg, *expected)
+        except PhaseError as e:
+            self._fail(e)
+
+    def _violation(self, message: str, slug: str = "unexpected_message") -> NoReturn:
+        self._fail(ProtocolViolation(message, slug=slug))
+
+    def _need(self, *states: str) -> None:
+        """The adapter called a method in the wrong state: a bug, not the peer's fault."""
+        self._raise_if_failed()
+        if self.state not in states:
+            raise InternalError(f"{type(self).__name__}: not allowed in state {self.state}")
+
+    def _fail(self, err: PhaseError) -> NoReturn:
+        self._error = err
+        self.state = self.FAILED
+        self._out.clear()
+        raise err
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
