@@ -68,7 +68,7 @@ def test_ctrl_c_on_a_terminal_stops_a_spinning_guest(tmp_path):
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    p = subprocess.Popen([PY, "-m", "plasm_exec", "run", "-vv", "--timeout=20",
+    p = subprocess.Popen([PY, "-m", "plasm_exec", "run", "-vv", "--log-format=json", "--timeout=20",
                           f"--receipt={receipt}", str(mod)],
                          stdin=slave, stdout=slave, stderr=slave, env=_env(tmp_path / "h"),
                          preexec_fn=as_terminal_session)
