@@ -99,3 +99,35 @@ def test_peak_rss_stays_within_the_limit(tmp_path):
     base = _peak_rss(tmp_path, "small", tables_and_memory(0), "1M")
     hostile = _peak_rss(tmp_path, "hostile", tables_and_memory(2), "64M")
     assert hostile - base <= 64 * MiB + 8 * MiB, (base, hostile)
+
+
+BIG_WRITE = """(module
+ (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+ (memory (export "memory") 160)
+ (data (i32.const 0) "\\10\\00\\00\\00\\00\\00\\80\\00")
+ (func (export "_start")
+  (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+
+CHILD = """
+import json, resource, sys, wasmtime
+from phase_core.limits import DEFAULT_LIMITS
+from plasm_exec.api import Executor, RunSpec
+import signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))  # no file may pass 4 MiB
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # and trying to kills the process
+ex = Executor(None, disk_cache=False)
+prog = ex.load(wasmtime.wat2wasm(sys.argv[1]))
+res = ex.run(prog, RunSpec(argv=["g"], limits={**DEFAULT_LIMITS, "output_bytes": 1 << 20}))
+print(json.dumps([res.outcome.ended, res.stdout_bytes, len(res.stdout)]))
+"""
+
+
+def test_one_huge_write_never_lands_past_the_output_limit():
+    """One fd_write of 8 MiB with a 1 MiB budget: the bytes past the budget are dropped as
+    they arrive, never stored. The child may not grow any file past 4 MiB (a memfd holding
+    the whole write would kill it with SIGXFSZ)."""
+    p = subprocess.run([sys.executable, "-c", CHILD, BIG_WRITE], capture_output=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    import json
+    assert json.loads(p.stdout) == ["output_limit", 1 << 20, 1 << 20]

@@ -148,7 +148,8 @@ class Executor:
         """
         import os
 
-        from plasm_exec.stdio import MemCapture, memfd
+        from plasm_exec.capture import PipeCapture
+        from plasm_exec.stdio import memfd
 
         spec.check()
         ctl = control or self.new_control()
@@ -158,8 +159,7 @@ class Executor:
             if cancel.is_set():
                 raise Interrupted("the run was cancelled before it started")
             ctl.cancel = cancel
-        cap = MemCapture(int(spec.limits["output_bytes"]))
-        ctl.watch = lambda: "output_limit" if cap.over() else None
+        cap = PipeCapture(int(spec.limits["output_bytes"]), ctl)
         in_fd = None
         try:
             if isinstance(stdin, Path):

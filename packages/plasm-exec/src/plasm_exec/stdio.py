@@ -13,8 +13,8 @@ exposed as ``/dev/fd/N`` with a thread on our end:
   the budget are neither forwarded nor hashed, and the run is stopped with
   ``output_limit`` at the next epoch tick. When the reader of our stdout goes
   away (EPIPE) the run is stopped with ``broken_pipe``.
-- ``MemCapture`` is the thread-free path for the library and ``job`` mode:
-  memfds for stdout/stderr, and a tick-time check of their sizes.
+- ``memfd`` holds a spooled stdin. The library and ``job`` mode capture
+  stdout/stderr with ``plasm_exec.capture``.
 """
 
 from __future__ import annotations
@@ -313,42 +313,3 @@ def memfd(name: str, data: bytes | None = None) -> tuple[int, str]:
         while view:
             view = view[os.write(fd, view):]
     return fd, f"/proc/self/fd/{fd}"
-
-
-def read_fd(fd: int, limit: int | None = None) -> bytes:
-    """The first ``limit`` bytes (all if None) of a file descriptor, from offset 0."""
-    size = os.fstat(fd).st_size
-    n = size if limit is None else min(size, limit)
-    out = bytearray()
-    while len(out) < n:
-        chunk = os.pread(fd, min(CHUNK * 16, n - len(out)), len(out))
-        if not chunk:
-            break
-        out += chunk
-    return bytes(out)
-
-
-class MemCapture:
-    """Thread-free stdout/stderr capture into memfds, with a per-tick size check."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.out_fd, self.out_path = memfd("plasm-stdout")
-        self.err_fd, self.err_path = memfd("plasm-stderr")
-
-    def over(self) -> bool:
-        return os.fstat(self.out_fd).st_size + os.fstat(self.err_fd).st_size > self.limit
-
-    def collect(self) -> tuple[bytes, bytes, bool]:
-        """(stdout, stderr, exceeded): stdout first, then stderr, within the budget."""
-        out_size = os.fstat(self.out_fd).st_size
-        err_size = os.fstat(self.err_fd).st_size
-        exceeded = out_size + err_size > self.limit
-        out = read_fd(self.out_fd, self.limit)
-        err = read_fd(self.err_fd, self.limit - len(out))
-        return out, err, exceeded
-
-    def close(self) -> None:
-        for fd in (self.out_fd, self.err_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
