@@ -36,8 +36,9 @@ Options:
                         read whole before the guest starts. Recorded in the receipt.
   --receipt=<file>      Write the signed receipt here (and the job manifest beside it,
                         as <name>.manifest.json); module and stdin go to the store.
-  --key=<file>          Signing key (default: the node key under PHASE_HOME, created
-                        on first use).
+  --key=<file>          Signing key (default: the node key under PHASE_HOME; when there
+                        is none, one is created and a plasm.key.created line on stderr
+                        says where).
   --home=<dir>          State directory (overrides PHASE_HOME).
   --keys=<keyring>      job: only run manifests signed by a trusted job-submitter;
                         verify: require a trusted worker signature.
