@@ -142,9 +142,9 @@ class Executor:
             cancel: threading.Event | None = None) -> RunResult:
         """Run with stdin from bytes or a file, capturing stdout and stderr in memory.
 
-        ``cancel``: when another thread sets it, the guest is stopped at the next
-        epoch tick and ``Interrupted`` (exit 130) is raised; there is no result
-        to sign.
+        ``cancel``: when another thread sets it, the guest is stopped at its next
+        yield (an epoch tick or a fuel slice) and ``Interrupted`` (exit 130) is
+        raised; there is no result to sign.
         """
         import os
 

@@ -5,7 +5,7 @@ pipes of every running guest (epoll), so a run costs four descriptors, not a
 thread. Bytes past the run's budget are read and dropped, never kept: what the
 process holds for a run is at most its budget plus the pipes' buffers, however
 much one ``fd_write`` asks to write. Passing the budget stops the run with
-``output_limit`` at the next epoch tick. When the guest has ended, nothing
+``output_limit`` at its next yield. When the guest has ended, nothing
 writes any more; the run's own thread then drains what is left without
 blocking (no need to wait for wasmtime to close its ends).
 """

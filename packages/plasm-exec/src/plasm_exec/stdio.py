@@ -7,11 +7,11 @@ exposed as ``/dev/fd/N`` with a thread on our end:
 - ``StdinPump`` copies our stdin into the guest's pipe, hashing what it
   forwards (the receipt's stdin is exactly what was offered to the guest), and
   closes the pipe at EOF, at the wall-clock deadline or when the run ends — so
-  a guest blocked reading stdin sees EOF and then meets the epoch deadline.
+  a guest blocked reading stdin sees EOF and then meets its next yield.
 - ``OutputTap`` reads the guest's stdout or stderr pipe, hashes and counts it,
   forwards it to our own fd, and enforces the shared output budget: bytes past
   the budget are neither forwarded nor hashed, and the run is stopped with
-  ``output_limit`` at the next epoch tick. When the reader of our stdout goes
+  ``output_limit`` at its next yield. When the reader of our stdout goes
   away (EPIPE) the run is stopped with ``broken_pipe``.
 - ``memfd`` holds a spooled stdin. The library and ``job`` mode capture
   stdout/stderr with ``plasm_exec.capture``.
