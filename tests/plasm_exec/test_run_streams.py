@@ -58,6 +58,8 @@ def test_split_guest_args():
         ["run", "--env", "A=1", "-v", "--", "m.wasm", "-x"]
     assert split(["run", "--", "m.wasm", "--", "-x"]) == ["run", "--", "m.wasm", "-x"]
     assert split(["job", "x", "--quiet"]) == ["job", "x", "--quiet"]
+    assert split(["-v", "run", "m.wasm", "-v"]) == ["-v", "run", "--", "m.wasm", "-v"]
+    assert split(["run", "--help"]) == ["run", "--help"]
 
 
 def test_dir_without_guest_path_maps_to_the_same_path(tmp_path):

@@ -151,3 +151,42 @@ def test_ctrl_c_in_job_mode(tmp_path):
     assert rc == 130, text
     _assert_clean(text)
     assert b"job_result" not in out  # no receipt for the interrupted job
+
+
+def _sleeper(tmp_path: Path) -> Path:
+    """A guest asleep in poll_oneoff on a 60 s clock: no yield comes until it wakes."""
+    import struct
+
+    import wasmtime
+    sub = struct.pack("<QB7xIIQQH6x", 0, 0, 1, 0, 60 * 10**9, 0, 0)
+    data = "".join(f"\\{b:02x}" for b in sub)
+    mod = tmp_path / "sleeper.wasm"
+    mod.write_bytes(wasmtime.wat2wasm(f"""(module
+ (import "wasi_snapshot_preview1" "poll_oneoff"
+   (func $poll (param i32 i32 i32 i32) (result i32)))
+ (memory (export "memory") 1)
+ (data (i32.const 0) "{data}")
+ (func (export "_start")
+  (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"""))
+    return mod
+
+
+def test_signal_while_asleep_in_poll_oneoff(tmp_path):
+    receipt = tmp_path / "r.json"
+    p = subprocess.Popen([PY, "-m", "plasm_exec", "run", "-vv", "--timeout=300",
+                          f"--receipt={receipt}", str(_sleeper(tmp_path))],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env(tmp_path / "h"))
+    buf = bytearray()
+    try:
+        _read_until(p.stderr.fileno(), b"plasm.run.started", buf)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=50)[1]  # well before the guest's 60 s sleep ends
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = (bytes(buf) + err).decode(errors="replace")
+    assert p.returncode == 130, text
+    _assert_clean(text)
+    assert not receipt.exists()

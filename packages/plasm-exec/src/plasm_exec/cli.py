@@ -111,30 +111,32 @@ _VALUE_OPTIONS = frozenset({"--max-memory", "--fuel", "--timeout", "--max-output
 def split_guest_args(argv: list[str]) -> list[str]:
     """``run``: everything after the module belongs to the guest, as with `wasmtime run`.
 
-    Puts a ``--`` right after the module so the parser never reads the guest's words
-    as our options (one ``--`` the user wrote there is dropped, as before).
+    Puts a ``--`` in front of the module so the parser never reads the guest's words
+    as our options (one ``--`` the user wrote right after the module is dropped).
     """
-    if not argv or argv[0] != "run":
+    cmd = _skip_options(argv, 0)
+    if cmd >= len(argv) or argv[cmd] != "run":
         return argv
-    i = 1
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            i += 1
-            break
-        if a.startswith("-") and a != "-":
-            if a in _VALUE_OPTIONS:
-                i += 1
-            i += 1
-            continue
-        break
+    i = _skip_options(argv, cmd + 1)
+    head = argv[:i]
+    if i < len(argv) and argv[i] == "--":
+        i += 1
     if i >= len(argv):
         return argv
     rest = argv[i + 1:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    return [*argv[:i], "--", argv[i], *rest] if argv[i - 1] != "--" else \
-        [*argv[:i - 1], "--", argv[i], *rest]
+    return [*head, "--", argv[i], *rest]
+
+
+def _skip_options(argv: list[str], i: int) -> int:
+    """The index of the first word at or after ``i`` that is not one of our options."""
+    while i < len(argv):
+        a = argv[i]
+        if a == "--" or not a.startswith("-") or a == "-":
+            return i
+        i += 2 if a in _VALUE_OPTIONS else 1
+    return i
 
 
 def cli(argv: list[str]) -> int:
