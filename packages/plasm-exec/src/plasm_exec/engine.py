@@ -1,4 +1,4 @@
-"""The wasmtime border: the only module that imports wasmtime.
+"""The wasmtime border: with ``determinism``, the only module that imports wasmtime.
 
 ``Runtime`` owns one ``wasmtime.Engine`` (fuel metering) and two linkers (plain
 WASI preview1, and the deterministic profile that shadows clocks and
@@ -28,7 +28,6 @@ wasmtime errors are translated to ``phase_core`` errors here.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import platform
 import threading
 import time
@@ -40,6 +39,7 @@ import wasmtime as wt
 from wasmtime import _ffi as ffi
 
 from phase_core.errors import InputError, Malformed, TooLarge
+from plasm_exec import determinism
 
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
@@ -56,10 +56,6 @@ MAX_TABLES = 2
 MAX_TABLE_ELEMENTS = 1 << 20
 TABLE_ELEMENT_BYTES = 16
 TABLE_SHARE = 16
-# The deterministic profile: a fixed start time (2026-01-01T00:00:00Z) that
-# advances 1 ms per clock read, and a random stream from a fixed seed.
-DET_EPOCH_NS = 1_767_225_600 * 10**9
-DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
 ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;mvp-mem;v2"
 
 PREVIEW1 = frozenset("""
@@ -137,65 +133,6 @@ class Program:
     pres: dict[bool, Any] = field(default_factory=dict, repr=False)
 
 
-# -- the deterministic profile: host functions ------------------------------
-
-_tls = threading.local()
-_I32, _I64 = wt.ValType.i32(), wt.ValType.i64()
-EINVAL, EFAULT, SUCCESS = 28, 21, 0
-
-
-class _DetState:
-    def __init__(self) -> None:
-        self.clock_reads = 0
-        self.counter = 0
-        self.pool = b""
-
-    def random(self, n: int) -> bytes:
-        while len(self.pool) < n:
-            self.pool += hashlib.sha256(DET_SEED + self.counter.to_bytes(8, "little")).digest()
-            self.counter += 1
-        out, self.pool = self.pool[:n], self.pool[n:]
-        return out
-
-
-def _state() -> _DetState:
-    st = getattr(_tls, "det", None)
-    if st is None:
-        st = _tls.det = _DetState()
-    return st
-
-
-def _write(caller: Any, ptr: int, data: bytes) -> int:
-    mem = caller.get("memory")
-    if not isinstance(mem, wt.Memory):
-        return EFAULT
-    try:
-        mem.write(caller, data, ptr)
-    except (IndexError, ValueError, wt.WasmtimeError):
-        return EFAULT
-    return SUCCESS
-
-
-def _det_clock_res_get(caller: Any, clock: int, ptr: int) -> int:
-    if not 0 <= clock <= 3:
-        return EINVAL
-    return _write(caller, ptr, (1_000_000).to_bytes(8, "little"))
-
-
-def _det_clock_time_get(caller: Any, clock: int, _precision: int, ptr: int) -> int:
-    if not 0 <= clock <= 3:
-        return EINVAL
-    st = _state()
-    st.clock_reads += 1
-    return _write(caller, ptr, (DET_EPOCH_NS + st.clock_reads * 1_000_000).to_bytes(8, "little"))
-
-
-def _det_random_get(caller: Any, ptr: int, n: int) -> int:
-    if n < 0 or n > 1 << 24:
-        return EINVAL
-    return _write(caller, ptr, _state().random(n))
-
-
 # -- the runtime ---------------------------------------------------------------
 
 class Runtime:
@@ -229,14 +166,7 @@ class Runtime:
         linker = wt.Linker(self.engine)
         linker.define_wasi()
         if deterministic:
-            linker.allow_shadowing = True
-            linker.define_func(WASI, "clock_res_get", wt.FuncType([_I32, _I32], [_I32]),
-                               _det_clock_res_get, access_caller=True)
-            linker.define_func(WASI, "clock_time_get",
-                               wt.FuncType([_I32, _I64, _I32], [_I32]),
-                               _det_clock_time_get, access_caller=True)
-            linker.define_func(WASI, "random_get", wt.FuncType([_I32, _I32], [_I32]),
-                               _det_random_get, access_caller=True)
+            determinism.shadow(linker)
         return linker
 
     def _ensure_ticker(self) -> None:
@@ -319,14 +249,14 @@ class Runtime:
         for host, guest, writable in dirs:
             wasi.preopen_dir(host, guest, fs_mutable=writable)
         store.set_wasi(wasi)
-        _tls.det = _DetState()
+        determinism.begin_run()
         t0 = time.monotonic()
         ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
         ctl.started.set()
         try:
             return self._run(store, prog.pres[deterministic], fuel, linear, ctl, t0)
         finally:
-            _tls.det = None
+            determinism.end_run()
 
     def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
              t0: float) -> Outcome:
