@@ -122,9 +122,11 @@ def test_signal_while_blocked_on_stdin_from_a_fifo(tmp_path, sig, code):
     assert not receipt.exists()
 
 
-def test_ctrl_c_in_job_mode(tmp_path):
+@pytest.mark.parametrize(("guest", "sig", "code"), [("spin", signal.SIGINT, 130),
+                                                    ("sleeper", signal.SIGTERM, 143)])
+def test_signal_in_job_mode(tmp_path, guest, sig, code):
     home = tmp_path / "h"
-    mod = EXAMPLES / "spin.wasm"
+    mod = EXAMPLES / "spin.wasm" if guest == "spin" else _sleeper(tmp_path)
     from phase_core.canonical import content_id
     body = manifest.build(module=content_id(mod.read_bytes()), stdin=None,
                           now=1_800_000_000)
@@ -139,8 +141,8 @@ def test_ctrl_c_in_job_mode(tmp_path):
         p.stdin.write((json.dumps(rec) + "\n").encode())
         p.stdin.flush()  # stdin stays open: the job loop would wait for more records
         _read_until(p.stderr.fileno(), b"plasm.run.started", buf)
-        p.send_signal(signal.SIGINT)
-        rc = p.wait(timeout=60)
+        p.send_signal(sig)
+        rc = p.wait(timeout=50)  # well before the sleeper's 60 s
         out, err = p.stdout.read(), p.stderr.read()
     finally:
         if p.poll() is None:
@@ -148,7 +150,7 @@ def test_ctrl_c_in_job_mode(tmp_path):
             p.wait()
         p.stdin.close()
     text = (bytes(buf) + err).decode(errors="replace")
-    assert rc == 130, text
+    assert rc == code, text
     _assert_clean(text)
     assert b"job_result" not in out  # no receipt for the interrupted job
 

@@ -169,10 +169,13 @@ class Executor:
                 data = stdin or b""
                 stdin_id = module_id_of(data)
                 in_fd, stdin_path = memfd("plasm-stdin", data) if data else (None, "/dev/null")
-            with self._critical():
-                outcome = self.execute(prog, spec, stdin_path=stdin_path,
-                                       stdout_path=cap.out_path, stderr_path=cap.err_path,
-                                       control=ctl)
+            def go() -> Outcome:
+                return self.execute(prog, spec, stdin_path=stdin_path,
+                                    stdout_path=cap.out_path, stderr_path=cap.err_path,
+                                    control=ctl)
+            # under the CLI's guard the guest runs in a worker thread, so a signal is
+            # handled even while the guest sits in a blocking WASI call
+            outcome = self.guard.in_worker(go) if self.guard is not None else go()
             out, err, exceeded = cap.collect()
         finally:
             cap.close()
