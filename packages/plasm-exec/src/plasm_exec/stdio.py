@@ -127,7 +127,7 @@ class Framer:
 
     def feed(self, data: bytes) -> list[bytes]:
         self.buf += data
-        out = []
+        out: list[bytes] = []
         while True:
             cut = self.buf.find(b"\n", 0, FRAME_BYTES)
             if cut < 0 and len(self.buf) < FRAME_BYTES:
