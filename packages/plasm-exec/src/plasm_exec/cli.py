@@ -21,7 +21,7 @@ Commands:
           that phase-verify --keys reads).
 
 Options:
-  --max-memory=<bytes>  Linear memory ceiling [default: 256M].
+  --max-memory=<bytes>  Guest memory ceiling: linear memory and tables [default: 256M].
   --fuel=<n>            Fuel (wasm instruction budget) [default: 10000000000].
   --timeout=<seconds>   Wall-clock limit, decimals allowed [default: 30].
   --max-output=<bytes>  Combined stdout+stderr ceiling [default: 16M].
@@ -64,7 +64,8 @@ Exit status:
     141  the reader of stdout went away (broken pipe); no receipt is written
   job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
-  Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal error.
+  Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal error,
+  130 / 143 SIGINT / SIGTERM (the guest is stopped first).
 """
 
 from __future__ import annotations
