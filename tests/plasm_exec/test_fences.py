@@ -148,3 +148,17 @@ def test_cancel_from_another_thread(executor, wasm):
     res = executor.run(prog, spec(), control=ctl)
     t.join()
     assert res.outcome.ended == "timeout" and res.outcome.message
+
+
+def test_timeout_reports_the_fuel_really_consumed(executor, wasm):
+    """A tight loop stopped by the wall clock used to report 0 fuel (the counter lived in a
+    register when the epoch trap fired); the fuel slices write it back."""
+    res = executor.run(executor.load(wasm["spin"]), spec(wall_ms=1000, fuel=10**15))
+    o = res.outcome
+    assert o.ended == "timeout" and not o.fuel_exact
+    assert 0 < o.fuel_consumed < 10**15
+
+
+def test_stopped_by_output_fence_reports_fuel(executor, wasm):
+    res = executor.run(executor.load(wasm["flood"]), spec(output_bytes=1 << 20))
+    assert res.outcome.ended == "output_limit" and res.outcome.fuel_consumed > 0

@@ -80,22 +80,65 @@ def test_tables_are_counted_against_the_limit(executor):
     assert (res.outcome.ended, res.outcome.exit_code) == ("exited", 0)
 
 
+# Measures from a fresh interpreter: a child forked from this (large) test process would
+# start with this process's peak RSS as its own (Linux carries the high-water mark over
+# fork and exec), hiding what plasm-exec itself used.
+MEASURE = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def _peak_rss(tmp_path, name: str, text: str, limit: str) -> int:
     mod = tmp_path / f"{name}.wasm"
     mod.write_bytes(wat(text))
-    p = subprocess.Popen([sys.executable, "-m", "plasm_exec", "run", "--no-cache",
-                          f"--max-memory={limit}", str(mod)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         env={**os.environ, "PHASE_HOME": str(tmp_path / "h")})
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    assert p.returncode == 0
-    return usage.ru_maxrss * 1024  # KiB on Linux
+    out = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-m", "plasm_exec",
+                          "run", "--no-cache", f"--max-memory={limit}", str(mod)],
+                         capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PHASE_HOME": str(tmp_path / "h")}).stdout
+    code, kib = map(int, out.split())
+    assert code in (0, 153)  # exited, or ended memory_limit
+    return kib * 1024  # KiB on Linux
 
 
-def test_peak_rss_stays_within_the_limit(tmp_path):
+@pytest.mark.parametrize("ntables", [2, 8])
+def test_peak_rss_stays_within_the_limit(tmp_path, ntables):
     """A guest that takes every byte it is allowed (tables and memory, all touched) adds at
     most the limit (plus wasmtime's fixed per-run overhead) to the process's peak RSS."""
     base = _peak_rss(tmp_path, "small", tables_and_memory(0), "1M")
-    hostile = _peak_rss(tmp_path, "hostile", tables_and_memory(2), "64M")
+    hostile = _peak_rss(tmp_path, "hostile", tables_and_memory(ntables), "64M")
     assert hostile - base <= 64 * MiB + 8 * MiB, (base, hostile)
+
+
+BIG_WRITE = """(module
+ (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+ (memory (export "memory") 160)
+ (data (i32.const 0) "\\10\\00\\00\\00\\00\\00\\80\\00")
+ (func (export "_start")
+  (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+
+CHILD = """
+import json, resource, sys, wasmtime
+from phase_core.limits import DEFAULT_LIMITS
+from plasm_exec.api import Executor, RunSpec
+import signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))  # no file may pass 4 MiB
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # and trying to kills the process
+ex = Executor(None, disk_cache=False)
+prog = ex.load(wasmtime.wat2wasm(sys.argv[1]))
+res = ex.run(prog, RunSpec(argv=["g"], limits={**DEFAULT_LIMITS, "output_bytes": 1 << 20}))
+print(json.dumps([res.outcome.ended, res.stdout_bytes, len(res.stdout)]))
+"""
+
+
+def test_one_huge_write_never_lands_past_the_output_limit():
+    """One fd_write of 8 MiB with a 1 MiB budget: the bytes past the budget are dropped as
+    they arrive, never stored. The child may not grow any file past 4 MiB (a memfd holding
+    the whole write would kill it with SIGXFSZ)."""
+    p = subprocess.run([sys.executable, "-c", CHILD, BIG_WRITE], capture_output=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    import json
+    assert json.loads(p.stdout) == ["output_limit", 1 << 20, 1 << 20]

@@ -58,6 +58,8 @@ def test_split_guest_args():
         ["run", "--env", "A=1", "-v", "--", "m.wasm", "-x"]
     assert split(["run", "--", "m.wasm", "--", "-x"]) == ["run", "--", "m.wasm", "-x"]
     assert split(["job", "x", "--quiet"]) == ["job", "x", "--quiet"]
+    assert split(["-v", "run", "m.wasm", "-v"]) == ["-v", "run", "--", "m.wasm", "-v"]
+    assert split(["run", "--help"]) == ["run", "--help"]
 
 
 def test_dir_without_guest_path_maps_to_the_same_path(tmp_path):
@@ -121,3 +123,20 @@ def test_framer_splits_long_and_unfinished_lines():
     assert texts[2] == ("x", True)
     bad = json.loads(Framer().feed(b"\xff\x00\n")[0])["text"]
     assert bad == "\\xff\x00"
+
+
+def test_first_use_creates_the_node_key_with_a_notice(tmp_path):
+    import wasmtime
+    mod = tmp_path / "ok.wasm"
+    mod.write_bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1) '
+                                      '(func (export "_start")))'))
+    home = tmp_path / "h"
+    notices = []
+    for i in range(2):
+        p = run([f"--receipt={tmp_path / f'r{i}.json'}", str(mod)], home)
+        assert p.returncode == 0, p.stderr
+        notices.append([json.loads(ln) for ln in p.stderr.splitlines()
+                        if b"plasm.key.created" in ln])
+    assert len(notices[0]) == 1 and notices[1] == []  # told once, when it was made
+    assert notices[0][0]["path"] == str(home / "key") and (home / "key").exists()
+    assert notices[0][0]["level"] == "warning"  # shown at the default verbosity

@@ -122,9 +122,11 @@ def test_signal_while_blocked_on_stdin_from_a_fifo(tmp_path, sig, code):
     assert not receipt.exists()
 
 
-def test_ctrl_c_in_job_mode(tmp_path):
+@pytest.mark.parametrize(("guest", "sig", "code"), [("spin", signal.SIGINT, 130),
+                                                    ("sleeper", signal.SIGTERM, 143)])
+def test_signal_in_job_mode(tmp_path, guest, sig, code):
     home = tmp_path / "h"
-    mod = EXAMPLES / "spin.wasm"
+    mod = EXAMPLES / "spin.wasm" if guest == "spin" else _sleeper(tmp_path)
     from phase_core.canonical import content_id
     body = manifest.build(module=content_id(mod.read_bytes()), stdin=None,
                           now=1_800_000_000)
@@ -139,8 +141,8 @@ def test_ctrl_c_in_job_mode(tmp_path):
         p.stdin.write((json.dumps(rec) + "\n").encode())
         p.stdin.flush()  # stdin stays open: the job loop would wait for more records
         _read_until(p.stderr.fileno(), b"plasm.run.started", buf)
-        p.send_signal(signal.SIGINT)
-        rc = p.wait(timeout=60)
+        p.send_signal(sig)
+        rc = p.wait(timeout=50)  # well before the sleeper's 60 s
         out, err = p.stdout.read(), p.stderr.read()
     finally:
         if p.poll() is None:
@@ -148,6 +150,45 @@ def test_ctrl_c_in_job_mode(tmp_path):
             p.wait()
         p.stdin.close()
     text = (bytes(buf) + err).decode(errors="replace")
-    assert rc == 130, text
+    assert rc == code, text
     _assert_clean(text)
     assert b"job_result" not in out  # no receipt for the interrupted job
+
+
+def _sleeper(tmp_path: Path) -> Path:
+    """A guest asleep in poll_oneoff on a 60 s clock: no yield comes until it wakes."""
+    import struct
+
+    import wasmtime
+    sub = struct.pack("<QB7xIIQQH6x", 0, 0, 1, 0, 60 * 10**9, 0, 0)
+    data = "".join(f"\\{b:02x}" for b in sub)
+    mod = tmp_path / "sleeper.wasm"
+    mod.write_bytes(wasmtime.wat2wasm(f"""(module
+ (import "wasi_snapshot_preview1" "poll_oneoff"
+   (func $poll (param i32 i32 i32 i32) (result i32)))
+ (memory (export "memory") 1)
+ (data (i32.const 0) "{data}")
+ (func (export "_start")
+  (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"""))
+    return mod
+
+
+def test_signal_while_asleep_in_poll_oneoff(tmp_path):
+    receipt = tmp_path / "r.json"
+    p = subprocess.Popen([PY, "-m", "plasm_exec", "run", "-vv", "--timeout=300",
+                          f"--receipt={receipt}", str(_sleeper(tmp_path))],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env(tmp_path / "h"))
+    buf = bytearray()
+    try:
+        _read_until(p.stderr.fileno(), b"plasm.run.started", buf)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=50)[1]  # well before the guest's 60 s sleep ends
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = (bytes(buf) + err).decode(errors="replace")
+    assert p.returncode == 130, text
+    _assert_clean(text)
+    assert not receipt.exists()

@@ -142,13 +142,14 @@ class Executor:
             cancel: threading.Event | None = None) -> RunResult:
         """Run with stdin from bytes or a file, capturing stdout and stderr in memory.
 
-        ``cancel``: when another thread sets it, the guest is stopped at the next
-        epoch tick and ``Interrupted`` (exit 130) is raised; there is no result
-        to sign.
+        ``cancel``: when another thread sets it, the guest is stopped at its next
+        yield (an epoch tick or a fuel slice) and ``Interrupted`` (exit 130) is
+        raised; there is no result to sign.
         """
         import os
 
-        from plasm_exec.stdio import MemCapture, memfd
+        from plasm_exec.capture import PipeCapture
+        from plasm_exec.stdio import memfd
 
         spec.check()
         ctl = control or self.new_control()
@@ -158,8 +159,7 @@ class Executor:
             if cancel.is_set():
                 raise Interrupted("the run was cancelled before it started")
             ctl.cancel = cancel
-        cap = MemCapture(int(spec.limits["output_bytes"]))
-        ctl.watch = lambda: "output_limit" if cap.over() else None
+        cap = PipeCapture(int(spec.limits["output_bytes"]), ctl)
         in_fd = None
         try:
             if isinstance(stdin, Path):
@@ -169,10 +169,13 @@ class Executor:
                 data = stdin or b""
                 stdin_id = module_id_of(data)
                 in_fd, stdin_path = memfd("plasm-stdin", data) if data else (None, "/dev/null")
-            with self._critical():
-                outcome = self.execute(prog, spec, stdin_path=stdin_path,
-                                       stdout_path=cap.out_path, stderr_path=cap.err_path,
-                                       control=ctl)
+            def go() -> Outcome:
+                return self.execute(prog, spec, stdin_path=stdin_path,
+                                    stdout_path=cap.out_path, stderr_path=cap.err_path,
+                                    control=ctl)
+            # under the CLI's guard the guest runs in a worker thread, so a signal is
+            # handled even while the guest sits in a blocking WASI call
+            outcome = self.guard.in_worker(go) if self.guard is not None else go()
             out, err, exceeded = cap.collect()
         finally:
             cap.close()

@@ -26,7 +26,8 @@ Commands:
           --name=worker --role=worker` (idempotent).
 
 Options:
-  --max-memory=<size>   Linear memory ceiling: 256M, 64KiB, 1048576 [default: 256M].
+  --max-memory=<size>   Guest memory ceiling (linear memory and tables): 256M,
+                        64KiB, 1048576 [default: 256M].
   --fuel=<n>            Fuel (wasm instruction budget) [default: 10000000000].
   --timeout=<duration>  Wall-clock limit: 30s, 1500ms, 2m; a bare number is
                         seconds, decimals allowed [default: 30s].
@@ -42,8 +43,9 @@ Options:
                         read whole before the guest starts. Recorded in the receipt.
   --receipt=<file>      Write the signed receipt here (and the job manifest beside it,
                         as <name>.manifest.json); module and stdin go to the store.
-  --key=<file>          Signing key (default: the node key under PHASE_HOME, created
-                        on first use).
+  --key=<file>          Signing key (default: the node key under PHASE_HOME; when there
+                        is none, one is created and a plasm.key.created line on stderr
+                        says where).
   --home=<dir>          State directory (overrides PHASE_HOME).
   --keys=<keyring>      job: only run manifests signed by a trusted job-submitter;
                         verify: require a trusted worker signature.
@@ -72,7 +74,8 @@ Exit status:
     66 no job in the input; an upstream error record's exit_code.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
   Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal
-  error (a bug), 74 I/O error (read-only, full or unwritable file system).
+  error (a bug), 74 I/O error (read-only, full or unwritable file system),
+  130 / 143 SIGINT / SIGTERM (the guest is stopped first).
 """
 
 from __future__ import annotations
@@ -119,30 +122,32 @@ _VALUE_OPTIONS = frozenset({"--max-memory", "--fuel", "--timeout", "--max-output
 def split_guest_args(argv: list[str]) -> list[str]:
     """``run``: everything after the module belongs to the guest, as with `wasmtime run`.
 
-    Puts a ``--`` right after the module so the parser never reads the guest's words
-    as our options (one ``--`` the user wrote there is dropped, as before).
+    Puts a ``--`` in front of the module so the parser never reads the guest's words
+    as our options (one ``--`` the user wrote right after the module is dropped).
     """
-    if not argv or argv[0] != "run":
+    cmd = _skip_options(argv, 0)
+    if cmd >= len(argv) or argv[cmd] != "run":
         return argv
-    i = 1
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            i += 1
-            break
-        if a.startswith("-") and a != "-":
-            if a in _VALUE_OPTIONS:
-                i += 1
-            i += 1
-            continue
-        break
+    i = _skip_options(argv, cmd + 1)
+    head = argv[:i]
+    if i < len(argv) and argv[i] == "--":
+        i += 1
     if i >= len(argv):
         return argv
     rest = argv[i + 1:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    return [*argv[:i], "--", argv[i], *rest] if argv[i - 1] != "--" else \
-        [*argv[:i - 1], "--", argv[i], *rest]
+    return [*head, "--", argv[i], *rest]
+
+
+def _skip_options(argv: list[str], i: int) -> int:
+    """The index of the first word at or after ``i`` that is not one of our options."""
+    while i < len(argv):
+        a = argv[i]
+        if a == "--" or not a.startswith("-") or a == "-":
+            return i
+        i += 2 if a in _VALUE_OPTIONS else 1
+    return i
 
 
 def cli(argv: list[str]) -> int:

@@ -1,20 +1,26 @@
-"""The wasmtime border: the only module that imports wasmtime.
+"""The wasmtime border: with ``determinism``, the only module that imports wasmtime.
 
-``Runtime`` owns one ``wasmtime.Engine`` (fuel + epoch interruption), one epoch
-ticker thread and two linkers (plain WASI preview1, and the deterministic
-profile that shadows clocks and ``random_get``). ``Runtime.compile`` turns
-bytes into a checked ``Program`` (compiled once, pre-instantiated per profile);
-``Runtime.execute`` runs a ``Program`` in a fresh ``Store`` under the four
-fences and returns an ``Outcome``. ``execute`` is safe to call from many
-threads at once: wasm runs with the GIL released.
+``Runtime`` owns one ``wasmtime.Engine`` (fuel metering) and two linkers (plain
+WASI preview1, and the deterministic profile that shadows clocks and
+``random_get``). ``Runtime.compile`` turns bytes into a checked ``Program``
+(compiled once, pre-instantiated per profile); ``Runtime.execute`` runs a
+``Program`` in a fresh ``Store`` under the four fences and returns an
+``Outcome``. ``execute`` is safe to call from many threads at once: wasm runs
+with the GIL released.
 
-Wall clock: every store's epoch deadline is one tick, and a per-store epoch
-callback decides at each tick whether the run goes on (the wall-clock deadline
-has not passed and nobody asked it to stop) or ends. So a run is stopped within
-one tick of its deadline, and another thread can stop it early (output fence,
-cancellation) through ``RunControl.stop``. The callback is registered through
-the ffi binding ``wasmtime_store_epoch_deadline_callback``, which wasmtime-py
-50 ships but does not wrap.
+Wall clock and stopping: the guest runs as a wasmtime *call future* that
+yields back to ``_drive`` after every ``FUEL_SLICE`` of fuel and at every epoch
+tick (one ticker thread per process, ``TICK_S``); ``_drive`` asks the run's
+``RunControl`` whether to go on (deadline, output fence, the caller's cancel)
+and, if not, drops the future, which unwinds the guest. So a run stops within
+one tick or one slice, whichever comes first. The fuel it reports is what it
+consumed, also when it was stopped: wasmtime writes the fuel counter back at
+each slice and at each call, so a stopped run's figure is short by less than
+one slice (a tight loop stopped by an epoch *trap*, as before, reported 0).
+The async entry points are the ffi bindings
+``wasmtime_instance_pre_instantiate_async``,
+``wasmtime_func_call_async`` and ``wasmtime_call_future_poll``, which
+wasmtime-py 50 ships but does not wrap.
 
 wasmtime errors are translated to ``phase_core`` errors here.
 """
@@ -22,8 +28,6 @@ wasmtime errors are translated to ``phase_core`` errors here.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import itertools
 import platform
 import threading
 import time
@@ -35,11 +39,13 @@ import wasmtime as wt
 from wasmtime import _ffi as ffi
 
 from phase_core.errors import InputError, Malformed, TooLarge
+from plasm_exec import determinism
 
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
 RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
-TICK_S = 0.01
+FUEL_SLICE = 1_000_000  # fuel per slice: a run checks whether to stop after each
+TICK_S = 0.01  # ... and at each epoch tick (a guest busy in host calls burns little fuel)
 MAX_MODULE_BYTES = 64 << 20
 PAGE = 65536
 # The memory fence covers all guest memory: one linear memory (multi-memory is
@@ -50,10 +56,6 @@ MAX_TABLES = 2
 MAX_TABLE_ELEMENTS = 1 << 20
 TABLE_ELEMENT_BYTES = 16
 TABLE_SHARE = 16
-# The deterministic profile: a fixed start time (2026-01-01T00:00:00Z) that
-# advances 1 ms per clock read, and a random stream from a fixed seed.
-DET_EPOCH_NS = 1_767_225_600 * 10**9
-DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
 ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;mvp-mem;v2"
 
 PREVIEW1 = frozenset("""
@@ -90,7 +92,7 @@ class RunControl:
     cancel: threading.Event | None = None  # set by the caller: stop with "interrupted"
 
     def poll(self) -> str | None:
-        """Called at each epoch tick from the guest's thread: the reason to stop, if any."""
+        """Called after each fuel slice from the guest's thread: the reason to stop, if any."""
         if self.stop_reason is None and self.cancel is not None and self.cancel.is_set():
             self.stop("interrupted")
         if self.stop_reason is None and self.watch is not None:
@@ -102,7 +104,7 @@ class RunControl:
         return self.stop_reason
 
     def stop(self, reason: str) -> None:
-        """Ask the run to end at the next tick (first reason wins)."""
+        """Ask the run to end after the current fuel slice (first reason wins)."""
         if self.stop_reason is None:
             self.stop_reason = reason
 
@@ -131,98 +133,10 @@ class Program:
     pres: dict[bool, Any] = field(default_factory=dict, repr=False)
 
 
-# -- the epoch callback --------------------------------------------------------
-
-_CALLBACK_T = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.POINTER(ffi.wasmtime_context_t),
-                               ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64),
-                               ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t))
-_FINALIZER_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_RUNS: dict[int, RunControl] = {}
-_TOKENS = itertools.count(1)
-
-
-def _on_epoch(_ctx: Any, data: int | None, delta: Any, kind: Any) -> int:
-    try:
-        ctl = _RUNS.get(data or 0)
-        reason = "cancelled" if ctl is None else ctl.poll()
-        if reason is None:
-            delta[0] = 1
-            kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
-            return 0
-        err = ffi.wasmtime_error_new(f"plasm-exec: run stopped ({reason})".encode())
-        return ctypes.cast(err, ctypes.c_void_p).value or 0
-    except BaseException:  # never unwind into wasmtime
-        err = ffi.wasmtime_error_new(b"plasm-exec: epoch callback failed")
-        return ctypes.cast(err, ctypes.c_void_p).value or 0
-
-
-_CALLBACK = _CALLBACK_T(_on_epoch)
-_FINALIZER = _FINALIZER_T(lambda _p: None)
-
-
-# -- the deterministic profile: host functions ------------------------------
-
-_tls = threading.local()
-_I32, _I64 = wt.ValType.i32(), wt.ValType.i64()
-EINVAL, EFAULT, SUCCESS = 28, 21, 0
-
-
-class _DetState:
-    def __init__(self) -> None:
-        self.clock_reads = 0
-        self.counter = 0
-        self.pool = b""
-
-    def random(self, n: int) -> bytes:
-        while len(self.pool) < n:
-            self.pool += hashlib.sha256(DET_SEED + self.counter.to_bytes(8, "little")).digest()
-            self.counter += 1
-        out, self.pool = self.pool[:n], self.pool[n:]
-        return out
-
-
-def _state() -> _DetState:
-    st = getattr(_tls, "det", None)
-    if st is None:
-        st = _tls.det = _DetState()
-    return st
-
-
-def _write(caller: Any, ptr: int, data: bytes) -> int:
-    mem = caller.get("memory")
-    if not isinstance(mem, wt.Memory):
-        return EFAULT
-    try:
-        mem.write(caller, data, ptr)
-    except (IndexError, ValueError, wt.WasmtimeError):
-        return EFAULT
-    return SUCCESS
-
-
-def _det_clock_res_get(caller: Any, clock: int, ptr: int) -> int:
-    if not 0 <= clock <= 3:
-        return EINVAL
-    return _write(caller, ptr, (1_000_000).to_bytes(8, "little"))
-
-
-def _det_clock_time_get(caller: Any, clock: int, _precision: int, ptr: int) -> int:
-    if not 0 <= clock <= 3:
-        return EINVAL
-    st = _state()
-    st.clock_reads += 1
-    return _write(caller, ptr, (DET_EPOCH_NS + st.clock_reads * 1_000_000).to_bytes(8, "little"))
-
-
-def _det_random_get(caller: Any, ptr: int, n: int) -> int:
-    if n < 0 or n > 1 << 24:
-        return EINVAL
-    return _write(caller, ptr, _state().random(n))
-
-
 # -- the runtime ---------------------------------------------------------------
 
 class Runtime:
-    """One engine, one ticker, two linkers. Create one per process and share it."""
+    """One engine, one epoch ticker, two linkers. Create one per process and share it."""
 
     def __init__(self, *, tick_s: float = TICK_S) -> None:
         cfg = wt.Config()
@@ -252,14 +166,7 @@ class Runtime:
         linker = wt.Linker(self.engine)
         linker.define_wasi()
         if deterministic:
-            linker.allow_shadowing = True
-            linker.define_func(WASI, "clock_res_get", wt.FuncType([_I32, _I32], [_I32]),
-                               _det_clock_res_get, access_caller=True)
-            linker.define_func(WASI, "clock_time_get",
-                               wt.FuncType([_I32, _I64, _I32], [_I32]),
-                               _det_clock_time_get, access_caller=True)
-            linker.define_func(WASI, "random_get", wt.FuncType([_I32, _I32], [_I32]),
-                               _det_random_get, access_caller=True)
+            determinism.shadow(linker)
         return linker
 
     def _ensure_ticker(self) -> None:
@@ -319,7 +226,6 @@ class Runtime:
 
         The caller owns the stdio paths (files, memfds or pipes as /dev/fd/N).
         """
-        self._ensure_ticker()
         ctl = control or RunControl()
         fuel = int(limits["fuel"])
         store = wt.Store(self.engine)
@@ -327,10 +233,13 @@ class Runtime:
         store.set_limits(memory_size=linear, table_elements=elems, instances=1,
                          tables=MAX_TABLES, memories=1)
         store.set_fuel(fuel)
+        err = ffi.wasmtime_context_fuel_async_yield_interval(store._context(), FUEL_SLICE)
+        if err:
+            raise wt.WasmtimeError._from_ptr(err)
         store.set_epoch_deadline(1)
-        token = next(_TOKENS)
-        _RUNS[token] = ctl
-        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _CALLBACK, token, _FINALIZER)
+        # returns void in the C API (the binding's pointer result is garbage: ignore it)
+        ffi.wasmtime_context_epoch_deadline_async_yield_and_update(store._context(), 1)
+        self._ensure_ticker()
         wasi = wt.WasiConfig()
         wasi.argv = list(argv)
         wasi.env = [(k, v) for k, v in env.items()]
@@ -340,25 +249,26 @@ class Runtime:
         for host, guest, writable in dirs:
             wasi.preopen_dir(host, guest, fs_mutable=writable)
         store.set_wasi(wasi)
-        _tls.det = _DetState()
+        determinism.begin_run()
         t0 = time.monotonic()
         ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
         ctl.started.set()
         try:
             return self._run(store, prog.pres[deterministic], fuel, linear, ctl, t0)
         finally:
-            del _RUNS[token]
-            _tls.det = None
+            determinism.end_run()
 
     def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
              t0: float) -> Outcome:
         ended, code, trap, msg = "exited", None, None, None
         inst = None
         try:
-            inst = pre.instantiate(store)
-            start = inst.exports(store)["_start"]
-            start(store)
-            code = 0
+            inst = _instantiate(store, pre, ctl)
+            if inst is not None and _call(store, inst.exports(store)["_start"], ctl):
+                code = 0
+            else:
+                ended = ctl.stop_reason or "cancelled"
+                msg = f"plasm-exec: run stopped ({ended})"
         except wt.ExitTrap as e:
             code = e.code
         except wt.Trap as e:
@@ -366,16 +276,12 @@ class Runtime:
             msg = _first_line(e)
             if tc == wt.TrapCode.OUT_OF_FUEL:
                 ended = "out_of_fuel"
-            elif tc == wt.TrapCode.INTERRUPT:
-                ended = ctl.stop_reason or "timeout"
             else:
                 ended, trap = "trapped", (tc.name.lower() if tc is not None else "unknown")
         except wt.WasmtimeError as e:
             msg = _first_line(e)
             text = str(e)
-            if ctl.stop_reason is not None and "plasm-exec: run stopped" in text:
-                ended = ctl.stop_reason
-            elif inst is None and any(m in text for m in _LIMIT_ERRORS):
+            if inst is None and any(m in text for m in _LIMIT_ERRORS):
                 ended = "memory_limit"
             elif "invalid exit status" in text:
                 ended, trap = "trapped", "bad_exit_status"
@@ -388,7 +294,9 @@ class Runtime:
             left = store.get_fuel()
         except wt.WasmtimeError:
             left = fuel
-        consumed = max(0, fuel - left)
+        consumed = max(0, fuel - left)  # real also when stopped: counted up to the slice
+        # fuel_exact: the figure is what a re-execution must reproduce (a run stopped
+        # from outside consumed a real but timing-dependent amount)
         fuel_exact = ended not in ("timeout", "output_limit", "cancelled", "interrupted",
                                    "broken_pipe")
         if ctl.stop_reason in ("interrupted", "broken_pipe"):
@@ -407,6 +315,53 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+def _drive(fut: Any, ctl: RunControl) -> bool:
+    """Poll a call future to its end (True), or until ``ctl`` says stop (False).
+
+    The future is always deleted; deleting an unfinished one unwinds the guest.
+    """
+    try:
+        while not ffi.wasmtime_call_future_poll(fut):
+            if ctl.poll() is not None:
+                return False
+        return True
+    finally:
+        ffi.wasmtime_call_future_delete(fut)
+
+
+def _check(trap: Any, error: Any) -> None:
+    if error:
+        raise wt.WasmtimeError._from_ptr(error)
+    if trap:
+        raise wt.Trap._from_ptr(trap)
+
+
+def _instantiate(store: Any, pre: Any, ctl: RunControl) -> Any:
+    """The instance, or None when the run was stopped while instantiating."""
+    raw = ffi.wasmtime_instance_t()
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    error = ctypes.POINTER(ffi.wasmtime_error_t)()
+    fut = ffi.wasmtime_instance_pre_instantiate_async(
+        pre.ptr(), store._context(), ctypes.byref(raw), ctypes.byref(trap),
+        ctypes.byref(error))
+    if not _drive(fut, ctl):
+        return None
+    _check(trap, error)
+    return wt.Instance._from_raw(raw)
+
+
+def _call(store: Any, func: Any, ctl: RunControl) -> bool:
+    """Call a () -> () export to its end (True) or until stopped (False)."""
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    error = ctypes.POINTER(ffi.wasmtime_error_t)()
+    fut = ffi.wasmtime_func_call_async(store._context(), ctypes.byref(func._func), None, 0,
+                                       None, 0, ctypes.byref(trap), ctypes.byref(error))
+    if not _drive(fut, ctl):
+        return False
+    _check(trap, error)
+    return True
 
 
 # wasmtime's words when instantiation asks for more than the store allows

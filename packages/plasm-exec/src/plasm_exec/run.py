@@ -104,10 +104,20 @@ def _home(args: dict[str, Any]) -> Path:
 
 
 def _identity(args: dict[str, Any]) -> Any:
+    """The signing key: --key, or the node key, created on first use with a notice."""
     from phase_core.identity import load, load_or_create
     if args.get("--key"):
         return load(Path(args["--key"]))
-    return load_or_create(home.key_path(_home(args)))
+    path = home.key_path(_home(args))
+    try:
+        return load(path)
+    except MissingInput:
+        pass
+    ident = load_or_create(path)
+    log.get().warning("plasm.key.created", path=str(path), node_id=ident.node_id,
+                      message=f"this node had no signing key: created one at {path}; "
+                              "`plasm-exec key` prints it as a keyring entry for verifiers")
+    return ident
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:

@@ -1,15 +1,15 @@
 """SIGINT and SIGTERM for the plasm-exec commands: stop the guest, never raise inside wasmtime.
 
 Python runs signal handlers in the main thread, between bytecodes. While a guest
-runs, the only Python the main thread executes may be the epoch callback, which
-wasmtime calls through ctypes: an exception raised there cannot unwind and is
-lost (and a ``KeyboardInterrupt`` raised half-way through a wasmtime-py call can
-corrupt its bookkeeping). So the handler installed here never raises while
-wasmtime code is on the stack:
+runs, that Python may be a callback wasmtime calls through ctypes (a host
+function), where an exception cannot unwind and is lost, or the loop polling the
+guest's call future, where a ``KeyboardInterrupt`` raised half-way through a
+wasmtime-py call can corrupt its bookkeeping. So the handler installed here
+never raises while wasmtime is in use:
 
 - inside a ``critical()`` section (compiling, running a guest) it only records
-  the signal, sets ``event`` (which every run polls at each epoch tick and then
-  stops with ``interrupted``) and calls the registered wake-ups (the stdin pump
+  the signal, sets ``event`` (which every run polls at each yield, every tick or
+  fuel slice, and then stops with ``interrupted``) and calls the registered wake-ups (the stdin pump
   closes the guest's stdin, so a guest blocked reading it sees EOF);
 - when the section is left, ``Stop`` is raised from plain Python code;
 - outside a section it raises ``Stop`` at once.

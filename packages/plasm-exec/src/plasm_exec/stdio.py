@@ -7,14 +7,14 @@ exposed as ``/dev/fd/N`` with a thread on our end:
 - ``StdinPump`` copies our stdin into the guest's pipe, hashing what it
   forwards (the receipt's stdin is exactly what was offered to the guest), and
   closes the pipe at EOF, at the wall-clock deadline or when the run ends — so
-  a guest blocked reading stdin sees EOF and then meets the epoch deadline.
+  a guest blocked reading stdin sees EOF and then meets its next yield.
 - ``OutputTap`` reads the guest's stdout or stderr pipe, hashes and counts it,
   forwards it to our own fd, and enforces the shared output budget: bytes past
   the budget are neither forwarded nor hashed, and the run is stopped with
-  ``output_limit`` at the next epoch tick. When the reader of our stdout goes
+  ``output_limit`` at its next yield. When the reader of our stdout goes
   away (EPIPE) the run is stopped with ``broken_pipe``.
-- ``MemCapture`` is the thread-free path for the library and ``job`` mode:
-  memfds for stdout/stderr, and a tick-time check of their sizes.
+- ``memfd`` holds a spooled stdin. The library and ``job`` mode capture
+  stdout/stderr with ``plasm_exec.capture``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class Framer:
 
     def feed(self, data: bytes) -> list[bytes]:
         self.buf += data
-        out = []
+        out: list[bytes] = []
         while True:
             cut = self.buf.find(b"\n", 0, FRAME_BYTES)
             if cut < 0 and len(self.buf) < FRAME_BYTES:
@@ -313,42 +313,3 @@ def memfd(name: str, data: bytes | None = None) -> tuple[int, str]:
         while view:
             view = view[os.write(fd, view):]
     return fd, f"/proc/self/fd/{fd}"
-
-
-def read_fd(fd: int, limit: int | None = None) -> bytes:
-    """The first ``limit`` bytes (all if None) of a file descriptor, from offset 0."""
-    size = os.fstat(fd).st_size
-    n = size if limit is None else min(size, limit)
-    out = bytearray()
-    while len(out) < n:
-        chunk = os.pread(fd, min(CHUNK * 16, n - len(out)), len(out))
-        if not chunk:
-            break
-        out += chunk
-    return bytes(out)
-
-
-class MemCapture:
-    """Thread-free stdout/stderr capture into memfds, with a per-tick size check."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.out_fd, self.out_path = memfd("plasm-stdout")
-        self.err_fd, self.err_path = memfd("plasm-stderr")
-
-    def over(self) -> bool:
-        return os.fstat(self.out_fd).st_size + os.fstat(self.err_fd).st_size > self.limit
-
-    def collect(self) -> tuple[bytes, bytes, bool]:
-        """(stdout, stderr, exceeded): stdout first, then stderr, within the budget."""
-        out_size = os.fstat(self.out_fd).st_size
-        err_size = os.fstat(self.err_fd).st_size
-        exceeded = out_size + err_size > self.limit
-        out = read_fd(self.out_fd, self.limit)
-        err = read_fd(self.err_fd, self.limit - len(out))
-        return out, err, exceeded
-
-    def close(self) -> None:
-        for fd in (self.out_fd, self.err_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
