@@ -147,13 +147,21 @@ def submit(home: Path, args: dict[str, Any]) -> int:
 def receipts(home: Path, args: dict[str, Any]) -> int:
     from plasmd import daemon
 
+    if args["--repair"]:
+        return repair_receipts(home, args)
     log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
     node = None
     if args["--verify"]:
         node = identities.load(homes.key_path(home)).node_id
     kr = Keyring().with_key("self", node, [receipt.ROLE]) if node else None
     count = 0
-    for entry in log_.entries():  # raises LogTampered on a broken chain
+    try:
+        listed = list(log_.entries())
+    except daemon.LogTampered as e:
+        raise daemon.LogTampered(e.message, hint="if no one tampered with it (a crash, or a "
+                                 "second daemon on this home), `plasmd receipts --repair` "
+                                 "keeps every valid entry and moves the rest aside") from None
+    for entry in listed:
         rec: dict[str, Any] = {"v": 1, "type": "receipt_entry", "seq": entry.seq,
                                "hash": entry.hash}
         if kr is not None:
@@ -168,6 +176,23 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
             write_record(rec)
         count += 1
     log.get().info("receipts.listed", count=count, verified=bool(kr))
+    return exitcodes.OK
+
+
+def repair_receipts(home: Path, args: dict[str, Any]) -> int:
+    """Keep the valid prefix of the receipt log, move the rest aside (holding the lock)."""
+    from plasmd import daemon, homelock
+
+    if not home.is_dir():
+        raise MissingInput(f"no home at {home}")
+    with homelock.acquire(home, "plasmd receipts --repair"):
+        out = daemon.ReceiptLog(daemon.receipt_log_path(home)).salvage()
+    if out["aside"] or out["head_was"] != out["kept"] - 1:
+        log.get().warning("receipts.repaired", **out)
+    else:
+        log.get().info("receipts.intact", kept=out["kept"])
+    if not args["--quiet"]:
+        write_record({"v": 1, "type": "receipts_repaired", **out})
     return exitcodes.OK
 
 
