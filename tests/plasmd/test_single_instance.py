@@ -212,3 +212,20 @@ def test_a_log_two_writers_damaged_is_refused_then_repaired(tmp_path: Path) -> N
     assert [x["seq"] for x in listed(home)] == [0, 1, 2, 3]
     again = plasmd("receipts", "--repair", f"--home={home}")  # an intact log: no-op
     assert json.loads(again.stdout)["aside"] is None
+
+
+def test_repair_keeps_only_entries_this_node_signed(tmp_path: Path) -> None:
+    home, client = tmp_path / "node", tmp_path / "client"
+    init_home(client)
+    run_jobs(home, client, 3)
+    lines = entry_lines(home)
+    rec = json.loads(lines[1])
+    rec["receipt"]["body"]["exit_code"] = 42  # its signature no longer verifies
+    lines[1] = json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    (home / "receipts.jsonl").write_bytes(b"".join(lines))
+    rep = plasmd("receipts", "--repair", f"--home={home}")
+    assert rep.returncode == 0, rep.stderr
+    out = json.loads(rep.stdout)
+    assert out["kept"] == 1
+    assert Path(out["aside"]).read_bytes() == lines[1] + lines[2]
+    assert len(listed(home)) == 1

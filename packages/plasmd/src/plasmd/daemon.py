@@ -74,6 +74,7 @@ async def run(home: Path, flags: dict[str, Any]) -> int:
     keyring = load_keyring(home)
     tmp_home: Path | None = None
     lock: homelock.HomeLock | None = None
+    receipts: Any
     if cfg.mode == "private":
         shm = Path("/dev/shm")  # noqa: S108 - a tmpfs; mkdtemp makes a private dir
         tmp_home = Path(tempfile.mkdtemp(prefix="plasmd-private-",

@@ -182,7 +182,7 @@ class Manifests:
 
 # -- HTTP ----------------------------------------------------------------------
 class _Handler(BoundedHandler):
-    server: ProviderServer  # type: ignore[assignment]
+    server: ProviderServer
     server_version = "phase-boot-provider/1"
     sys_version = ""
     protocol_version = "HTTP/1.1"

@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,19 +190,22 @@ class ReceiptLog:
                     self._seq, self._last = self._seq + 1, h
             return cut
 
-    def salvage(self) -> dict[str, Any]:
+    def salvage(self, accept: Callable[[dict[str, Any]], bool] | None = None
+                ) -> dict[str, Any]:
         """Keep every entry that chains from the first; move the rest aside.
 
-        Returns ``{"kept": N, "moved_bytes": B, "aside": path or None,
-        "head_was": seq}``. An entry the head names by seq must also match the
-        head's hash; from the first one that does not, everything is moved aside.
+        ``accept`` (e.g. "this node's signature on the receipt verifies") may reject
+        an entry too: it and everything after it are moved aside. Returns
+        ``{"kept": N, "moved_bytes": B, "aside": path or None, "head_was": seq}``.
+        An entry the head names by seq must also match the head's hash; from the
+        first one that does not, everything is moved aside.
         """
         with self._lock:
             try:
                 data = self.path.read_bytes()
             except FileNotFoundError:
                 data = b""
-            keep, kept, last = _valid_prefix(data, self._seq, self._last)
+            keep, kept, last = _valid_prefix(data, self._seq, self._last, accept)
             head_was = self._seq
             aside = self._set_aside(data[keep:], keep) if keep < len(data) else None
             if kept == 0:
@@ -232,7 +235,8 @@ class ReceiptLog:
         return aside
 
 
-def _valid_prefix(data: bytes, head_seq: int, head_hash: str) -> tuple[int, int, str]:
+def _valid_prefix(data: bytes, head_seq: int, head_hash: str,
+                  accept: Callable[[dict[str, Any]], bool] | None) -> tuple[int, int, str]:
     """(bytes, entries, hash of the last) of the longest chained prefix of ``data``."""
     prev, seq, pos = GENESIS, 0, 0
     while pos < len(data):
@@ -243,7 +247,8 @@ def _valid_prefix(data: bytes, head_seq: int, head_hash: str) -> tuple[int, int,
         try:
             rec = json.loads(raw)
             ok = isinstance(rec, dict) and rec.get("seq") == seq and rec.get("prev") == prev \
-                and isinstance(rec.get("receipt"), dict)
+                and isinstance(rec.get("receipt"), dict) \
+                and (accept is None or accept(rec["receipt"]))
         except ValueError:
             ok = False
         h = line_hash(raw)

@@ -13,9 +13,10 @@ from phase_core import documents, exitcodes, log, receipt, timefmt
 from phase_core import home as homes
 from phase_core import identity as identities
 from phase_core.cli.jsonl import write_record
-from phase_core.errors import ConfigError, MissingInput, UsageError
+from phase_core.errors import ConfigError, MissingInput, PhaseError, UsageError
 from phase_core.fsutil import write_atomic
 from phase_core.trust import Keyring
+from plasmd.receiptlog import LogTampered, ReceiptLog
 
 KEYRING_TEMPLATE = """\
 # Keys this node trusts. Add submitters with:
@@ -149,7 +150,7 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
 
     if args["--repair"]:
         return repair_receipts(home, args)
-    log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
+    log_ = ReceiptLog(daemon.receipt_log_path(home))
     node = None
     if args["--verify"]:
         node = identities.load(homes.key_path(home)).node_id
@@ -157,8 +158,8 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
     count = 0
     try:
         listed = list(log_.entries())
-    except daemon.LogTampered as e:
-        raise daemon.LogTampered(e.message, hint="if no one tampered with it (a crash, or a "
+    except LogTampered as e:
+        raise LogTampered(e.message, hint="if no one tampered with it (a crash, or a "
                                  "second daemon on this home), `plasmd receipts --repair` "
                                  "keeps every valid entry and moves the rest aside") from None
     for entry in listed:
@@ -185,8 +186,19 @@ def repair_receipts(home: Path, args: dict[str, Any]) -> int:
 
     if not home.is_dir():
         raise MissingInput(f"no home at {home}")
+    node = identities.load(homes.key_path(home)).node_id
+    kr = Keyring().with_key("self", node, [receipt.ROLE])
+
+    def signed_here(env: dict[str, Any]) -> bool:
+        try:
+            documents.verify(env, documents.Policy(kr, timefmt.now(),
+                                                   expected_type=receipt.TYPE))
+            return True
+        except PhaseError:
+            return False
+
     with homelock.acquire(home, "plasmd receipts --repair"):
-        out = daemon.ReceiptLog(daemon.receipt_log_path(home)).salvage()
+        out = ReceiptLog(daemon.receipt_log_path(home)).salvage(signed_here)
     if out["aside"] or out["head_was"] != out["kept"] - 1:
         log.get().warning("receipts.repaired", **out)
     else:
