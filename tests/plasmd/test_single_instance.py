@@ -229,3 +229,16 @@ def test_repair_keeps_only_entries_this_node_signed(tmp_path: Path) -> None:
     assert out["kept"] == 1
     assert Path(out["aside"]).read_bytes() == lines[1] + lines[2]
     assert len(listed(home)) == 1
+
+
+def test_a_second_private_node_for_the_same_home_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "private"
+    home.mkdir()
+    a = start_node(home, "--mode=private", "--listen=127.0.0.1:0", init=False)
+    try:
+        b = plasmd("start", "--mode=private", f"--home={home}", "--listen=127.0.0.1:0")
+        assert b.returncode == 75, b.stderr
+        assert f"pid {a.proc.pid}" in b.stderr and "home_in_use" in b.stderr
+    finally:
+        assert a.stop() == 0
+    assert not (home / "plasmd.lock").exists()  # private mode writes nothing there

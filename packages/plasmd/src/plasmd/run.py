@@ -150,18 +150,23 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
 
     if args["--repair"]:
         return repair_receipts(home, args)
-    log_ = ReceiptLog(daemon.receipt_log_path(home))
+    path = daemon.receipt_log_path(home)
     node = None
     if args["--verify"]:
         node = identities.load(homes.key_path(home)).node_id
     kr = Keyring().with_key("self", node, [receipt.ROLE]) if node else None
     count = 0
-    try:
-        listed = list(log_.entries())
-    except LogTampered as e:
-        raise LogTampered(e.message, hint="if no one tampered with it (a crash, or a "
-                                 "second daemon on this home), `plasmd receipts --repair` "
-                                 "keeps every valid entry and moves the rest aside") from None
+    for attempt in range(5):  # a running node may append while we read: read again
+        before = _log_stamp(path)
+        try:
+            listed = list(ReceiptLog(path).entries())
+            break
+        except LogTampered as e:
+            if attempt < 4 and _log_stamp(path) != before:
+                continue
+            raise LogTampered(e.message, hint="if no one tampered with it (a crash, or a "
+                              "second daemon on this home), `plasmd receipts --repair` "
+                              "keeps every valid entry and moves the rest aside") from None
     for entry in listed:
         rec: dict[str, Any] = {"v": 1, "type": "receipt_entry", "seq": entry.seq,
                                "hash": entry.hash}
@@ -178,6 +183,16 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
         count += 1
     log.get().info("receipts.listed", count=count, verified=bool(kr))
     return exitcodes.OK
+
+
+def _log_stamp(path: Path) -> tuple[int, bytes]:
+    """What changes when the daemon appends: the log's size and the head's bytes."""
+    try:
+        size = path.stat().st_size
+        head = path.with_name(path.name + ".head").read_bytes()
+    except OSError:
+        return (-1, b"")
+    return size, head
 
 
 def repair_receipts(home: Path, args: dict[str, Any]) -> int:
