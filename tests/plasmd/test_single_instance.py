@@ -99,14 +99,18 @@ def start_or_repair(home: Path, repairs: list[str]) -> NodeProc:
 
 
 def test_double_starts_and_kill_9_never_break_the_receipt_log(tmp_path: Path) -> None:
+    """Rounds of: a second start (refused), a job, SIGKILL at a seeded point, sometimes
+    the damage a crash mid-append (or a second writer) leaves, a restart that repairs
+    when it is told to, and a verify."""
     rng = random.Random(20261130)
     home, client = tmp_path / "node", tmp_path / "client"
     init_home(client)
     acknowledged: set[str] = set()  # jobs whose receipt the submitter got
     repairs: list[str] = []
-    points = []
+    points: list[str] = []
+    damages: list[str] = []
+    a = start_or_repair(home, repairs)
     for rnd in range(7):
-        a = start_or_repair(home, repairs)
         try:
             b = second_start(home)
             assert b.returncode == 75 and f"pid {a.proc.pid}" in b.stderr, b.stderr
@@ -133,22 +137,29 @@ def test_double_starts_and_kill_9_never_break_the_receipt_log(tmp_path: Path) ->
             p.wait(120)
         if receipt.exists():
             acknowledged.add(json.loads(receipt.read_text())["body"]["job"])
-        v = plasmd("receipts", "--verify", f"--home={home}")
-        if v.returncode != 0:  # told to repair: do it, then it must verify
-            assert "receipts --repair" in v.stderr, v.stderr
-            r = plasmd("receipts", "--repair", f"--home={home}")
-            assert r.returncode == 0, r.stderr
-            repairs.append(r.stdout)
-        jobs = {x["job"] for x in listed(home)}
+        log_file = home / "receipts.jsonl"
+        if log_file.exists() and rng.random() < 0.6:
+            # what a kill in the middle of an append leaves (a seeded prefix of a
+            # line), or what a second writer used to leave (its own entry 0)
+            first = entry_lines(home)[0]
+            kind = rng.choice(["torn", "second_writer"])
+            damages.append(kind)
+            with open(log_file, "ab") as f:
+                f.write(first[:rng.randrange(1, len(first) - 1)] if kind == "torn"
+                        else first)
+        a = start_or_repair(home, repairs)  # restart; repair if told to
+        jobs = {x["job"] for x in listed(home)}  # verify (the node runs: it may append)
         assert acknowledged <= jobs, f"round {rnd} ({point}): an acknowledged receipt is gone"
+    assert a.stop() == 0
     assert "after_job" in points and len(set(points)) >= 3, points
-    last = start_or_repair(home, repairs)
-    assert last.stop() == 0
+    # the seed exercises both the repair at start and the repair command
+    assert {"torn", "second_writer"} <= set(damages) and repairs, (damages, repairs)
     assert len(listed(home)) >= len(acknowledged) >= 1
+    moved = sum(1 for d in damages if d == "torn")
+    assert len(list(home.glob("receipts.jsonl.aside-*"))) >= moved + len(repairs)
     for out in repairs:  # a repair never deletes: what it cut is in its aside file
         rec = json.loads(out)
-        if rec["moved_bytes"]:
-            assert Path(rec["aside"]).stat().st_size == rec["moved_bytes"]
+        assert Path(rec["aside"]).stat().st_size == rec["moved_bytes"] > 0
 
 
 def entry_lines(home: Path) -> list[bytes]:
