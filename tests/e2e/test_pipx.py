@@ -74,7 +74,7 @@ def test_readme_pipx_section_installs_every_tool(tmp_path: Path) -> None:
            if not k.startswith(("VIRTUAL_ENV", "PYTHON", "PIPX_", "PHASE_"))}
     env.update(PIPX_HOME=str(tmp_path / "pipx-home"), PIPX_BIN_DIR=str(bin_dir),
                PIPX_MAN_DIR=str(tmp_path / "man"), HOME=str(tmp_path / "home"),
-               PIPX_DEFAULT_PYTHON=sys.executable,
+               PIPX_DEFAULT_PYTHON=sys.executable, PWD=str(ROOT),
                PATH=os.pathsep.join([str(bin_dir), str(tools_venv / "bin"),
                                      "/usr/local/bin", "/usr/bin", "/bin"]))
     # keep the user's pip cache (and index settings) though HOME moved
