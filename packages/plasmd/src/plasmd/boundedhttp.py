@@ -66,7 +66,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             if len(self._conns) >= self.max_connections:
                 victim = next((c for c, busy in self._conns.items() if not busy), None)
                 if victim is None:
-                    log.get().info("http.connection_refused", client=str(client_address[0]),
+                    log.get().debug("http.connection_refused", client=str(client_address[0]),
                                    reason="every connection is serving a request")
                     refuse = True
                 else:
