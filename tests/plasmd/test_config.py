@@ -49,3 +49,52 @@ def test_capabilities_are_measured_and_requirements_checked():
     assert capabilities.unmet({"runtime": "wasmer"}, caps) == "runtime_not_supported"
     assert capabilities.unmet({"cpu_cores": 100_000}, caps) == "insufficient_resources"
     assert capabilities.unmet({"features": ["gpu"]}, caps) == "feature_not_supported"
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ('workers = "two"\n', "workers", "an integer"),
+    ("workers = true\n", "workers", "an integer"),
+    ("queue = 1.5\n", "queue", "an integer"),
+    ('open = "false"\n', "open", "true or false"),  # once silently read as True
+    ('mdns = 0\n', "mdns", "true or false"),
+    ('listen = "127.0.0.1:1"\n', "listen", "a list of strings"),
+    ("bootstrap = [1, 2]\n", "bootstrap", "a list of strings"),
+    ("boot_http = 8080\n", "boot_http", "a string"),
+    ('mode = ["local"]\n', "mode", "a string"),
+    ('ceilings = 5\n', "ceilings", "a table"),
+    ('[ceilings]\nfuel = "lots"\n', "ceilings.fuel", "an integer"),
+])
+def test_a_value_of_the_wrong_type_names_the_file_key_and_type(tmp_path, text, key, expected):
+    f = tmp_path / "config.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(f, env={})
+    msg = str(e.value)
+    assert str(f) in msg and f"{key} must be {expected}" in msg
+    assert "invalid literal" not in msg and e.value.exit_code == 78
+
+
+def test_bad_environment_and_range_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(ConfigError, match="PHASE_WORKERS must be an integer, not 'two'"):
+        load(None, env={"PHASE_WORKERS": "two"})
+    f = tmp_path / "config.toml"
+    f.write_text("workers = 0\n")
+    with pytest.raises(ConfigError, match=f"workers must be between 1 and 256, not 0.*{f}"):
+        load(f, env={})
+
+
+def test_start_with_a_bad_config_exits_78_naming_file_and_key(tmp_path):
+    import subprocess
+
+    from tests.conftest import script
+    from tests.plasmd.conftest import init_home
+
+    home = tmp_path / "node"
+    init_home(home)
+    cfg = home / "config.toml"
+    cfg.write_text(cfg.read_text().replace("workers = ", 'workers = "two"\n# was: '))
+    r = subprocess.run([script("plasmd"), "start", f"--home={home}"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 78, r.stderr
+    assert f"{cfg}: workers must be an integer, not 'two'" in r.stderr
+    assert "invalid literal" not in r.stderr and r.stdout == ""

@@ -86,3 +86,70 @@ def test_crash_between_line_and_head_is_adopted(tmp_path):
     log = ReceiptLog(path)
     log.repair()
     assert [e.seq for e in log.entries()] == [0, 1, 2, 3]
+
+
+def asides(tmp_path):
+    return sorted(tmp_path.glob("r.jsonl.aside-*"))
+
+
+def test_a_torn_tail_goes_to_an_aside_file_not_away(tmp_path):
+    path = tmp_path / "r.jsonl"
+    fill(path, 2)
+    with open(path, "ab") as f:
+        f.write(b'{"v":1,"seq":2,"pr')
+    assert ReceiptLog(path).repair() == 18
+    assert [p.read_bytes() for p in asides(tmp_path)] == [b'{"v":1,"seq":2,"pr']
+
+
+@pytest.mark.parametrize("damage, kept", [
+    ("second_writer", 4),  # a second writer's entry 0 appended after entry 3
+    ("edit_middle", 3),    # entry 2 edited: it still chains; entry 3 no longer does
+    ("garbage", 4),
+    ("edited_last", 3),    # the head's hash names the real last entry
+])
+def test_salvage_keeps_the_valid_prefix_and_moves_the_rest_aside(tmp_path, damage, kept):
+    path = tmp_path / "r.jsonl"
+    fill(path, 4)
+    ls = lines(path)
+    if damage == "second_writer":
+        ls.append(ls[0])
+    elif damage == "edit_middle":
+        ls[2] = ls[2].replace(b'"i":2', b'"i":7')
+    elif damage == "garbage":
+        ls.append(b"\x00\x01 not json\n")
+    elif damage == "edited_last":
+        ls[3] = ls[3].replace(b'"i":3', b'"i":9')
+    original = b"".join(ls)
+    path.write_bytes(original)
+    with pytest.raises(LogTampered):
+        list(ReceiptLog(path).entries())
+    out = ReceiptLog(path).salvage()
+    assert out["kept"] == kept and out["head_was"] == 3
+    (aside,) = asides(tmp_path)
+    assert str(aside) == out["aside"] and out["moved_bytes"] == aside.stat().st_size
+    assert path.read_bytes() + aside.read_bytes() == original  # nothing lost
+    log = ReceiptLog(path)
+    assert [e.seq for e in log.entries()] == list(range(kept))
+    log.append({"after": "salvage"})
+    assert len(list(ReceiptLog(path).entries())) == kept + 1
+
+
+def test_salvage_of_an_intact_or_missing_log_changes_nothing(tmp_path):
+    path = tmp_path / "r.jsonl"
+    assert ReceiptLog(path).salvage() == {"kept": 0, "moved_bytes": 0, "aside": None,
+                                          "head_was": -1}
+    fill(path, 3)
+    before = path.read_bytes()
+    assert ReceiptLog(path).salvage()["aside"] is None
+    assert path.read_bytes() == before and not asides(tmp_path)
+    assert len(list(ReceiptLog(path).entries())) == 3
+
+
+def test_salvage_also_moves_aside_entries_the_check_rejects(tmp_path):
+    path = tmp_path / "r.jsonl"
+    fill(path, 4)
+    data = path.read_bytes().replace(b'"i":2', b'"i":7')  # as a bad signature would show
+    path.write_bytes(data)
+    out = ReceiptLog(path).salvage(lambda r: r["body"]["i"] != 7)
+    assert out["kept"] == 2
+    assert path.read_bytes() + asides(tmp_path)[0].read_bytes() == data

@@ -132,7 +132,7 @@ def test_a_worker_killed_mid_job_fails_the_client_and_restarts_cleanly(node_fact
     assert w2.node_id == w.node_id
     wait_for(lambda: any(e.get("event") == "node.started" for e in w2.logs()),
              what="the restarted node logs its start")
-    assert "receipts.torn_tail_removed" not in [e.get("event") for e in w2.logs()]
+    assert "receipts.torn_tail_moved_aside" not in [e.get("event") for e in w2.logs()]
     assert not [e for e in w2.logs() if e.get("level") in ("warning", "error")]
     assert [x["ended"] for x in verify_receipts(w2.home)] == ["exited"]
     r = submit(client, w2.peer, HELLO, stdin=b"after", tmp=tmp_path)

@@ -9,7 +9,7 @@ Usage:
   plasmd start [--mode=MODE] [--listen=ADDR]... [--open] [--workers=N] [options]
   plasmd status [options]
   plasmd submit <module> [<arg>...] [--peer=PEER] [--bootstrap=ADDR]... [--interface=IF]... [--env=KV]... [options]
-  plasmd receipts [--verify] [options]
+  plasmd receipts [--verify | --repair] [options]
   plasmd boot-sign --kernel=FILE --initramfs=FILE (--key=FILE)... [--mirror=URL]... [options]
   plasmd (-h | --help)
   plasmd --version
@@ -26,7 +26,10 @@ Commands:
             a node rejects or fails), verify the receipt, print the guest's
             stdout (stderr to stderr) and exit with the guest's status.
   receipts  List the node's receipt log; --verify checks the hash chain (edits,
-            reordering, truncation) and every receipt's signature.
+            reordering, truncation) and every receipt's signature. --repair
+            (with no node running on the home) keeps every entry that chains
+            from the first, moves the rest to receipts.jsonl.aside-<UTC time>
+            and prints one receipts_repaired record.
   boot-sign Sign a boot manifest for a kernel and an initramfs (k-of-n: one --key
             per boot signer), bumping the version past the last one signed, and
             publish it from this home: the artifacts go into the store and the
@@ -65,6 +68,7 @@ Options:
   --json                Print a job_result record instead of the guest's raw stdout.
   --ephemeral-key       Sign with a throw-away key instead of the home's node key.
   --verify              receipts: verify the log and the receipts.
+  --repair              receipts: repair a damaged log (nothing is deleted).
   --kernel=FILE         boot-sign: the kernel image.
   --initramfs=FILE      boot-sign: the initramfs.
   --key=FILE            boot-sign: a boot-signer key file (repeatable).
@@ -86,9 +90,12 @@ Exit status:
     was rejected or the receipt did not verify; 69 the node is unreachable;
     75 timed out or the node is busy (queue_full: retry); 76 the node broke
     the protocol.
-  start: 0 after a clean drain; 66 no key (run plasmd init); 78 bad config.
+  start: 0 after a clean drain; 1 the receipt log is damaged (see receipts
+    --repair); 66 no key (run plasmd init); 75 another plasmd runs on this
+    home (its pid and socket are named); 78 bad config.
   status: 0, or 69 when no node is running.
   receipts --verify: 0 intact; 1 the log was edited, reordered or truncated.
+  receipts --repair: 0 repaired (or intact); 75 a node runs on this home.
   Any command: 64 usage, 65 bad input, 70 internal error (a bug), 74 I/O error
   (read-only, full or unwritable home), 78 bad config.toml (names the file and key).
 """

@@ -1,6 +1,7 @@
 """plasmd configuration: TOML file, PHASE_* environment, flags.
 
-Precedence: flag > environment > file > default. Unknown keys are errors (78).
+Precedence: flag > environment > file > default. Unknown keys and values of the
+wrong type are errors (78) that name the file, the key and the type expected.
 
     mode = "local"                 # internet | local | private
     listen = ["127.0.0.1:4433"]
@@ -37,6 +38,27 @@ MODES = ("internet", "local", "private")
 KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings", "bootstrap", "mdns",
         "mdns_interfaces", "boot_http"}
 DEFAULT_LISTEN = ("127.0.0.1:4433",)
+MAX_CONFIG_BYTES = 1 << 20
+# each key's TOML type: str, bool, int, a list of strings, or a table (ceilings)
+TYPES: dict[str, Any] = {"mode": str, "listen": list, "open": bool, "workers": int,
+                         "queue": int, "ceilings": dict, "bootstrap": list, "mdns": bool,
+                         "mdns_interfaces": list, "boot_http": str}
+TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer",
+              list: "a list of strings", dict: "a table"}
+
+
+def _typed(path: Path, key: str, value: Any, want: Any) -> None:
+    """Raise a ConfigError naming the file, the key and the type it needs."""
+    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+    if ok and want is list:
+        ok = all(isinstance(x, str) for x in value)
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ConfigError(f"{path}: {key} must be {TYPE_NAMES[want]}, not {shown}",
+                          hint=f"e.g. {key} = {EXAMPLES[want]}")
+
+
+EXAMPLES = {str: '"text"', bool: "true", int: "4", list: '["a", "b"]', dict: "[table]"}
 
 
 @dataclass(frozen=True)
@@ -85,10 +107,11 @@ def _check(cfg: Config) -> Config:
         raise ConfigError(f"mode {cfg.mode!r} is not one of {', '.join(MODES)}")
     for a in (*cfg.listen, *cfg.bootstrap, *([cfg.boot_http] if cfg.boot_http else [])):
         parse_hostport(a)
+    where = f" (config: {cfg.source}, PHASE_* environment, flags)"
     if not 1 <= cfg.workers <= 256:
-        raise ConfigError("workers must be between 1 and 256")
+        raise ConfigError(f"workers must be between 1 and 256, not {cfg.workers}{where}")
     if not 0 <= cfg.queue <= 100_000:
-        raise ConfigError("queue must be between 0 and 100000")
+        raise ConfigError(f"queue must be between 0 and 100000, not {cfg.queue}{where}")
     unknown = set(cfg.ceilings) - set(DEFAULT_LIMITS)
     if unknown:
         raise ConfigError(f"unknown ceiling(s) {sorted(unknown)}",
@@ -104,53 +127,42 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
-_TYPES: dict[str, tuple[type, str]] = {
-    "mode": (str, "a string"), "boot_http": (str, "a string"), "open": (bool, "true or false"),
-    "mdns": (bool, "true or false"), "workers": (int, "an integer"), "queue": (int, "an integer"),
-    "listen": (list, "a list of strings"), "bootstrap": (list, "a list of strings"),
-    "mdns_interfaces": (list, "a list of strings"), "ceilings": (dict, "a table"),
-}
-
-
-def _check_types(doc: dict[str, Any], path: Path) -> None:
-    """A value of the wrong type is bad config (78) naming the file and the key."""
-    for key, value in doc.items():
-        want, what = _TYPES[key]
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if ok and want is list:
-            ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            raise ConfigError(f"{path}: {key} must be {what}, got {str(value)[:40]!r}")
-
-
 def load(path: Path | None, env: dict[str, str] | None = None,
          flags: dict[str, Any] | None = None) -> Config:
     cfg = Config()
     if path is not None and Path(path).exists():
         try:
-            doc = tomllib.loads(Path(path).read_text())
+            with open(path, "rb") as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is over {MAX_CONFIG_BYTES} bytes; not a config file?")
+        try:
+            doc = tomllib.loads(raw.decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
         unknown = set(doc) - KEYS
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}",
                               hint=f"known keys: {', '.join(sorted(KEYS))}")
-        _check_types(doc, path)
+        for key, value in doc.items():
+            _typed(path, key, value, TYPES[key])
+        for key, value in doc.get("ceilings", {}).items():
+            if key in DEFAULT_LIMITS and not (isinstance(value, str) and key != "fuel"):
+                _typed(path, f"ceilings.{key}", value, int)  # or "256M" / "30s"
         ceilings = dict(cfg.ceilings)
         ceilings.update(doc.get("ceilings", {}))
-        try:
-            cfg = replace(cfg, mode=doc.get("mode", cfg.mode),
-                          listen=tuple(doc.get("listen", cfg.listen)),
-                          open=bool(doc.get("open", cfg.open)),
-                          workers=int(doc.get("workers", cfg.workers)),
-                          queue=int(doc.get("queue", cfg.queue)), ceilings=ceilings,
-                          bootstrap=tuple(doc.get("bootstrap", cfg.bootstrap)),
-                          mdns=bool(doc.get("mdns", cfg.mdns)),
-                          mdns_interfaces=tuple(doc.get("mdns_interfaces", cfg.mdns_interfaces)),
-                          boot_http=str(doc.get("boot_http", cfg.boot_http)),
-                          source=str(path))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{path}: {e}") from None
+        cfg = replace(cfg, mode=doc.get("mode", cfg.mode),
+                      listen=tuple(doc.get("listen", cfg.listen)),
+                      open=doc.get("open", cfg.open),
+                      workers=doc.get("workers", cfg.workers),
+                      queue=doc.get("queue", cfg.queue), ceilings=ceilings,
+                      bootstrap=tuple(doc.get("bootstrap", cfg.bootstrap)),
+                      mdns=doc.get("mdns", cfg.mdns),
+                      mdns_interfaces=tuple(doc.get("mdns_interfaces", cfg.mdns_interfaces)),
+                      boot_http=doc.get("boot_http", cfg.boot_http),
+                      source=str(path))
         try:
             _check(cfg)  # the file alone: its errors name it
         except ConfigError as e:
@@ -158,6 +170,8 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                 e.message = f"{path}: {e.message}"
             raise
     env = dict(os.environ) if env is None else env
+    if env.get("PHASE_WORKERS") and not env["PHASE_WORKERS"].strip().isdigit():
+        raise ConfigError(f"PHASE_WORKERS must be an integer, not {env['PHASE_WORKERS'][:40]!r}")
     try:
         if env.get("PHASE_MODE"):
             cfg = replace(cfg, mode=env["PHASE_MODE"])

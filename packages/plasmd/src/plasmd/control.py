@@ -12,6 +12,7 @@ answers with one JSON line and closes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -49,7 +50,20 @@ def _peer_allowed(writer: asyncio.StreamWriter) -> bool:
 
 async def serve_abstract(name: str, status: Callable[[], dict[str, Any]]
                          ) -> asyncio.AbstractServer:
-    return await asyncio.start_unix_server(lambda r, w: _client(r, w, status), path=name)
+    """The abstract socket; a second private-mode node for the same home is refused."""
+    from plasmd.homelock import HomeInUse
+
+    try:
+        return await asyncio.start_unix_server(lambda r, w: _client(r, w, status), path=name)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+    try:
+        pid = await asyncio.to_thread(lambda: query(name, 5.0).get("pid", "unknown"))
+    except (Unavailable, ValueError):
+        pid = "unknown"
+    raise HomeInUse(f"a private-mode plasmd (pid {pid}) already runs for this home "
+                    f"(control socket @{name[1:]})", hint="stop it first, or use another --home")
 
 
 async def serve(path: Path, status: Callable[[], dict[str, Any]]) -> asyncio.AbstractServer:

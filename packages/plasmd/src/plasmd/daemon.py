@@ -1,7 +1,10 @@
 """``plasmd start``: the node daemon's lifecycle.
 
 Start: load identity, keyring and config (private mode: an ephemeral identity and a
-tmpfs home, nothing persistent), recover and verify the receipt log, listen on
+tmpfs home, nothing persistent), take the home's lock (one daemon per home, see
+homelock.py; a second start exits 75 naming the running pid), recover and verify
+the receipt log (a damaged one stops the start with a pointer to
+``plasmd receipts --repair``), listen on
 every configured address, open the control socket, print one ``node_started``
 record on stdout. SIGHUP reloads the keyring and config. SIGTERM (or SIGINT)
 stops accepting jobs, lets the ones in flight finish and deliver their results,
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import shutil
 import signal
 import tempfile
@@ -27,12 +31,12 @@ from phase_core.errors import ConfigError, MissingInput
 from phase_core.state import StateStore
 from phase_core.trust import Keyring
 from plasmd import config as configs
-from plasmd import control, publish
+from plasmd import control, homelock, publish
 from plasmd.config import Config, parse_hostport
 from plasmd.discovery import Discovery
 from plasmd.memlog import MemoryReceiptLog
 from plasmd.node import Node
-from plasmd.receiptlog import ReceiptLog
+from plasmd.receiptlog import LogTampered, ReceiptLog
 
 
 def config_path(home: Path) -> Path:
@@ -69,6 +73,8 @@ async def run(home: Path, flags: dict[str, Any]) -> int:
     check_mode(cfg)
     keyring = load_keyring(home)
     tmp_home: Path | None = None
+    lock: homelock.HomeLock | None = None
+    receipts: Any
     if cfg.mode == "private":
         shm = Path("/dev/shm")  # noqa: S108 - a tmpfs; mkdtemp makes a private dir
         tmp_home = Path(tempfile.mkdtemp(prefix="plasmd-private-",
@@ -82,19 +88,45 @@ async def run(home: Path, flags: dict[str, Any]) -> int:
             raise MissingInput(f"no node key in {home}", hint="run `plasmd init` first, "
                                "or `plasmd start --mode=private` for a throw-away node"
                                ) from None
+        lock = homelock.acquire(home)
+        lock.describe(socket=str(control.socket_path(home)))
         state = StateStore(homes.state_path(home))
-        receipts = ReceiptLog(receipt_log_path(home))
-        cut = receipts.repair()
-        if cut:
-            log.get().warning("receipts.torn_tail_removed", bytes=cut)
-        for _ in receipts.entries():  # refuse to run on a tampered log
-            pass
+        try:
+            receipts = open_receipt_log(home)
+        except BaseException:
+            lock.release()
+            raise
         work_home = home
     try:
         return await _serve(work_home, home, cfg, ident, keyring, state, receipts, flags)
     finally:
         if tmp_home is not None:
             shutil.rmtree(tmp_home, ignore_errors=True)
+        if lock is not None:
+            lock.release()
+
+
+def open_receipt_log(home: Path) -> ReceiptLog:
+    """The home's receipt log after crash recovery; refuse to run on a damaged one.
+
+    The caller holds the home's lock. A torn last line (a crash mid-append) is moved
+    aside and logged; any other damage stops the start.
+    """
+    receipts = ReceiptLog(receipt_log_path(home))
+    try:
+        cut = receipts.repair()
+        if cut:
+            log.get().warning("receipts.torn_tail_moved_aside", bytes=cut,
+                              message="a crash left a half-written receipt entry; it was "
+                                      "never acknowledged and is kept in the .aside- file")
+        for _ in receipts.entries():
+            pass
+    except LogTampered as e:
+        raise LogTampered(f"the receipt log {receipts.path} is damaged: {e.message}",
+                          hint="stop here if you suspect tampering; otherwise run `plasmd "
+                               f"receipts --repair --home={home}` to keep every valid entry "
+                               "and move the rest to a .aside- file next to the log") from None
+    return receipts
 
 
 async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Identity,
@@ -126,7 +158,7 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
         await disc.start(node, cfg, None if tmp_home_used else home,
                          [s.port for s in servers])
         def status() -> dict[str, Any]:
-            return node.status(servers[0] if servers else None)
+            return {**node.status(servers[0] if servers else None), "pid": os.getpid()}
 
         if tmp_home_used:
             ctl = await control.serve_abstract(control.abstract_name(home), status)

@@ -7,12 +7,18 @@ mirrors)::
     GET /sha256/<64 hex>                  a blob from the content store; Range
                                           (one range), X-Content-Id: sha256:<hex>
 
-Anything else is 404; methods other than GET and HEAD are 405. Paths are matched
+Only the artifacts the served manifests name are served (``Manifests.artifacts``):
+any other blob in the store, such as another job's private stdin when the store is
+a node's, is 404 exactly like a blob that is not there. Anything else is 404;
+methods other than GET and HEAD are 405. Paths are matched
 whole against strict patterns and never joined onto a filesystem path: a blob is
 found by ``ContentStore.path_for(<id>)`` from a validated id, a manifest by a
 (channel, arch) key the provider loaded itself. Nothing here is trusted by clients:
 they verify the envelope and hash the bytes. The provider re-hashes each blob once
 (then whenever its size or mtime changes) so it does not serve a corrupt store.
+
+Connections are capped and time out (boundedhttp.py): idle sockets cannot pile
+up threads.
 
 ``sign_boot_manifest`` makes a manifest from a kernel, an initramfs and a cmdline,
 putting both files into the store and bumping the version past the one recorded in
@@ -62,7 +68,6 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +76,7 @@ from phase_core.canonical import canonical, parse
 from phase_core.cas import ContentStore
 from phase_core.errors import IOFailure, Malformed, MissingInput, PhaseError, UsageError
 from phase_core.fsutil import locked, write_atomic
+from plasmd.boundedhttp import MAX_CONNECTIONS, BoundedHandler, BoundedHTTPServer
 
 BLOB_RE = re.compile(r"/sha256/([0-9a-f]{64})")
 MANIFEST_RE = re.compile(r"/([a-z0-9][a-z0-9._-]{0,31})/(x86_64|aarch64|riscv64)/manifest\.json")
@@ -111,6 +117,7 @@ class Manifests:
         self._dir: Path | None = None
         self._fixed: dict[Key, bytes] = {}
         self._seen: dict[Key, tuple[int, int, bytes]] = {}
+        self._ids: dict[bytes, frozenset[str]] = {}
         self._lock = threading.Lock()
         if isinstance(source, (str, Path)):
             self._dir = Path(source)
@@ -142,9 +149,39 @@ class Manifests:
             self._seen[key] = (st.st_mtime_ns, st.st_size, data)
         return data
 
+    def keys(self) -> list[Key]:
+        if self._dir is None:
+            return list(self._fixed)
+        out = []
+        for path in self._dir.glob("*/*/manifest.json"):
+            channel, arch = path.parent.parent.name, path.parent.name
+            if MANIFEST_RE.fullmatch(f"/{channel}/{arch}/manifest.json"):
+                out.append((channel, arch))
+        return out
+
+    def artifacts(self) -> frozenset[str]:
+        """The content ids the served manifests name: all a provider may serve."""
+        ids: set[str] = set()
+        for channel, arch in self.keys():
+            data = self.get(channel, arch)
+            if data is None:
+                continue
+            with self._lock:
+                known = self._ids.get(data)
+            if known is None:
+                body = envelope.parse(parse(data)).body  # checked in get()
+                known = frozenset(str(a.get("id")) for _, a in boot.artifacts(body)
+                                  if isinstance(a, dict))
+                with self._lock:
+                    if len(self._ids) > 256:
+                        self._ids.clear()
+                    self._ids[data] = known
+            ids |= known
+        return frozenset(ids)
+
 
 # -- HTTP ----------------------------------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     server: ProviderServer
     server_version = "phase-boot-provider/1"
     sys_version = ""
@@ -267,12 +304,10 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-class ProviderServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], cas: ContentStore, manifests: Manifests) -> None:
-        super().__init__(address, _Handler)
+class ProviderServer(BoundedHTTPServer):
+    def __init__(self, address: tuple[str, int], cas: ContentStore, manifests: Manifests,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(address, _Handler, max_connections)
         self.cas = cas
         self.manifests = manifests
         self._checked: dict[str, tuple[int, int]] = {}
@@ -288,7 +323,10 @@ class ProviderServer(ThreadingHTTPServer):
         return f"http://{shown}:{port}"
 
     def checked_path(self, cid: str) -> Path | None:
-        """The blob's path if present and its bytes hash to ``cid`` (cached by size+mtime)."""
+        """The blob's path if it is a published artifact, present, and its bytes hash
+        to ``cid`` (the hash is cached by size+mtime)."""
+        if cid not in self.manifests.artifacts():
+            return None
         path = self.cas.path_for(cid)
         try:
             st = path.stat()

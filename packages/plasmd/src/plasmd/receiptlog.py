@@ -11,7 +11,14 @@ Verification walks the chain:
 - reordered lines break ``seq`` and ``prev``;
 - a truncated log ends before the seq the head file names;
 - a torn last line (a crash in the middle of an append) is reported; ``repair()``
-  cuts it off, since its receipt was never acknowledged to anyone.
+  moves it aside (its receipt was never acknowledged to anyone, but nothing is
+  dropped): the bytes go to ``<log>.aside-<UTC time>`` next to the log.
+
+``salvage()`` (``plasmd receipts --repair``) handles everything else a crash or a
+second writer can leave behind: it keeps the longest prefix of entries that chain
+from the first, moves every byte after it aside to ``<log>.aside-<UTC time>``, and
+rewrites the head to name the last kept entry. Only one process writes the log:
+the daemon and the repair command both hold the home's lock (homelock.py).
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from phase_core.errors import IOFailure, Malformed, Rejected
-from phase_core.fsutil import write_atomic
+from phase_core.fsutil import fsync_dir, write_atomic
 
 GENESIS = "sha256:" + hashlib.sha256(b"").hexdigest()
 MAX_LINE_BYTES = 1 << 20
@@ -81,13 +89,16 @@ class ReceiptLog:
                 raise Malformed("receipt is too large for the log")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                             0o600)
+                new = not self.path.exists()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                             | os.O_NOFOLLOW, 0o600)
                 try:
                     os.write(fd, line + b"\n")
                     os.fdatasync(fd)
                 finally:
                     os.close(fd)
+                if new:  # the new name must survive a power cut too
+                    fsync_dir(self.path.parent)
             except OSError as e:
                 raise IOFailure(f"cannot append to {self.path}: {e.strerror}") from None
             h = line_hash(line)
@@ -147,12 +158,13 @@ class ReceiptLog:
                               "or the last entry was changed")
 
     def repair(self) -> int:
-        """Recover from a crash in the middle of ``append``; return bytes cut off.
+        """Recover from a crash in the middle of ``append``; return bytes moved aside.
 
-        A torn last line is cut off (its receipt was never acknowledged). A last
-        complete entry that the head file does not name yet (the crash came
-        between the fsync of the line and the head update) is adopted. Anything
-        else is left for ``entries()`` to report.
+        A torn last line is moved to an aside file (its receipt was never
+        acknowledged). A last complete entry that the head file does not name yet
+        (the crash came between the fsync of the line and the head update) is
+        adopted. Anything else is left for ``entries()`` to report and for
+        ``salvage()`` to repair.
         """
         with self._lock:
             try:
@@ -162,10 +174,7 @@ class ReceiptLog:
             cut = 0
             if data and not data.endswith(b"\n"):
                 keep = data.rfind(b"\n") + 1
-                with open(self.path, "r+b") as f:
-                    f.truncate(keep)
-                    f.flush()
-                    os.fsync(f.fileno())
+                self._set_aside(data[keep:], keep)
                 cut, data = len(data) - keep, data[:keep]
             lines = data.splitlines()
             if len(lines) == self._seq + 2:
@@ -180,3 +189,70 @@ class ReceiptLog:
                     self._write_head(self._seq + 1, h)
                     self._seq, self._last = self._seq + 1, h
             return cut
+
+    def salvage(self, accept: Callable[[dict[str, Any]], bool] | None = None
+                ) -> dict[str, Any]:
+        """Keep every entry that chains from the first; move the rest aside.
+
+        ``accept`` (e.g. "this node's signature on the receipt verifies") may reject
+        an entry too: it and everything after it are moved aside. Returns
+        ``{"kept": N, "moved_bytes": B, "aside": path or None, "head_was": seq}``.
+        An entry the head names by seq must also match the head's hash; from the
+        first one that does not, everything is moved aside.
+        """
+        with self._lock:
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            keep, kept, last = _valid_prefix(data, self._seq, self._last, accept)
+            head_was = self._seq
+            aside = self._set_aside(data[keep:], keep) if keep < len(data) else None
+            if kept == 0:
+                self.head_path.unlink(missing_ok=True)
+                fsync_dir(self.head_path.parent)
+            else:
+                self._write_head(kept - 1, last)
+            self._seq, self._last = kept - 1, last
+            return {"kept": kept, "moved_bytes": len(data) - keep,
+                    "aside": str(aside) if aside else None, "head_was": head_was}
+
+    def _set_aside(self, tail: bytes, keep: int) -> Path:
+        """Write ``tail`` to a new aside file (durably), then cut the log at ``keep``."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.aside-{stamp}")
+        n = 0
+        while not write_atomic(aside, tail, mode=0o600, exclusive=True):
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.aside-{stamp}-{n}")
+        try:
+            with open(self.path, "r+b") as f:
+                f.truncate(keep)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise IOFailure(f"cannot cut {self.path}: {e.strerror}") from None
+        return aside
+
+
+def _valid_prefix(data: bytes, head_seq: int, head_hash: str,
+                  accept: Callable[[dict[str, Any]], bool] | None) -> tuple[int, int, str]:
+    """(bytes, entries, hash of the last) of the longest chained prefix of ``data``."""
+    prev, seq, pos = GENESIS, 0, 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0 or end - pos > MAX_LINE_BYTES:
+            break
+        raw = data[pos:end]
+        try:
+            rec = json.loads(raw)
+            ok = isinstance(rec, dict) and rec.get("seq") == seq and rec.get("prev") == prev \
+                and isinstance(rec.get("receipt"), dict) \
+                and (accept is None or accept(rec["receipt"]))
+        except ValueError:
+            ok = False
+        h = line_hash(raw)
+        if not ok or (seq == head_seq and h != head_hash):
+            break
+        prev, seq, pos = h, seq + 1, end + 1
+    return pos, seq, prev

@@ -13,9 +13,10 @@ from phase_core import documents, exitcodes, log, receipt, timefmt, units
 from phase_core import home as homes
 from phase_core import identity as identities
 from phase_core.cli.jsonl import write_record
-from phase_core.errors import ConfigError, InputError, MissingInput, UsageError
+from phase_core.errors import ConfigError, InputError, MissingInput, PhaseError, UsageError
 from phase_core.fsutil import write_atomic
 from phase_core.trust import Keyring
+from plasmd.receiptlog import LogTampered, ReceiptLog
 
 KEYRING_TEMPLATE = """\
 # Keys this node trusts. Add submitters with:
@@ -171,13 +172,26 @@ def submit(home: Path, args: dict[str, Any]) -> int:
 def receipts(home: Path, args: dict[str, Any]) -> int:
     from plasmd import daemon
 
-    log_ = daemon.ReceiptLog(daemon.receipt_log_path(home))
+    if args["--repair"]:
+        return repair_receipts(home, args)
+    path = daemon.receipt_log_path(home)
     node = None
     if args["--verify"]:
         node = _node_key(home).node_id
     kr = Keyring().with_key("self", node, [receipt.ROLE]) if node else None
     count = 0
-    for entry in log_.entries():  # raises LogTampered on a broken chain
+    for attempt in range(5):  # a running node may append while we read: read again
+        before = _log_stamp(path)
+        try:
+            listed = list(ReceiptLog(path).entries())
+            break
+        except LogTampered as e:
+            if attempt < 4 and _log_stamp(path) != before:
+                continue
+            raise LogTampered(e.message, hint="if no one tampered with it (a crash, or a "
+                              "second daemon on this home), `plasmd receipts --repair` "
+                              "keeps every valid entry and moves the rest aside") from None
+    for entry in listed:
         rec: dict[str, Any] = {"v": 1, "type": "receipt_entry", "seq": entry.seq,
                                "hash": entry.hash}
         if kr is not None:
@@ -192,6 +206,44 @@ def receipts(home: Path, args: dict[str, Any]) -> int:
             write_record(rec)
         count += 1
     log.get().info("receipts.listed", count=count, verified=bool(kr))
+    return exitcodes.OK
+
+
+def _log_stamp(path: Path) -> tuple[int, bytes]:
+    """What changes when the daemon appends: the log's size and the head's bytes."""
+    try:
+        size = path.stat().st_size
+        head = path.with_name(path.name + ".head").read_bytes()
+    except OSError:
+        return (-1, b"")
+    return size, head
+
+
+def repair_receipts(home: Path, args: dict[str, Any]) -> int:
+    """Keep the valid prefix of the receipt log, move the rest aside (holding the lock)."""
+    from plasmd import daemon, homelock
+
+    if not home.is_dir():
+        raise MissingInput(f"no home at {home}")
+    node = identities.load(homes.key_path(home)).node_id
+    kr = Keyring().with_key("self", node, [receipt.ROLE])
+
+    def signed_here(env: dict[str, Any]) -> bool:
+        try:
+            documents.verify(env, documents.Policy(kr, timefmt.now(),
+                                                   expected_type=receipt.TYPE))
+            return True
+        except PhaseError:
+            return False
+
+    with homelock.acquire(home, "plasmd receipts --repair"):
+        out = ReceiptLog(daemon.receipt_log_path(home)).salvage(signed_here)
+    if out["aside"] or out["head_was"] != out["kept"] - 1:
+        log.get().warning("receipts.repaired", **out)
+    else:
+        log.get().info("receipts.intact", kept=out["kept"])
+    if not args["--quiet"]:
+        write_record({"v": 1, "type": "receipts_repaired", **out})
     return exitcodes.OK
 
 
