@@ -20,7 +20,7 @@ from phase_core.aio import quic
 from phase_core.canonical import content_id
 from phase_core.cas import ContentStore
 from phase_core.identity import Identity
-from plasmd.blobs import pull
+from phase_fetch.peer import pull
 from plasmd.boundedhttp import MAX_CONNECTIONS
 from plasmd.provider import sign_boot_manifest
 from tests.conftest import script
