@@ -64,17 +64,20 @@ S_CANCELLED = 0x11  # stream aborted by the application
 S_ERROR = 0x12  # the handler failed
 
 Handler = Callable[[str, Stream], Awaitable[None]]
+Priority = Callable[[str], bool]
+SUMMARY_INTERVAL_S = 10.0  # unauthenticated drops are logged as one summary line per interval
 
 
 class _Endpoint:
     """State shared by the connections of one listener or one client pool."""
 
     def __init__(self, identity: Identity, limits: Limits, handler: Handler | None,
-                 role: str) -> None:
+                 role: str, priority: Priority | None = None) -> None:
         self.identity = identity
         self.limits = limits
         self.handler = handler
         self.role = role
+        self.priority = priority
         self.cert = certs.make()
         # A fresh Noise static key per endpoint (not derived from the node key):
         # the handshake payload signs it with the node key.
@@ -83,12 +86,84 @@ class _Endpoint:
         self.protocols: set[_PhaseProtocol] = set()
         self.by_peer: dict[str, set[_PhaseProtocol]] = {}
         self.active_streams = 0
+        self.streams_by_peer: Counter[str] = Counter()
+        self.other_connections = 0  # authenticated connections of non-priority peers
+        # unauthenticated connections, oldest first, in total and per source address
+        self.pending: collections.OrderedDict[_PhaseProtocol, None] = collections.OrderedDict()
+        self.by_source: dict[str, collections.OrderedDict[_PhaseProtocol, None]] = {}
+        self._summary: Counter[str] = Counter()
+        self._summary_timer: asyncio.TimerHandle | None = None
+        self._priority_failed = False
+
+    def is_priority(self, peer: str) -> bool:
+        """Whether ``peer`` gets the reserved share (every peer, without a callback)."""
+        if self.priority is None:
+            return True
+        try:
+            return bool(self.priority(peer))
+        except Exception as e:  # a bug in the callback must not take the endpoint down
+            if not self._priority_failed:
+                self._priority_failed = True
+                log.get().error("net.priority_failed", error=repr(e))
+            return False
+
+    # -- unauthenticated connections ---------------------------------------------
+
+    def admit(self, proto: _PhaseProtocol) -> bool:
+        """A new connection: room is made by evicting the oldest unauthenticated one."""
+        if len(self.protocols) >= self.limits.max_connections or (
+                not proto.is_client and len(self.pending) >= self.limits.max_pending_handshakes):
+            if not self.pending:
+                return False
+            next(iter(self.pending)).evict("too many connections in handshake")
+        self.protocols.add(proto)
+        if not proto.is_client:
+            self.pending[proto] = None
+        return True
+
+    def sourced(self, proto: _PhaseProtocol, source: str) -> None:
+        """The first datagram told us where an unauthenticated connection comes from."""
+        if proto not in self.pending:
+            return
+        same = self.by_source.setdefault(source, collections.OrderedDict())
+        same[proto] = None
+        if len(same) > self.limits.max_handshakes_per_source:
+            next(iter(same)).evict("too many handshakes from this address")
+
+    def settled(self, proto: _PhaseProtocol) -> None:
+        """``proto`` is no longer an unauthenticated connection (authenticated or gone)."""
+        if self.pending.pop(proto, 0) is None and proto.addr is not None:
+            src = str(proto.addr[0])
+            same = self.by_source.get(src)
+            if same is not None:
+                same.pop(proto, None)
+                if not same:
+                    del self.by_source[src]
+
+    # -- rate-limited logging of unauthenticated drops -----------------------------
+
+    def summarize(self, slug: str) -> None:
+        """Count a dropped unauthenticated connection; one log line per interval."""
+        self._summary[slug] += 1
+        if self._summary_timer is None:
+            self._summary_timer = asyncio.get_running_loop().call_later(
+                SUMMARY_INTERVAL_S, self.flush_summary)
+
+    def flush_summary(self) -> None:
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        if self._summary:
+            counts, self._summary = dict(self._summary), Counter()
+            log.get().warning("net.handshakes_dropped", role=self.role,
+                              total=sum(counts.values()), counts=counts,
+                              interval_s=SUMMARY_INTERVAL_S)
 
     def quic_config(self, is_client: bool) -> Any:
         lim = self.limits
         cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
                                 idle_timeout=lim.idle_timeout_s,
-                                max_data=lim.connection_window_bytes,
+                                max_data=lim.handshake_window_bytes,  # raised on authentication
                                 max_stream_data=lim.stream_window_bytes,
                                 verify_mode=ssl.CERT_NONE)
         cfg.certificate = self.cert.certificate
@@ -99,14 +174,20 @@ class _Endpoint:
 
     def authenticated(self, proto: _PhaseProtocol) -> None:
         assert proto.peer_id is not None
+        self.settled(proto)
         self.by_peer.setdefault(proto.peer_id, set()).add(proto)
+        if not proto.priority:
+            self.other_connections += 1
 
     def forget(self, proto: _PhaseProtocol) -> None:
         self.protocols.discard(proto)
+        self.settled(proto)
         if proto.peer_id is not None:
             peers = self.by_peer.get(proto.peer_id)
-            if peers is not None:
+            if peers is not None and proto in peers:
                 peers.discard(proto)
+                if not proto.priority:
+                    self.other_connections -= 1
                 if not peers:
                     del self.by_peer[proto.peer_id]
 
@@ -218,10 +299,11 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._keepalive: asyncio.TimerHandle | None = None
+        self._authed = False
+        self._counted = False  # this drop is already counted (eviction)
+        self.priority = True  # set on authentication (server side)
         lim = endpoint.limits
-        self._refuse = len(endpoint.protocols) >= lim.max_connections
-        if not self._refuse:
-            endpoint.protocols.add(self)
+        self._refuse = not endpoint.admit(self)
         endpoint.stats["connections_opened"] += 1
         self._hs_timer: asyncio.TimerHandle | None = self._loop.call_later(
             lim.handshake_timeout_s, self._handshake_timed_out)
@@ -250,8 +332,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
 
         def write_connection_limits(builder: Any, space: Any) -> None:
             max_data = quic._local_max_data
-            target = self._consumed_total + lim.connection_window_bytes
-            if target >= max_data.value + lim.connection_window_bytes // 2:
+            window = lim.connection_window_bytes if self._authed else lim.handshake_window_bytes
+            target = self._consumed_total + window
+            if target >= max_data.value + window // 2:
                 max_data.value = target
             saved = max_data.used
             max_data.used = 0  # likewise
@@ -274,13 +357,18 @@ class _PhaseProtocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if self.addr is None:
             self.addr = addr
+            if not self.is_client:
+                self.endpoint.sourced(self, str(addr[0]))
         try:
             super().datagram_received(data, addr)
         except Exception as e:  # pragma: no cover - aioquic bug or ours
             self._internal(e)
         if self._refuse:
             self._refuse = False
+            self._counted = True
             self.endpoint.stats["refused_busy"] += 1
+            if not self.is_client:
+                self.endpoint.summarize("refused_busy")
             self._close(E_LIMIT, "too many connections")
         self._wake_writers()
 
@@ -367,12 +455,14 @@ class _PhaseProtocol(QuicConnectionProtocol):
                     or self._quic._stream_is_discarded(sid)):
                 self._consumed_total += len(data)  # a stream we are done with: drop the data
                 return
+            if not self.is_client and not self._authed:
+                # nothing but the handshake stream is read (or buffered) before the
+                # peer is authenticated: an honest client never sends it
+                raise ProtocolViolation("a stream other than the handshake stream came "
+                                        "before authentication", slug="handshake_failed")
             ch = self._channels[sid] = _Channel(self, sid)
             if self.ready.done() and self.peer_id is not None:
                 self._dispatch(ch)
-            elif self._hs is None and not self.is_client:
-                raise ProtocolViolation("a stream other than 0 came before the handshake",
-                                        slug="handshake_failed")
             else:
                 self._pending.append(ch)
         ch.feed(data, end)
@@ -398,17 +488,27 @@ class _PhaseProtocol(QuicConnectionProtocol):
 
     def _server_verified(self, peer: str) -> None:
         assert self._hs is not None
-        lim = self.endpoint.limits
-        if len(self.endpoint.by_peer.get(peer, ())) >= lim.max_connections_per_peer:
-            self.endpoint.stats["refused_per_peer"] += 1
+        ep, lim = self.endpoint, self.endpoint.limits
+        self.priority = ep.is_priority(peer)
+        per_peer = (lim.max_connections_per_peer if self.priority
+                    else lim.max_connections_per_other_peer)
+        if len(ep.by_peer.get(peer, ())) >= per_peer:
+            ep.stats["refused_per_peer"] += 1
             self.peer_id = peer
             self._close(E_LIMIT, "too many connections from this node")
+            return
+        if not self.priority and ep.other_connections >= lim.other_connections:
+            ep.stats["refused_busy"] += 1
+            self.peer_id = peer
+            self._close(E_LIMIT, "too many connections from peers outside the keyring")
             return
         self._hs.accept()
         self._established(peer)
 
     def _established(self, peer: str) -> None:
         self.peer_id = peer
+        self._authed = True
+        self._transmit_soon()  # the full connection window (MAX_DATA)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
             self._hs_timer = None
@@ -439,7 +539,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
-        if not self.ready.done() and not self._violated:
+        if not self.ready.done() and not self._violated and not self._counted:
             self.endpoint.stats["handshake_aborted"] += 1
         if self.error is None:
             reason = event.reason_phrase or "closed"
@@ -472,22 +572,28 @@ class _PhaseProtocol(QuicConnectionProtocol):
         return bool(sid & 1) == (not self.is_client)
 
     def _dispatch(self, ch: _Channel) -> None:
-        ep = self.endpoint
-        if ep.handler is None or ep.active_streams >= ep.limits.max_concurrent_streams:
+        ep, lim = self.endpoint, self.endpoint.limits
+        assert self.peer_id is not None
+        peer = self.peer_id
+        prio = ep.is_priority(peer)
+        room = lim.max_concurrent_streams - (0 if prio else lim.reserved_streams)
+        share = lim.max_streams_per_peer if prio else lim.max_streams_per_other_peer
+        if ep.handler is None or ep.active_streams >= room or ep.streams_by_peer[peer] >= share:
             ep.stats["streams_refused"] += 1
             self._channels.pop(ch.stream_id, None)
             ch.fail(Unavailable("stream refused"))
             self.abort_stream(ch.stream_id, S_REFUSED)
             return
         ep.active_streams += 1
+        ep.streams_by_peer[peer] += 1
         ep.stats["streams_accepted"] += 1
-        assert self.peer_id is not None
-        task = self._loop.create_task(self._run_handler(ep.handler, ch, self.peer_id))
+        task = self._loop.create_task(self._run_handler(ep.handler, ch, peer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run_handler(self, handler: Handler, ch: _Channel, peer: str) -> None:
-        stream = Stream(ch, peer, self.endpoint.limits, connection=Connection(self, None))
+        stream = Stream(ch, peer, self.endpoint.limits, connection=Connection(self, None),
+                        incoming=True)
         try:
             await handler(peer, stream)
             stream.finish()
@@ -501,7 +607,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self.violation(e)
         except PhaseError as e:
             self.endpoint.stats["handler_errors"] += 1
-            if not self._logged:  # the connection has not already said why
+            if e.slug == "request_timeout":  # counted, not logged: a flood of them is cheap
+                self.endpoint.stats["request_timeouts"] += 1
+            elif not self._logged:  # the connection has not already said why
                 log.get().info("net.stream_failed", peer=peer, error=e.slug, message=e.message)
             stream.abort(S_ERROR)
         except asyncio.CancelledError:
@@ -513,6 +621,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
             stream.abort(S_ERROR)
         finally:
             self.endpoint.active_streams -= 1
+            self.endpoint.streams_by_peer[peer] -= 1
+            if self.endpoint.streams_by_peer[peer] <= 0:
+                del self.endpoint.streams_by_peer[peer]
             self._channels.pop(ch.stream_id, None)
             self._finished[ch.stream_id] = None  # late data or FIN is dropped, not re-handled
             while len(self._finished) > 4 * self.endpoint.limits.max_streams_per_connection:
@@ -663,10 +774,26 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self.ready.set_exception(err)
             self.ready.exception()
 
+    def evict(self, reason: str) -> None:
+        """Drop this unauthenticated connection to make room (oldest first)."""
+        ep = self.endpoint
+        ep.stats["handshakes_evicted"] += 1
+        ep.summarize("evicted")
+        self._counted = self._logged = True
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        ep.settled(self)
+        ep.protocols.discard(self)
+        self._close(E_LIMIT, reason)
+
     def _report(self, err: PhaseError) -> None:
         if self._logged:
             return
         self._logged = True
+        if not self.is_client and not self._authed:
+            self.endpoint.summarize(err.slug)  # unauthenticated: one summary line per interval
+            return
         log.get().warning("net.peer_dropped", error=err.slug, message=err.message,
                           role=self.endpoint.role, peer=self.peer_id or "unauthenticated",
                           addr=str(self.addr[0]) if self.addr else None)
@@ -755,6 +882,7 @@ class Server:
         return {p: len(s) for p, s in self._ep.by_peer.items()}
 
     async def close(self) -> None:
+        self._ep.flush_summary()
         protos = list(self._ep.protocols)
         for p in protos:
             p._close(E_OK, "server closed")
@@ -766,16 +894,22 @@ class Server:
 
 
 async def listen(host: str, port: int, identity: Identity, handler: Handler,
-                 limits: Limits | None = None) -> Server:
-    """Serve ``handler(peer_id, stream)`` for every stream an authenticated peer opens."""
-    ep = _Endpoint(identity, limits or Limits(), handler, "server")
+                 limits: Limits | None = None, *, priority: Priority | None = None,
+                 retry: bool = True) -> Server:
+    """Serve ``handler(peer_id, stream)`` for every stream an authenticated peer opens.
+
+    ``priority(peer_id)`` says which peers get the reserved shares of connections
+    and streams (plasmd: the keyring's keys); without it every peer does.
+    ``retry`` validates each client's address with a QUIC Retry before any
+    connection state exists (one more round trip per handshake)."""
+    ep = _Endpoint(identity, limits or Limits(), handler, "server", priority)
 
     def create_protocol(quic: Any, stream_handler: Any = None) -> _PhaseProtocol:
         return _PhaseProtocol(quic, ep, is_client=False)
 
     try:
         qs = await serve(host, port, configuration=ep.quic_config(is_client=False),
-                         create_protocol=create_protocol)
+                         create_protocol=create_protocol, retry=retry)
     except OSError as e:
         raise Unavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
     return Server(ep, qs)
