@@ -104,8 +104,20 @@ def boot_entries(caps: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def verify_value(obj: Any, key: str, now: int, keyring: Keyring | None = None) -> Value:
-    """Verify a record received for ``key``; return it or raise (``Rejected``/``Malformed``)."""
+    """Verify a record received for ``key``; return it or raise (``Rejected``/``Malformed``).
+
+    Only ``PhaseError``s leave this function: a record that trips anything else in
+    the checks (a shape no schema foresaw) is ``Malformed``, never a crash."""
     check_key(key)
+    try:
+        return _verify_value(obj, key, now, keyring)
+    except PhaseError:
+        raise
+    except Exception as e:
+        raise Malformed(f"record could not be checked ({type(e).__name__})") from None
+
+
+def _verify_value(obj: Any, key: str, now: int, keyring: Keyring | None) -> Value:
     try:
         size = len(canonical(obj))
     except PhaseError:
@@ -136,6 +148,8 @@ def verify_value(obj: Any, key: str, now: int, keyring: Keyring | None = None) -
         raise Rejected(f"this {env.type} does not belong under {key}", slug="wrong_key",
                        hint="a record is stored only under the keys its body implies")
     expires = parse_time(body["expires"], "expires")
+    if not isinstance(slot, str) or type(order) is not int:
+        raise Malformed(f"a {env.type} with a malformed node id, seq or version")
     return Value(key, env.to_json(), env.type, env.id, slot, order, expires, size)
 
 
@@ -287,8 +301,9 @@ class Collector:
                 if envelope.parse(obj).id in self._checked:
                     continue  # this body was verified already (under a good signature)
                 v = verify_value(obj, self.key, now, self.keyring)
-            except PhaseError as e:
-                self.rejected[e.slug] = self.rejected.get(e.slug, 0) + 1
+            except Exception as e:  # any record a holder returns: drop and count it
+                slug = e.slug if isinstance(e, PhaseError) else "malformed"
+                self.rejected[slug] = self.rejected.get(slug, 0) + 1
                 continue
             self._checked.add(v.id)
             old = self.best.get(v.slot)
