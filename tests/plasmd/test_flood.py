@@ -21,7 +21,14 @@ from typing import Any
 from phase_core.aio import certs, quic
 from phase_core.errors import TempFailure
 from plasmd import submit as sub
-from tests.phase_core.net.conftest import HOST, close_raw, eventually, garbage_initial, run, tls_only
+from tests.phase_core.net.conftest import (
+    HOST,
+    close_raw,
+    eventually,
+    garbage_initial,
+    run,
+    tls_only,
+)
 from tests.plasmd.conftest import NodeProc, init_home
 from tests.plasmd.test_security import (
     hello_job,

@@ -142,12 +142,16 @@ class _Endpoint:
 
     # -- rate-limited logging of unauthenticated drops -----------------------------
 
-    def summarize(self, slug: str) -> None:
-        """Count a dropped unauthenticated connection; one log line per interval."""
-        self._summary[slug] += 1
+    def summarize(self, slug: str, first: Callable[[], None] | None = None) -> None:
+        """A dropped unauthenticated connection: the first of an interval is logged
+        by ``first()`` (if given), the rest are counted into one summary line."""
         if self._summary_timer is None:
             self._summary_timer = asyncio.get_running_loop().call_later(
                 SUMMARY_INTERVAL_S, self.flush_summary)
+            if first is not None:
+                first()
+                return
+        self._summary[slug] += 1
 
     def flush_summary(self) -> None:
         if self._summary_timer is not None:
@@ -791,12 +795,15 @@ class _PhaseProtocol(QuicConnectionProtocol):
         if self._logged:
             return
         self._logged = True
-        if not self.is_client and not self._authed:
-            self.endpoint.summarize(err.slug)  # unauthenticated: one summary line per interval
-            return
-        log.get().warning("net.peer_dropped", error=err.slug, message=err.message,
-                          role=self.endpoint.role, peer=self.peer_id or "unauthenticated",
-                          addr=str(self.addr[0]) if self.addr else None)
+
+        def line() -> None:
+            log.get().warning("net.peer_dropped", error=err.slug, message=err.message,
+                              role=self.endpoint.role, peer=self.peer_id or "unauthenticated",
+                              addr=str(self.addr[0]) if self.addr else None)
+        if not self.is_client and not self._authed:  # a flood must not flood the log
+            self.endpoint.summarize(err.slug, line)
+        else:
+            line()
 
     def _internal(self, e: BaseException) -> None:
         self.endpoint.stats["internal_errors"] += 1

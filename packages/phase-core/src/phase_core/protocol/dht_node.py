@@ -64,7 +64,8 @@ KNOWN_SLUGS = frozenset({
 
 def stat_key(prefix: str, slug: object) -> str:
     """A bounded stats key: ``prefix_slug`` for a known slug, else ``prefix_other``."""
-    return f"{prefix}_{slug}" if slug in KNOWN_SLUGS else f"{prefix}_other"
+    known = isinstance(slug, str) and slug in KNOWN_SLUGS
+    return f"{prefix}_{slug}" if known else f"{prefix}_other"
 
 
 # -- message builders (requests) ----------------------------------------------
