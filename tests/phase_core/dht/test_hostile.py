@@ -60,10 +60,10 @@ def test_dial_back_goes_only_to_the_observed_host_and_is_rate_limited() -> None:
     # no observed address, no dial-back at all
     assert n.handle(ident(2).node_id, dht_node.ping(claims), NOW).candidate is None
     # one host may ask for DIALBACK_BURST dial-backs, then is limited (other hosts are not)
-    got = [n.handle(ident(10 + i).node_id, dht_node.ping(["1.2.3.4:1"]), NOW,
-                    observed="198.51.100.9:1").candidate for i in range(8)]
+    got = [n.handle(ident(40 + i).node_id, dht_node.ping(["1.2.3.4:1"]), NOW,
+                    observed="198.51.100.9:1").candidate for i in range(20)]
     assert sum(c is not None for c in got) == DIALBACK_BURST
-    assert n.stats["dialback_limited"] == 8 - DIALBACK_BURST
+    assert n.stats["dialback_limited"] == 20 - DIALBACK_BURST
     assert n.handle(ident(30).node_id, dht_node.ping(["1.2.3.4:1"]), NOW,
                     observed="198.51.100.10:1").candidate is not None
 

@@ -53,7 +53,7 @@ REQUESTS = ("dht_ping", "dht_find_node", "dht_get", "dht_put")
 ANSWERS = ("dht_pong", "dht_nodes", "dht_value", "dht_stored", "dht_error")
 COSTS = {"dht_ping": 1, "dht_find_node": 1, "dht_get": 2, "dht_put": 5}
 MAX_DIALBACK_PORTS = 2
-DIALBACK_RATE, DIALBACK_BURST = 0.2, 4.0  # dial-backs per observed host
+DIALBACK_RATE, DIALBACK_BURST = 1.0, 16.0  # dial-backs per observed host (per s, burst)
 #: error slugs counted by name (``refused_<slug>``, ``answer_<slug>``); others are "other"
 KNOWN_SLUGS = frozenset({
     "error", "malformed", "bad_input", "too_large", "rejected", "bad_signature",
