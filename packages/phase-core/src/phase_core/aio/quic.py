@@ -13,8 +13,9 @@ pyproject and covered by tests:
 4. the sender's buffered byte count, so that a writer waits (and finally drops
    the connection) when the peer stops reading.
 
-Everything else is policy-free plumbing: the decisions live in
-``protocol.noise`` (who the peer is) and ``protocol.framing`` (what it sent).
+Everything else is plumbing: the decisions live in ``protocol.noise`` (who
+the peer is), ``protocol.framing`` (what it sent) and ``aio.endpoint`` (which
+connections and streams are admitted); ``aio.channel`` holds one stream's bytes.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
-import os
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -37,9 +37,12 @@ from aioquic.quic.connection import QuicConnection
 
 from phase_core import log
 from phase_core.aio import certs
+from phase_core.aio.channel import QuicChannel as _Channel
+from phase_core.aio.endpoint import Endpoint as _Endpoint
+from phase_core.aio.endpoint import Handler as Handler
+from phase_core.aio.endpoint import Priority as Priority
 from phase_core.aio.stream import Limits, Stream
 from phase_core.errors import (
-    InternalError,
     PhaseError,
     ProtocolViolation,
     TempFailure,
@@ -63,216 +66,18 @@ S_REFUSED = 0x10  # stream refused: busy, or no handler
 S_CANCELLED = 0x11  # stream aborted by the application
 S_ERROR = 0x12  # the handler failed
 
-Handler = Callable[[str, Stream], Awaitable[None]]
-Priority = Callable[[str], bool]
-SUMMARY_INTERVAL_S = 10.0  # unauthenticated drops are logged as one summary line per interval
-
-
-class _Endpoint:
-    """State shared by the connections of one listener or one client pool."""
-
-    def __init__(self, identity: Identity, limits: Limits, handler: Handler | None,
-                 role: str, priority: Priority | None = None) -> None:
-        self.identity = identity
-        self.limits = limits
-        self.handler = handler
-        self.role = role
-        self.priority = priority
-        self.cert = certs.make()
-        # A fresh Noise static key per endpoint (not derived from the node key):
-        # the handshake payload signs it with the node key.
-        self.static_secret = os.urandom(32)
-        self.stats: Counter[str] = Counter()
-        self.protocols: set[_PhaseProtocol] = set()
-        self.by_peer: dict[str, set[_PhaseProtocol]] = {}
-        self.active_streams = 0
-        self.streams_by_peer: Counter[str] = Counter()
-        self.other_connections = 0  # authenticated connections of non-priority peers
-        # unauthenticated connections, oldest first, in total and per source address
-        self.pending: collections.OrderedDict[_PhaseProtocol, None] = collections.OrderedDict()
-        self.by_source: dict[str, collections.OrderedDict[_PhaseProtocol, None]] = {}
-        self._summary: Counter[str] = Counter()
-        self._summary_timer: asyncio.TimerHandle | None = None
-        self._priority_failed = False
-
-    def is_priority(self, peer: str) -> bool:
-        """Whether ``peer`` gets the reserved share (every peer, without a callback)."""
-        if self.priority is None:
-            return True
-        try:
-            return bool(self.priority(peer))
-        except Exception as e:  # a bug in the callback must not take the endpoint down
-            if not self._priority_failed:
-                self._priority_failed = True
-                log.get().error("net.priority_failed", error=repr(e))
-            return False
-
-    # -- unauthenticated connections ---------------------------------------------
-
-    def admit(self, proto: _PhaseProtocol) -> bool:
-        """A new connection: room is made by evicting the oldest unauthenticated one."""
-        if len(self.protocols) >= self.limits.max_connections or (
-                not proto.is_client and len(self.pending) >= self.limits.max_pending_handshakes):
-            if not self.pending:
-                return False
-            next(iter(self.pending)).evict("too many connections in handshake")
-        self.protocols.add(proto)
-        if not proto.is_client:
-            self.pending[proto] = None
-        return True
-
-    def sourced(self, proto: _PhaseProtocol, source: str) -> None:
-        """The first datagram told us where an unauthenticated connection comes from."""
-        if proto not in self.pending:
-            return
-        same = self.by_source.setdefault(source, collections.OrderedDict())
-        same[proto] = None
-        if len(same) > self.limits.max_handshakes_per_source:
-            next(iter(same)).evict("too many handshakes from this address")
-
-    def settled(self, proto: _PhaseProtocol) -> None:
-        """``proto`` is no longer an unauthenticated connection (authenticated or gone)."""
-        if self.pending.pop(proto, 0) is None and proto.addr is not None:
-            src = str(proto.addr[0])
-            same = self.by_source.get(src)
-            if same is not None:
-                same.pop(proto, None)
-                if not same:
-                    del self.by_source[src]
-
-    # -- rate-limited logging of unauthenticated drops -----------------------------
-
-    def summarize(self, slug: str, first: Callable[[], None] | None = None) -> None:
-        """A dropped unauthenticated connection: the first of an interval is logged
-        by ``first()`` (if given), the rest are counted into one summary line."""
-        if self._summary_timer is None:
-            self._summary_timer = asyncio.get_running_loop().call_later(
-                SUMMARY_INTERVAL_S, self.flush_summary)
-            if first is not None:
-                first()
-                return
-        self._summary[slug] += 1
-
-    def flush_summary(self) -> None:
-        if self._summary_timer is not None:
-            self._summary_timer.cancel()
-            self._summary_timer = None
-        if self._summary:
-            counts, self._summary = dict(self._summary), Counter()
-            log.get().warning("net.handshakes_dropped", role=self.role,
-                              total=sum(counts.values()), counts=counts,
-                              interval_s=SUMMARY_INTERVAL_S)
-
-    def quic_config(self, is_client: bool) -> Any:
-        lim = self.limits
-        cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
-                                idle_timeout=lim.idle_timeout_s,
-                                max_data=lim.handshake_window_bytes,  # raised on authentication
-                                max_stream_data=lim.stream_window_bytes,
-                                verify_mode=ssl.CERT_NONE)
-        cfg.certificate = self.cert.certificate
-        cfg.private_key = self.cert.private_key
-        if is_client:
-            cfg.server_name = SERVER_NAME
-        return cfg
-
-    def authenticated(self, proto: _PhaseProtocol) -> None:
-        assert proto.peer_id is not None
-        self.settled(proto)
-        self.by_peer.setdefault(proto.peer_id, set()).add(proto)
-        if not proto.priority:
-            self.other_connections += 1
-
-    def forget(self, proto: _PhaseProtocol) -> None:
-        self.protocols.discard(proto)
-        self.settled(proto)
-        if proto.peer_id is not None:
-            peers = self.by_peer.get(proto.peer_id)
-            if peers is not None and proto in peers:
-                peers.discard(proto)
-                if not proto.priority:
-                    self.other_connections -= 1
-                if not peers:
-                    del self.by_peer[proto.peer_id]
-
-
-class _Channel:
-    """One QUIC stream's bytes, with read-driven flow control and bounded writes."""
-
-    def __init__(self, proto: _PhaseProtocol, stream_id: int) -> None:
-        self.proto = proto
-        self.stream_id = stream_id
-        self.consumed = 0
-        self._buf = bytearray()
-        self._eof = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._write_closed = False
-
-    # called by the protocol
-    def feed(self, data: bytes, end: bool) -> None:
-        if self._error is None:
-            self._buf += data
-        else:
-            self.proto.credit(self, len(data))
-        if end:
-            self._eof = True
-        self._wake()
-
-    def fail(self, err: BaseException, *, closing: bool = False) -> None:
-        if closing and self._eof:
-            return  # the peer finished its half: let the reader drain what arrived
-        if self._error is None:
-            self._error = err
-            dropped = len(self._buf)
-            self._buf.clear()
-            self.proto.credit(self, dropped)
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    # the Channel protocol used by Stream
-    async def read(self) -> bytes:
-        while not self._buf:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self._error is not None:
-            raise self._error
-        data = bytes(self._buf)
-        self._buf.clear()
-        self.proto.credit(self, len(data))
-        return data
-
-    async def write(self, data: bytes | memoryview) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._write_closed:
-            raise InternalError("write after finish() on a stream")
-        await self.proto.send(self.stream_id, bytes(data))
-
-    def write_eof(self) -> None:
-        if self._write_closed or self._error is not None:
-            return
-        self._write_closed = True
-        self.proto.send_eof(self.stream_id)
-
-    def abort(self, code: int) -> None:
-        self._write_closed = True
-        self.proto.abort_stream(self.stream_id, code)
-        self.fail(Unavailable("stream aborted"))
-
-    def violation(self, err: ProtocolViolation) -> None:
-        self.proto.violation(err)
+def _quic_config(ep: _Endpoint, is_client: bool) -> Any:
+    lim = ep.limits
+    cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
+                            idle_timeout=lim.idle_timeout_s,
+                            max_data=lim.handshake_window_bytes,  # raised on authentication
+                            max_stream_data=lim.stream_window_bytes,
+                            verify_mode=ssl.CERT_NONE)
+    cfg.certificate = ep.cert.certificate
+    cfg.private_key = ep.cert.private_key
+    if is_client:
+        cfg.server_name = SERVER_NAME
+    return cfg
 
 
 class _PhaseProtocol(QuicConnectionProtocol):
@@ -624,6 +429,8 @@ class _PhaseProtocol(QuicConnectionProtocol):
             log.get().error("net.handler_crashed", peer=peer, error=repr(e))
             stream.abort(S_ERROR)
         finally:
+            # bytes the handler left unread are dropped and credited (the window reopens)
+            ch.fail(Unavailable("the handler is done with this stream", slug="closed"))
             self.endpoint.active_streams -= 1
             self.endpoint.streams_by_peer[peer] -= 1
             if self.endpoint.streams_by_peer[peer] <= 0:
@@ -915,7 +722,7 @@ async def listen(host: str, port: int, identity: Identity, handler: Handler,
         return _PhaseProtocol(quic, ep, is_client=False)
 
     try:
-        qs = await serve(host, port, configuration=ep.quic_config(is_client=False),
+        qs = await serve(host, port, configuration=_quic_config(ep, is_client=False),
                          create_protocol=create_protocol, retry=retry)
     except OSError as e:
         raise Unavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
@@ -950,7 +757,7 @@ class Client:
             ip = ipaddress.ip_address(addr[0])
             local_host = str(ip) if ip.is_loopback else ("::" if family == socket.AF_INET6
                                                          else "0.0.0.0")  # noqa: S104
-        quic = QuicConnection(configuration=ep.quic_config(is_client=True))
+        quic = QuicConnection(configuration=_quic_config(ep, is_client=True))
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind((local_host, 0))
