@@ -35,7 +35,6 @@ from phase_core.protocol import dht_node
 from phase_core.protocol.dht import (
     Contact,
     K,
-    boot_key,
     check_address,
     dialable,
     join_address,
@@ -56,6 +55,8 @@ from phase_core.protocol.dht_store import (
     Collector,
     Republisher,
     Value,
+    implied_keys,
+    last_id,
     record_keys,
     verify_value,
 )
@@ -344,7 +345,7 @@ class DhtService:
 
         async def more(c: Contact, ans: Answer) -> None:
             for _ in range(MAX_PAGES):
-                last = _last_id(ans.records)
+                last = last_id(ans.records)
                 if last is None:
                     return
                 try:
@@ -519,23 +520,3 @@ def _quiet(task: asyncio.Future[Any]) -> None:
     """Retrieve the outcome of a task nobody waits for any more (no "never retrieved")."""
     if not task.cancelled():
         task.exception()
-
-
-def _last_id(recs: list[Any]) -> str | None:
-    """The highest document id in a page of records (the cursor for the next page)."""
-    ids = []
-    for r in recs:
-        with contextlib.suppress(Exception):  # a hostile record gives no cursor
-            ids.append(envelope.parse(r).id)
-    return max(ids) if ids else None
-
-
-def implied_keys(env: dict[str, Any], now: int, keyring: Keyring | None = None) -> list[str]:
-    """Every key a signed record belongs under (verifying it first; raises if it fails)."""
-    e = envelope.parse(env)
-    if e.type == records.TYPE:
-        probe = node_key(str(e.body.get("node_id")))
-    else:
-        probe = boot_key(str(e.body.get("channel")), str(e.body.get("arch")))
-    v = verify_value(env, probe, now, keyring)
-    return record_keys(v.body, v.doc_type)

@@ -20,6 +20,7 @@ Nothing that fails a check is stored or reported. Expired records are dropped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -314,3 +315,23 @@ class Collector:
             self.best[v.slot] = v
             out.append(v)
         return out
+
+
+def last_id(recs: list[Any]) -> str | None:
+    """The highest document id in a page of records (the cursor for the next page)."""
+    ids = []
+    for r in recs:
+        with contextlib.suppress(Exception):  # a hostile record gives no cursor
+            ids.append(envelope.parse(r).id)
+    return max(ids) if ids else None
+
+
+def implied_keys(env: dict[str, Any], now: int, keyring: Keyring | None = None) -> list[str]:
+    """Every key a signed record belongs under (verifying it first; raises if it fails)."""
+    e = envelope.parse(env)
+    if e.type == records.TYPE:
+        probe = node_key(str(e.body.get("node_id")))
+    else:
+        probe = boot_key(str(e.body.get("channel")), str(e.body.get("arch")))
+    v = verify_value(env, probe, now, keyring)
+    return record_keys(v.body, v.doc_type)
