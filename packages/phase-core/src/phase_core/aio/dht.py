@@ -447,6 +447,7 @@ class DhtService:
         """Run republish, bucket refresh, expiry and table saving every ``interval_s``."""
         if self._upkeep is None:
             self._upkeep = asyncio.ensure_future(self._run_upkeep(interval_s))
+            self._upkeep.add_done_callback(self._reap)
 
     async def _run_upkeep(self, interval_s: float) -> None:
         while True:
