@@ -146,8 +146,8 @@ def test_clients_pushing_data_before_authentication_are_dropped(node_factory, tm
            rss_before_kib=r["rss0"], rss_after_kib=r["rss1"], honest_job_completed=r["done"])
     assert r["done"]
     assert r["st"]["transport"]["handshake_failed"] == n
-    # bound: 256 KiB per connection (was 3.4 MiB each)
-    assert r["rss1"] - r["rss0"] < n * 256
+    # bound: 512 KiB per connection (it was 3.4 MiB each)
+    assert r["rss1"] - r["rss0"] < n * 512
 
 
 def test_garbage_initials_do_not_fill_the_connection_table(node_factory, tmp_path):
