@@ -262,3 +262,45 @@ def test_one_source_cannot_hold_more_than_its_share_of_handshakes() -> None:
             await server.close()
 
     run(main())
+
+
+def test_a_peer_outside_the_priority_set_gets_a_smaller_connection_window() -> None:
+    """Unread data a handler leaves is bounded per connection by the window granted:
+    ``other_connection_window_bytes`` for strangers, the full window for priority peers."""
+    lim = Limits(other_connection_window_bytes=64 << 10)
+    honest = Identity.generate()
+    release = asyncio.Event()
+
+    async def slow(peer: str, stream: Stream) -> None:
+        await stream.recv()  # one frame, then the rest stays unread for a while
+        await release.wait()
+
+    async def push(conn: quic.Connection) -> int:
+        """Four streams of 1 MiB (the stream window) each, until flow control stops them."""
+        tasks = []
+        for _ in range(4):
+            s = await conn.open_stream()
+            await s.send({"type": "first"})
+            tasks.append(asyncio.ensure_future(s._ch.write(b"x" * (1 << 20))))
+        q = conn._proto._quic
+        await eventually(lambda: q._remote_max_data_used
+                         >= min(q._remote_max_data, 4 << 20) - (64 << 10))
+        for t in tasks:
+            t.cancel()
+        return int(q._remote_max_data)
+
+    async def main() -> tuple[int, int]:
+        server = await quic.listen(HOST, 0, Identity.generate(), slow, lim,
+                                   priority=lambda p: p == honest.node_id)
+        try:
+            stranger = await quic.connect(HOST, server.port, Identity.generate())
+            friend = await quic.connect(HOST, server.port, honest)
+            granted = await push(stranger), await push(friend)
+            release.set()
+            await asyncio.gather(stranger.close(), friend.close())
+            return granted
+        finally:
+            await server.close()
+
+    other, full = run(main())
+    assert other <= 2 * (64 << 10) and full >= Limits().connection_window_bytes

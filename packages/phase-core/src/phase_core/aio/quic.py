@@ -70,7 +70,7 @@ def _quic_config(ep: _Endpoint, is_client: bool) -> Any:
     lim = ep.limits
     cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
                             idle_timeout=lim.idle_timeout_s,
-                            max_data=lim.handshake_window_bytes,  # raised on authentication
+                            max_data=min(lim.handshake_window_bytes, lim.connection_window_bytes),
                             max_stream_data=lim.stream_window_bytes,
                             verify_mode=ssl.CERT_NONE)
     cfg.certificate = ep.cert.certificate
@@ -109,6 +109,8 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._finished: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._keepalive: asyncio.TimerHandle | None = None
         self._authed = False
+        self._conn_window = min(endpoint.limits.handshake_window_bytes,  # MAX_DATA we grant
+                                endpoint.limits.connection_window_bytes)
         self._counted = False  # this drop is already counted (eviction)
         self.priority = True  # set on authentication (server side)
         lim = endpoint.limits
@@ -141,7 +143,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
 
         def write_connection_limits(builder: Any, space: Any) -> None:
             max_data = quic._local_max_data
-            window = lim.connection_window_bytes if self._authed else lim.handshake_window_bytes
+            window = self._conn_window
             target = self._consumed_total + window
             if target >= max_data.value + window // 2:
                 max_data.value = target
@@ -317,6 +319,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
     def _established(self, peer: str) -> None:
         self.peer_id = peer
         self._authed = True
+        lim = self.endpoint.limits
+        self._conn_window = (lim.connection_window_bytes if self.priority else
+                             min(lim.other_connection_window_bytes, lim.connection_window_bytes))
         self._transmit_soon()  # the full connection window (MAX_DATA)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
@@ -465,8 +470,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
         grow_stream = (stream is not None and stream.max_stream_data_local and
                        ch.consumed + lim.stream_window_bytes
                        >= stream.max_stream_data_local + lim.stream_window_bytes // 2)
-        grow_conn = (self._consumed_total + lim.connection_window_bytes
-                     >= self._quic._local_max_data.value + lim.connection_window_bytes // 2)
+        window = self._conn_window
+        grow_conn = (self._consumed_total + window
+                     >= self._quic._local_max_data.value + window // 2)
         if grow_stream or grow_conn:
             self._transmit_soon()
 

@@ -47,6 +47,7 @@ class Limits:
     connection_window_bytes: int = 4 << 20  # unread bytes buffered per connection
     send_buffer_bytes: int = 1 << 20  # unacknowledged bytes queued per stream before waiting
     handshake_window_bytes: int = 16 << 10  # connection window until the peer is authenticated
+    other_connection_window_bytes: int = 1 << 20  # connection window of non-priority peers
 
     def __post_init__(self) -> None:
         if not 0 < self.max_control_bytes <= framing.HARD_MAX_CONTROL_BYTES:
@@ -75,8 +76,9 @@ class Limits:
             raise InputError("windows and buffers must be at least 16 KiB")
         if self.connection_window_bytes < self.stream_window_bytes:
             raise InputError("connection_window_bytes must be at least stream_window_bytes")
-        if not 16 << 10 <= self.handshake_window_bytes <= self.connection_window_bytes:
-            raise InputError("handshake_window_bytes must be 16 KiB .. connection_window_bytes")
+        for name in ("handshake_window_bytes", "other_connection_window_bytes"):
+            if getattr(self, name) < 16 << 10:  # (used as at most connection_window_bytes)
+                raise InputError(f"{name} must be at least 16 KiB")
 
     @property
     def other_connections(self) -> int:
