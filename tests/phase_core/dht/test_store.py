@@ -182,7 +182,8 @@ def test_requester_addresses_become_a_candidate_and_observed_is_reported() -> No
     n.own_record = node_rec(ident(61))
     r = n.handle(ident(1).node_id, dht_node.ping(["10.0.0.7:4433"], want_self=True), NOW,
                  observed="198.51.100.7:50000")
-    assert r.candidate == Contact(ident(1).node_id, ("10.0.0.7:4433",))
+    # dialled back where the request came from, on the port it claims (never 10.0.0.7)
+    assert r.candidate == Contact(ident(1).node_id, ("198.51.100.7:4433",))
     assert ident(1).node_id not in n.table  # not before the dial-back succeeds
     ans = parse_answer(r.message, "dht_pong")
     assert ans.observed == "198.51.100.7:50000" and ans.self_record == n.own_record

@@ -105,3 +105,45 @@ async def mitm_relay(upstream_port: int) -> AsyncIterator[tuple[int, list[int]]]
             except Exception:  # the upstream may already be gone
                 pass
         relay.close()
+
+
+def garbage_initial(rng: Any, size: int = 1200) -> bytes:
+    """A datagram that parses as a QUIC v1 Initial (long header, random connection ids,
+    no token) and carries random bytes where the encrypted payload should be."""
+    dcid, scid = rng.randbytes(8), rng.randbytes(8)
+    head = (bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid
+            + b"\x00")  # token length 0
+    rest = size - len(head) - 2
+    return head + (0x4000 | rest).to_bytes(2, "big") + rng.randbytes(rest)
+
+
+async def tls_only(port: int, cert: Any, *, local_host: str = HOST,
+                   push: bytes = b"") -> Any:
+    """A raw aioquic client that completes TLS and never starts Noise; with ``push`` it
+    sends those bytes on stream 4 (not the handshake stream). Returns the protocol
+    (call ``close_raw`` on it)."""
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    loop = asyncio.get_running_loop()
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=[quic.ALPN], verify_mode=0,
+                            server_name=quic.SERVER_NAME)
+    cfg.certificate, cfg.private_key = cert.certificate, cert.private_key
+    tr, proto = await loop.create_datagram_endpoint(
+        lambda: QuicConnectionProtocol(QuicConnection(configuration=cfg)),
+        local_addr=(local_host, 0))
+    proto.connect((HOST, port))
+    await asyncio.wait_for(proto.wait_connected(), 20)
+    if push:
+        proto._quic.send_stream_data(4, push)
+        proto.transmit()
+    proto.raw_transport = tr
+    return proto
+
+
+def close_raw(proto: Any) -> None:
+    """Vanish without a CONNECTION_CLOSE (the socket is just closed)."""
+    if proto._timer is not None:
+        proto._timer.cancel()
+    proto.raw_transport.close()

@@ -152,7 +152,8 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
                                ContentStore(homes.cas_path(home)), bh, bp)
         for addr in cfg.listen:
             host, port = parse_hostport(addr)
-            server = await listen(host, port, ident, node.handle)
+            server = await listen(host, port, ident, node.handle,  # keyring peers first
+                                  priority=lambda peer: peer in node.keyring.keys)
             servers.append(server)
         listening = [f"quic://{s.host}:{s.port}" for s in servers]
         await disc.start(node, cfg, None if tmp_home_used else home,

@@ -19,6 +19,7 @@ import contextlib
 import json
 import random
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from phase_core.protocol import dht_node
 from phase_core.protocol.dht import (
     Contact,
     K,
-    boot_key,
     check_address,
     dialable,
     join_address,
@@ -43,12 +43,20 @@ from phase_core.protocol.dht import (
     split_address,
 )
 from phase_core.protocol.dht_lookup import Lookup
-from phase_core.protocol.dht_node import AddressObserver, Answer, DhtNode, parse_answer
+from phase_core.protocol.dht_node import (
+    AddressObserver,
+    Answer,
+    DhtNode,
+    parse_answer,
+    stat_key,
+)
 from phase_core.protocol.dht_store import (
     REPUBLISH_S,
     Collector,
     Republisher,
     Value,
+    implied_keys,
+    last_id,
     record_keys,
     verify_value,
 )
@@ -120,7 +128,19 @@ class DhtService:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        """A background task ended: its exception (a bug) is counted and logged."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            self.crashed("task", e)
+
+    def crashed(self, where: str, e: BaseException) -> None:
+        """Count and log a bug (with its traceback); the DHT carries on."""
+        self.stats["internal_errors"] += 1
+        log.get().error("dht.internal_error", where=where, error=repr(e)[:200],
+                        traceback="".join(traceback.format_exception(e))[-4000:])
 
     def _spawn_dialback(self, contact: Contact) -> None:
         if contact.node_id in self._dialing or len(self._dialing) >= MAX_DIALBACKS:
@@ -132,6 +152,8 @@ class DhtService:
                 await self._request(contact, dht_node.ping(self.addresses), "dht_pong")
             except PhaseError:
                 pass
+            except Exception as e:
+                self.crashed("dialback", e)
             finally:
                 self._dialing.discard(contact.node_id)
         self._spawn(dial())
@@ -172,7 +194,7 @@ class DhtService:
             raise
         ans = parse_answer(raw, expect)
         if ans.type == "dht_error":
-            self.stats[f"answer_{ans.error}"] += 1
+            self.stats[stat_key("answer", ans.error)] += 1
             raise Unavailable(f"peer refused: {ans.error}: {ans.message}", slug="refused")
         return ans
 
@@ -194,6 +216,8 @@ class DhtService:
                 await self._request(stale, dht_node.ping(self.addresses), "dht_pong")
             except PhaseError:
                 pass  # _request already reported the failure to the table
+            except Exception as e:
+                self.crashed("stale_check", e)
             finally:
                 self._dialing.discard(stale.node_id)
         self._spawn(check())
@@ -218,9 +242,16 @@ class DhtService:
                     except PhaseError:
                         lk.on_failure(c.node_id)
                         continue
+                    except Exception as e:
+                        self.crashed("lookup_request", e)
+                        lk.on_failure(c.node_id)
+                        continue
                     lk.on_response(c.node_id, ans.nodes)
                     if on_answer is not None:
-                        on_answer(c, ans)
+                        try:
+                            on_answer(c, ans)
+                        except Exception as e:  # one holder's answer, not the lookup
+                            self.crashed("lookup_answer", e)
         finally:
             for t in tasks:
                 t.cancel()
@@ -245,6 +276,9 @@ class DhtService:
             except (PhaseError, TimeoutError) as e:
                 log.get().info("dht.bootstrap_failed", address=addr,
                                error=getattr(e, "slug", "timeout"))
+                return
+            except Exception as e:
+                self.crashed("bootstrap", e)
                 return
             if peer != self.node_id and ans.type == "dht_pong":
                 self._answered(Contact(peer, (addr,)), ans)
@@ -301,7 +335,7 @@ class DhtService:
             if ans.self_record is not None and on_self is not None and c.node_id not in selves:
                 try:
                     v = verify_value(ans.self_record, node_key(c.node_id), int(self.clock()))
-                except PhaseError:
+                except Exception:  # verify_value raises only PhaseError; be safe anyway
                     self.stats["bad_self_record"] += 1
                 else:
                     selves.add(c.node_id)
@@ -311,12 +345,15 @@ class DhtService:
 
         async def more(c: Contact, ans: Answer) -> None:
             for _ in range(MAX_PAGES):
-                last = _last_id(ans.records)
+                last = last_id(ans.records)
                 if last is None:
                     return
                 try:
                     ans = await self._request(c, dht_node.get(key, after=last), "dht_value")
                 except PhaseError:
+                    return
+                except Exception as e:
+                    self.crashed("get_page", e)
                     return
                 for v in col.add(ans.records, int(self.clock())):
                     queue.put_nowait(v)
@@ -334,11 +371,17 @@ class DhtService:
                     p.cancel()
                     p.add_done_callback(_quiet)
                 queue.put_nowait(None)
+                if col.rejected:
+                    n = sum(col.rejected.values())
+                    self.stats["records_rejected"] += n
+                    log.get().info("dht.records_rejected", key=key, count=n,
+                                   reasons=dict(col.rejected))
 
         for v in self.node.store.get(key, int(self.clock())):  # what we hold ourselves
             for w in col.add([v.envelope], int(self.clock())):
                 queue.put_nowait(w)
         task = asyncio.ensure_future(run())
+        task.add_done_callback(self._reap)
         n = 0
         try:
             while True:
@@ -404,6 +447,7 @@ class DhtService:
         """Run republish, bucket refresh, expiry and table saving every ``interval_s``."""
         if self._upkeep is None:
             self._upkeep = asyncio.ensure_future(self._run_upkeep(interval_s))
+            self._upkeep.add_done_callback(self._reap)
 
     async def _run_upkeep(self, interval_s: float) -> None:
         while True:
@@ -412,6 +456,8 @@ class DhtService:
                 await self.upkeep()
             except PhaseError as e:
                 log.get().warning("dht.upkeep_failed", error=e.slug, message=e.message)
+            except Exception as e:  # a bug: logged with its traceback, the upkeep goes on
+                self.crashed("upkeep", e)
 
     async def upkeep(self) -> None:
         now = self.clock()
@@ -475,25 +521,3 @@ def _quiet(task: asyncio.Future[Any]) -> None:
     """Retrieve the outcome of a task nobody waits for any more (no "never retrieved")."""
     if not task.cancelled():
         task.exception()
-
-
-def _last_id(recs: list[Any]) -> str | None:
-    """The highest document id in a page of records (the cursor for the next page)."""
-    ids = []
-    for r in recs:
-        try:
-            ids.append(envelope.parse(r).id)
-        except PhaseError:
-            continue
-    return max(ids) if ids else None
-
-
-def implied_keys(env: dict[str, Any], now: int, keyring: Keyring | None = None) -> list[str]:
-    """Every key a signed record belongs under (verifying it first; raises if it fails)."""
-    e = envelope.parse(env)
-    if e.type == records.TYPE:
-        probe = node_key(str(e.body.get("node_id")))
-    else:
-        probe = boot_key(str(e.body.get("channel")), str(e.body.get("arch")))
-    v = verify_value(env, probe, now, keyring)
-    return record_keys(v.body, v.doc_type)

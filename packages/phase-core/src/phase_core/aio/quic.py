@@ -13,8 +13,9 @@ pyproject and covered by tests:
 4. the sender's buffered byte count, so that a writer waits (and finally drops
    the connection) when the peer stops reading.
 
-Everything else is policy-free plumbing: the decisions live in
-``protocol.noise`` (who the peer is) and ``protocol.framing`` (what it sent).
+Everything else is plumbing: the decisions live in ``protocol.noise`` (who
+the peer is), ``protocol.framing`` (what it sent) and ``aio.endpoint`` (which
+connections and streams are admitted); ``aio.channel`` holds one stream's bytes.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
-import os
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -37,9 +37,12 @@ from aioquic.quic.connection import QuicConnection
 
 from phase_core import log
 from phase_core.aio import certs
+from phase_core.aio.channel import QuicChannel as _Channel
+from phase_core.aio.endpoint import Endpoint as _Endpoint
+from phase_core.aio.endpoint import Handler as Handler
+from phase_core.aio.endpoint import Priority as Priority
 from phase_core.aio.stream import Limits, Stream
 from phase_core.errors import (
-    InternalError,
     PhaseError,
     ProtocolViolation,
     TempFailure,
@@ -63,131 +66,18 @@ S_REFUSED = 0x10  # stream refused: busy, or no handler
 S_CANCELLED = 0x11  # stream aborted by the application
 S_ERROR = 0x12  # the handler failed
 
-Handler = Callable[[str, Stream], Awaitable[None]]
-
-
-class _Endpoint:
-    """State shared by the connections of one listener or one client pool."""
-
-    def __init__(self, identity: Identity, limits: Limits, handler: Handler | None,
-                 role: str) -> None:
-        self.identity = identity
-        self.limits = limits
-        self.handler = handler
-        self.role = role
-        self.cert = certs.make()
-        # A fresh Noise static key per endpoint (not derived from the node key):
-        # the handshake payload signs it with the node key.
-        self.static_secret = os.urandom(32)
-        self.stats: Counter[str] = Counter()
-        self.protocols: set[_PhaseProtocol] = set()
-        self.by_peer: dict[str, set[_PhaseProtocol]] = {}
-        self.active_streams = 0
-
-    def quic_config(self, is_client: bool) -> Any:
-        lim = self.limits
-        cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
-                                idle_timeout=lim.idle_timeout_s,
-                                max_data=lim.connection_window_bytes,
-                                max_stream_data=lim.stream_window_bytes,
-                                verify_mode=ssl.CERT_NONE)
-        cfg.certificate = self.cert.certificate
-        cfg.private_key = self.cert.private_key
-        if is_client:
-            cfg.server_name = SERVER_NAME
-        return cfg
-
-    def authenticated(self, proto: _PhaseProtocol) -> None:
-        assert proto.peer_id is not None
-        self.by_peer.setdefault(proto.peer_id, set()).add(proto)
-
-    def forget(self, proto: _PhaseProtocol) -> None:
-        self.protocols.discard(proto)
-        if proto.peer_id is not None:
-            peers = self.by_peer.get(proto.peer_id)
-            if peers is not None:
-                peers.discard(proto)
-                if not peers:
-                    del self.by_peer[proto.peer_id]
-
-
-class _Channel:
-    """One QUIC stream's bytes, with read-driven flow control and bounded writes."""
-
-    def __init__(self, proto: _PhaseProtocol, stream_id: int) -> None:
-        self.proto = proto
-        self.stream_id = stream_id
-        self.consumed = 0
-        self._buf = bytearray()
-        self._eof = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._write_closed = False
-
-    # called by the protocol
-    def feed(self, data: bytes, end: bool) -> None:
-        if self._error is None:
-            self._buf += data
-        else:
-            self.proto.credit(self, len(data))
-        if end:
-            self._eof = True
-        self._wake()
-
-    def fail(self, err: BaseException, *, closing: bool = False) -> None:
-        if closing and self._eof:
-            return  # the peer finished its half: let the reader drain what arrived
-        if self._error is None:
-            self._error = err
-            dropped = len(self._buf)
-            self._buf.clear()
-            self.proto.credit(self, dropped)
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    # the Channel protocol used by Stream
-    async def read(self) -> bytes:
-        while not self._buf:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self._error is not None:
-            raise self._error
-        data = bytes(self._buf)
-        self._buf.clear()
-        self.proto.credit(self, len(data))
-        return data
-
-    async def write(self, data: bytes | memoryview) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._write_closed:
-            raise InternalError("write after finish() on a stream")
-        await self.proto.send(self.stream_id, bytes(data))
-
-    def write_eof(self) -> None:
-        if self._write_closed or self._error is not None:
-            return
-        self._write_closed = True
-        self.proto.send_eof(self.stream_id)
-
-    def abort(self, code: int) -> None:
-        self._write_closed = True
-        self.proto.abort_stream(self.stream_id, code)
-        self.fail(Unavailable("stream aborted"))
-
-    def violation(self, err: ProtocolViolation) -> None:
-        self.proto.violation(err)
+def _quic_config(ep: _Endpoint, is_client: bool) -> Any:
+    lim = ep.limits
+    cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
+                            idle_timeout=lim.idle_timeout_s,
+                            max_data=min(lim.handshake_window_bytes, lim.connection_window_bytes),
+                            max_stream_data=lim.stream_window_bytes,
+                            verify_mode=ssl.CERT_NONE)
+    cfg.certificate = ep.cert.certificate
+    cfg.private_key = ep.cert.private_key
+    if is_client:
+        cfg.server_name = SERVER_NAME
+    return cfg
 
 
 class _PhaseProtocol(QuicConnectionProtocol):
@@ -218,10 +108,13 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._keepalive: asyncio.TimerHandle | None = None
+        self._authed = False
+        self._conn_window = min(endpoint.limits.handshake_window_bytes,  # MAX_DATA we grant
+                                endpoint.limits.connection_window_bytes)
+        self._counted = False  # this drop is already counted (eviction)
+        self.priority = True  # set on authentication (server side)
         lim = endpoint.limits
-        self._refuse = len(endpoint.protocols) >= lim.max_connections
-        if not self._refuse:
-            endpoint.protocols.add(self)
+        self._refuse = not endpoint.admit(self)
         endpoint.stats["connections_opened"] += 1
         self._hs_timer: asyncio.TimerHandle | None = self._loop.call_later(
             lim.handshake_timeout_s, self._handshake_timed_out)
@@ -250,8 +143,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
 
         def write_connection_limits(builder: Any, space: Any) -> None:
             max_data = quic._local_max_data
-            target = self._consumed_total + lim.connection_window_bytes
-            if target >= max_data.value + lim.connection_window_bytes // 2:
+            window = self._conn_window
+            target = self._consumed_total + window
+            if target >= max_data.value + window // 2:
                 max_data.value = target
             saved = max_data.used
             max_data.used = 0  # likewise
@@ -274,13 +168,18 @@ class _PhaseProtocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if self.addr is None:
             self.addr = addr
+            if not self.is_client:
+                self.endpoint.sourced(self, str(addr[0]))
         try:
             super().datagram_received(data, addr)
         except Exception as e:  # pragma: no cover - aioquic bug or ours
             self._internal(e)
         if self._refuse:
             self._refuse = False
+            self._counted = True
             self.endpoint.stats["refused_busy"] += 1
+            if not self.is_client:
+                self.endpoint.summarize("refused_busy")
             self._close(E_LIMIT, "too many connections")
         self._wake_writers()
 
@@ -367,12 +266,14 @@ class _PhaseProtocol(QuicConnectionProtocol):
                     or self._quic._stream_is_discarded(sid)):
                 self._consumed_total += len(data)  # a stream we are done with: drop the data
                 return
+            if not self.is_client and not self._authed:
+                # nothing but the handshake stream is read (or buffered) before the
+                # peer is authenticated: an honest client never sends it
+                raise ProtocolViolation("a stream other than the handshake stream came "
+                                        "before authentication", slug="handshake_failed")
             ch = self._channels[sid] = _Channel(self, sid)
             if self.ready.done() and self.peer_id is not None:
                 self._dispatch(ch)
-            elif self._hs is None and not self.is_client:
-                raise ProtocolViolation("a stream other than 0 came before the handshake",
-                                        slug="handshake_failed")
             else:
                 self._pending.append(ch)
         ch.feed(data, end)
@@ -398,17 +299,30 @@ class _PhaseProtocol(QuicConnectionProtocol):
 
     def _server_verified(self, peer: str) -> None:
         assert self._hs is not None
-        lim = self.endpoint.limits
-        if len(self.endpoint.by_peer.get(peer, ())) >= lim.max_connections_per_peer:
-            self.endpoint.stats["refused_per_peer"] += 1
+        ep, lim = self.endpoint, self.endpoint.limits
+        self.priority = ep.is_priority(peer)
+        per_peer = (lim.max_connections_per_peer if self.priority
+                    else lim.max_connections_per_other_peer)
+        if len(ep.by_peer.get(peer, ())) >= per_peer:
+            ep.stats["refused_per_peer"] += 1
             self.peer_id = peer
             self._close(E_LIMIT, "too many connections from this node")
+            return
+        if not self.priority and ep.other_connections >= lim.other_connections:
+            ep.stats["refused_busy"] += 1
+            self.peer_id = peer
+            self._close(E_LIMIT, "too many connections from peers outside the keyring")
             return
         self._hs.accept()
         self._established(peer)
 
     def _established(self, peer: str) -> None:
         self.peer_id = peer
+        self._authed = True
+        lim = self.endpoint.limits
+        self._conn_window = (lim.connection_window_bytes if self.priority else
+                             min(lim.other_connection_window_bytes, lim.connection_window_bytes))
+        self._transmit_soon()  # the full connection window (MAX_DATA)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
             self._hs_timer = None
@@ -439,7 +353,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
-        if not self.ready.done() and not self._violated:
+        if not self.ready.done() and not self._violated and not self._counted:
             self.endpoint.stats["handshake_aborted"] += 1
         if self.error is None:
             reason = event.reason_phrase or "closed"
@@ -472,22 +386,28 @@ class _PhaseProtocol(QuicConnectionProtocol):
         return bool(sid & 1) == (not self.is_client)
 
     def _dispatch(self, ch: _Channel) -> None:
-        ep = self.endpoint
-        if ep.handler is None or ep.active_streams >= ep.limits.max_concurrent_streams:
+        ep, lim = self.endpoint, self.endpoint.limits
+        assert self.peer_id is not None
+        peer = self.peer_id
+        prio = ep.is_priority(peer)
+        room = lim.max_concurrent_streams - (0 if prio else lim.reserved_streams)
+        share = lim.max_streams_per_peer if prio else lim.max_streams_per_other_peer
+        if ep.handler is None or ep.active_streams >= room or ep.streams_by_peer[peer] >= share:
             ep.stats["streams_refused"] += 1
             self._channels.pop(ch.stream_id, None)
             ch.fail(Unavailable("stream refused"))
             self.abort_stream(ch.stream_id, S_REFUSED)
             return
         ep.active_streams += 1
+        ep.streams_by_peer[peer] += 1
         ep.stats["streams_accepted"] += 1
-        assert self.peer_id is not None
-        task = self._loop.create_task(self._run_handler(ep.handler, ch, self.peer_id))
+        task = self._loop.create_task(self._run_handler(ep.handler, ch, peer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run_handler(self, handler: Handler, ch: _Channel, peer: str) -> None:
-        stream = Stream(ch, peer, self.endpoint.limits, connection=Connection(self, None))
+        stream = Stream(ch, peer, self.endpoint.limits, connection=Connection(self, None),
+                        incoming=True)
         try:
             await handler(peer, stream)
             stream.finish()
@@ -501,7 +421,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self.violation(e)
         except PhaseError as e:
             self.endpoint.stats["handler_errors"] += 1
-            if not self._logged:  # the connection has not already said why
+            if e.slug == "request_timeout":  # counted, not logged: a flood of them is cheap
+                self.endpoint.stats["request_timeouts"] += 1
+            elif not self._logged:  # the connection has not already said why
                 log.get().info("net.stream_failed", peer=peer, error=e.slug, message=e.message)
             stream.abort(S_ERROR)
         except asyncio.CancelledError:
@@ -512,7 +434,12 @@ class _PhaseProtocol(QuicConnectionProtocol):
             log.get().error("net.handler_crashed", peer=peer, error=repr(e))
             stream.abort(S_ERROR)
         finally:
+            # bytes the handler left unread are dropped and credited (the window reopens)
+            ch.fail(Unavailable("the handler is done with this stream", slug="closed"))
             self.endpoint.active_streams -= 1
+            self.endpoint.streams_by_peer[peer] -= 1
+            if self.endpoint.streams_by_peer[peer] <= 0:
+                del self.endpoint.streams_by_peer[peer]
             self._channels.pop(ch.stream_id, None)
             self._finished[ch.stream_id] = None  # late data or FIN is dropped, not re-handled
             while len(self._finished) > 4 * self.endpoint.limits.max_streams_per_connection:
@@ -543,8 +470,9 @@ class _PhaseProtocol(QuicConnectionProtocol):
         grow_stream = (stream is not None and stream.max_stream_data_local and
                        ch.consumed + lim.stream_window_bytes
                        >= stream.max_stream_data_local + lim.stream_window_bytes // 2)
-        grow_conn = (self._consumed_total + lim.connection_window_bytes
-                     >= self._quic._local_max_data.value + lim.connection_window_bytes // 2)
+        window = self._conn_window
+        grow_conn = (self._consumed_total + window
+                     >= self._quic._local_max_data.value + window // 2)
         if grow_stream or grow_conn:
             self._transmit_soon()
 
@@ -663,13 +591,32 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self.ready.set_exception(err)
             self.ready.exception()
 
+    def evict(self, reason: str) -> None:
+        """Drop this unauthenticated connection to make room (oldest first)."""
+        ep = self.endpoint
+        ep.stats["handshakes_evicted"] += 1
+        ep.summarize("evicted")
+        self._counted = self._logged = True
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        ep.settled(self)
+        ep.protocols.discard(self)
+        self._close(E_LIMIT, reason)
+
     def _report(self, err: PhaseError) -> None:
         if self._logged:
             return
         self._logged = True
-        log.get().warning("net.peer_dropped", error=err.slug, message=err.message,
-                          role=self.endpoint.role, peer=self.peer_id or "unauthenticated",
-                          addr=str(self.addr[0]) if self.addr else None)
+
+        def line() -> None:
+            log.get().warning("net.peer_dropped", error=err.slug, message=err.message,
+                              role=self.endpoint.role, peer=self.peer_id or "unauthenticated",
+                              addr=str(self.addr[0]) if self.addr else None)
+        if not self.is_client and not self._authed:  # a flood must not flood the log
+            self.endpoint.summarize(err.slug, line)
+        else:
+            line()
 
     def _internal(self, e: BaseException) -> None:
         self.endpoint.stats["internal_errors"] += 1
@@ -755,6 +702,7 @@ class Server:
         return {p: len(s) for p, s in self._ep.by_peer.items()}
 
     async def close(self) -> None:
+        self._ep.flush_summary()
         protos = list(self._ep.protocols)
         for p in protos:
             p._close(E_OK, "server closed")
@@ -766,16 +714,22 @@ class Server:
 
 
 async def listen(host: str, port: int, identity: Identity, handler: Handler,
-                 limits: Limits | None = None) -> Server:
-    """Serve ``handler(peer_id, stream)`` for every stream an authenticated peer opens."""
-    ep = _Endpoint(identity, limits or Limits(), handler, "server")
+                 limits: Limits | None = None, *, priority: Priority | None = None,
+                 retry: bool = True) -> Server:
+    """Serve ``handler(peer_id, stream)`` for every stream an authenticated peer opens.
+
+    ``priority(peer_id)`` says which peers get the reserved shares of connections
+    and streams (plasmd: the keyring's keys); without it every peer does.
+    ``retry`` validates each client's address with a QUIC Retry before any
+    connection state exists (one more round trip per handshake)."""
+    ep = _Endpoint(identity, limits or Limits(), handler, "server", priority)
 
     def create_protocol(quic: Any, stream_handler: Any = None) -> _PhaseProtocol:
         return _PhaseProtocol(quic, ep, is_client=False)
 
     try:
-        qs = await serve(host, port, configuration=ep.quic_config(is_client=False),
-                         create_protocol=create_protocol)
+        qs = await serve(host, port, configuration=_quic_config(ep, is_client=False),
+                         create_protocol=create_protocol, retry=retry)
     except OSError as e:
         raise Unavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
     return Server(ep, qs)
@@ -809,7 +763,7 @@ class Client:
             ip = ipaddress.ip_address(addr[0])
             local_host = str(ip) if ip.is_loopback else ("::" if family == socket.AF_INET6
                                                          else "0.0.0.0")  # noqa: S104
-        quic = QuicConnection(configuration=ep.quic_config(is_client=True))
+        quic = QuicConnection(configuration=_quic_config(ep, is_client=True))
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind((local_host, 0))

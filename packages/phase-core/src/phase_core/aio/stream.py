@@ -7,11 +7,12 @@ answers on the same stream, and each side ends its half with ``finish()``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
-from phase_core.errors import InputError, ProtocolViolation
+from phase_core.errors import InputError, ProtocolViolation, Timeout
 from phase_core.protocol import framing
 from phase_core.protocol.framing import BlobData, BlobEnd, BlobStart, Control, FrameDecoder
 
@@ -28,35 +29,62 @@ class Limits:
     idle_timeout_s: float = 60.0  # QUIC idle timeout: a silent (half-open) peer is dropped
     keepalive_s: float = 15.0  # PING interval on an open connection; 0 disables
     send_timeout_s: float = 30.0  # a peer that stops reading for this long is dropped
+    first_message_timeout_s: float = 10.0  # an incoming stream's first frame, complete
     # counts
     max_connections: int = 1024  # per endpoint, authenticated or not
-    max_connections_per_peer: int = 4  # authenticated connections per node id
+    max_connections_per_peer: int = 4  # authenticated connections per priority node id
+    max_connections_per_other_peer: int = 2  # ... per node id the priority callback refuses
+    reserved_connections: int = 128  # kept for priority peers (other peers never use them)
+    max_pending_handshakes: int = 256  # unauthenticated connections; the oldest is evicted
+    max_handshakes_per_source: int = 32  # unauthenticated connections per source address
     max_streams_per_connection: int = 64  # concurrent streams a peer may open (QUIC MAX_STREAMS)
     max_concurrent_streams: int = 1024  # incoming streams being handled, whole endpoint
+    reserved_streams: int = 256  # of those, kept for priority peers
+    max_streams_per_peer: int = 256  # incoming streams handled per priority node id
+    max_streams_per_other_peer: int = 64  # ... per other node id
     # memory (QUIC flow control, granted as the application reads)
     stream_window_bytes: int = 1 << 20  # unread bytes buffered per stream
     connection_window_bytes: int = 4 << 20  # unread bytes buffered per connection
     send_buffer_bytes: int = 1 << 20  # unacknowledged bytes queued per stream before waiting
+    handshake_window_bytes: int = 16 << 10  # connection window until the peer is authenticated
+    other_connection_window_bytes: int = 1 << 20  # connection window of non-priority peers
 
     def __post_init__(self) -> None:
         if not 0 < self.max_control_bytes <= framing.HARD_MAX_CONTROL_BYTES:
             raise InputError("max_control_bytes out of range")
         if not 0 <= self.max_blob_bytes <= framing.HARD_MAX_BLOB_BYTES:
             raise InputError("max_blob_bytes out of range")
-        for name in ("handshake_timeout_s", "idle_timeout_s", "send_timeout_s"):
+        for name in ("handshake_timeout_s", "idle_timeout_s", "send_timeout_s",
+                     "first_message_timeout_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be positive")
         if self.keepalive_s < 0:
             raise InputError("keepalive_s must not be negative")
-        for name in ("max_connections", "max_connections_per_peer", "max_concurrent_streams"):
+        for name in ("max_connections", "max_connections_per_peer", "max_concurrent_streams",
+                     "max_connections_per_other_peer", "max_pending_handshakes",
+                     "max_handshakes_per_source", "max_streams_per_peer",
+                     "max_streams_per_other_peer"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1")
+        if not 0 <= self.reserved_streams < self.max_concurrent_streams:
+            raise InputError("reserved_streams must be below max_concurrent_streams")
+        if self.reserved_connections < 0:
+            raise InputError("reserved_connections must not be negative")
         if self.max_streams_per_connection < 2:
             raise InputError("max_streams_per_connection must be at least 2")
         if self.stream_window_bytes < 16 << 10 or self.send_buffer_bytes < 16 << 10:
             raise InputError("windows and buffers must be at least 16 KiB")
         if self.connection_window_bytes < self.stream_window_bytes:
             raise InputError("connection_window_bytes must be at least stream_window_bytes")
+        for name in ("handshake_window_bytes", "other_connection_window_bytes"):
+            if getattr(self, name) < 16 << 10:  # (used as at most connection_window_bytes)
+                raise InputError(f"{name} must be at least 16 KiB")
+
+    @property
+    def other_connections(self) -> int:
+        """Authenticated connections all non-priority peers together may hold (at least 1)."""
+        return max(1, self.max_connections - self.max_pending_handshakes
+                   - self.reserved_connections)
 
 
 class Channel(Protocol):
@@ -78,7 +106,7 @@ class Stream:
     """A bidirectional request stream to an authenticated peer."""
 
     def __init__(self, channel: Channel, peer_id: str, limits: Limits,
-                 connection: Any = None) -> None:
+                 connection: Any = None, *, incoming: bool = False) -> None:
         self._ch = channel
         #: the ``aio.quic.Connection`` this stream belongs to: open more streams
         #: to the same peer with ``stream.connection.open_stream()``
@@ -90,6 +118,11 @@ class Stream:
                                  max_blob_bytes=limits.max_blob_bytes)
         self._eof = False
         self._finished = False
+        # A stream the peer opened must carry its first whole frame within
+        # ``first_message_timeout_s``: a handler's first ``recv()`` is bounded.
+        self._deadline: float | None = None
+        if incoming:
+            self._deadline = asyncio.get_running_loop().time() + limits.first_message_timeout_s
 
     # -- sending -------------------------------------------------------------
 
@@ -185,10 +218,11 @@ class Stream:
             while True:
                 ev = self._dec.next_event()
                 if ev is not None:
+                    self._deadline = None
                     return ev
                 if self._eof:
                     return None
-                data = await self._ch.read()
+                data = await (self._ch.read() if self._deadline is None else self._first_read())
                 if data:
                     self._dec.feed(data)
                 else:
@@ -197,6 +231,20 @@ class Stream:
         except ProtocolViolation as e:
             self._violate(e)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _first_read(self) -> bytes:
+        assert self._deadline is not None
+        left = self._deadline - asyncio.get_running_loop().time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(self._ch.read(), left)
+        except TimeoutError:
+            self._deadline = None
+            self.abort()
+            raise Timeout(f"the peer opened a stream and sent no complete request in "
+                          f"{self._limits.first_message_timeout_s:g} s",
+                          slug="request_timeout") from None
 
     def _violate(self, err: ProtocolViolation) -> NoReturn:
         self._ch.violation(err)

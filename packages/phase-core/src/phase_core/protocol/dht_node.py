@@ -10,6 +10,14 @@ when the requester offered its listening addresses and is not yet a contact,
 a candidate contact the adapter should ping (dial back, expecting that node
 id) before adding it with ``table.seen``: a contact is always a node id that
 completed the transport handshake *at that address*.
+
+The dial-back goes only to the address the request came from (``observed``:
+the host we saw, with the listening ports the requester claims, at most
+``MAX_DIALBACK_PORTS``), never to hosts it names, and at most ``DIALBACK_RATE``
+per second per observed host: a requester cannot aim our pings at someone else.
+
+``stats`` keys are bounded: error slugs a peer sends or causes are counted
+under a known slug or ``other``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from phase_core import log
 from phase_core.errors import Malformed, PhaseError, ProtocolViolation, Rejected
 from phase_core.protocol.dht import (
     MAX_ADDRESSES,
@@ -29,8 +38,10 @@ from phase_core.protocol.dht import (
     RoutingTable,
     check_address,
     check_key,
+    join_address,
     key_id,
     node_int,
+    split_address,
 )
 from phase_core.protocol.dht_store import Store, Value, verify_value
 from phase_core.trust import Keyring
@@ -41,6 +52,20 @@ MAX_MESSAGE_BYTES = 64 << 10
 REQUESTS = ("dht_ping", "dht_find_node", "dht_get", "dht_put")
 ANSWERS = ("dht_pong", "dht_nodes", "dht_value", "dht_stored", "dht_error")
 COSTS = {"dht_ping": 1, "dht_find_node": 1, "dht_get": 2, "dht_put": 5}
+MAX_DIALBACK_PORTS = 2
+DIALBACK_RATE, DIALBACK_BURST = 1.0, 16.0  # dial-backs per observed host (per s, burst)
+#: error slugs counted by name (``refused_<slug>``, ``answer_<slug>``); others are "other"
+KNOWN_SLUGS = frozenset({
+    "error", "malformed", "bad_input", "too_large", "rejected", "bad_signature",
+    "untrusted_signer", "threshold", "expired", "not_yet_valid", "rollback", "wrong_type",
+    "wrong_key", "stale", "full", "not_close", "bad_request", "rate_limited",
+    "unavailable", "timeout", "protocol_violation", "internal"})
+
+
+def stat_key(prefix: str, slug: object) -> str:
+    """A bounded stats key: ``prefix_slug`` for a known slug, else ``prefix_other``."""
+    known = isinstance(slug, str) and slug in KNOWN_SLUGS
+    return f"{prefix}_{slug}" if known else f"{prefix}_other"
 
 
 # -- message builders (requests) ----------------------------------------------
@@ -235,6 +260,7 @@ class DhtNode:
         self.table = RoutingTable(node_id, k)
         self.store = store or Store()
         self.limiter = limiter or RateLimiter()
+        self.dialbacks = RateLimiter(DIALBACK_RATE, DIALBACK_BURST)
         self.keyring = keyring
         self.rng = rng or random.Random(0)  # noqa: S311 - bucket refresh targets, not secrets
         self.own_record: dict[str, Any] | None = None
@@ -251,11 +277,16 @@ class DhtNode:
             self.stats["rate_limited"] += 1
             return Reply(error("rate_limited", "too many DHT requests; slow down"))
         try:
-            candidate = self._candidate(peer_id, msg.get("addresses"))
+            candidate = self._candidate(peer_id, msg.get("addresses"), observed, now)
             reply = self._dispatch(peer_id, str(t), msg, now)
         except PhaseError as e:
-            self.stats[f"refused_{e.slug}"] += 1
+            self.stats[stat_key("refused", e.slug)] += 1
             return Reply(error(e.slug, e.message))
+        except Exception as e:  # a record no check foresaw: refuse it, never crash
+            self.stats["refused_internal"] += 1
+            log.get().info("dht.request_failed", peer=peer_id, request=str(t),
+                           error=type(e).__name__)
+            return Reply(error("internal", "the request could not be processed"))
         reply.candidate = candidate
         if observed is not None:
             reply.message["observed"] = observed
@@ -263,12 +294,24 @@ class DhtNode:
             reply.message["self"] = self.own_record
         return reply
 
-    def _candidate(self, peer_id: str, addrs: object) -> Contact | None:
+    def _candidate(self, peer_id: str, addrs: object, observed: str | None,
+                   now: float) -> Contact | None:
         if addrs is None or peer_id == self.node_id or peer_id in self.table:
             return None
         if not isinstance(addrs, list) or not 1 <= len(addrs) <= MAX_ADDRESSES:
             raise Malformed(f"addresses must be a list of 1..{MAX_ADDRESSES} host:port")
-        return Contact(peer_id, tuple(check_address(a) for a in addrs))
+        claimed = [check_address(a) for a in addrs]
+        if observed is None:
+            return None  # nowhere we know the request came from: no dial-back
+        host = split_address(observed)[0]
+        ports = list(dict.fromkeys(split_address(a)[1] for a in claimed))
+        dial = tuple(join_address(host, p) for p in ports[:MAX_DIALBACK_PORTS] if p)
+        if not dial:
+            return None
+        if not self.dialbacks.allow(host, now):
+            self.stats["dialback_limited"] += 1
+            return None
+        return Contact(peer_id, dial)
 
     def _dispatch(self, peer_id: str, t: str, msg: dict[str, Any], now: float) -> Reply:
         if t == "dht_ping":

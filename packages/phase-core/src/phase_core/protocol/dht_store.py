@@ -20,6 +20,7 @@ Nothing that fails a check is stored or reported. Expired records are dropped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -104,8 +105,20 @@ def boot_entries(caps: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def verify_value(obj: Any, key: str, now: int, keyring: Keyring | None = None) -> Value:
-    """Verify a record received for ``key``; return it or raise (``Rejected``/``Malformed``)."""
+    """Verify a record received for ``key``; return it or raise (``Rejected``/``Malformed``).
+
+    Only ``PhaseError``s leave this function: a record that trips anything else in
+    the checks (a shape no schema foresaw) is ``Malformed``, never a crash."""
     check_key(key)
+    try:
+        return _verify_value(obj, key, now, keyring)
+    except PhaseError:
+        raise
+    except Exception as e:
+        raise Malformed(f"record could not be checked ({type(e).__name__})") from None
+
+
+def _verify_value(obj: Any, key: str, now: int, keyring: Keyring | None) -> Value:
     try:
         size = len(canonical(obj))
     except PhaseError:
@@ -136,6 +149,8 @@ def verify_value(obj: Any, key: str, now: int, keyring: Keyring | None = None) -
         raise Rejected(f"this {env.type} does not belong under {key}", slug="wrong_key",
                        hint="a record is stored only under the keys its body implies")
     expires = parse_time(body["expires"], "expires")
+    if not isinstance(slot, str) or type(order) is not int:
+        raise Malformed(f"a {env.type} with a malformed node id, seq or version")
     return Value(key, env.to_json(), env.type, env.id, slot, order, expires, size)
 
 
@@ -287,8 +302,9 @@ class Collector:
                 if envelope.parse(obj).id in self._checked:
                     continue  # this body was verified already (under a good signature)
                 v = verify_value(obj, self.key, now, self.keyring)
-            except PhaseError as e:
-                self.rejected[e.slug] = self.rejected.get(e.slug, 0) + 1
+            except Exception as e:  # any record a holder returns: drop and count it
+                slug = e.slug if isinstance(e, PhaseError) else "malformed"
+                self.rejected[slug] = self.rejected.get(slug, 0) + 1
                 continue
             self._checked.add(v.id)
             old = self.best.get(v.slot)
@@ -299,3 +315,23 @@ class Collector:
             self.best[v.slot] = v
             out.append(v)
         return out
+
+
+def last_id(recs: list[Any]) -> str | None:
+    """The highest document id in a page of records (the cursor for the next page)."""
+    ids = []
+    for r in recs:
+        with contextlib.suppress(Exception):  # a hostile record gives no cursor
+            ids.append(envelope.parse(r).id)
+    return max(ids) if ids else None
+
+
+def implied_keys(env: dict[str, Any], now: int, keyring: Keyring | None = None) -> list[str]:
+    """Every key a signed record belongs under (verifying it first; raises if it fails)."""
+    e = envelope.parse(env)
+    if e.type == records.TYPE:
+        probe = node_key(str(e.body.get("node_id")))
+    else:
+        probe = boot_key(str(e.body.get("channel")), str(e.body.get("arch")))
+    v = verify_value(env, probe, now, keyring)
+    return record_keys(v.body, v.doc_type)
