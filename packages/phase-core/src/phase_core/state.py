@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from phase_core.documents import Mark
-from phase_core.errors import ConfigError, Replay, Rollback, TempFailure
-from phase_core.fsutil import locked, write_atomic
+from phase_core.errors import ConfigError, IOFailure, Replay, Rollback, TempFailure
+from phase_core.fsutil import fsync_dir, locked, make_dirs, open_nofollow, write_atomic
 
 MAX_STATE_BYTES = 64 << 20
 MAX_JOBS_PER_SUBMITTER = 1_000_000
@@ -69,7 +69,7 @@ class StateStore:
     def _update(self, fn: Callable[[dict[str, Any]], T]) -> T:
         if self.path is None:
             return fn(self._mem)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         with locked(self.path.with_name(self.path.name + ".lock")):
             doc = self._read()
             result = fn(doc)
@@ -109,9 +109,9 @@ class StateStore:
                 self._admit(submitter, job_id, expires, now)
                 return
             journal = self.path.with_name(self.path.name + ".jobs")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.path.parent)
             with locked(self.path.with_name(self.path.name + ".jobs.lock")):
-                fd = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                fd = self._open_journal(journal)
                 try:
                     self._catch_up(fd)
                     self._admit(submitter, job_id, expires, now)
@@ -125,6 +125,18 @@ class StateStore:
                     os.close(fd)
                 if self._journal_lines > self._compact_at:
                     self._compact(journal, now)
+
+    @staticmethod
+    def _open_journal(journal: Path) -> int:
+        """The journal, opened for appending; never through a symbolic link."""
+        created = not os.path.lexists(journal)
+        try:
+            fd = open_nofollow(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            raise IOFailure(f"cannot open the job journal {journal}: {e.strerror}") from None
+        if created:
+            fsync_dir(journal.parent)  # the new file's name is durable before its lines
+        return fd
 
     def _admit(self, submitter: str, job_id: str, expires: int, now: int) -> None:
         seen = self._jobs.setdefault(submitter, {})
