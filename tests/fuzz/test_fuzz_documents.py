@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from phase_core import canonical, documents, envelope, records
 from phase_core.timefmt import parse_time
 from phase_core.trust import Keyring
-from tests.fuzz.strategies import VECTORS, JSON_OBJECTS, JSON_VALUES, clean, mutated, vector
+from tests.fuzz.strategies import JSON_OBJECTS, JSON_VALUES, VECTORS, clean, mutated, vector
 
 KEYRING = Keyring.load(VECTORS / "keyring.toml")
 NOW = parse_time("2030-01-01T00:00:00Z")
