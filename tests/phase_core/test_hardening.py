@@ -220,3 +220,25 @@ def test_journal_creation_fsyncs_its_directory(tmp_path, synced):
     store.record_job(SUBMITTER.node_id, content_id(b"j"), NOW + 60, NOW)
     assert tmp_path in synced  # new/ into its parent
     assert tmp_path / "new" in synced  # the journal's name into new/
+
+
+# -- a damaged state.json is a configuration error, not a traceback ---------------------
+@pytest.mark.parametrize("marks", [None, [], {"boot/s/a": None}, {"boot/s/a": {}},
+                                   {"boot/s/a": {"version": "7", "id": "sha256:a"}},
+                                   {"boot/s/a": {"version": 7, "id": 7}}])
+def test_damaged_state_marks_are_config_errors(tmp_path, marks):
+    from phase_core.errors import ConfigError
+
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"v": 1, "type": "phase_state", "marks": marks}))
+    with pytest.raises(ConfigError, match="damaged"):
+        StateStore(path).marks()
+    with pytest.raises(ConfigError, match="damaged"):
+        StateStore(path).commit_mark("boot/s/a", 8, "sha256:b")
+
+
+def test_keyring_thresholds_must_be_a_table():
+    from phase_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="thresholds"):
+        Keyring.parse(b"thresholds = 3\n")

@@ -59,8 +59,10 @@ class StateStore:
             doc = json.loads(data)
             if not isinstance(doc, dict) or doc.get("type") != "phase_state":
                 raise ValueError
-            doc.setdefault("marks", {})
-        except ValueError:
+            marks = doc.setdefault("marks", {})
+            if not isinstance(marks, dict) or not all(_is_mark(m) for m in marks.values()):
+                raise ValueError
+        except (ValueError, RecursionError):
             raise ConfigError(f"state file {self.path} is damaged",
                               hint="restore it from a backup; deleting it disables "
                                    "rollback protection until the next update") from None
@@ -185,6 +187,13 @@ class StateStore:
         self._journal_ino = os.stat(journal).st_ino
         self._journal_pos, self._journal_lines = len(data), len(lines)
         self._compact_at = max(1024, 2 * len(lines))
+
+
+def _is_mark(m: object) -> bool:
+    """A rollback mark as stored: ``{"version": <int >= 0>, "id": <document id>}``."""
+    return (isinstance(m, dict) and set(m) == {"version", "id"}
+            and type(m["version"]) is int and m["version"] >= 0
+            and isinstance(m["id"], str))
 
 
 def default_state_path(home: Path) -> Path:
