@@ -66,7 +66,7 @@ def test_node_record_is_self_signed_and_newer_sequence_wins():
     caps = {"arch": "x86_64", "cpu_cores": 2, "memory_bytes": 1 << 30,
             "runtimes": [{"name": "wasmtime", "version": "50.0.1"}], "features": [],
             "future_field": {"ok": True}}
-    b1 = records.build(node_id=node.node_id, addresses=["quic://127.0.0.1:1"],
+    b1 = records.build(node_id=node.node_id, addresses=["127.0.0.1:1"],
                        capabilities=caps, seq=1, now=NOW)
     b2 = dict(b1, seq=2)
     v = documents.verify(envelope.sign("node_record", b1, [node]), Policy(Keyring(), NOW))

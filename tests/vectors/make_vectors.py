@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 T0 = parse_time("2000-01-01T00:00:00Z")
 T_END = parse_time("2099-12-31T00:00:00Z")
 LIFETIME = T_END - T0
+ED25519_L = 2**252 + 27742317777372353535851937790883648493  # order of the base point
 
 
 def key(name: str) -> Identity:
@@ -81,7 +82,7 @@ def boot_body(version: int, cmdline: str = "console=ttyS0 phase.mode=local",
 
 def node_body() -> dict[str, Any]:
     return records.build(
-        node_id=NODE.node_id, addresses=["quic://127.0.0.1:4433"], seq=1, now=T0,
+        node_id=NODE.node_id, addresses=["127.0.0.1:4433"], seq=1, now=T0,
         lifetime_s=LIFETIME,
         capabilities={"arch": "x86_64", "cpu_cores": 2, "memory_bytes": 25769803776,
                       "runtimes": [{"name": "wasmtime", "version": "50.0.1"}],
@@ -139,6 +140,22 @@ def build() -> dict[str, bytes]:
     other = node_body()
     inv["untrusted_signer--node-record-signed-by-another-key"] = envelope.sign(
         "node_record", other, [ROGUE])
+    # A forgery libsodium (so pynacl, so we) refuses but OpenSSL's Ed25519 accepts for
+    # any message: a small-order public key (the identity point) with R = identity and
+    # S = 0. A verifier that does not reject small-order keys takes it as a node record
+    # "self-signed" by node 0100…00 (docs/documents.md, "Signature verification").
+    small_order = bytes([1]) + bytes(31)
+    forged = dict(node_body(), node_id=small_order.hex())
+    inv["bad_signature--small-order-key-forgery"] = {
+        "v": 1, "type": "node_record", "body": forged,
+        "signatures": [{"key": small_order.hex(), "sig": (small_order + bytes(32)).hex()}]}
+    # A valid signature with S replaced by S + L (the group order): the same point
+    # equation holds, but S is not canonical, so it is refused.
+    t = copy.deepcopy(job)
+    sig = bytes.fromhex(t["signatures"][0]["sig"])
+    big_s = int.from_bytes(sig[32:], "little") + ED25519_L
+    t["signatures"][0]["sig"] = (sig[:32] + big_s.to_bytes(32, "little")).hex()
+    inv["bad_signature--non-canonical-s"] = t
     inv["threshold--boot-one-of-two"] = envelope.sign("boot_manifest", boot_body(7), [BOOT1])
     inv["threshold--boot-one-trusted-one-rogue"] = envelope.sign(
         "boot_manifest", boot_body(7), [BOOT1, ROGUE])

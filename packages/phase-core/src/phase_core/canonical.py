@@ -1,4 +1,4 @@
-"""Canonical JSON and content ids (DESIGN §4).
+"""Canonical JSON and content ids (docs/documents.md, "Canonical JSON").
 
 The canonical bytes of a value are exactly
 ``json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()``

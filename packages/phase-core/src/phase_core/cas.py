@@ -28,7 +28,7 @@ from typing import BinaryIO
 from phase_core import log
 from phase_core.canonical import check_content_id, content_hex
 from phase_core.errors import DigestMismatch, IOFailure, MissingInput, TooLarge
-from phase_core.fsutil import fsync_dir
+from phase_core.fsutil import fsync_dir, make_dirs
 from phase_core.oserrors import from_oserror, fs_errors
 
 CHUNK = 1 << 20
@@ -53,8 +53,8 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.tmp = store.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
         with fs_errors(self.tmp):
-            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                               0o644)
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                               | os.O_CLOEXEC, 0o644)
         self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
@@ -84,7 +84,7 @@ class BlobWriter:
             os.fsync(self._fd)
             os.close(self._fd)
             self._done = True
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(dest.parent)  # a new sha256/<2 hex>/ is fsync'd into sha256/
             os.replace(self.tmp, dest)
             fsync_dir(dest.parent)
         return cid
@@ -109,8 +109,7 @@ class ContentStore:
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
         for d in ("sha256", "tmp", "quarantine"):
-            with fs_errors(self.root / d, "create the store directory"):
-                (self.root / d).mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root / d)
 
     def path_for(self, cid: str) -> Path:
         h = content_hex(cid)

@@ -7,6 +7,9 @@ node) → validity window → rollback. Rollback is checked only after everythin
 else, and nothing here writes state: the caller records a high-water mark only
 after this returns.
 
+A node record names its own signer in its body, so for it the body schema
+comes before the signer check (a malformed ``node_id`` is ``malformed``).
+
 Pure: the keyring, the clock and the rollback marks are passed in.
 """
 
@@ -83,11 +86,14 @@ def verify(obj: Any, policy: Policy) -> Verified:
     envelope.check_signatures(env)
     body = env.body
     if env.type == records.TYPE:
+        # A node record names its own signer, so its body is read to find the
+        # signer: check the body's schema first, then who signed.
+        _check_body(env.type, body)
         signers = _self_signed(env, policy.keyring)
     else:
         role = policy.role or DEFAULT_ROLES[env.type]
         signers = tuple(envelope.trusted_signers(env, policy.keyring, role, policy.threshold))
-    _check_body(env.type, body)
+        _check_body(env.type, body)
     if env.type == receipt.TYPE and body["worker"] not in {t.key for t in signers}:
         raise UntrustedSigner(
             f"receipt names worker {body['worker'][:16]}… but that worker's trusted "
@@ -99,10 +105,10 @@ def verify(obj: Any, policy: Policy) -> Verified:
 
 
 def _self_signed(env: envelope.Envelope, keyring: Keyring) -> tuple[TrustedKey, ...]:
-    node_id = env.body.get("node_id")
-    if node_id not in set(envelope.signer_keys(env)):
+    """The node record's signer; call after its body passed the schema."""
+    node_id = env.body["node_id"]
+    if not isinstance(node_id, str) or node_id not in set(envelope.signer_keys(env)):
         raise UntrustedSigner("a node record must be signed by the node it describes")
-    assert isinstance(node_id, str)
     name = keyring.name_of(node_id) or f"node-{node_id[:12]}"
     return (TrustedKey(name, node_id, frozenset()),)
 

@@ -1,4 +1,4 @@
-"""Signed envelopes (DESIGN §4).
+"""Signed envelopes (docs/documents.md).
 
 ``{"v": 1, "type": T, "body": {...}, "signatures": [{"key": K, "sig": S}, ...]}``
 

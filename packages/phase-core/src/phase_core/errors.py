@@ -1,7 +1,7 @@
 """One error tree for the whole project.
 
 Every error carries a stable ``slug`` (used in logs, error records and test
-vector names) and an exit code (DESIGN §9). Errors are split by who is at fault:
+vector names) and an exit code (docs/conventions.md). Errors are split by who is at fault:
 the user's input (``InputError``), a document that fails verification
 (``Rejected``), the network or a source (``Unavailable``, ``TempFailure``), a
 peer breaking the protocol (``ProtocolViolation``), configuration

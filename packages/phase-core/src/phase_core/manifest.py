@@ -24,8 +24,8 @@ REQUIREMENTS = s.obj({}, {
 BODY = s.obj({
     "module": s.content_id,
     "stdin": s.nullable(s.content_id),
-    "argv": s.array(s.string(4096), 256),
-    "env": s.str_map(s.string(256, r"[A-Za-z_][A-Za-z0-9_]*"), s.string(4096), 256),
+    "argv": s.array(s.c_string(4096), 256),
+    "env": s.str_map(s.string(256, r"[A-Za-z_][A-Za-z0-9_]*"), s.c_string(4096), 256),
     "limits": LIMITS,
     "requirements": REQUIREMENTS,
     "nonce": s.string(64, r"[0-9a-f]{32,64}"),

@@ -36,6 +36,24 @@ def string(max_len: int = 256, pattern: str | None = None, min_len: int = 0) -> 
     return check
 
 
+def c_string(max_len: int = 4096) -> Check:
+    """A string a process receives through C (argv, environment): no NUL character.
+
+    C strings end at the first NUL, so ``"x\\0B=evil"`` would silently become ``"x"``;
+    such a value is refused instead of being cut.
+    """
+    inner = string(max_len)
+
+    def check(v: Any, where: str) -> str:
+        inner(v, where)
+        at = v.find("\0")
+        if at >= 0:
+            raise fail(where, f"contains a NUL character at index {at}; "
+                              "an argument or environment value cannot hold one")
+        return str(v)
+    return check
+
+
 def integer(lo: int = 0, hi: int = MAX_INT) -> Check:
     def check(v: Any, where: str) -> int:
         if not isinstance(v, int) or isinstance(v, bool):

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from phase_core.documents import Mark
 from phase_core.errors import ConfigError, IOFailure, Replay, Rollback, TempFailure
-from phase_core.fsutil import locked, write_atomic
+from phase_core.fsutil import fsync_dir, locked, make_dirs, open_nofollow, write_atomic
 from phase_core.oserrors import from_oserror, fs_errors
 
 MAX_STATE_BYTES = 64 << 20
@@ -64,8 +64,7 @@ class StateStore:
         if self.path is None:
             return fn(self._mem)
         try:
-            with fs_errors(self.path.parent, "create the directory"):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.path.parent)
             with locked(self.path.with_name(self.path.name + ".lock")):
                 doc = self._read()
                 before = json.dumps(doc, sort_keys=True)
@@ -117,12 +116,9 @@ class StateStore:
                 self._admit(submitter, job_id, expires, now)
                 return
             journal = self.path.with_name(self.path.name + ".jobs")
-            with fs_errors(self.path.parent, "create the directory"):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.path.parent)
             with locked(self.path.with_name(self.path.name + ".jobs.lock")):
-                with fs_errors(journal, "open the job journal"):
-                    fd = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                                 0o600)
+                fd = self._open_journal(journal)
                 try:
                     with fs_errors(journal, "append to the job journal"):
                         self._catch_up(fd)
@@ -137,6 +133,18 @@ class StateStore:
                     os.close(fd)
                 if self._journal_lines > self._compact_at:
                     self._compact(journal, now)
+
+    @staticmethod
+    def _open_journal(journal: Path) -> int:
+        """The journal, opened for appending; never through a symbolic link."""
+        created = not os.path.lexists(journal)
+        try:
+            fd = open_nofollow(journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            raise from_oserror(e, journal, "open the job journal") from None
+        if created:
+            fsync_dir(journal.parent)  # the new file's name is durable before its lines
+        return fd
 
     def _admit(self, submitter: str, job_id: str, expires: int, now: int) -> None:
         seen = self._jobs.setdefault(submitter, {})
@@ -205,10 +213,16 @@ def _check_state(data: bytes, path: Path) -> dict[str, Any]:
     if not isinstance(marks, dict):
         raise damaged('"marks" is not an object')
     for key, m in marks.items():
-        if not (isinstance(m, dict) and type(m.get("version")) is int
-                and isinstance(m.get("id"), str)):
+        if not _is_mark(m):
             raise damaged(f"marks.{key} is not {{\"version\": <integer>, \"id\": <string>}}")
     return doc
+
+
+def _is_mark(m: object) -> bool:
+    """A rollback mark as stored: ``{"version": <int >= 0>, "id": <document id>}``."""
+    return (isinstance(m, dict) and set(m) == {"version", "id"}
+            and type(m["version"]) is int and m["version"] >= 0
+            and isinstance(m["id"], str))
 
 
 def default_state_path(home: Path) -> Path:

@@ -11,7 +11,8 @@ import time
 
 from phase_core.errors import Malformed
 
-_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
+# ASCII digits only: "\d" would also match other scripts' digits (e.g. fullwidth "２").
+_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
 def parse_time(value: object, what: str = "time") -> int:

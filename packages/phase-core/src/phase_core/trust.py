@@ -69,7 +69,11 @@ class Keyring:
             raise ConfigError(f"keyring {source}: unknown section(s) {sorted(unknown)}",
                               hint="allowed: [keys.<name>], [thresholds]")
         thresholds: dict[str, int] = {}
-        for role, n in doc.get("thresholds", {}).items():
+        table = doc.get("thresholds", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"keyring {source}: [thresholds] must be a table of "
+                              "role = number", hint='e.g. [thresholds] boot-signer = 2')
+        for role, n in table.items():
             if role not in ROLES:
                 raise ConfigError(f"keyring {source}: unknown role {role!r} in [thresholds]",
                                   hint=f"roles are {', '.join(ROLES)}")

@@ -28,7 +28,7 @@ from phase_core import log
 from phase_core.canonical import content_hex
 from phase_core.cas import CHUNK, ContentStore
 from phase_core.errors import DigestMismatch, IOFailure
-from phase_core.fsutil import fsync_dir
+from phase_core.fsutil import fsync_dir, make_dirs, open_nofollow
 
 PARTIAL_DIR = "partial"
 
@@ -64,8 +64,8 @@ class PartialWriter:
         fd = -1
         if resumable:
             path = partial_path(store, cid)
-            path.parent.mkdir(exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            make_dirs(path.parent)
+            fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)  # never a planted link
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self.resumable = True
@@ -136,7 +136,7 @@ class PartialWriter:
         dest = self.store.path_for(self.id)
         try:
             os.fsync(self._fd)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(dest.parent)
             os.replace(self.path, dest)
             fsync_dir(dest.parent)
         except OSError as e:

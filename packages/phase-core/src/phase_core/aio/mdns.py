@@ -1,4 +1,4 @@
-"""mDNS / DNS-SD on the LAN (DESIGN §7). The only module that imports zeroconf (and ifaddr).
+"""mDNS / DNS-SD on the LAN (docs/discovery.md). The only module that imports zeroconf (and ifaddr).
 
 A node advertises ``<first 32 hex of its id>._phase._udp.local.`` with its
 QUIC port in the SRV record and its signed node record in TXT, compactly:

@@ -1,4 +1,4 @@
-"""The QUIC/Noise transport: a thin asyncio adapter over aioquic (DESIGN §5).
+"""The QUIC/Noise transport: a thin asyncio adapter over aioquic (docs/transport.md).
 
 The only module that imports aioquic. It reaches into aioquic's private state
 in four places, all pinned to the tested version range in phase-core's

@@ -1,4 +1,4 @@
-"""Kademlia, sans-I/O: ids, record keys, contacts and the routing table (DESIGN §7).
+"""Kademlia, sans-I/O: ids, record keys, contacts and the routing table (docs/discovery.md).
 
 Ids are 256-bit integers. A node's id is its node id (the raw Ed25519 public
 key, read big-endian); a record key's id is SHA-256 of the key string (e.g.

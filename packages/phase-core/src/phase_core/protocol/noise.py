@@ -1,4 +1,4 @@
-"""Node authentication: a sans-I/O Noise XX handshake (DESIGN §5).
+"""Node authentication: a sans-I/O Noise XX handshake (docs/transport.md).
 
 The only module that imports ``noise`` (noiseprotocol). Bytes in
 (``receive_data``), events and bytes out (``data_to_send``); no clock, no I/O.
