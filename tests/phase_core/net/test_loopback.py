@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
+import time
 
 import pytest
 
 from phase_core.aio import quic
+from phase_core.aio.endpoint import SUMMARY_INTERVAL_S
 from phase_core.aio.pool import Pool
 from phase_core.aio.stream import Limits, Stream
 from phase_core.errors import PhaseError, ProtocolViolation, Timeout, UntrustedSigner
@@ -446,12 +449,14 @@ def test_hundreds_of_abandoned_connections(logs: LogCapture) -> None:
         await server.close()
         return server.stats
 
+    started = time.monotonic()
     stats = run(main(), timeout=120)
+    intervals = math.ceil((time.monotonic() - started) / SUMMARY_INTERVAL_S)
     # unauthenticated connections are not logged one by one: the first of an interval
     # is, the others are counted in one summary line per interval (and one at close)
     singles = [r for r in logs.events("net.peer_dropped") if r["role"] == "server"]
     summaries = logs.events("net.handshakes_dropped")
-    assert 1 <= len(summaries) <= 3 and len(singles) <= len(summaries)
+    assert 1 <= len(summaries) <= intervals + 1 and len(singles) <= len(summaries)
     counted: dict[str, int] = {}
     for r in summaries:
         for slug, n in r["counts"].items():
