@@ -123,3 +123,13 @@ def test_plasmd_config_ceilings_take_sizes_and_durations(tmp_path):
     with pytest.raises(ConfigError) as e:
         config.load(f, env={})
     assert str(f) in e.value.message and "ceilings.wall_ms" in e.value.message
+
+
+@pytest.mark.parametrize("text", ["٣s", "３0s", "²"])
+def test_only_ascii_digits_are_numbers(text):
+    # float() and str.isdigit() accept other scripts' digits; other implementations
+    # of these spellings would not, so neither do we
+    with pytest.raises(UsageError):
+        units.parse_duration(text, "--timeout")
+    with pytest.raises(UsageError):
+        units.parse_size(text, "--max-memory")

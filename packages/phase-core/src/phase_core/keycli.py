@@ -76,6 +76,7 @@ Examples:
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ def main(args: dict[str, Any]) -> int:
                 raise UsageError(f"--env takes K=V, got {kv!r}")
             env[k] = v
         fuel = str(args["--fuel"])
-        if not fuel.isdigit() or int(fuel) < 1:
+        if not re.fullmatch(r"[0-9]{1,20}", fuel) or int(fuel) < 1:
             raise UsageError(f"--fuel must be a positive integer, got {fuel!r}")
         wall_ms = (units.parse_duration(args["--timeout-ms"], "--timeout-ms", bare="ms")
                    if args["--timeout-ms"] else

@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from phase_core.errors import PhaseError, UsageError
 
 MAX_TEXT = 64
-_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*")
+_NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*")  # ASCII digits only
 
 DURATION_UNITS_MS: dict[str, int] = {
     "ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def limits_from_args(args: dict[str, Any], base: dict[str, int] | None = None
     if args.get("--max-output"):
         lim["output_bytes"] = parse_size(args["--max-output"], "--max-output")
     if args.get("--fuel"):
-        if not str(args["--fuel"]).isdigit():
+        if not re.fullmatch(r"[0-9]{1,20}", str(args["--fuel"])):
             raise UsageError(f"--fuel must be a positive integer, got {args['--fuel']!r}")
         lim["fuel"] = int(args["--fuel"])
     if args.get("--timeout"):  # a bare number is seconds

@@ -17,7 +17,7 @@ def _meminfo() -> dict[str, int]:
             for line in f:
                 k, _, rest = line.partition(":")
                 parts = rest.split()
-                if parts and parts[0].isdigit():
+                if parts and parts[0].isascii() and parts[0].isdigit():
                     out[k] = int(parts[0]) * 1024
     except OSError:
         pass

@@ -25,6 +25,7 @@ wrong type are errors (78) that name the file, the key and the type expected.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -170,7 +171,7 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                 e.message = f"{path}: {e.message}"
             raise
     env = dict(os.environ) if env is None else env
-    if env.get("PHASE_WORKERS") and not env["PHASE_WORKERS"].strip().isdigit():
+    if env.get("PHASE_WORKERS") and not re.fullmatch(r"[0-9]{1,6}", env["PHASE_WORKERS"].strip()):
         raise ConfigError(f"PHASE_WORKERS must be an integer, not {env['PHASE_WORKERS'][:40]!r}")
     try:
         if env.get("PHASE_MODE"):

@@ -80,7 +80,7 @@ from plasmd.boundedhttp import MAX_CONNECTIONS, BoundedHandler, BoundedHTTPServe
 
 BLOB_RE = re.compile(r"/sha256/([0-9a-f]{64})")
 MANIFEST_RE = re.compile(r"/([a-z0-9][a-z0-9._-]{0,31})/(x86_64|aarch64|riscv64)/manifest\.json")
-RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+RANGE_RE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")  # ASCII, at most 19 digits
 ARCHES = ("x86_64", "aarch64", "riscv64")
 MAX_MANIFEST_BYTES = 1 << 20
 CHUNK = 1 << 20
