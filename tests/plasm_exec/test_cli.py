@@ -218,7 +218,5 @@ def test_key_prints_keyring_entry(phase_home, capsys):
 
 
 def test_fuel_with_a_non_ascii_digit_is_a_usage_error(write_guest, phase_home):
-    from plasm_exec.cli import main
-
     # "²".isdigit() is True but int("²") raises: it used to end as an internal error (70)
-    assert main(["run", "--fuel=²", str(write_guest("cat"))]) == 64
+    assert cli(["run", "--fuel=²", str(write_guest("cat"))]) == 64
