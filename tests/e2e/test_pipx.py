@@ -105,7 +105,9 @@ def test_readme_pipx_section_installs_every_tool(tmp_path: Path) -> None:
     assert r.returncode == 0 and key.exists(), r.stderr
     r = run(str(bin_dir / "phase-verify"), "--keys", str(VECTORS / "keyring.toml"),
             str(VECTORS / "invalid" / "threshold--boot-one-of-two.json"))
-    assert r.returncode == 1 and r.stdout == b""
+    # a rejection: exit 1 and one error record naming why (docs/pipeline.md)
+    assert r.returncode == 1, r.stderr
+    assert [json.loads(ln)["error"] for ln in r.stdout.splitlines()] == ["threshold"]
     r = run(str(bin_dir / "plasm-exec"), "run", str(HELLO))
     assert r.returncode == 0, r.stderr
     src = tmp_path / "src"

@@ -16,7 +16,6 @@ from tests.records import NOT_RECORDS, SCHEMAS, check_record
 NOT_PRINTED_HERE = {
     "boot": "phase-discover boot: tests/pipeline/test_boot_chain.py (a provider in a netns)",
     "boot_provider": "phase-discover boot: needs a node that provides boot, found by mDNS/DHT",
-    "receipt_entry": "plasmd receipts: needs a job run through a daemon",
     "receipt": "a bare receipt envelope: plasm-exec run --receipt writes it to a file",
     "node_record": "a bare node record envelope: travels inside node records and the DHT",
     "boot_manifest": "a bare boot manifest envelope: plasmd boot-sign",
@@ -64,6 +63,15 @@ def test_every_tool_prints_only_schema_valid_records(world: World, tmp_path):
         check_record(node.started, "plasmd start")
         seen.add("node_started")
         sh(f"plasmd status --home={tmp_path / 'node'}")
+        # plasmd submit --json speaks the contract: its job_result goes straight into
+        # phase-verify, which checks the receipt under `envelope`
+        sh(f"plasmd init -q --home={tmp_path / 'client'}")
+        sh(f"phase-key trust -q --keyring=workers.toml --name=node --role=worker "
+           f"--public={node.node_id}")
+        out = sh(f"plasmd submit --home={tmp_path / 'client'} --peer={node.peer} "
+                 f"--stdin=in.txt --json hello.wasm | phase-verify --keys workers.toml")
+        assert [r["type"] for r in out] == ["verified"] and out[0]["doc_type"] == "receipt"
+        sh(f"plasmd receipts --home={tmp_path / 'node'} --verify")
         sh(f"phase-discover nodes --via=dht --bootstrap=127.0.0.1:{node.port} --limit=1"
            " --timeout=20")
     finally:

@@ -20,6 +20,8 @@ from plasmd import submit as sub
 from tests.conftest import script
 from tests.phase_core.net.conftest import HOST, run
 from tests.plasmd.conftest import HELLO, prepare_home, start_node
+from tests.plasmd.test_flood import report
+from tests.plasmd.test_security import vmrss_kib
 
 BIG = 48 << 20  # a published initramfs
 GETS = 64
@@ -85,7 +87,14 @@ def test_many_gets_of_a_large_published_blob_hash_it_once_and_jobs_still_run(tmp
                 await stranger.close()
                 await mine.close()
 
+        rss_before = vmrss_kib(node.proc.pid)
         gets, pong, stdout = run(main(), timeout=300)
+        rss_after = vmrss_kib(node.proc.pid)
+        report("64 gets of a 48 MiB published blob at offset = size, from a stranger",
+               rss_before_mib=round(rss_before / 1024, 1),
+               rss_after_mib=round(rss_after / 1024, 1), honest_job="completed")
+        # no request buffers the blob: the growth stays well under one copy of it
+        assert rss_after - rss_before < (BIG >> 10), (rss_before, rss_after)
         assert gets == [0] * GETS
         assert pong == {"type": "pong", "nonce": "still-there"}
         assert stdout == b"doolf"

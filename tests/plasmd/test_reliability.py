@@ -183,7 +183,7 @@ def test_misbehaving_guests_end_by_the_right_fence_side_by_side(node_factory, tm
         rec = json.loads(out)
         receipt = json.loads((tmp_path / f"receipt-{i}.json").read_text())
         assert rec["ended"] == receipt["body"]["ended"] == ended, module
-        assert rec["receipt"] == receipt and receipt["body"]["worker"] == w.node_id
+        assert rec["envelope"] == receipt and receipt["body"]["worker"] == w.node_id
         if module == "flood.wasm":
             assert len(base64.b64decode(rec["stdout_b64"])) <= 64 << 10
         seen.append(ended)

@@ -155,12 +155,17 @@ def submit(home: Path, args: dict[str, Any]) -> int:
         write_atomic(Path(args["--receipt"]), (json.dumps(out.receipt) + "\n").encode())
     if not args["--quiet"]:
         if args["--json"]:
+            # the same job_result as plasm-exec job's (docs/pipeline.md): the signed
+            # receipt travels under "envelope", so phase-verify reads it directly
             write_record({"v": 1, "type": "job_result", "worker": out.worker,
                           "job": body["job"], "ended": body["ended"],
                           "exit_code": body["exit_code"],
+                          "stdout_id": body["stdout"], "stderr_id": body["stderr"],
+                          "stdout_bytes": body["stdout_bytes"],
+                          "stderr_bytes": body["stderr_bytes"],
                           "stdout_b64": base64.b64encode(out.stdout).decode(),
                           "stderr_b64": base64.b64encode(out.stderr).decode(),
-                          "receipt": out.receipt})
+                          "envelope": out.receipt})
         else:
             sys.stdout.buffer.write(out.stdout)
             sys.stdout.buffer.flush()
