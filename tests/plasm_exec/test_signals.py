@@ -191,4 +191,5 @@ def test_signal_while_asleep_in_poll_oneoff(tmp_path):
     text = (bytes(buf) + err).decode(errors="replace")
     assert p.returncode == 130, text
     _assert_clean(text)
+    assert "did not stop" not in text  # the guest stopped: no hard exit after the grace
     assert not receipt.exists()
