@@ -158,7 +158,8 @@ def _sleep_until(run: _Run, wake_ns: int) -> None:
         left = wake_ns - time.monotonic_ns()
         if left <= 0:
             return
-        cancel.wait(min(left / 1e9, WAIT_S))
+        # never past the deadline: ctl.poll() then ends the run at the next turn
+        cancel.wait(max(0.0, min(left / 1e9, WAIT_S, ctl.deadline - time.monotonic())))
 
 
 def _host_poll(caller: Any, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int) -> int:
