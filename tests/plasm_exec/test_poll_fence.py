@@ -32,10 +32,10 @@ def sub(userdata: int, tag: int, fd_or_clock: int, timeout: int = 0, flags: int 
 
 
 def sleeper(subs: list[bytes], *, nsubs: int | None = None, in_ptr: int = 1024,
-            clock_around: bool = False) -> bytes:
+            clock_around: bool = False, tail: str = "") -> bytes:
     """A guest that polls ``subs`` once and writes to stdout: errno u32, nevents u32, the
     events (32 bytes each) and, with ``clock_around``, the realtime clock read before and
-    after the call (u64 each)."""
+    after the call (u64 each); then it runs the WAT instructions ``tail``."""
     import wasmtime
     data = "".join(f"\\{b:02x}" for b in b"".join(subs))
     n = len(subs) if nsubs is None else nsubs
@@ -46,6 +46,8 @@ def sleeper(subs: list[bytes], *, nsubs: int | None = None, in_ptr: int = 1024,
    (func $fd_write (param i32 i32 i32 i32) (result i32)))
  (import "wasi_snapshot_preview1" "clock_time_get"
    (func $clock (param i32 i64 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "fd_read"
+   (func $fd_read (param i32 i32 i32 i32) (result i32)))
  (memory (export "memory") 1)
  (data (i32.const {in_ptr}) "{data}")
  (func (export "_start")
@@ -55,7 +57,8 @@ def sleeper(subs: list[bytes], *, nsubs: int | None = None, in_ptr: int = 1024,
   (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 72)))
   (call $out (i32.const 8) (i32.const 8))
   (call $out (i32.const 4096) (i32.mul (i32.load (i32.const 12)) (i32.const 32)))
-  (call $out (i32.const 64) (i32.const {16 if clock_around else 0})))
+  (call $out (i32.const 64) (i32.const {16 if clock_around else 0}))
+  {tail})
  ;; wasmtime writes one iovec per fd_write: one call per piece, whole pieces assumed
  (func $out (param $p i32) (param $n i32)
   (i32.store (i32.const 16) (local.get $p)) (i32.store (i32.const 20) (local.get $n))
@@ -237,3 +240,32 @@ def test_signal_stops_a_sleeping_guest_without_the_grace_exit(tmp_path, sig, cod
     # the guest stopped by itself: not the hard exit after signals.GRACE_S
     assert not any("did not stop" in e.get("message", "") for e in stops), text
     assert "Traceback" not in text
+
+
+def test_a_silent_stdin_pipe_is_ready_and_its_read_ends_at_the_deadline(tmp_path):
+    # `run` mode: stdin is the pump's pipe. poll_oneoff reports it ready at once (the
+    # hour-long clock beside it does not matter); the fd_read that follows blocks until the
+    # pump closes the pipe at the deadline, and the run ends `timeout`.
+    read_then_spin = """
+  (i32.store (i32.const 16) (i32.const 2048)) (i32.store (i32.const 20) (i32.const 64))
+  (drop (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 40)))
+  (loop $l (br $l))"""
+    wasm = sleeper([sub(1, FD_READ, 0), sub(2, CLOCK, MONOTONIC, HOUR_NS)], tail=read_then_spin)
+    receipt = tmp_path / "r.json"
+    mod = tmp_path / "poll_stdin.wasm"
+    mod.write_bytes(wasm)
+    p = subprocess.Popen([PY, "-m", "plasm_exec", "run", "--timeout=1s", f"--receipt={receipt}",
+                          str(mod)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE,
+                         env={**os.environ, "PHASE_HOME": str(tmp_path / "h")})
+    try:  # stdin stays open and silent (communicate() would close it)
+        p.wait(timeout=HANG_GUARD_S)
+        out, err = p.stdout.read(), p.stderr.read()
+    finally:
+        p.stdin.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 152, err.decode(errors="replace")
+    assert json.loads(receipt.read_text())["body"]["ended"] == "timeout"
+    assert parse(out) == (0, [(1, 0, FD_READ, 1, 0)], None)

@@ -152,6 +152,7 @@ def test_signal_in_job_mode(tmp_path, guest, sig, code):
     text = (bytes(buf) + err).decode(errors="replace")
     assert rc == code, text
     _assert_clean(text)
+    assert "did not stop" not in text  # stopped by the run, not by the grace exit
     assert b"job_result" not in out  # no receipt for the interrupted job
 
 
