@@ -269,3 +269,19 @@ def test_a_silent_stdin_pipe_is_ready_and_its_read_ends_at_the_deadline(tmp_path
     assert p.returncode == 152, err.decode(errors="replace")
     assert json.loads(receipt.read_text())["body"]["ended"] == "timeout"
     assert parse(out) == (0, [(1, 0, FD_READ, 1, 0)], None)
+
+
+def test_concurrent_sleepers_keep_their_own_outcomes(executor):
+    # the per-run state is thread-local: one run stopped in its sleep does not mark another
+    box: dict[str, object] = {}
+    long = threading.Thread(target=lambda: box.update(
+        long=_run(executor, SLEEPERS["relative"](), wall_ms=300)))
+    long.start()
+    shorts = []
+    guard = time.monotonic() + HANG_GUARD_S
+    while (long.is_alive() or len(shorts) < 5) and time.monotonic() < guard:  # across its stop
+        shorts.append(_run(executor, sleeper([sub(len(shorts), CLOCK, MONOTONIC, 10**7)])))
+    long.join(HANG_GUARD_S)
+    assert box["long"].outcome.ended == "timeout"  # type: ignore[attr-defined]
+    for i, res in enumerate(shorts):
+        assert (res.outcome.ended, parse(res.stdout)[1]) == ("exited", [(i, 0, CLOCK, 0, 0)])
