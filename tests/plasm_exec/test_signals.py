@@ -152,6 +152,7 @@ def test_signal_in_job_mode(tmp_path, guest, sig, code):
     text = (bytes(buf) + err).decode(errors="replace")
     assert rc == code, text
     _assert_clean(text)
+    assert "did not stop" not in text  # stopped by the run, not by the grace exit
     assert b"job_result" not in out  # no receipt for the interrupted job
 
 
@@ -191,4 +192,5 @@ def test_signal_while_asleep_in_poll_oneoff(tmp_path):
     text = (bytes(buf) + err).decode(errors="replace")
     assert p.returncode == 130, text
     _assert_clean(text)
+    assert "did not stop" not in text  # the guest stopped: no hard exit after the grace
     assert not receipt.exists()

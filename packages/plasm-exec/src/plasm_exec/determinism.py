@@ -3,7 +3,9 @@
 They shadow three WASI preview1 functions: ``clock_time_get`` returns a fixed
 start time (2026-01-01T00:00:00Z) that advances 1 ms per read (every clock),
 ``clock_res_get`` 1 ms, and ``random_get`` a SHA-256 counter stream from a fixed
-seed. The state is per run, kept in a thread-local (a run stays on its thread).
+seed. ``poll_oneoff`` (``pollfence``) sleeps on that clock: the clock jumps to
+the wake-up time, no real time passes. The state is per run, kept in a
+thread-local (a run stays on its thread).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
 _tls = threading.local()
 _I32, _I64 = wt.ValType.i32(), wt.ValType.i64()
 EINVAL, EFAULT, SUCCESS = 28, 21, 0
+U64 = (1 << 64) - 1
 
 
 class _DetState:
     def __init__(self) -> None:
-        self.clock_reads = 0
+        self.now = DET_EPOCH_NS  # the last time read (or slept to)
         self.counter = 0
         self.pool = b""
 
@@ -44,7 +47,20 @@ def _state() -> _DetState:
     return st
 
 
+def now_ns() -> int:
+    """The fixed clock's current reading (without advancing it)."""
+    return _state().now
+
+
+def advance_to(ns: int) -> int:
+    """Move the fixed clock forward to ``ns`` (never back); the new reading."""
+    st = _state()
+    st.now = min(max(st.now, ns), U64)
+    return st.now
+
+
 def _write(caller: Any, ptr: int, data: bytes) -> int:
+    ptr &= U64 >> 32  # wasmtime hands i32 parameters over signed
     mem = caller.get("memory")
     if not isinstance(mem, wt.Memory):
         return EFAULT
@@ -65,11 +81,12 @@ def _det_clock_time_get(caller: Any, clock: int, _precision: int, ptr: int) -> i
     if not 0 <= clock <= 3:
         return EINVAL
     st = _state()
-    st.clock_reads += 1
-    return _write(caller, ptr, (DET_EPOCH_NS + st.clock_reads * 1_000_000).to_bytes(8, "little"))
+    st.now = min(st.now + 1_000_000, U64)
+    return _write(caller, ptr, st.now.to_bytes(8, "little"))
 
 
 def _det_random_get(caller: Any, ptr: int, n: int) -> int:
+    n &= U64 >> 32
     if n < 0 or n > 1 << 24:
         return EINVAL
     return _write(caller, ptr, _state().random(n))

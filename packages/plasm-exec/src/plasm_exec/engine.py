@@ -1,9 +1,11 @@
-"""The wasmtime border: with ``determinism``, the only module that imports wasmtime.
+"""The wasmtime border: with ``determinism`` and ``pollfence``, the only modules that
+import wasmtime.
 
 ``Runtime`` owns one ``wasmtime.Engine`` (fuel metering) and two linkers (plain
 WASI preview1, and the deterministic profile that shadows clocks and
-``random_get``). ``Runtime.compile`` turns bytes into a checked ``Program``
-(compiled once, pre-instantiated per profile); ``Runtime.execute`` runs a
+``random_get``); both shadow ``poll_oneoff`` with ``pollfence``'s, which sleeps
+with the run's deadline and cancel in view. ``Runtime.compile`` turns bytes
+into a checked ``Program`` (compiled once, pre-instantiated per profile); ``Runtime.execute`` runs a
 ``Program`` in a fresh ``Store`` under the four fences and returns an
 ``Outcome``. ``execute`` is safe to call from many threads at once: wasm runs
 with the GIL released.
@@ -13,7 +15,9 @@ yields back to ``_drive`` after every ``FUEL_SLICE`` of fuel and at every epoch
 tick (one ticker thread per process, ``TICK_S``); ``_drive`` asks the run's
 ``RunControl`` whether to go on (deadline, output fence, the caller's cancel)
 and, if not, drops the future, which unwinds the guest. So a run stops within
-one tick or one slice, whichever comes first. The fuel it reports is what it
+one tick or one slice, whichever comes first. A guest asleep in ``poll_oneoff``
+makes no yield; ``pollfence`` asks ``RunControl`` itself at each tick and, to
+stop, traps the guest out of its sleep. The fuel it reports is what it
 consumed, also when it was stopped: wasmtime writes the fuel counter back at
 each slice and at each call, so a stopped run's figure is short by less than
 one slice (a tight loop stopped by an epoch *trap*, as before, reported 0).
@@ -37,9 +41,10 @@ from typing import Any
 
 import wasmtime as wt
 from wasmtime import _ffi as ffi
+from wasmtime import _func
 
 from phase_core.errors import InputError, Malformed, TooLarge
-from plasm_exec import determinism
+from plasm_exec import determinism, pollfence
 
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
@@ -167,6 +172,7 @@ class Runtime:
         linker.define_wasi()
         if deterministic:
             determinism.shadow(linker)
+        pollfence.shadow(linker, deterministic)
         return linker
 
     def _ensure_ticker(self) -> None:
@@ -250,12 +256,14 @@ class Runtime:
             wasi.preopen_dir(host, guest, fs_mutable=writable)
         store.set_wasi(wasi)
         determinism.begin_run()
+        pollfence.begin_run(ctl, time.monotonic_ns())  # the guest's monotonic clock is ~0
         t0 = time.monotonic()
         ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
         ctl.started.set()
         try:
             return self._run(store, prog.pres[deterministic], fuel, linear, ctl, t0)
         finally:
+            pollfence.end_run()
             determinism.end_run()
 
     def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
@@ -289,6 +297,9 @@ class Runtime:
                 ended, trap = "trapped", "instantiation_failed"
             else:
                 ended, trap = "trapped", "host_error"
+        if _stopped_in_poll():  # its error is our own trap: the run was stopped
+            ended = ctl.stop_reason or "cancelled"
+            msg = f"plasm-exec: run stopped ({ended})"
         wall_ms = int((time.monotonic() - t0) * 1000)
         try:
             left = store.get_fuel()
@@ -315,6 +326,18 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+def _stopped_in_poll() -> bool:
+    """Whether this thread's trap came from ``pollfence`` stopping a sleeping guest.
+
+    wasmtime-py also keeps a host function's exception in a module global, to
+    raise it at its next call that sees a trap; ours never take that path, so a
+    left-over ``Stopped`` is dropped here.
+    """
+    if isinstance(_func.LAST_EXCEPTION, pollfence.Stopped):
+        _func.LAST_EXCEPTION = None
+    return pollfence.stopped()
 
 
 def _drive(fut: Any, ctl: RunControl) -> bool:

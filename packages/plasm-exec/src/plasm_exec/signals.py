@@ -17,7 +17,8 @@ never raises while wasmtime is in use:
 ``Stop`` is a ``KeyboardInterrupt`` carrying the signal; ``cli.main`` turns it
 into exit status 128 + signal (130 for SIGINT, 143 for SIGTERM). A second signal
 ends the process at once with that status, as does a guest that has not
-stopped ``GRACE_S`` seconds after the first (one sleeping in ``poll_oneoff``).
+stopped ``GRACE_S`` seconds after the first (a last resort: a guest asleep in
+``poll_oneoff`` is woken by ``event``, see ``pollfence``).
 """
 
 from __future__ import annotations
