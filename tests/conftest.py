@@ -31,6 +31,10 @@ class Result:
         return [json.loads(line) for line in self.out.splitlines() if line.strip()]
 
     @property
+    def types(self) -> list[str]:
+        return [r["type"] for r in self.records]
+
+    @property
     def logs(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.err.splitlines() if line.startswith("{")]
 

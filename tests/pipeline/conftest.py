@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.conftest import Result as Ran
 from tests.pipeline import readme
 from tests.records import check_stdout
 
 EXAMPLES = readme.ROOT / "packages" / "plasm-exec" / "examples" / "build"
 BIN = Path(sys.executable).parent
-
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-    @property
-    def types(self) -> list[str]:
-        return [r["type"] for r in self.records]
 
 
 class World:

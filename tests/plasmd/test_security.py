@@ -31,7 +31,15 @@ from plasmd import control
 from plasmd import submit as sub
 from plasmd.blobs import serve_get
 from tests.conftest import script
-from tests.phase_core.net.conftest import HOST, LogCapture, eventually, mitm_relay, run
+from tests.phase_core.net.conftest import (
+    HOST,
+    LogCapture,
+    close_raw,
+    eventually,
+    mitm_relay,
+    run,
+    tls_only,
+)
 from tests.plasmd.conftest import EXAMPLES, HELLO, NodeProc, init_home, submit
 
 HELLO_BYTES = HELLO.read_bytes()
@@ -471,26 +479,10 @@ async def half_open(port: int, cert: Any, source: str = "127.0.0.2") -> None:
     """TLS completes, then this client vanishes without a word (no Noise, no close).
     From another loopback address than the honest client's: the worker limits how many
     handshakes one address holds (evicting its oldest)."""
-    from aioquic.asyncio.protocol import QuicConnectionProtocol
-    from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.quic.connection import QuicConnection
-
-    loop = asyncio.get_running_loop()
-    cfg = QuicConfiguration(is_client=True, alpn_protocols=[quic.ALPN], verify_mode=0,
-                            server_name=quic.SERVER_NAME)
-    cfg.certificate, cfg.private_key = cert.certificate, cert.private_key
-    tr, proto = await loop.create_datagram_endpoint(
-        lambda: QuicConnectionProtocol(QuicConnection(configuration=cfg)),
-        local_addr=(source, 0))
-    proto.connect((HOST, port))
     try:
-        await asyncio.wait_for(proto.wait_connected(), 20)
+        close_raw(await tls_only(port, cert, local_host=source))
     except ConnectionError:
         pass  # evicted by a newer handshake from the same address
-    finally:
-        if proto._timer is not None:
-            proto._timer.cancel()
-        tr.close()
 
 
 async def authenticated_then_gone(port: int, ident: Identity) -> None:

@@ -133,12 +133,16 @@ async def tls_only(port: int, cert: Any, *, local_host: str = HOST,
     tr, proto = await loop.create_datagram_endpoint(
         lambda: QuicConnectionProtocol(QuicConnection(configuration=cfg)),
         local_addr=(local_host, 0))
+    proto.raw_transport = tr
     proto.connect((HOST, port))
-    await asyncio.wait_for(proto.wait_connected(), 20)
+    try:
+        await asyncio.wait_for(proto.wait_connected(), 20)
+    except BaseException:
+        close_raw(proto)
+        raise
     if push:
         proto._quic.send_stream_data(4, push)
         proto.transmit()
-    proto.raw_transport = tr
     return proto
 
 
