@@ -139,6 +139,8 @@ def build() -> dict[str, bytes]:
     other = node_body()
     inv["untrusted_signer--node-record-signed-by-another-key"] = envelope.sign(
         "node_record", other, [ROGUE])
+    inv["untrusted_signer--boot-signed-by-job-keys"] = envelope.sign(
+        "boot_manifest", boot_body(7), [SUBMITTER, WORKER])
     inv["threshold--boot-one-of-two"] = envelope.sign("boot_manifest", boot_body(7), [BOOT1])
     inv["threshold--boot-one-trusted-one-rogue"] = envelope.sign(
         "boot_manifest", boot_body(7), [BOOT1, ROGUE])

@@ -1,0 +1,118 @@
+"""phase-boot's input: the boot pipeline's records, read once with caps.
+
+Kept: ``verified`` records of doc_type ``boot_manifest`` (their signed
+``envelope`` is what counts; everything else in the record is a claim),
+``blob`` records (content id → the path phase-fetch placed the file at), and
+``error`` records from upstream, which are also passed on to stdout as they
+arrive. Every other record type is dropped with a debug log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from phase_core import boot, log
+from phase_core.canonical import is_content_id
+from phase_core.cli.jsonl import read_records, write_record
+from phase_core.errors import Malformed, PhaseError, TooLarge
+
+MAX_CANDIDATES = 64
+MAX_BLOBS = 1024
+MAX_KEPT_ERRORS = 256  # for the summary; every upstream error is still passed on
+MAX_PATH_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An error that may decide the exit status: from upstream, a log, or our own."""
+
+    slug: str
+    message: str
+    exit_code: int
+
+    @classmethod
+    def of(cls, e: PhaseError) -> Problem:
+        return cls(e.slug, e.message, e.exit_code)
+
+
+@dataclass
+class Candidate:
+    line: int
+    envelope: dict[str, Any]
+
+
+@dataclass
+class Input:
+    candidates: list[Candidate] = field(default_factory=list)
+    blobs: dict[str, str] = field(default_factory=dict)  # content id -> path
+    upstream: list[Problem] = field(default_factory=list)
+    own: list[Problem] = field(default_factory=list)
+    records: int = 0
+
+
+def upstream_code(value: object) -> int:
+    """An upstream error's exit_code: 1 unless it is an int in 1..255."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 255:
+        return value
+    return 1
+
+
+def read(src: IO[bytes], out: IO[str] | None) -> Input:
+    inp = Input()
+    for lineno, rec in read_records(src):
+        if isinstance(rec, Exception):
+            assert isinstance(rec, PhaseError)
+            _own(inp, rec)
+            continue
+        inp.records += 1
+        try:
+            _take(inp, lineno, rec, out)
+        except PhaseError as e:
+            if not e.message.startswith("line "):
+                e.message = f"line {lineno}: {e.message}"
+            _own(inp, e)
+    return inp
+
+
+def _own(inp: Input, e: PhaseError) -> None:
+    log.get().error("boot.bad_record", **e.to_record())
+    if len(inp.own) < MAX_KEPT_ERRORS:
+        inp.own.append(Problem.of(e))
+
+
+def _take(inp: Input, line: int, rec: dict[str, Any], out: IO[str] | None) -> None:
+    rtype = rec.get("type")
+    if rtype == "error":
+        if out is not None:
+            write_record(rec, out)
+        if len(inp.upstream) < MAX_KEPT_ERRORS:
+            inp.upstream.append(Problem(str(rec.get("error") or "error")[:64],
+                                        str(rec.get("message") or "")[:400],
+                                        upstream_code(rec.get("exit_code"))))
+        return
+    if rtype == "blob":
+        cid, path = rec.get("id"), rec.get("path")
+        if not is_content_id(cid):
+            raise Malformed(f"a blob record with a bad content id {str(cid)[:80]!r}")
+        if path is None:
+            return  # fetched without --out-dir: no file to hand to the kernel
+        if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS \
+                or "\0" in path:
+            raise Malformed(f"blob {cid} has a bad path", hint="pass phase-fetch's output")
+        if cid not in inp.blobs and len(inp.blobs) >= MAX_BLOBS:
+            raise TooLarge(f"more than {MAX_BLOBS} blob records")
+        assert isinstance(cid, str)
+        inp.blobs[cid] = path
+        return
+    if rtype == "verified" and rec.get("doc_type") == boot.TYPE:
+        env = rec.get("envelope")
+        if not isinstance(env, dict):
+            raise Malformed("a verified boot_manifest record without its envelope",
+                            hint="phase-boot verifies the signed document again; pass the "
+                                 "records phase-verify and phase-fetch wrote, unmodified")
+        if len(inp.candidates) >= MAX_CANDIDATES:
+            raise TooLarge(f"more than {MAX_CANDIDATES} boot manifests in the input")
+        inp.candidates.append(Candidate(line, env))
+        return
+    log.get().debug("boot.record_dropped", line=line, record_type=str(rtype)[:40])
