@@ -180,7 +180,8 @@ def test_happy_path_is_one_pipeline_then_exec(sb: Sandbox) -> None:
                 state, f"--keep={sb.dir}/cache/phase/boot/stable-x86_64.json",
                 f"--summary={sb.dir}/run/summary.txt", f"--log={sb.dir}/run/verify.err"):
         assert arg in boot.split(), (arg, boot)
-    # each stage reads what the one before it printed
+    # each stage reads what the one before it printed (phase-discover's through a file)
+    assert "PHASE-BOOT discover ok attempt=1" in o.marks()
     assert (sb.dir / "stdin.phase-verify.1").read_text() == (sb.dir / "out/phase-discover.0"
                                                              ).read_text()
     assert (sb.dir / "stdin.phase-fetch.1").read_text() == (sb.dir / "out/phase-verify.0"
@@ -220,19 +221,44 @@ def test_nothing_usable_retries_then_stops(sb: Sandbox, code: int) -> None:
     assert not o.called("phase-boot-exec")
 
 
-def test_discover_reason_reaches_the_console(sb: Sandbox) -> None:
-    sb.codes("phase-boot", 66)
+@pytest.mark.parametrize("code", [69, 75])
+def test_discovery_that_finds_nothing_retries_then_stops(sb: Sandbox, code: int) -> None:
+    sb.codes("phase-discover", code)
+    sb.codes("phase-boot", 66)  # asked only to explain: it gets no input
     o = sb.run(f"{BASE} phase.mode=internet")
+    assert len(o.called("phase-discover")) == 3 and not o.called("phase-verify")
+    assert len(o.called("sleep")) >= 2
+    assert all((sb.dir / f"stdin.phase-boot.{n}").read_text() == "" for n in (1, 2, 3))
+    assert o.rescue() == "unavailable" and "after 3 attempts" in o.stopped()
+    # why, from phase-discover's log, through phase-boot's summary
     assert "unavailable: nothing found in 10 s" in o.stopped()
     assert f"--log={sb.dir}/run/discover.err" in o.called("phase-boot")[0].split()
+    assert not o.called("phase-boot-exec")
+
+
+@pytest.mark.parametrize("code", [64, 65, 70, 78])
+def test_broken_discover_stops_at_once(sb: Sandbox, code: int) -> None:
+    sb.codes("phase-discover", code)
+    sb.codes("phase-boot", 66)
+    o = sb.run(f"{BASE} phase.mode=internet")
+    assert o.rescue() == "discover_failed" and len(o.called("phase-discover")) == 1
+    assert f"(exit {code})" in o.stopped() and not o.called("phase-verify")
 
 
 def test_temporary_failure_then_success(sb: Sandbox) -> None:
-    sb.codes("phase-boot", 75, 0)
+    sb.codes("phase-discover", 75, 0)
+    sb.codes("phase-boot", 66, 0)
     o = sb.run(f"{BASE} phase.mode=internet")
     assert len(o.called("phase-discover")) == 2
-    assert "PHASE-BOOT chain attempt=2" in o.marks()
+    assert "PHASE-BOOT discover ok attempt=2" in o.marks()
     assert len(o.called("phase-boot-exec")) == 1
+
+
+def test_empty_discovery_counts_as_nothing_usable(sb: Sandbox) -> None:
+    sb.output("phase-discover", 0, "")
+    sb.codes("phase-boot", 66)
+    o = sb.run(f"{BASE} phase.mode=internet")
+    assert len(o.called("phase-discover")) == 3 and o.rescue() == "unavailable"
 
 
 def test_local_mode_falls_back_to_the_verified_cache(sb: Sandbox) -> None:
@@ -244,6 +270,7 @@ def test_local_mode_falls_back_to_the_verified_cache(sb: Sandbox) -> None:
     assert len(o.called("phase-discover")) == 3
     assert len(o.called("phase-verify")) == 4  # the cache is verified again, not trusted
     assert (sb.dir / "stdin.phase-verify.4").read_text() == cached
+    assert "--keep=" in o.called("phase-boot")[3]  # loading it keeps it again
     assert "PHASE-BOOT kexec cached" in o.marks()
     assert len(o.called("phase-boot-exec")) == 1
 

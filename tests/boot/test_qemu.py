@@ -28,7 +28,7 @@ from tests.boot.conftest import OUT, Built, Provider, body, sign
 pytestmark = pytest.mark.slow
 
 DONE = r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|Kernel panic"
-CHAIN = "phase.rescue=poweroff phase.retries=2 phase.discover_timeout=30"
+CHAIN = "phase.rescue=poweroff phase.retries=2 phase.discover_timeout=10"
 
 
 def stage2_cmdline(tag: str) -> str:
