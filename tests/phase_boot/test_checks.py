@@ -54,7 +54,9 @@ def test_tampered_kernel_is_rejected(bt: Boot) -> None:
     summary = bt.dir / "summary.txt"
     r = bt.run(f"--summary={summary}")
     assert r.code == 1 and "digest_mismatch" in r.error_slugs
-    assert not [x for x in r.records if x["type"] == "kexec"]
+    # its own rejection travels as an error record too, like every stage's
+    assert [(x["type"], x["error"], x["exit_code"]) for x in r.records] == [
+        ("error", "digest_mismatch", 1)]
     assert summary.read_text().startswith("digest_mismatch: the kernel at ")
 
 
@@ -250,3 +252,17 @@ def test_usage_errors(bt: Boot) -> None:
     assert bt.run("--mode=turbo").code == 64
     assert bt.run("--channel=Bad Channel").code == 64
     assert bt.run("--now=yesterday").code in (64, 65)
+
+
+def test_a_blob_copy_in_out_dir_is_preferred_to_the_store_path(bt: Boot) -> None:
+    from tests.phase_boot.conftest import KERNEL, blob_rec
+
+    bt.files()
+    good = bt.dir / "out" / "kernel"
+    rec = json.loads(bt.lines[0])
+    rec["out"], rec["path"] = str(good), str(bt.dir / "no-such-store-file")
+    bt.lines[0] = json.dumps(rec)
+    bt.manifest()
+    r = bt.run()
+    assert r.code == 0 and r.records[-1]["kernel"]["path"] == str(good)
+    assert blob_rec(KERNEL, "kernel", good)["id"] == rec["id"]

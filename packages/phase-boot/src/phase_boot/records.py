@@ -2,7 +2,8 @@
 
 Kept: ``verified`` records of doc_type ``boot_manifest`` (their signed
 ``envelope`` is what counts; everything else in the record is a claim),
-``blob`` records (content id → the path phase-fetch placed the file at), and
+``blob`` records (content id → the file: its ``out`` copy, else its ``path`` in
+the store), and
 ``error`` records from upstream, which are also passed on to stdout as they
 arrive. Every other record type is dropped with a debug log line.
 """
@@ -63,7 +64,7 @@ def read(src: IO[bytes], out: IO[str] | None) -> Input:
     for lineno, rec in read_records(src):
         if isinstance(rec, Exception):
             assert isinstance(rec, PhaseError)
-            _own(inp, rec)
+            own(inp, rec, out, "boot.bad_record")
             continue
         inp.records += 1
         try:
@@ -71,12 +72,15 @@ def read(src: IO[bytes], out: IO[str] | None) -> Input:
         except PhaseError as e:
             if not e.message.startswith("line "):
                 e.message = f"line {lineno}: {e.message}"
-            _own(inp, e)
+            own(inp, e, out, "boot.bad_record")
     return inp
 
 
-def _own(inp: Input, e: PhaseError) -> None:
-    log.get().error("boot.bad_record", **e.to_record())
+def own(inp: Input, e: PhaseError, out: IO[str] | None, event: str) -> None:
+    """One of phase-boot's own errors: logged, an ``error`` record, kept for the status."""
+    log.get().error(event, **e.to_record())
+    if out is not None:
+        write_record({"v": 1, "type": "error", **e.to_record()}, out)
     if len(inp.own) < MAX_KEPT_ERRORS:
         inp.own.append(Problem.of(e))
 
@@ -92,7 +96,7 @@ def _take(inp: Input, line: int, rec: dict[str, Any], out: IO[str] | None) -> No
                                         upstream_code(rec.get("exit_code"))))
         return
     if rtype == "blob":
-        cid, path = rec.get("id"), rec.get("path")
+        cid, path = rec.get("id"), rec.get("out") or rec.get("path")
         if not is_content_id(cid):
             raise Malformed(f"a blob record with a bad content id {str(cid)[:80]!r}")
         if path is None:

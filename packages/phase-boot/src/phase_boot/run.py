@@ -75,8 +75,7 @@ def main(args: dict[str, Any]) -> int:
     own = inp.own
 
     def problem(e: PhaseError) -> None:
-        log.get().error("boot.rejected", **e.to_record())
-        own.append(Problem.of(e))
+        records.own(inp, e, out, "boot.rejected")
 
     for v in plan.verified(inp.candidates, opts.policy, opts.channel, opts.arch, problem):
         try:
