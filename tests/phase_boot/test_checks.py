@@ -196,15 +196,15 @@ def test_upstream_errors_are_passed_on_and_decide_the_status(bt: Boot) -> None:
 
 def test_upstream_error_without_a_code_counts_as_rejected(bt: Boot) -> None:
     bt.add({"v": 1, "type": "error", "error": "x", "exit_code": 900})
-    assert bt.run().code == 1
+    assert bt.run("-q").code == 1  # -q: this broken record is passed on only otherwise
     bt.lines.clear()
-    bt.add({"v": 1, "type": "error", "error": "unavailable", "exit_code": 69})
-    bt.add({"v": 1, "type": "error", "error": "rollback", "exit_code": 1})
+    bt.add({"v": 1, "type": "error", "error": "unavailable", "message": "404", "exit_code": 69})
+    bt.add({"v": 1, "type": "error", "error": "rollback", "message": "5 < 7", "exit_code": 1})
     assert bt.run().code == 69  # the worst wins: the retry-able one
 
 
 def test_a_loadable_manifest_wins_over_upstream_errors(bt: Boot) -> None:
-    bt.add({"v": 1, "type": "error", "error": "rollback", "exit_code": 1})
+    bt.add({"v": 1, "type": "error", "error": "rollback", "message": "5 < 7", "exit_code": 1})
     bt.files()
     bt.manifest()
     r = bt.run()
@@ -212,7 +212,7 @@ def test_a_loadable_manifest_wins_over_upstream_errors(bt: Boot) -> None:
 
 
 def test_quiet_prints_nothing(bt: Boot) -> None:
-    bt.add({"v": 1, "type": "error", "error": "rollback", "exit_code": 1})
+    bt.add({"v": 1, "type": "error", "error": "rollback", "message": "5 < 7", "exit_code": 1})
     bt.files()
     bt.manifest()
     r = bt.run("-q")
@@ -266,3 +266,25 @@ def test_a_blob_copy_in_out_dir_is_preferred_to_the_store_path(bt: Boot) -> None
     r = bt.run()
     assert r.code == 0 and r.records[-1]["kernel"]["path"] == str(good)
     assert blob_rec(KERNEL, "kernel", good)["id"] == rec["id"]
+
+
+def test_the_kexec_and_error_records_match_their_schemas(bt: Boot) -> None:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    from tests.conftest import ROOT
+
+    schemas = {p.name.removesuffix(".schema.json"): json.loads(p.read_text())
+               for p in (ROOT / "docs" / "schemas").glob("*.schema.json")}
+    registry: Registry = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in schemas.values())
+    bt.files()
+    bt.manifest()
+    good = bt.run().records
+    bt.lines.clear()
+    bt.files(kernel=b"kernek")
+    bt.manifest()
+    bad = bt.run().records
+    assert [x["type"] for x in good + bad] == ["kexec", "error"]
+    for rec in good + bad:
+        Draft202012Validator(schemas[rec["type"]], registry=registry).validate(rec)
