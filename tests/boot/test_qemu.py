@@ -78,7 +78,7 @@ def test_2_full_chain_http_provider_kexec(built: Built, provider: Provider,
     assert any(m.startswith("PHASE-STAGE2-OK") for m in marks), r.explain()
     stage2 = next(m for m in marks if m.startswith("PHASE-STAGE2-OK"))
     assert "phase.test=chain-ok" in stage2 and "phase.mode=internet" in stage2
-    order = ["PHASE-BOOT init", "PHASE-BOOT net up", "PHASE-BOOT chain attempt=1",
+    order = ["PHASE-BOOT init", "PHASE-BOOT net up", "PHASE-BOOT discover ok attempt=1",
              f"PHASE-BOOT loaded version={env['body']['version']}", "PHASE-BOOT kexec",
              "PHASE-STAGE2-OK"]
     idx = [next((i for i, m in enumerate(marks) if m.startswith(o)), -1) for o in order]
