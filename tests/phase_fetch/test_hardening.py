@@ -249,3 +249,38 @@ def test_progress_without_any_size_shows_no_total(cas: Path) -> None:
         sink.write(b"\0" * 1000)
         line = Progress({sink.id: sink}, io.StringIO()).line()
     assert "ETA" not in line and "/" not in line.split("MiB/s")[0]
+
+
+def test_a_dripping_tls_handshake_times_out(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    hung_up = threading.Event()
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(4096)  # the ClientHello
+            hello = b"\x16\x03\x03\x40\x00" + b"\x02" * 0x4000  # a long record, dripped
+            for b in hello:
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.sendall(bytes([b]))
+                except OSError:
+                    hung_up.set()
+                    return
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        r = fetch(tmp_path / "cas", f"--mirror=https://127.0.0.1:{srv.getsockname()[1]}",
+                  "--connect-timeout=1", "--read-timeout=1", "--retries=0")
+        assert r.returncode == 75, r.stderr
+        assert "TLS handshake did not complete" in r.stderr
+        assert hung_up.wait(GUARD_S)
+    finally:
+        stop.set()
+        srv.close()

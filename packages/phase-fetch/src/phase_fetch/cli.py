@@ -39,7 +39,8 @@ Options:
                          (default: <home>/keyring.toml).
   --now=<time>           Verify documents as of this RFC 3339 UTC time.
   -j, --jobs=<n>         Blobs fetched at once [default: 4].
-  --connect-timeout=<s>  Seconds to connect to a mirror [default: 10].
+  --connect-timeout=<s>  Seconds to connect to a mirror, TLS handshake
+                         included [default: 10].
   --read-timeout=<s>     Seconds a mirror may stall mid-response, and the most
                          its status line and headers may take [default: 30].
   --min-rate=<bytes>     Bytes per second a body must bring, averaged over each

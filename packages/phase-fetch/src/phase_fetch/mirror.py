@@ -1,7 +1,8 @@
 """HTTP(S) mirrors: one ``Source`` per mirror URL.
 
-Per attempt: connect timeout, read timeout (per read: a stall of that long
-fails the attempt; the status line and headers must all arrive within it, so a
+Per attempt: connect timeout (the TLS handshake included, as a whole), read
+timeout (per read: a stall of that long fails the attempt; the status line and
+headers must all arrive within it, so a
 server dripping a byte at a time cannot hold a request open), a minimum body
 rate (at least ``min_rate_bps`` × ``read_timeout_s`` bytes in every
 ``read_timeout_s`` window), ``Range`` resume from ``sink.offset``, Content-Length and
@@ -78,6 +79,7 @@ class _Watchdog:
 
     def arm(self, sock: socket.socket | None, at: float, why: str) -> None:
         self.disarm()
+        self.fired = None
         if sock is None:
             return
 
@@ -97,6 +99,21 @@ class _Watchdog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class _HttpsConnection(http.client.HTTPSConnection):
+    """HTTPS whose TLS handshake the watchdog can cut short (a server may drip it)."""
+
+    def __init__(self, host: str, port: int | None, *, timeout: float,
+                 context: ssl.SSLContext, watchdog: _Watchdog, by: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._tls = context
+        self._wd, self._by = watchdog, by
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP only; the handshake under watch
+        self._wd.arm(self.sock, self._by, "connect")
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
 
 class HttpMirror:
@@ -162,7 +179,7 @@ class HttpMirror:
               ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
         for _ in range(self.opts.max_redirects + 1):
             parts = urlsplit(url)
-            conn = self._connect(parts.scheme, parts.hostname or "", parts.port, deadline)
+            conn = self._connect(parts.scheme, parts.hostname or "", parts.port, deadline, wd)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                        "Accept": "*/*"}
@@ -203,22 +220,28 @@ class HttpMirror:
         raise Unavailable(f"{self.name}: more than {self.opts.max_redirects} redirects",
                           slug="too_many_redirects")
 
-    def _connect(self, scheme: str, host: str, port: int | None,
-                 deadline: float) -> http.client.HTTPConnection:
+    def _connect(self, scheme: str, host: str, port: int | None, deadline: float,
+                 wd: _Watchdog) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
         timeout = max(0.001, min(self.opts.connect_timeout_s, deadline - time.monotonic()))
         if scheme == "https":
-            ctx = ssl.create_default_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+            by = min(time.monotonic() + self.opts.connect_timeout_s, deadline)
+            conn = _HttpsConnection(host, port, timeout=timeout,
+                                    context=ssl.create_default_context(), watchdog=wd, by=by)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        where = f"{scheme}://{host}:{port or ''}"
         try:
             conn.connect()
+            wd.disarm()
             assert conn.sock is not None
             conn.sock.settimeout(self.opts.read_timeout_s)
         except BaseException as e:
             conn.close()
-            raise _translate(e, f"{scheme}://{host}:{port or ''}", connecting=True) from None
+            if wd.fired == "connect":
+                raise Timeout(f"{where}: the TLS handshake did not complete within "
+                              f"{self.opts.connect_timeout_s:g} s") from None
+            raise _translate(e, where, connecting=True) from None
         return conn
 
     def _check_head(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
