@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.records import check_stdout
+
 pytest_plugins = ["tests.netns"]  # the `net` fixture: network namespaces joined by veth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,15 +59,20 @@ def phase_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def run_tool(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
              ) -> Callable[..., Result]:
-    """Run a tool's CLI in-process: run_tool(cli_module, [args], stdin=b"...")."""
+    """Run a tool's CLI in-process: run_tool(cli_module, [args], stdin=b"...").
+
+    Every record it prints is checked against docs/schemas/ (tests/records.py)."""
     from phase_core.cli.runner import run_cli
 
-    def run(cli: Any, argv: list[str], stdin: bytes = b"", tool: str | None = None) -> Result:
+    def run(cli: Any, argv: list[str], stdin: bytes = b"", tool: str | None = None,
+            check: bool = True) -> Result:
         monkeypatch.setattr(sys, "stdin", _Stdin(stdin))
         capsys.readouterr()
         name = tool or cli.__name__.split(".")[0].replace("_", "-")
         code = run_cli(name, cli.__doc__, "test", cli.main, argv)
         cap = capsys.readouterr()
+        if check:  # off only where a test feeds a broken record to be passed on
+            check_stdout(cap.out, f"{name} {' '.join(argv)[:80]}", argv)
         return Result(code, cap.out, cap.err)
 
     return run

@@ -13,6 +13,7 @@ import pytest
 from phase_core import log
 from phase_core.cas import ContentStore
 from tests.phase_fetch.badserver import BadServer
+from tests.records import check_stdout
 
 FAST = ["--connect-timeout=2", "--read-timeout=0.3", "--retries=1", "--backoff=0"]
 
@@ -88,6 +89,7 @@ def run(cas: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
         code = cli([*argv, f"--cas={cas_dir or cas}", "-vv"])
         out, err = capsys.readouterr()
         log.configure("phase", 0)
+        check_stdout(out, f"phase-fetch {' '.join(argv)[:80]}", argv)
         return Run(code, out, err)
 
     return go

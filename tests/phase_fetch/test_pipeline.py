@@ -73,9 +73,11 @@ def test_verified_boot_manifest(server, run, keys, cas, tmp_path):
 
 def test_bare_envelope_is_verified_too(server, run, keys):
     serve_boot(server)
-    r = run(f"--keys={keys}", f"--now={NOW}", *FAST, stdin=lines(boot_env([f"{server.url}/m"])))
+    env = boot_env([f"{server.url}/m"])
+    r = run(f"--keys={keys}", f"--now={NOW}", *FAST, stdin=lines(env))
     assert r.code == 0, r.err
     assert [x["type"] for x in r.records] == ["blob", "blob", "boot_manifest"]
+    assert r.records[2] == env  # passed on as signed: an envelope takes no extra fields
 
 
 def test_forged_record_cannot_smuggle_mirrors_or_artifacts(server, run, keys, cas):
@@ -119,7 +121,7 @@ def test_job_manifest_module_and_stdin(server, run, keys):
             stdin=lines(env))
     assert r.code == 0, r.err
     assert [x.get("name") for x in r.records[:2]] == ["module", "stdin"]
-    assert set(r.records[2]["paths"]) == {"module", "stdin"}
+    assert r.records[2] == env
 
 
 def test_plain_records_parallel_dedupe_and_order(server, run, cas):

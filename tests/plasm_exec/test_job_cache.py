@@ -15,6 +15,7 @@ from phase_core.cas import ContentStore
 from phase_core.identity import Identity
 from phase_core.trust import format_entry
 from plasm_exec.cli import cli
+from tests.records import check_stdout
 
 NOW = 1_800_000_000
 
@@ -28,7 +29,9 @@ def run_job(monkeypatch, capsys, lines, *args):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(
         "".join(json.dumps(x) + "\n" for x in lines).encode())))
     rc = cli(["job", "--now", "2027-01-15T08:00:00Z", *args])
-    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    text = capsys.readouterr().out
+    check_stdout(text, "plasm-exec job")
+    out = [json.loads(x) for x in text.splitlines()]
     return rc, out
 
 
@@ -48,12 +51,15 @@ def test_job_records(tmp_path, phase_home, wasm, monkeypatch, capsys):
         good, {"v": 1, "type": "job", "manifest": flood, "module_path": str(p)},
         tampered, {"v": 1, "type": "unknown_kind"}])
     assert rc == 1
-    assert [r["type"] for r in out] == ["job_result", "job_result", "error"]
+    assert [r["type"] for r in out] == ["job_result", "job_result", "error", "error"]
     assert base64.b64decode(out[0]["stdout_b64"]) == b"job input"
-    assert out[0]["receipt"]["body"]["job"] == envelope.document_id("job_manifest", good["body"])
+    assert out[0]["envelope"]["body"]["job"] == envelope.document_id("job_manifest", good["body"])
     assert cas.read(out[0]["stdout_id"]) == b"job input"
     assert out[1]["ended"] == "output_limit" and out[1]["stdout_bytes"] == 100
-    assert out[2]["error"] == "bad_signature"
+    # a job that ran but failed is followed by an error record, for the pipeline's status
+    assert out[2]["error"] == "job_failed" and out[2]["exit_code"] == 1
+    assert out[2]["job"] == out[1]["job"]
+    assert out[3]["error"] == "bad_signature"
 
 
 def test_job_needs_trusted_submitter(tmp_path, phase_home, wasm, monkeypatch, capsys):
@@ -76,7 +82,8 @@ def test_job_limits_are_clamped(phase_home, wasm, monkeypatch, capsys):
     rc, out = run_job(monkeypatch, capsys, [m], "--fuel", "5000")
     assert rc == 1
     assert out[0]["ended"] == "out_of_fuel"
-    assert out[0]["receipt"]["body"]["limits"]["fuel"] == 5000
+    assert out[0]["envelope"]["body"]["limits"]["fuel"] == 5000
+    assert out[1]["error"] == "job_failed"
 
 
 def test_cache_hit_corrupt_and_evict(tmp_path, wasm):

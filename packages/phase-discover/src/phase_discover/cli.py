@@ -38,11 +38,15 @@ Options:
 
 Output (one JSON object per line):
   {"v":1,"type":"node","node_id":...,"addresses":[...],"capabilities":{...},"seq":...,
-   "expires":...,"source":"mdns"|"dht","envelope":{signed node record}}
+   "expires":...,"id":...,"source":"mdns"|"dht","envelope":{signed node record}}
   {"v":1,"type":"boot","channel":...,"arch":...,"version":...,"id":...,"signers":[...],
-   "source":...,"envelope":{signed boot manifest}}
-  {"v":1,"type":"boot_provider","node_id":...,"addresses":[...],"url":...,"source":...}
-  Records with an "envelope" field are accepted by phase-verify as they are.
+   "expires":...,"source":...,"provider_url":...,"envelope":{signed boot manifest}}
+  {"v":1,"type":"boot_provider","channel":...,"arch":...,"node_id":...,"addresses":[...],
+   "url":...,"source":...}
+  Records with an "envelope" field are accepted by phase-verify as they are; it passes
+  a boot record's provider_url on to phase-fetch as a source (docs/pipeline.md), so
+  `phase-discover boot ... | phase-verify ... | phase-fetch --out-dir=DIR` needs no
+  --mirror.
 
 Exit status:
   0   at least one result was found

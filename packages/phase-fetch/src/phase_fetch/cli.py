@@ -6,8 +6,12 @@ phase-fetch is a pipeline stage: it reads JSON-line records on stdin (verified
 boot or job manifests from phase-verify, bare signed manifests, or plain
 {"v":1,"type":"fetch","id":...,"size_bytes":...,"mirrors":[...]} requests),
 re-verifies signed documents with the keyring, fetches every blob they name,
-and writes one "blob" record per blob, then the input record with "paths"
-added. `cas` looks after the content store.
+and writes one "blob" record per blob, then the input record (a record with
+"paths" added; a bare envelope unchanged, as signed). Sources in order: the store, --from-dir, --mirror, the record's
+"sources" (phase-verify carries the provider phase-discover found), the
+manifest's signed mirrors. "error" records from an earlier stage are passed
+on and count in the exit status; other record types are dropped
+(docs/pipeline.md). `cas` looks after the content store.
 
 Usage:
   phase-fetch [options] [-v...] [--mirror=<url>]... [--from-dir=<dir>]...
@@ -22,8 +26,8 @@ Usage:
 Options:
   -h, --help             Show this help.
   --version              Show the version.
-  --mirror=<url>         An HTTP(S) mirror, tried after the record's own mirrors,
-                         in the order given. A base URL (the blob is at
+  --mirror=<url>         An HTTP(S) mirror, tried before the record's sources
+                         and mirrors, in the order given. A base URL (the blob is at
                          <url>/sha256/<hex>) or a template with {hex}, {id} or
                          {name}.
   --from-dir=<dir>       A local directory to look in before any mirror
@@ -31,7 +35,8 @@ Options:
                          content store).
   --size=<bytes>         The blob's size in bytes, checked before the body.
   --out=<path>           Also place the fetched blob at <path>, atomically.
-  --out-dir=<dir>        Pipeline: also place each blob at <dir>/<name>.
+  --out-dir=<dir>        Pipeline: also place each blob at <dir>/<name>
+                         (the directory is created if missing).
   --home=<dir>           Phase home (default: $PHASE_HOME, then
                          ~/.local/share/phase).
   --cas=<dir>            The content store (default: <home>/cas).
@@ -63,7 +68,8 @@ Exit status:
       (digest mismatch), or a signed document failed verification.
   64  usage error.
   65  malformed input (a bad content id, name, URL or record).
-  66  missing input (no keyring, no such directory).
+  66  missing input (no keyring, no such --from-dir, nothing to fetch in the
+      input: an empty stdin included).
   69  unavailable: no source had the blob.
   70  internal error (a bug).
   74  I/O error writing the store.

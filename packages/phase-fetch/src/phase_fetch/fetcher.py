@@ -1,8 +1,8 @@
 """The fetcher: sources in order, verification, dedupe, bounded concurrency.
 
 Order per blob: the CAS (re-hashed on read; a corrupt blob is quarantined and
-fetched again) → local directories → the request's own mirrors → the fetcher's
-mirrors → peers. The first source whose bytes hash to the id wins. The same
+fetched again) → local directories → the fetcher's mirrors (--mirror) → the
+request's own mirrors → peers. The first source whose bytes hash to the id wins. The same
 content id asked for twice (at once or later) is fetched once per ``Fetcher``.
 
 When every source fails, the blob's error is chosen by what a retry could do:
@@ -100,7 +100,7 @@ class Fetcher:
 
     def sources_for(self, want: Want) -> list[Source]:
         http = self.options.http()
-        mirrors = list(dict.fromkeys((*want.mirrors, *self.mirrors)))
+        mirrors = list(dict.fromkeys((*self.mirrors, *want.mirrors)))
         return [*self.local,
                 *(HttpMirror(m, http, rng=self._rng, cancel=self.cancel) for m in mirrors),
                 *self.peers]

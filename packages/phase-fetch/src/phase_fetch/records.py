@@ -15,6 +15,13 @@ Accepted records (anything else is dropped, as the house style says):
   checked against the id.
 
 Other ``verified`` records (receipts, node records) are passed on unchanged.
+``error`` records are passed on by the caller (phase_core.cli.pipeline).
+
+Where a signed document's blobs come from, after the CAS, ``--from-dir`` and
+``--mirror``: the record's unsigned ``sources`` hints (phase-verify copies the
+provider URL phase-discover found into them), then the manifest's signed
+``mirrors``. Every byte is checked against the signed content id either way. A
+hint that is not an http(s) URL is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from phase_core import boot, manifest
+from phase_core import boot, log, manifest
 from phase_core.documents import Policy, Verified, verify
 from phase_core.errors import Malformed, Rejected
-from phase_fetch.want import Want
+from phase_fetch.want import MAX_MIRRORS, Want, check_mirror
 
 SIGNED_TYPES = (boot.TYPE, manifest.TYPE)
 PLAIN_TYPES = ("fetch", "blob")
@@ -40,6 +47,13 @@ class Job:
     record: dict[str, Any]
     wants: list[tuple[str, Want]] = field(default_factory=list)
     passthrough: bool = True
+
+
+def acts_on(rec: dict[str, Any]) -> bool:
+    """True for the record types phase-fetch handles (the others are dropped)."""
+    rtype = rec.get("type")
+    return rtype == "verified" or rtype in PLAIN_TYPES or (
+        rtype in SIGNED_TYPES and "signatures" in rec)
 
 
 def parse_record(rec: dict[str, Any], line: int, policy: Callable[[str], Policy]) -> Job | None:
@@ -58,7 +72,7 @@ def parse_record(rec: dict[str, Any], line: int, policy: Callable[[str], Policy]
             raise Rejected(f"line {line}: the record's body or id differ from its signed "
                            "envelope", slug="record_mismatch",
                            hint="an upstream stage altered the record; do not trust it")
-        return Job(line, rec, wants_of(v))
+        return Job(line, rec, wants_of(v, hints(rec, line)))
     if rtype in SIGNED_TYPES and "signatures" in rec:
         v = verify(rec, policy(str(rtype)))
         return Job(line, rec, wants_of(v))
@@ -72,13 +86,28 @@ def parse_record(rec: dict[str, Any], line: int, policy: Callable[[str], Policy]
     return None
 
 
-def wants_of(v: Verified) -> list[tuple[str, Want]]:
+def hints(rec: dict[str, Any], line: int) -> list[str]:
+    """The record's ``sources`` that are usable mirror URLs (unsigned hints)."""
+    raw = rec.get("sources", [])
+    if not isinstance(raw, list):
+        raw = []
+    out: list[str] = []
+    for url in raw[:MAX_MIRRORS]:
+        try:
+            out.append(check_mirror(url))
+        except Malformed as e:
+            log.get().warning("fetch.bad_source_hint", line=line, message=e.message)
+    return out
+
+
+def wants_of(v: Verified, sources: list[str] | None = None) -> list[tuple[str, Want]]:
     body = v.body
+    first = list(sources or [])
     if v.type == boot.TYPE:
-        mirrors = tuple(body.get("mirrors", ()))
+        mirrors = tuple(dict.fromkeys([*first, *body.get("mirrors", ())]))[:MAX_MIRRORS]
         return [(name, Want.of(art["id"], art["size"], mirrors, name))
                 for name, art in boot.artifacts(body)]
-    out = [("module", Want.of(body["module"], name="module"))]
+    out = [("module", Want.of(body["module"], None, first, "module"))]
     if body.get("stdin") is not None:
-        out.append(("stdin", Want.of(body["stdin"], name="stdin")))
+        out.append(("stdin", Want.of(body["stdin"], None, first, "stdin")))
     return out

@@ -14,16 +14,17 @@ from typing import IO, Any
 from phase_core import exitcodes, home, log
 from phase_core.canonical import check_content_id
 from phase_core.cas import ContentStore
-from phase_core.cli.jsonl import read_records, write_record
+from phase_core.cli.jsonl import write_record
+from phase_core.cli.pipeline import Stage, upstream_exit_code
 from phase_core.documents import Mark, Policy
-from phase_core.errors import InputError, PhaseError, UsageError
+from phase_core.errors import InputError, IOFailure, PhaseError, UsageError
 from phase_core.timefmt import now as wall_now
 from phase_core.timefmt import parse_time
 from phase_core.trust import Keyring
 from phase_fetch import housekeeping
 from phase_fetch.fetcher import Fetcher, Options
 from phase_fetch.progress import Progress
-from phase_fetch.records import Job, parse_record
+from phase_fetch.records import SIGNED_TYPES, Job, acts_on, parse_record
 from phase_fetch.sources import exists_dir
 from phase_fetch.want import Fetched, Want, check_mirror, check_name, check_size
 
@@ -133,23 +134,24 @@ class PipelineContext:
         return StateStore(path).marks() if path.exists() else {}
 
 
-Item = tuple[Job | None, list[Future[Fetched]], PhaseError | None]
+# (job, its blob futures, an error of this stage) or an upstream error record to pass on
+Item = tuple[Job | None, list[Future[Fetched]], PhaseError | None] | dict[str, Any]
 
 
 def pipeline(fetcher: Fetcher, src: IO[bytes], out: IO[str] | None,
              ctx: PipelineContext) -> int:
     """Read records, fetch in parallel, write results in input order."""
-    if ctx.out_dir is not None and not ctx.out_dir.is_dir():
-        raise InputError(f"--out-dir {str(ctx.out_dir)!r} is not a directory")
+    if ctx.out_dir is not None:
+        make_out_dir(ctx.out_dir)
     items: queue.Queue[Item | None] = queue.Queue(maxsize=max(64, 4 * fetcher.options.jobs))
     status = [exitcodes.OK]
+    stage = Stage("fetch", out, acts_on, forward=items.put)  # written in order by _emit
     emitter = threading.Thread(target=_emit, args=(items, fetcher, out, ctx, status),
                                name="phase-fetch-emit")
     emitter.start()
     try:
-        for lineno, rec in read_records(src):
-            if isinstance(rec, Exception):
-                assert isinstance(rec, PhaseError)
+        for lineno, rec in stage.read(src):
+            if isinstance(rec, PhaseError):
                 items.put((None, [], rec))
                 continue
             try:
@@ -159,10 +161,7 @@ def pipeline(fetcher: Fetcher, src: IO[bytes], out: IO[str] | None,
                     f"line {lineno}: {e.message}"
                 items.put((None, [], e))
                 continue
-            if job is None:
-                log.get().debug("fetch.record_dropped", line=lineno, record_type=str(
-                    rec.get("type"))[:40])
-                continue
+            assert job is not None  # acts_on() let only parseable types through
             items.put((job, [fetcher.submit(w) for _, w in job.wants], None))
     except BaseException:
         fetcher.cancel.set()  # Ctrl-C or a bug: stop the downloads, then report
@@ -172,16 +171,33 @@ def pipeline(fetcher: Fetcher, src: IO[bytes], out: IO[str] | None,
         emitter.join()
     if status[0] == exitcodes.BROKEN_PIPE:
         raise BrokenPipeError  # run_cli turns it into 141 and quiets stdout
-    return status[0]
+    stage.note(status[0])
+    return stage.finish("record to fetch (a verified manifest, a signed manifest or a "
+                        "fetch request)")
+
+
+def make_out_dir(path: Path) -> None:
+    """Create --out-dir (and its parents) if missing; it must be a directory."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"--out-dir {str(path)!r} exists and is not a directory") from None
+    except OSError as e:
+        raise IOFailure(f"cannot create --out-dir {str(path)!r}: {e.strerror}",
+                        hint="check the parent directory's permissions") from None
 
 
 def _emit(items: queue.Queue[Item | None], fetcher: Fetcher, out: IO[str] | None,
           ctx: PipelineContext, status: list[int]) -> None:
     """Write results in input order. Never dies: the reader must always be able to put."""
     while (item := items.get()) is not None:
-        job, futs, err = item
         try:
-            code = _emit_one(job, futs, err, fetcher, out, ctx)
+            if isinstance(item, dict):  # an upstream error record: on, unchanged
+                code = upstream_exit_code(item)
+                if out is not None:
+                    write_record(item, out)
+            else:
+                code = _emit_one(*item, fetcher, out, ctx)
         except PhaseError as e:  # e.g. an I/O error placing a blob in --out-dir
             try:
                 code = _error(e, out)
@@ -232,7 +248,7 @@ def _emit_one(job: Job | None, futs: list[Future[Fetched]], err: PhaseError | No
             write_record(got.record(name=slot, out=placed), out)
     if code == exitcodes.OK and out is not None:
         rec = dict(job.record)
-        if job.wants:
+        if job.wants and rec.get("type") not in SIGNED_TYPES:  # an envelope stays as signed
             rec["paths"] = paths
             if out_paths:
                 rec["out_paths"] = out_paths

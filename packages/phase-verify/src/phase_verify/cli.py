@@ -1,10 +1,15 @@
 """Verify Phase signed documents: job manifests, receipts, node records, boot manifests.
 
 Reads each FILE as one signed document (or as JSON lines of them); with no
-FILE, or FILE "-", reads JSON lines from stdin. Each line may be a bare
-envelope or a record that carries one under "envelope" (such as another
-tool's output). For every document that verifies, writes one "verified"
-record to stdout: its type, id, signer names, body and envelope.
+FILE, or FILE "-", reads JSON lines from stdin. Files and stdin follow the same
+rules (docs/pipeline.md): a record may be a bare envelope or a record of any
+type that carries one under "envelope" (such as another tool's output);
+"error" records from an earlier stage are passed on unchanged and count in the
+exit status; records of other types are dropped. For every document that
+verifies, writes one "verified" record to stdout: its type, id, signer names,
+body and envelope, and "sources": the carrying record's "sources" and
+"provider_url" (unsigned hints for phase-fetch). A rejection writes an "error"
+record, so the last stage of a pipeline fails too.
 
 Verification is offline: signatures, trusted signers holding the role the
 document type needs (job-submitter, worker, boot-signer; node records are
@@ -36,8 +41,8 @@ Options:
                            (default: R.manifest.json beside a receipt R.json).
   --home=DIR               Phase home, for the store --reexec reads
                            (default: $PHASE_HOME).
-  --keep-going             On a rejection write an "error" record to stdout and
-                           go on; exit with the worst status seen.
+  --keep-going             After a rejection (its "error" record written) go
+                           on; exit with the worst status seen.
   --max-bytes=N            Largest document accepted, in bytes [default: 1048576].
   -q, --quiet              Write nothing to stdout; the exit status answers.
   -v, --verbose            More log lines on stderr.
@@ -52,7 +57,8 @@ Exit status:
   64  usage error
   65  malformed input: invalid JSON, duplicate keys, floats, bad fields,
       too_large
-  66  a FILE or the keyring does not exist
+  66  a FILE or the keyring does not exist, or the input holds no signed
+      document (an empty stdin included)
   70  internal error (a bug)
   74  I/O error (for example, the state file cannot be written)
   78  bad keyring or state file
@@ -64,7 +70,8 @@ Errors are logged as JSON lines on stderr with their slug ("error" field).
 Examples:
   phase-verify --keys keyring.toml manifest.json
   phase-discover boot --channel=stable --arch=x86_64 \\
-      | phase-verify --keys /etc/phase/keyring.toml --state /var/lib/phase/state.json
+      | phase-verify --keys /etc/phase/keyring.toml --state /var/lib/phase/state.json \\
+      | phase-fetch --keys /etc/phase/keyring.toml --out-dir=/run/boot
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from phase_core import documents, exitcodes, log, timefmt
+from phase_core import documents, log, timefmt
 from phase_core.canonical import parse
 from phase_core.cli.jsonl import read_records, write_record
+from phase_core.cli.pipeline import Stage, sources_of
 from phase_core.envelope import DOC_TYPES
 from phase_core.errors import (
     IOFailure,
@@ -32,23 +33,12 @@ def run(args: dict[str, Any]) -> int:
     quiet = bool(args["--quiet"])
     keep_going = bool(args["--keep-going"])
     store = StateStore(Path(args["--state"])) if args["--state"] else None
-    status = exitcodes.OK
-    seen = 0
-    for source, item in _documents(args["<file>"] or ["-"], opts["max_bytes"]):
-        doc: dict[str, Any] | PhaseError | None = item
-        if isinstance(item, dict):
-            try:
-                doc = _unwrap(item, strict=not source.startswith("stdin"))
-            except PhaseError as e:
-                doc = e
-            if doc is None:
-                logger.debug("verify.skipped", source=source, record_type=str(item.get("type")))
-                continue
-        seen += 1
+    stage = Stage("verify", None if quiet else sys.stdout, _carries_document)
+    for source, item in _documents(stage, args["<file>"] or ["-"], opts["max_bytes"]):
         try:
-            if isinstance(doc, PhaseError):
-                raise doc
-            assert doc is not None
+            if isinstance(item, PhaseError):
+                raise item
+            doc = _unwrap(item)
             marks = store.marks() if store is not None else {}
             policy = documents.Policy(opts["keyring"], opts["now"], role=opts["role"],
                                       threshold=opts["threshold"],
@@ -63,23 +53,28 @@ def run(args: dict[str, Any]) -> int:
             logger.info("verify.ok", source=source, doc_type=verified.type, id=verified.id,
                         signers=[t.name for t in verified.signers])
             if not quiet:
-                rec = verified.record()
-                rec["source"] = source
-                if reexecuted is not None:
-                    rec["reexecuted"] = reexecuted
-                write_record(rec)
+                write_record(verified_record(verified, item, source, reexecuted))
         except PhaseError as e:
             logger.error("verify.rejected", source=source, **e.to_record())
-            status = exitcodes.worst(status, e.exit_code)
-            if not keep_going:
-                return e.exit_code
+            stage.note(e.exit_code)
             if not quiet:
                 write_record({"v": 1, "type": "error", "source": source, **e.to_record()})
-    if seen == 0:
-        logger.error("verify.no_input", error="missing_input",
-                     message="no signed document in the input")
-        return exitcodes.worst(status, exitcodes.NOINPUT)
-    return status
+            if not keep_going:
+                return stage.status
+    return stage.finish("signed document")
+
+
+def verified_record(verified: documents.Verified, carrier: dict[str, Any], source: str,
+                    reexecuted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``verified`` record; the carrier record's unsigned source hints travel on."""
+    rec = verified.record()
+    rec["source"] = source
+    hints = sources_of(carrier)
+    if hints:
+        rec["sources"] = hints
+    if reexecuted is not None:
+        rec["reexecuted"] = reexecuted
+    return rec
 
 
 def _options(args: dict[str, Any]) -> dict[str, Any]:
@@ -109,26 +104,33 @@ def _int(text: str, name: str, lo: int, hi: int) -> int:
     return n
 
 
-def _unwrap(record: dict[str, Any], *, strict: bool) -> dict[str, Any] | None:
-    """The envelope a record carries; None for a record that carries none."""
-    if "signatures" in record or "body" in record or record.get("type") in DOC_TYPES:
-        return record
+def _is_envelope(record: dict[str, Any]) -> bool:
+    return "signatures" in record or "body" in record or record.get("type") in DOC_TYPES
+
+
+def _carries_document(record: dict[str, Any]) -> bool:
+    """A record of any type with an envelope under "envelope", or a bare envelope."""
+    return isinstance(record.get("envelope"), dict) or _is_envelope(record)
+
+
+def _unwrap(record: dict[str, Any]) -> dict[str, Any]:
+    """The envelope a record carries (the record itself when it is one)."""
     env = record.get("envelope")
-    if isinstance(env, dict):
+    if isinstance(env, dict):  # a verified record has a body too: its envelope is the proof
         return env
-    if strict:
-        raise Malformed("this is not a signed document (no body and signatures)",
-                        hint="pass an envelope, or a record with an \"envelope\" field")
-    return None
+    return record
 
 
-def _documents(files: list[str], max_bytes: int) -> Iterator[Item]:
+def _documents(stage: Stage, files: list[str], max_bytes: int) -> Iterator[Item]:
+    """(source, record or error) for every record the stage acts on, file or stdin alike."""
     for name in files:
         if name == "-":
-            for lineno, rec in read_records(sys.stdin.buffer, max_line_bytes=max_bytes):
+            for lineno, rec in stage.read(sys.stdin.buffer, max_line_bytes=max_bytes):
                 yield f"stdin:{lineno}", rec
             continue
-        yield from _file_documents(Path(name), max_bytes)
+        for label, rec in _file_documents(Path(name), max_bytes):
+            for _, kept in stage.filter([(0, rec)], source=label):
+                yield label, kept
 
 
 def _file_documents(path: Path, max_bytes: int) -> Iterator[Item]:

@@ -11,9 +11,13 @@ Usage:
 Commands:
   run     Run a module like `wasmtime run`: the guest's stdin, stdout and stderr are
           this process's own, streamed. Guest arguments that start with - go after --.
-  job     Read JSON-line job records (signed job manifests, or {"type":"job",
-          "manifest":{...},"module_path":...,"stdin_path":...}) and write one
-          job_result (or error) record per job. Inputs come from the content store.
+  job     Read JSON-line job records (phase-verify's verified job_manifest records,
+          signed job manifests, or {"type":"job","manifest":{...},"module_path":...,
+          "stdin_path":...}) and write one job_result record per job (the signed
+          receipt under "envelope"), followed by a job_failed error record when the
+          guest did not exit 0. Inputs come from the content store (phase-fetch puts
+          them there). Upstream error records are passed on; other records are
+          dropped (docs/pipeline.md).
   verify  Re-run the module of a receipt on its inputs and limits; exit 0 when the
           outputs and fuel match, 1 naming the field that differs.
   key     Print this node's worker key as a keyring entry (append it to a keyring
@@ -53,7 +57,8 @@ Exit status:
     152  wall-clock timeout
     153  memory limit reached, then the guest failed
     154  output limit passed
-  job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record.
+  job: 0 all jobs ran and exited 0; 1 a job failed or was rejected; 65 a bad record;
+    66 no job in the input; an upstream error record's exit_code.
   verify: 0 re-execution matches; 1 it differs, or the receipt does not verify.
   Any command: 64 usage, 65 bad module or document, 66 missing file, 70 internal error.
 """

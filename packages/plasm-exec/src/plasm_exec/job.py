@@ -40,7 +40,7 @@ class JobResult:
                                "stdout_id": body["stdout"], "stderr_id": body["stderr"],
                                "stdout_bytes": body["stdout_bytes"],
                                "stderr_bytes": body["stderr_bytes"],
-                               "receipt": self.receipt}
+                               "envelope": self.receipt}
         for name, data in (("stdout", self.result.stdout), ("stderr", self.result.stderr)):
             if data is not None and len(data) <= inline_max:
                 rec[f"{name}_b64"] = base64.b64encode(data).decode("ascii")

@@ -247,12 +247,12 @@ def _write_receipt(path: Path, ex: Any, hm: Path, identity: Any, wasm: bytes, mo
 
 def cmd_job(args: dict[str, Any]) -> int:
     from phase_core.cas import ContentStore
-    from phase_core.cli.jsonl import read_records, write_record
     from phase_core.timefmt import now as clock
     from phase_core.timefmt import parse_time
     from phase_core.trust import Keyring
     from plasm_exec.api import Executor
     from plasm_exec.job import execute_job
+    from plasm_exec.jobpipe import open_jobs, run_jobs
 
     hm = _home(args)
     keyring = Keyring.load(Path(args["--keys"])) if args.get("--keys") else None
@@ -261,42 +261,17 @@ def cmd_job(args: dict[str, Any]) -> int:
     identity = _identity(args)
     cas = ContentStore(home.cas_path(hm))
     ex = Executor(hm, disk_cache=not args.get("--no-cache"))
-    quiet = bool(args.get("--quiet"))
-    status = exitcodes.OK
-    src_path = args.get("<jobs.jsonl>")
-    src = open(src_path, "rb") if src_path and src_path != "-" else sys.stdin.buffer
-    lg = log.get()
+    src = open_jobs(args.get("<jobs.jsonl>"))
+
+    def execute(man: Any, mpath: Path | None, ipath: Path | None) -> Any:
+        return execute_job(man, executor=ex, cas=cas, identity=identity, now=now,
+                           keyring=keyring, ceilings=ceilings, module_path=mpath,
+                           stdin_path=ipath)
     try:
-        for lineno, rec in read_records(src):
-            try:
-                if isinstance(rec, Exception):
-                    raise rec
-                if rec.get("type") == "job_manifest":
-                    man, mpath, ipath = rec, None, None
-                elif rec.get("type") == "job":
-                    man = rec.get("manifest")
-                    mpath = Path(rec["module_path"]) if rec.get("module_path") else None
-                    ipath = Path(rec["stdin_path"]) if rec.get("stdin_path") else None
-                else:
-                    lg.debug("plasm.job.skipped", line=lineno, record_type=str(rec.get("type")))
-                    continue
-                res = execute_job(man, executor=ex, cas=cas, identity=identity, now=now,
-                                  keyring=keyring, ceilings=ceilings, module_path=mpath,
-                                  stdin_path=ipath)
-                o = res.result.outcome
-                if not quiet:
-                    write_record(res.record())
-                if not (o.ended == "exited" and o.exit_code == 0):
-                    status = exitcodes.worst(status, exitcodes.REJECTED)
-            except PhaseError as e:
-                lg.error("plasm.job.failed", line=lineno, **e.to_record())
-                if not quiet:
-                    write_record({"v": 1, "type": "error", "line": lineno, **e.to_record()})
-                status = exitcodes.worst(status, e.exit_code)
+        return run_jobs(src, None if args.get("--quiet") else sys.stdout, execute)
     finally:
         if src is not sys.stdin.buffer:
             src.close()
-    return status
 
 
 # -- verify ------------------------------------------------------------------------
