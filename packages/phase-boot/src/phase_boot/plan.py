@@ -123,7 +123,7 @@ def open_checked(name: str, art: dict[str, Any], blobs: Mapping[str, str]) -> Fi
             f"the {name} at {path} hashes to {got} ({more}{n} bytes); the manifest signs "
             f"{cid} ({size} bytes)", hint="the file changed after phase-fetch checked it, "
             "or the records are not phase-fetch's", name=name)
-    return File(name, cid, size, path, fd)
+    return File(name, cid, size, os.path.abspath(path), fd)
 
 
 def _sha256_fd(fd: int, size: int) -> tuple[str, int]:

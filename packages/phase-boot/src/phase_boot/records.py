@@ -5,7 +5,8 @@ Kept: ``verified`` records of doc_type ``boot_manifest`` (their signed
 ``blob`` records (content id → the file: its ``out`` copy, else its ``path`` in
 the store), and
 ``error`` records from upstream, which are also passed on to stdout as they
-arrive. Every other record type is dropped with a debug log line.
+arrive. Every other record type is dropped with a debug log line. The reader
+side of the record contract is ``phase_core.cli.pipeline.Stage``, as in every tool.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import IO, Any
 
 from phase_core import boot, log
 from phase_core.canonical import is_content_id
-from phase_core.cli.jsonl import read_records, write_record
+from phase_core.cli.jsonl import write_record
+from phase_core.cli.pipeline import Stage, upstream_exit_code
 from phase_core.errors import Malformed, PhaseError, TooLarge
 
 MAX_CANDIDATES = 64
@@ -54,25 +56,38 @@ class Input:
 
 def upstream_code(value: object) -> int:
     """An upstream error's exit_code: 1 unless it is an int in 1..255."""
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 255:
-        return value
-    return 1
+    return upstream_exit_code({"exit_code": value})
+
+
+def _acts_on(rec: dict[str, Any]) -> bool:
+    rtype = rec.get("type")
+    return rtype == "blob" or (rtype == "verified" and rec.get("doc_type") == boot.TYPE)
 
 
 def read(src: IO[bytes], out: IO[str] | None) -> Input:
+    """The contract's reader side (``phase_core.cli.pipeline.Stage``), keeping what counts."""
     inp = Input()
-    for lineno, rec in read_records(src):
-        if isinstance(rec, Exception):
-            assert isinstance(rec, PhaseError)
+
+    def forward(rec: dict[str, Any]) -> None:  # an upstream error: passed on, and kept
+        if out is not None:
+            write_record(rec, out)
+        if len(inp.upstream) < MAX_KEPT_ERRORS:
+            inp.upstream.append(Problem(str(rec.get("error") or "error")[:64],
+                                        str(rec.get("message") or "")[:400],
+                                        upstream_exit_code(rec)))
+
+    stage = Stage("phase-boot", out, _acts_on, forward)
+    for lineno, rec in stage.read(src):
+        if isinstance(rec, PhaseError):
             own(inp, rec, out, "boot.bad_record")
             continue
-        inp.records += 1
         try:
-            _take(inp, lineno, rec, out)
+            _take(inp, lineno, rec)
         except PhaseError as e:
             if not e.message.startswith("line "):
                 e.message = f"line {lineno}: {e.message}"
             own(inp, e, out, "boot.bad_record")
+    inp.records = stage.acted + stage.dropped + stage.upstream_errors
     return inp
 
 
@@ -85,22 +100,13 @@ def own(inp: Input, e: PhaseError, out: IO[str] | None, event: str) -> None:
         inp.own.append(Problem.of(e))
 
 
-def _take(inp: Input, line: int, rec: dict[str, Any], out: IO[str] | None) -> None:
-    rtype = rec.get("type")
-    if rtype == "error":
-        if out is not None:
-            write_record(rec, out)
-        if len(inp.upstream) < MAX_KEPT_ERRORS:
-            inp.upstream.append(Problem(str(rec.get("error") or "error")[:64],
-                                        str(rec.get("message") or "")[:400],
-                                        upstream_code(rec.get("exit_code"))))
-        return
-    if rtype == "blob":
+def _take(inp: Input, line: int, rec: dict[str, Any]) -> None:
+    if rec.get("type") == "blob":
         cid, path = rec.get("id"), rec.get("out") or rec.get("path")
         if not is_content_id(cid):
             raise Malformed(f"a blob record with a bad content id {str(cid)[:80]!r}")
         if path is None:
-            return  # fetched without --out-dir: no file to hand to the kernel
+            return  # no file to hand to the kernel
         if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS \
                 or "\0" in path:
             raise Malformed(f"blob {cid} has a bad path", hint="pass phase-fetch's output")
@@ -109,14 +115,11 @@ def _take(inp: Input, line: int, rec: dict[str, Any], out: IO[str] | None) -> No
         assert isinstance(cid, str)
         inp.blobs[cid] = path
         return
-    if rtype == "verified" and rec.get("doc_type") == boot.TYPE:
-        env = rec.get("envelope")
-        if not isinstance(env, dict):
-            raise Malformed("a verified boot_manifest record without its envelope",
-                            hint="phase-boot verifies the signed document again; pass the "
-                                 "records phase-verify and phase-fetch wrote, unmodified")
-        if len(inp.candidates) >= MAX_CANDIDATES:
-            raise TooLarge(f"more than {MAX_CANDIDATES} boot manifests in the input")
-        inp.candidates.append(Candidate(line, env))
-        return
-    log.get().debug("boot.record_dropped", line=line, record_type=str(rtype)[:40])
+    env = rec.get("envelope")  # a verified boot_manifest record
+    if not isinstance(env, dict):
+        raise Malformed("a verified boot_manifest record without its envelope",
+                        hint="phase-boot verifies the signed document again; pass the "
+                             "records phase-verify and phase-fetch wrote, unmodified")
+    if len(inp.candidates) >= MAX_CANDIDATES:
+        raise TooLarge(f"more than {MAX_CANDIDATES} boot manifests in the input")
+    inp.candidates.append(Candidate(line, env))
