@@ -180,8 +180,11 @@ def rejection_runs(built: Built, tmp_path_factory: pytest.TempPathFactory) -> di
         env, disk = doc(case)
         # one provider per case: each VM must see its own manifest
         p = Provider(tmp / f"prov-{case}")
-        for f in (built.kernel, built.stage2):
-            p.add(f)
+        # phase-fetch tries the provider the manifest came from first (docs/pipeline.md):
+        # for wrong_bytes it must not have the blobs, so only the evil mirror serves them
+        if case != "wrong_bytes":
+            for f in (built.kernel, built.stage2):
+                p.add(f)
         p.publish(env)
         try:
             return vm.run(log_path(f"test4-{case}"), kernel=built.kernel, initrd=built.initramfs,
