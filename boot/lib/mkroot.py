@@ -264,13 +264,11 @@ def main() -> int:
     libdir.mkdir(parents=True)
     copy(Path(cfg["init"]), root / "init")
     (root / "init").chmod(0o755)
-    copy(files / "phase_boot.py", libdir / "phase_boot.py")
     copy(files / "udhcpc.script", libdir / "udhcpc.script")
     (libdir / "udhcpc.script").chmod(0o755)
-    kx = root / "usr/bin/phase-kexec"
-    kx.write_text(f"#!/bin/sh\nexec /usr/bin/python{pyver} -Es /usr/lib/phase-boot/phase_boot.py"
-                  ' kexec "$@"\n')
-    kx.chmod(0o755)
+    if "phase-boot" not in tools:
+        log("the phase-boot wheel installed no phase-boot command; /init needs it")
+        return 1
     copy(Path(cfg["keyring"]), root / "etc/phase/keyring.toml")
     copy(Path(cfg["hello"]), root / "usr/share/phase/hello.wasm")
     (root / "etc/phase/boot.conf").write_text(

@@ -36,6 +36,9 @@ class Route:
     # redirect  302 to `location`
     # slow      honours Range, sends `chunk` bytes every `delay_s`
     # gate      like ok, but first waits until `gate` (a Barrier) has all its parties
+    # drip_head the response head one byte every `delay_s` (a long head: it never ends)
+    # drip      a correct head, then the body one byte every `delay_s`
+    # endless   no Content-Length; `chunk`-byte blocks of the blob's bytes, forever
     status: int = 500
     location: str = ""
     fail_times: int = 0
@@ -43,6 +46,8 @@ class Route:
     delay_s: float = 0.0
     gate: threading.Barrier | None = None
     served: int = 0
+    sent: int = 0  # drip/endless: bytes sent so far
+    hung_up: threading.Event = field(default_factory=threading.Event)  # the client left
 
 
 @dataclass
@@ -121,7 +126,9 @@ class BadServer:
         route.served += 1
         try:
             self._serve(sock, route, rng)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        except (BrokenPipeError, ConnectionResetError):
+            route.hung_up.set()
+        except TimeoutError:
             pass
 
     def _send(self, sock: socket.socket, status: int, body: bytes,
@@ -142,6 +149,9 @@ class BadServer:
             r.gate.wait(timeout=5)  # BrokenBarrierError (test fails) unless all arrive
             mode = "ok"
         half = len(data) // 2
+        if mode in ("drip_head", "drip", "endless"):
+            self._drip(sock, r, mode)
+            return
         if mode == "flaky":
             mode = "reset" if r.served <= r.fail_times else "ok"
         if mode in ("ok", "slow", "reset") and rng and (m := RANGE_RE.fullmatch(rng)):
@@ -192,3 +202,30 @@ class BadServer:
                 time.sleep(r.delay_s)
         else:  # ok, no_range
             sock.sendall(body)
+
+    def _drip(self, sock: socket.socket, r: Route, mode: str) -> None:
+        """Send slowly (or forever) until the client hangs up or the server stops."""
+        if mode == "drip_head":
+            stream = b"HTTP/1.1 200 X\r\nX-Padding: " + b"a" * 100_000
+        elif mode == "drip":
+            stream = (f"HTTP/1.1 200 X\r\nContent-Length: {len(r.data)}\r\n"
+                      "Connection: close\r\n\r\n").encode()
+            sock.sendall(stream)
+            stream = r.data
+        else:
+            self._head(sock, 200, {"Connection": "close"})
+            stream = b""
+        step = 1 if mode != "endless" else r.chunk
+        i = 0
+        while not self.stop.is_set():
+            if mode == "endless":
+                block = (r.data * (step // max(1, len(r.data)) + 1))[:step]
+            else:
+                block = stream[i:i + step]
+                if not block:
+                    return
+            sock.sendall(block)
+            r.sent += len(block)
+            i += len(block)
+            if r.delay_s:
+                self.stop.wait(r.delay_s)

@@ -148,5 +148,5 @@ def test_stdin_pipeline_subprocess(server, tmp_path):
 def test_credentials_in_mirror_urls_never_reach_logs_or_records():
     from phase_fetch.mirror import HttpMirror
     from phase_fetch.want import redact
-    assert redact("https://user:secret@m.example:8443/p?q") == "https://m.example:8443/p?q"
+    assert redact("https://user:secret@m.example:8443/p?q") == "https://m.example:8443/p?REDACTED"
     assert HttpMirror("http://u:pw@127.0.0.1/x").name == "http://127.0.0.1/x"

@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 READMES = [ROOT / "README.md", *sorted((ROOT / "packages").glob("*/README.md"))]
-TOOLS = ("phase-discover", "phase-verify", "phase-fetch", "plasm-exec", "plasmd", "phase-key")
+TOOLS = ("phase-discover", "phase-verify", "phase-fetch", "plasm-exec", "plasmd", "phase-key",
+         "phase-boot")
 DOC_PROVIDER = "http://192.0.2.10:8080"
 
 BLOCK = re.compile(r"(?:<!--\s*pipeline-test:\s*(?P<marker>.*?)\s*-->\s*\n)?"

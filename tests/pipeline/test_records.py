@@ -19,6 +19,7 @@ NOT_PRINTED_HERE = {
     "receipt": "a bare receipt envelope: plasm-exec run --receipt writes it to a file",
     "node_record": "a bare node record envelope: travels inside node records and the DHT",
     "boot_manifest": "a bare boot manifest envelope: plasmd boot-sign",
+    "kexec": "phase-boot: tests/phase_boot, and the boot chains of tests/pipeline",
 }
 
 

@@ -156,6 +156,8 @@ def build() -> dict[str, bytes]:
     big_s = int.from_bytes(sig[32:], "little") + ED25519_L
     t["signatures"][0]["sig"] = (sig[:32] + big_s.to_bytes(32, "little")).hex()
     inv["bad_signature--non-canonical-s"] = t
+    inv["untrusted_signer--boot-signed-by-job-keys"] = envelope.sign(
+        "boot_manifest", boot_body(7), [SUBMITTER, WORKER])
     inv["threshold--boot-one-of-two"] = envelope.sign("boot_manifest", boot_body(7), [BOOT1])
     inv["threshold--boot-one-trusted-one-rogue"] = envelope.sign(
         "boot_manifest", boot_body(7), [BOOT1, ROGUE])

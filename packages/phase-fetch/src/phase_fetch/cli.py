@@ -44,8 +44,15 @@ Options:
                          (default: <home>/keyring.toml).
   --now=<time>           Verify documents as of this RFC 3339 UTC time.
   -j, --jobs=<n>         Blobs fetched at once [default: 4].
-  --connect-timeout=<s>  Seconds to connect to a mirror [default: 10].
-  --read-timeout=<s>     Seconds a mirror may stall mid-response [default: 30].
+  --connect-timeout=<s>  Seconds to connect to a mirror, TLS handshake
+                         included [default: 10].
+  --read-timeout=<s>     Seconds a mirror may stall mid-response, and the most
+                         its status line and headers may take [default: 30].
+  --min-rate=<bytes>     Bytes per second a body must bring, averaged over each
+                         read-timeout window; slower is a timeout (0: no floor)
+                         [default: 1024].
+  --source-timeout=<s>   Seconds one mirror gets for a blob, retries included;
+                         then the next source [default: 3600].
   --retries=<n>          Retries per mirror on transient failures [default: 3].
   --backoff=<s>          First retry delay; doubles, with jitter [default: 0.5].
   --max-redirects=<n>    Redirects followed per request [default: 5].

@@ -35,7 +35,7 @@ from phase_core.errors import (
     Unavailable,
 )
 from phase_fetch.mirror import HttpMirror, HttpOptions
-from phase_fetch.sink import PartialWriter
+from phase_fetch.sink import PartialWriter, sweep
 from phase_fetch.sources import DirSource, Source
 from phase_fetch.want import Fetched, Want, check_mirror
 
@@ -68,6 +68,10 @@ class Fetcher:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs),
                                         thread_name_prefix="phase-fetch")
         self.active: dict[str, PartialWriter] = {}  # for progress display
+        try:  # what earlier (or killed) runs left in partial/ and tmp/
+            sweep(store)
+        except OSError as e:
+            log.get().warning("fetch.sweep_failed", message=str(e)[:200])
 
     # -- public API ---------------------------------------------------------------------
     def submit(self, want: Want) -> Future[Fetched]:

@@ -2,24 +2,22 @@
 
 It lives in phase-fetch because phase-fetch is the tool that fills the store.
 ``gc`` deletes least recently used blobs (a cache hit refreshes a blob's
-mtime) until the store fits, and removes partial downloads and temp files
-untouched for a day (a partial that another process holds locked is kept).
+mtime) until the store fits, and sweeps partial downloads and temp files
+(``sink.sweep``: a day old, over the count or size bound, or left by a dead
+fetch; a file another process holds locked is kept).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import time
 from typing import IO, Any
 
 from phase_core import exitcodes
 from phase_core.canonical import check_content_id
-from phase_core.cas import TMP_MAX_AGE_S, ContentStore
+from phase_core.cas import ContentStore
 from phase_core.cli.jsonl import write_record
 from phase_core.errors import DigestMismatch, InputError, MissingInput
-from phase_fetch.sink import PARTIAL_DIR
+from phase_fetch.sink import PARTIAL_DIR, sweep
 
 
 def main(args: dict[str, Any], store: ContentStore, out: IO[str] | None) -> int:
@@ -74,24 +72,7 @@ def partial_bytes(store: ContentStore) -> int:
     return total
 
 
-def remove_stale_partials(store: ContentStore, max_age_s: int = TMP_MAX_AGE_S) -> int:
-    d = store.root / PARTIAL_DIR
-    if not d.is_dir():
-        return 0
-    removed = 0
-    now = time.time()
-    for p in d.iterdir():
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if now - os.fstat(fd).st_mtime > max_age_s:
-                os.unlink(p)
-                removed += 1
-        except (BlockingIOError, FileNotFoundError):
-            pass
-        finally:
-            os.close(fd)
-    return removed
+def remove_stale_partials(store: ContentStore) -> int:
+    """Partials and temp files removed by ``sink.sweep`` (age, count and size bounds)."""
+    done = sweep(store)
+    return done.partials + done.temps

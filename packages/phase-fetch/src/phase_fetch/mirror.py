@@ -1,7 +1,11 @@
 """HTTP(S) mirrors: one ``Source`` per mirror URL.
 
-Per attempt: connect timeout, read timeout (per read: a stall of that long
-fails the attempt), ``Range`` resume from ``sink.offset``, Content-Length and
+Per attempt: connect timeout (the TLS handshake included, as a whole), read
+timeout (per read: a stall of that long fails the attempt; the status line and
+headers must all arrive within it, so a
+server dripping a byte at a time cannot hold a request open), a minimum body
+rate (at least ``min_rate_bps`` × ``read_timeout_s`` bytes in every
+``read_timeout_s`` window), ``Range`` resume from ``sink.offset``, Content-Length and
 Content-Range checked against the expected size before any body byte, reads
 capped so the first byte past the expected size aborts, redirects bounded
 (http↔https only, never https→http), TLS verified with the system trust store.
@@ -10,7 +14,11 @@ Retry policy: transient failures (timeouts, resets, truncated bodies, 408/429/5x
 a bad Content-Range) are retried up to ``retries`` times with exponential
 backoff and full jitter (``uniform(0, min(cap, base·2^n))``); each retry
 resumes from the bytes held. 404/410, other 4xx, TLS failures, a wrong size and
-wrong bytes are not retried: the fetcher moves to the next source.
+wrong bytes are not retried: the fetcher moves to the next source. Every
+attempt and retry of one source shares one deadline (``source_timeout_s``):
+when it passes, the source has failed (``source_deadline``) and the fetcher
+moves on. URLs in logs and errors go through ``redact`` (no credentials, no
+query string).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -52,6 +61,59 @@ class HttpOptions:
     backoff_s: float = 0.5
     backoff_max_s: float = 8.0
     max_redirects: int = 5
+    min_rate_bps: int = 1024
+    source_timeout_s: float = 3600.0
+
+
+class _Watchdog:
+    """Shuts a socket down when a deadline passes, so a blocked read returns at once.
+
+    Per-read timeouts cannot stop a server that sends one byte just before each
+    timeout; this bounds the whole response head and the whole source.
+    """
+
+    def __init__(self) -> None:
+        self.fired: str | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self, sock: socket.socket | None, at: float, why: str) -> None:
+        self.disarm()
+        self.fired = None
+        if sock is None:
+            return
+
+        def fire() -> None:
+            with self._lock:
+                self.fired = why
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _HttpsConnection(http.client.HTTPSConnection):
+    """HTTPS whose TLS handshake the watchdog can cut short (a server may drip it)."""
+
+    def __init__(self, host: str, port: int | None, *, timeout: float,
+                 context: ssl.SSLContext, watchdog: _Watchdog, by: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._tls = context
+        self._wd, self._by = watchdog, by
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP only; the handshake under watch
+        self._wd.arm(self.sock, self._by, "connect")
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
 
 class HttpMirror:
@@ -68,16 +130,18 @@ class HttpMirror:
 
     def fetch(self, want: Want, sink: Sink) -> None:
         url = blob_url(self.mirror, want.id, want.name)
+        deadline = time.monotonic() + self.opts.source_timeout_s
         attempt = 0
         while True:
             try:
-                self._attempt(url, want, sink)
+                self._attempt(url, want, sink, deadline)
                 return
             except TempFailure as e:
-                if attempt >= self.opts.retries:
+                if attempt >= self.opts.retries or e.slug == "source_deadline":
                     raise
                 delay = self._rng.uniform(0, min(self.opts.backoff_max_s,
                                                  self.opts.backoff_s * 2 ** attempt))
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
                 attempt += 1
                 log.get().info("fetch.retry", id=want.id, source=self.name, attempt=attempt,
                                error=e.slug, message=e.message, offset_bytes=sink.offset,
@@ -86,33 +150,57 @@ class HttpMirror:
                     raise
 
     # -- one attempt --------------------------------------------------------------
-    def _attempt(self, url: str, want: Want, sink: Sink) -> None:
+    def _attempt(self, url: str, want: Want, sink: Sink, deadline: float) -> None:
         if want.size is not None and sink.offset == want.size:
             return  # every byte is already here; the fetcher checks them
+        self._check_deadline(deadline, url)
         offset = sink.offset
-        conn, resp, final_url = self._open(url, offset)
+        wd = _Watchdog()
         try:
-            offset = self._check_head(resp, want, sink, offset, final_url)
-            self._read_body(resp, want, sink, final_url)
+            conn, resp, final_url = self._open(url, offset, deadline, wd)
+            try:
+                offset = self._check_head(resp, want, sink, offset, final_url)
+                self._read_body(resp, want, sink, final_url, deadline, wd)
+            finally:
+                conn.close()
         finally:
-            conn.close()
+            wd.disarm()
 
-    def _open(self, url: str, offset: int
+    def _check_deadline(self, deadline: float, url: str) -> None:
+        if time.monotonic() >= deadline:
+            raise self._deadline_error(url)
+
+    def _deadline_error(self, url: str) -> Timeout:
+        return Timeout(f"{redact(url)}: no complete blob within {self.opts.source_timeout_s:g} "
+                       "s; trying the next source", slug="source_deadline",
+                       hint="raise --source-timeout for a slow but honest mirror")
+
+    def _open(self, url: str, offset: int, deadline: float, wd: _Watchdog
               ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
         for _ in range(self.opts.max_redirects + 1):
             parts = urlsplit(url)
-            conn = self._connect(parts.scheme, parts.hostname or "", parts.port)
+            conn = self._connect(parts.scheme, parts.hostname or "", parts.port, deadline, wd)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                        "Accept": "*/*"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
+            # the whole response head within one read timeout (and the source's deadline)
+            head_by = min(time.monotonic() + self.opts.read_timeout_s, deadline)
+            sock = conn.sock  # getresponse() drops conn.sock when the server will close
+            wd.arm(sock, head_by, "source" if head_by == deadline else "head")
             try:
                 conn.request("GET", path, headers=headers)
                 resp = conn.getresponse()
             except BaseException as e:
                 conn.close()
+                if wd.fired == "head":
+                    raise Timeout(f"{redact(url)}: the response head did not arrive within "
+                                  f"{self.opts.read_timeout_s:g} s") from None
+                if wd.fired == "source":
+                    raise self._deadline_error(url) from None
                 raise _translate(e, url) from None
+            wd.arm(sock, deadline, "source")
             if resp.status not in REDIRECTS:
                 return conn, resp, url
             location = resp.getheader("Location")
@@ -132,21 +220,28 @@ class HttpMirror:
         raise Unavailable(f"{self.name}: more than {self.opts.max_redirects} redirects",
                           slug="too_many_redirects")
 
-    def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+    def _connect(self, scheme: str, host: str, port: int | None, deadline: float,
+                 wd: _Watchdog) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
+        timeout = max(0.001, min(self.opts.connect_timeout_s, deadline - time.monotonic()))
         if scheme == "https":
-            ctx = ssl.create_default_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=self.opts.connect_timeout_s,
-                                               context=ctx)
+            by = min(time.monotonic() + self.opts.connect_timeout_s, deadline)
+            conn = _HttpsConnection(host, port, timeout=timeout,
+                                    context=ssl.create_default_context(), watchdog=wd, by=by)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.opts.connect_timeout_s)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        where = f"{scheme}://{host}:{port or ''}"
         try:
             conn.connect()
+            wd.disarm()
             assert conn.sock is not None
             conn.sock.settimeout(self.opts.read_timeout_s)
         except BaseException as e:
             conn.close()
-            raise _translate(e, f"{scheme}://{host}:{port or ''}", connecting=True) from None
+            if wd.fired == "connect":
+                raise Timeout(f"{where}: the TLS handshake did not complete within "
+                              f"{self.opts.connect_timeout_s:g} s") from None
+            raise _translate(e, where, connecting=True) from None
         return conn
 
     def _check_head(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
@@ -185,6 +280,7 @@ class HttpMirror:
             if total > sink.max_bytes:
                 raise DigestMismatch(f"{redact(url)} announces {total} bytes, over the cap of "
                                      f"{sink.max_bytes}", slug="too_large")
+            sink.announced_size = total  # progress shows a total and an ETA
         return offset
 
     def _check_content_range(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
@@ -199,15 +295,18 @@ class HttpMirror:
             if want.size is not None and total is not None and total != want.size:
                 raise DigestMismatch(f"{redact(url)} says the blob is {total} bytes, expected "
                                      f"{want.size}", slug="size_mismatch")
+            if total is not None and total <= sink.max_bytes:
+                sink.announced_size = total
         if not ok:
             sink.restart()
             raise TempFailure(f"{redact(url)}: Content-Range does not answer 'bytes={offset}-'; "
                               "restarting from zero", slug="bad_range")
 
     def _read_body(self, resp: http.client.HTTPResponse, want: Want, sink: Sink,
-                   url: str) -> None:
+                   url: str, deadline: float, wd: _Watchdog) -> None:
         """Stream the body into the sink, a read at a time (a stall loses no byte read)."""
         limit = want.size if want.size is not None else sink.max_bytes
+        rate = _RateFloor(self.opts.min_rate_bps, self.opts.read_timeout_s)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         # Content-Length bodies are read straight from the buffered socket: one recv per
@@ -235,10 +334,22 @@ class HttpMirror:
                 if left is not None:
                     left -= n
                 sink.write(view[:n])
+                if time.monotonic() >= deadline:
+                    raise self._deadline_error(url)
+                if rate.too_slow(n):
+                    raise Timeout(f"{redact(url)}: the body came at under "
+                                  f"{self.opts.min_rate_bps} bytes/s for "
+                                  f"{self.opts.read_timeout_s:g} s (after {sink.offset} bytes)",
+                                  slug="too_slow", got_bytes=sink.offset,
+                                  hint="lower --min-rate for a slow but honest mirror")
         except PhaseError:
             raise
         except BaseException as e:
+            if wd.fired == "source":
+                raise self._deadline_error(url) from None
             raise _translate(e, url, got=sink.offset) from None
+        if wd.fired == "source":  # the shutdown can look like a clean end of the body
+            raise self._deadline_error(url)
         if left:
             raise TempFailure(f"{redact(url)}: the body ended after {sink.offset} bytes, "
                               f"{left} short of its Content-Length", slug="short_body",
@@ -246,6 +357,27 @@ class HttpMirror:
         if want.size is not None and sink.offset < want.size:
             raise TempFailure(f"{redact(url)}: the body ended after {sink.offset} of "
                               f"{want.size} bytes", slug="short_body", got_bytes=sink.offset)
+
+
+class _RateFloor:
+    """True once a whole window of ``window_s`` brought fewer than rate × window bytes."""
+
+    def __init__(self, min_rate_bps: int, window_s: float) -> None:
+        self.need = min_rate_bps * window_s
+        self.window_s = window_s
+        self.start = time.monotonic()
+        self.got = 0
+
+    def too_slow(self, n: int) -> bool:
+        if self.need <= 0:
+            return False
+        self.got += n
+        now = time.monotonic()
+        if now - self.start < self.window_s:
+            return False
+        slow = self.got < self.need
+        self.start, self.got = now, 0
+        return slow
 
 
 def _translate(e: BaseException, url: str, *, connecting: bool = False,

@@ -1,5 +1,8 @@
 """Progress on stderr, only when stderr is a terminal: bytes, rate and ETA per blob.
 
+The total is the blob's known size, else the size the source announced
+(Content-Length or Content-Range), so ``get`` without ``--size`` still shows an ETA.
+
 A thread samples the fetcher's active sinks a few times a second, so the
 download loop pays nothing for it.
 """
@@ -52,7 +55,7 @@ class Progress:
             got = sink.size
             t0, b0 = self._seen.setdefault(cid, (now, got))
             rate = (got - b0) / (now - t0) if now > t0 else 0.0
-            total = sink.expected_size
+            total = sink.expected_size or sink.announced_size
             label = cid[7:19]
             if total:
                 eta = f"{(total - got) / rate:.0f}s" if rate > 0 else "?"

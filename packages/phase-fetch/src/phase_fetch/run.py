@@ -48,6 +48,8 @@ def options(args: dict[str, Any]) -> Options:
         retries=_number(args, "--retries", int, 0),
         backoff_s=_number(args, "--backoff", float, 0),
         max_redirects=_number(args, "--max-redirects", int, 0),
+        min_rate_bps=_number(args, "--min-rate", int, 0),
+        source_timeout_s=_number(args, "--source-timeout", float, 0.001),
         max_bytes=None if max_bytes is None else _number(args, "--max-bytes", int, 1),
         jobs=_number(args, "--jobs", int, 1),
         resume=not args["--no-resume"],

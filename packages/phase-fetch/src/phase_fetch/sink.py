@@ -2,13 +2,24 @@
 
 Partial-file layout (owned by phase-fetch, inside the store's root)::
 
-    <cas>/partial/<64 hex>    resumable bytes of a blob, named by the id they should hash to
-    <cas>/tmp/<pid>-<random>  a private, non-resumable temp file (when the partial is busy)
+    <cas>/partial/<64 hex>          resumable bytes of a blob of known size, named by
+                                    the id they should hash to
+    <cas>/tmp/fetch-<pid>-<random>  a private, non-resumable temp file: a blob of
+                                    unknown size, or one whose partial is busy
 
-A partial file is locked (``flock``) by the one process writing it; a second
+Every such file is locked (``flock``) by the one process writing it; a second
 process fetching the same blob at the same time gets a private temp file
 instead. On open, the bytes already present are re-hashed, so a resume starts
-with the right running digest. ``commit()`` checks the digest and the size,
+with the right running digest.
+
+Bounds: a partial never holds more than its blob's (known) size; a blob of
+unknown size is never kept for a resume, so an endless body leaves nothing
+behind once its writer is gone (closed, or killed: ``sweep`` removes every
+unlocked ``tmp/fetch-*`` file). ``sweep`` also removes partials untouched for
+``MAX_PARTIAL_AGE_S`` and then the oldest ones while there are more than
+``MAX_PARTIALS`` or they hold more than ``MAX_PARTIAL_BYTES``; every
+``Fetcher`` sweeps its store when it starts, and so does ``cas gc``. A partial
+another process holds locked is never touched. ``commit()`` checks the digest and the size,
 fsyncs and renames the file into ``sha256/``: a blob in the store always hashes
 to its name, whatever happened to this process (kill -9 included). The
 partial file is not trusted: if the finished bytes do not match, the caller
@@ -22,6 +33,8 @@ import fcntl
 import hashlib
 import os
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from phase_core import log
@@ -31,6 +44,10 @@ from phase_core.errors import DigestMismatch, IOFailure
 from phase_core.fsutil import fsync_dir, make_dirs, open_nofollow
 
 PARTIAL_DIR = "partial"
+TMP_PREFIX = "fetch-"
+MAX_PARTIAL_AGE_S = 24 * 3600
+MAX_PARTIALS = 32
+MAX_PARTIAL_BYTES = 8 << 30
 
 
 def partial_path(store: ContentStore, cid: str) -> Path:
@@ -45,6 +62,7 @@ class PartialWriter:
         self.store = store
         self.id = cid
         self.expected_size = expected_size
+        self.announced_size: int | None = None  # e.g. a mirror's Content-Length (progress)
         self.max_bytes = max_bytes if expected_size is None else expected_size
         self.size = 0
         self.inherited = 0
@@ -62,22 +80,21 @@ class PartialWriter:
 
     def _open(self, store: ContentStore, cid: str, resumable: bool) -> None:
         fd = -1
-        if resumable:
+        if resumable and self.expected_size is not None:
             path = partial_path(store, cid)
             make_dirs(path.parent)
-            fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)  # never a planted link
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.resumable = True
-            except BlockingIOError:
-                os.close(fd)
-                fd = -1
+            fd = _open_locked(path)
+            if fd < 0:
                 log.get().info("fetch.partial_busy", id=cid,
                                message="another process is fetching this blob; "
                                        "using a private temp file")
+            else:
+                self.resumable = True
         if fd < 0:
-            path = store.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
+            path = store.root / "tmp" / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+            path.parent.mkdir(exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and private: never busy
         self.path = path
         self._fd = fd
 
@@ -113,6 +130,7 @@ class PartialWriter:
         self._hash = hashlib.sha256()
         self.size = 0
         self.inherited = 0
+        self.announced_size = None
 
     def check(self) -> None:
         """Raise ``DigestMismatch`` unless the bytes held are exactly the blob."""
@@ -178,3 +196,97 @@ class PartialWriter:
         os.ftruncate(self._fd, self.size)
         if self.size:
             log.get().info("fetch.partial_found", id=self.id, size_bytes=self.size)
+
+
+def _open_locked(path: Path) -> int:
+    """Open (creating) and lock ``path``; -1 if another process holds it.
+
+    A sweep may unlink the file between our open and our lock: then the inode we
+    locked is no longer at ``path``, so open again.
+    """
+    for _ in range(3):
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)  # never a planted link
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return -1
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    return -1
+
+
+@dataclass
+class Swept:
+    partials: int = 0
+    temps: int = 0
+    bytes: int = 0
+
+
+def sweep(store: ContentStore, *, now: float | None = None,
+          max_age_s: float = MAX_PARTIAL_AGE_S, max_count: int = MAX_PARTIALS,
+          max_bytes: int = MAX_PARTIAL_BYTES) -> Swept:
+    """Remove what dead or earlier fetches left behind, within the bounds above.
+
+    Only files this process can lock are touched: a live writer's file stays.
+    """
+    now = time.time() if now is None else now
+    done = Swept()
+    tmp = store.root / "tmp"
+    if tmp.is_dir():
+        for p in tmp.glob(TMP_PREFIX + "*"):
+            size = _remove_if_free(p)
+            if size is not None:
+                done.temps += 1
+                done.bytes += size
+    d = store.root / PARTIAL_DIR
+    kept: list[tuple[float, int, Path]] = []
+    for p in d.iterdir() if d.is_dir() else ():
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if now - st.st_mtime > max_age_s or st.st_size == 0:
+            _count(done, _remove_if_free(p))
+        else:
+            kept.append((st.st_mtime, st.st_size, p))
+    kept.sort(reverse=True)  # newest first: the oldest go when over a bound
+    total = 0
+    for i, (_, size, p) in enumerate(kept):
+        total += size
+        if i >= max_count or total > max_bytes:
+            freed = _remove_if_free(p)
+            _count(done, freed)
+            if freed is not None:
+                total -= size
+    if done.partials or done.temps:
+        log.get().info("fetch.partials_swept", partials=done.partials, temps=done.temps,
+                       size_bytes=done.bytes)
+    return done
+
+
+def _count(done: Swept, size: int | None) -> None:
+    if size is not None:
+        done.partials += 1
+        done.bytes += size
+
+
+def _remove_if_free(p: Path) -> int | None:
+    """Unlink ``p`` if no process holds its lock; its size, or None if it stays."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        size = os.fstat(fd).st_size
+        os.unlink(p)
+        return size
+    except (BlockingIOError, FileNotFoundError):
+        return None
+    finally:
+        os.close(fd)

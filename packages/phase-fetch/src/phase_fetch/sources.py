@@ -33,6 +33,7 @@ from phase_fetch.want import Want
 
 class Sink(Protocol):
     expected_size: int | None
+    announced_size: int | None  # what the source says the blob's size is (progress only)
     max_bytes: int
 
     @property

@@ -40,26 +40,35 @@ def check_size(value: object, what: str = "size") -> int:
 def check_mirror(value: object) -> str:
     """An http(s) URL, optionally a template with {id}, {hex} or {name}."""
     if not isinstance(value, str) or not value or len(value) > MAX_URL_CHARS:
-        raise Malformed(f"mirror {repr(value)[:80]} is not a URL of at most "
+        shown = redact(value)[:80] if isinstance(value, str) else repr(value)[:80]
+        raise Malformed(f"mirror {shown!r} is not a URL of at most "
                         f"{MAX_URL_CHARS} characters")
+    shown = redact(value)[:80]
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise Malformed(f"mirror {value[:80]!r} contains whitespace or control characters")
+        raise Malformed(f"mirror {shown!r} contains whitespace or control characters")
     try:
         parts = urlsplit(value.replace("{", "").replace("}", ""))
     except ValueError:
-        raise Malformed(f"mirror {value[:80]!r} is not a valid URL") from None
+        raise Malformed(f"mirror {shown!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Malformed(f"mirror {value[:80]!r} is not an http:// or https:// URL")
+        raise Malformed(f"mirror {shown!r} is not an http:// or https:// URL")
     return value
 
 
+USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
 def redact(url: str) -> str:
-    """The URL without user:password@, for logs and records (never a secret)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    """The URL for logs and records: no user:password@, no query string, no fragment.
+
+    Presigned URLs carry their token in the query (``?X-Amz-Signature=...``), so
+    the query is replaced by ``?REDACTED``. Works on any string, parseable or not.
+    """
+    url = USERINFO_RE.sub(r"\1", url)
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
+    if cut < 0:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=host).geturl()
+    return url[:cut] + ("?REDACTED" if url[cut] == "?" else "")
 
 
 def blob_url(mirror: str, cid: str, name: str | None) -> str:
@@ -71,7 +80,8 @@ def blob_url(mirror: str, cid: str, name: str | None) -> str:
     h = content_hex(cid)
     if any(p in mirror for p in PLACEHOLDERS):
         if "{name}" in mirror and name is None:
-            raise InputError(f"mirror {mirror[:80]!r} needs a blob name, and {cid} has none")
+            raise InputError(f"mirror {redact(mirror)[:80]!r} needs a blob name, and {cid} "
+                             "has none")
         return (mirror.replace("{id}", cid).replace("{hex}", h)
                 .replace("{name}", name or ""))
     return mirror.rstrip("/") + "/sha256/" + h

@@ -1,0 +1,3 @@
+from phase_boot.cli import entry
+
+entry()
