@@ -444,7 +444,9 @@ def test_hundreds_of_abandoned_connections(logs: LogCapture) -> None:
         # every abandoned connection is reaped: nothing is held for them any more
         await eventually(lambda: server.connection_count == 0, timeout=30)
         await eventually(lambda: len(server._server._protocols) == 0, timeout=30)
-        assert server.stats["handshake_timeouts"] >= 100
+        # each half-open handshake ends by the handshake timeout, or earlier when a
+        # newer one from the same address evicts it (32 per source address)
+        assert server.stats["handshake_timeouts"] + server.stats["handshakes_evicted"] >= 100
         assert server.stats["connections_opened"] >= 200
         await server.close()
         return server.stats
