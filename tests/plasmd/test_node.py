@@ -128,13 +128,13 @@ def test_guest_exit_codes_and_fences_come_back(node_factory, tmp_path):
     assert r.returncode == 0 and r.stdout == b"enif llits"
 
 
-def spin_running(w, client, seconds: str) -> subprocess.Popen[bytes]:
+def spin_running(w, client, seconds: str, *extra: str) -> subprocess.Popen[bytes]:
     """Submit spin.wasm (ended by its wall clock) and wait until the worker runs it."""
     from tests.plasmd.conftest import init_home
     init_home(client)
     job = subprocess.Popen([script("plasmd"), "submit", f"--home={client}",
                             str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}",
-                            f"--timeout={seconds}"],
+                            f"--timeout={seconds}", *extra],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while w.status()["jobs"]["running"] == 0:
@@ -163,15 +163,28 @@ def test_a_submitter_that_goes_away_stops_its_guest(node_factory, tmp_path):
     """The worker stops the guest when the submitter's connection ends mid-job: the
     slot frees long before the job's own 30 s wall clock, nothing is recorded."""
     w = node_factory("worker", "--open", "--workers=1")
-    job = spin_running(w, tmp_path / "client", "30")
+    # fuel for far longer than the submitter's 10 s idle timeout (the default ceiling
+    # burns in about 8 s here): only the wall clock or the cancel can end the guest
+    cfg = (w.home / "config.toml").read_text().replace("fuel = 10000000000",
+                                                       "fuel = 1000000000000")
+    (w.home / "config.toml").write_text(cfg)
+    w.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while not any(e.get("event") == "node.reloaded" for e in w.logs()):
+        assert time.monotonic() < deadline, "no reload"
+        time.sleep(0.05)
+    job = spin_running(w, tmp_path / "client", "30", "--fuel=1000000000000")
     job.kill()  # no goodbye: the worker notices by the connection's idle timeout
     job.wait(10)
     deadline = time.monotonic() + 60  # a bound for a broken worker, not a measure
-    while (st := w.status())["jobs"]["running"] != 0:
+    ended = ("jobs_cancelled", "jobs_done", "jobs_failed", "jobs_orphaned")
+    # the slot frees a moment before the job's end is counted: wait for both
+    while (st := w.status())["jobs"]["running"] != 0 or \
+            not any(k in st["counters"] for k in ended):
         assert time.monotonic() < deadline, "the guest still runs"
         time.sleep(0.1)
     c = st["counters"]
-    assert c["jobs_cancelled"] == 1 and c.get("jobs_done", 0) == 0, c
+    assert c.get("jobs_cancelled") == 1 and c.get("jobs_done", 0) == 0, st
     assert st["receipts"] == 0 and "ended_timeout" not in c
     assert any(e.get("event") == "job.cancelled" for e in w.logs())
     # the node goes on serving
