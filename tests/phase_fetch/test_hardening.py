@@ -195,6 +195,39 @@ def test_a_swept_partial_is_not_written_through_a_stale_inode(cas: Path) -> None
     assert store.read(ID) == DATA
 
 
+def test_a_private_temp_swept_before_it_is_locked_is_made_again(cas: Path, monkeypatch) -> None:
+    """Two fetches of one blob at once: the second writes a private temp file. A sweep
+    (a third fetch starting) may unlink that file after it is created and before it is
+    locked, when it looks abandoned; the writer must not go on through the lost inode
+    (its commit would fail with ENOENT, as it did for plasmd's concurrent jobs)."""
+    import fcntl
+
+    from phase_fetch import sink as sink_mod
+
+    store = ContentStore(cas)
+    real_flock = fcntl.flock
+    swept: list[str] = []
+
+    def flock_after_a_sweep(fd: int, op: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if "/tmp/fetch-" in path and not swept:
+            swept.append(path)
+            sweep(store)  # the file is free: the sweep takes it
+        real_flock(fd, op)
+
+    with PartialWriter(store, ID, len(DATA), len(DATA)) as first:  # holds the partial
+        monkeypatch.setattr(sink_mod.fcntl, "flock", flock_after_a_sweep)
+        with PartialWriter(store, ID, len(DATA), len(DATA)) as second:
+            monkeypatch.setattr(sink_mod.fcntl, "flock", real_flock)
+            assert swept and not Path(swept[0]).exists()
+            assert second.path.exists() and str(second.path) != swept[0]
+            second.write(DATA)
+            second.commit()
+        first.write(DATA)
+        first.commit()
+    assert store.read(ID) == DATA
+
+
 # -- 6: tokens in URLs never reach logs or records -----------------------------------------
 def test_presigned_tokens_and_passwords_are_redacted(server: BadServer, cas: Path) -> None:
     token = "X-Amz-Signature=S3CR3TT0K3N"

@@ -91,10 +91,7 @@ class PartialWriter:
             else:
                 self.resumable = True
         if fd < 0:
-            path = store.root / "tmp" / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
-            path.parent.mkdir(exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and private: never busy
+            path, fd = _private_temp(store)
         self.path = path
         self._fd = fd
 
@@ -196,6 +193,29 @@ class PartialWriter:
         os.ftruncate(self._fd, self.size)
         if self.size:
             log.get().info("fetch.partial_found", id=self.id, size_bytes=self.size)
+
+
+def _private_temp(store: ContentStore) -> tuple[Path, int]:
+    """A new temp file in ``<store>/tmp``, created and locked.
+
+    A concurrent sweep (another fetch, in this process or another) may unlink the
+    file between its creation and our lock, since it is free then: when the name no
+    longer leads to the inode we locked, start again with a new name.
+    """
+    make_dirs(store.root / "tmp")
+    for _ in range(8):
+        path = store.root / "tmp" / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and private: never busy
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return path, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise IOFailure(f"cannot keep a temp file in {store.root / 'tmp'}: each one was "
+                    "removed as soon as it was made", hint="is another process sweeping it?")
 
 
 def _open_locked(path: Path) -> int:
