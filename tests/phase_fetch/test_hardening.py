@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from phase_core.cas import ContentStore
 from phase_fetch.mirror import HttpMirror, HttpOptions
@@ -20,7 +21,7 @@ from phase_fetch.progress import Progress
 from phase_fetch.sink import PARTIAL_DIR, PartialWriter, sweep
 from phase_fetch.want import Want, check_mirror, redact
 from tests.phase_fetch.badserver import BadServer, Route
-from tests.phase_fetch.conftest import blob, cid, store_is_sound
+from tests.phase_fetch.conftest import Run, blob, cid, store_is_sound
 
 DATA = blob(64 << 10, 7)
 ID = cid(DATA)
@@ -35,18 +36,8 @@ def fetch(cas: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def events(err: str, name: str) -> list[dict[str, object]]:
-    import json
-
-    out = []
-    for line in err.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == name:
-            out.append(rec)
-    return out
+def events(err: str, name: str) -> list[dict[str, Any]]:
+    return Run(0, "", err).events(name)
 
 
 # -- 4: a deadline per source -------------------------------------------------------------
