@@ -143,15 +143,22 @@ def spin_running(w, client, seconds: str, *extra: str) -> subprocess.Popen[bytes
     return job
 
 
-def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
-    w = node_factory("worker", "--open", "--workers=1")
-    cfg = (w.home / "config.toml").read_text().replace("queue = 64", "queue = 0")
-    (w.home / "config.toml").write_text(cfg)
+def reconfigure(w, old: str, new: str) -> None:
+    """Edit one line of the worker's config.toml and wait until SIGHUP reloaded it."""
+    path = w.home / "config.toml"
+    text = path.read_text()
+    assert old in text, f"config.toml has no {old!r}"
+    path.write_text(text.replace(old, new))
     w.signal(signal.SIGHUP)
     deadline = time.monotonic() + 20
     while not any(e.get("event") == "node.reloaded" for e in w.logs()):
         assert time.monotonic() < deadline, "no reload"
         time.sleep(0.05)
+
+
+def test_queue_full_is_a_temporary_failure(node_factory, tmp_path):
+    w = node_factory("worker", "--open", "--workers=1")
+    reconfigure(w, "queue = 64", "queue = 0")
     client = tmp_path / "client"
     slow = spin_running(w, client, "3")
     r = submit(client, w.peer, HELLO, stdin=b"x", tmp=tmp_path)
@@ -165,14 +172,7 @@ def test_a_submitter_that_goes_away_stops_its_guest(node_factory, tmp_path):
     w = node_factory("worker", "--open", "--workers=1")
     # fuel for far longer than the submitter's 10 s idle timeout (the default ceiling
     # burns in about 8 s here): only the wall clock or the cancel can end the guest
-    cfg = (w.home / "config.toml").read_text().replace("fuel = 10000000000",
-                                                       "fuel = 1000000000000")
-    (w.home / "config.toml").write_text(cfg)
-    w.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while not any(e.get("event") == "node.reloaded" for e in w.logs()):
-        assert time.monotonic() < deadline, "no reload"
-        time.sleep(0.05)
+    reconfigure(w, "fuel = 10000000000", "fuel = 1000000000000")
     job = spin_running(w, tmp_path / "client", "30", "--fuel=1000000000000")
     job.kill()  # no goodbye: the worker notices by the connection's idle timeout
     job.wait(10)
