@@ -55,7 +55,11 @@ class Fetcher:
 
     def __init__(self, store: ContentStore, *, mirrors: Sequence[str] = (),
                  local_dirs: Sequence[Path] = (), peers: Sequence[Source] = (),
-                 options: Options | None = None, rng: random.Random | None = None) -> None:
+                 options: Options | None = None, rng: random.Random | None = None,
+                 sweep_store: bool = True) -> None:
+        """``sweep_store``: first clear what earlier (or killed) runs left in the
+        store's partial/ and tmp/; a long-lived owner of the store (plasmd) does that
+        once at start instead of per fetch."""
         self.store = store
         self.options = options or Options()
         self.mirrors = tuple(check_mirror(m) for m in mirrors)
@@ -68,10 +72,8 @@ class Fetcher:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs),
                                         thread_name_prefix="phase-fetch")
         self.active: dict[str, PartialWriter] = {}  # for progress display
-        try:  # what earlier (or killed) runs left in partial/ and tmp/
-            sweep(store)
-        except OSError as e:
-            log.get().warning("fetch.sweep_failed", message=str(e)[:200])
+        if sweep_store:
+            sweep_leftovers(store)
 
     # -- public API ---------------------------------------------------------------------
     def submit(self, want: Want) -> Future[Fetched]:
@@ -211,3 +213,11 @@ def _combine(want: Want, errors: list[tuple[str, PhaseError]]) -> PhaseError:
                                    "the manifest or try other mirrors", **details)
     return Unavailable(f"no source has {want.id} ({tried})", hint="try other mirrors",
                        **details)
+
+
+def sweep_leftovers(store: ContentStore) -> None:
+    """Remove what earlier (or killed) runs left in partial/ and tmp/; never fatal."""
+    try:
+        sweep(store)
+    except OSError as e:
+        log.get().warning("fetch.sweep_failed", message=str(e)[:200])

@@ -98,6 +98,9 @@ class Node:
         self._hash = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plasmd-hash")
         self._fetch = ThreadPoolExecutor(max_workers=4, thread_name_prefix="plasmd-fetch")
         self.blobs = VerifiedBlobs(cas)
+        from phase_fetch.fetcher import sweep_leftovers
+
+        sweep_leftovers(cas)  # what a killed node's fetches left; job fetches skip it
         self._slots = asyncio.Semaphore(config.workers)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -312,8 +315,9 @@ class Node:
                 raise TooLarge(f"{cid} is {size} bytes; this node accepts at most {cap}")
             src = PeerSource(loop, stream.connection.open_stream, peer,
                              timeout_s=pull_timeout(size))
-            fetcher = Fetcher(self.cas, peers=[src],
-                              options=Options(jobs=1, resume=False, max_bytes=cap))
+            fetcher = Fetcher(self.cas, peers=[src],  # the store was swept at start
+                              options=Options(jobs=1, resume=False, max_bytes=cap),
+                              sweep_store=False)
             try:
                 await loop.run_in_executor(self._fetch, fetcher.fetch, Want(cid, size))
             finally:
