@@ -18,7 +18,7 @@ from phase_fetch import Fetcher, Options, Want
 from phase_fetch.progress import Progress
 from phase_fetch.sink import PartialWriter
 from tests.phase_fetch.badserver import BadServer, Route
-from tests.phase_fetch.conftest import blob, cid
+from tests.phase_fetch.conftest import FAST, blob, cid
 
 
 def test_cas_size_list_verify_gc(run, store, cas):
@@ -150,3 +150,14 @@ def test_credentials_in_mirror_urls_never_reach_logs_or_records():
     from phase_fetch.want import redact
     assert redact("https://user:secret@m.example:8443/p?q") == "https://m.example:8443/p?REDACTED"
     assert HttpMirror("http://u:pw@127.0.0.1/x").name == "http://127.0.0.1/x"
+
+
+def test_base_mirror_with_a_query_string_keeps_the_query_after_the_blob_path(server, run, cas):
+    # A presigned base URL (token in the query): the blob path goes before the query.
+    data = blob(700, 12)
+    path = f"/pre/sha256/{cid(data)[7:]}?token=abc"
+    server.routes[path] = Route(data)
+    r = run("get", cid(data), f"--mirror={server.url}/pre/?token=abc#frag", *FAST)
+    assert r.code == 0, r.err
+    assert [q.path for q in server.log] == [path]
+    assert "abc" not in r.err and "abc" not in r.out

@@ -75,7 +75,9 @@ def blob_url(mirror: str, cid: str, name: str | None) -> str:
     """The URL of blob ``cid`` on ``mirror``.
 
     A mirror containing ``{id}``, ``{hex}`` or ``{name}`` is a template; any
-    other mirror is a base URL and the blob is at ``<base>/sha256/<hex>``.
+    other mirror is a base URL and the blob is at ``<base>/sha256/<hex>``; a
+    base URL's query string (a presigned token, say) stays after the new path, and
+    a fragment, which is never sent, is dropped.
     """
     h = content_hex(cid)
     if any(p in mirror for p in PLACEHOLDERS):
@@ -84,7 +86,11 @@ def blob_url(mirror: str, cid: str, name: str | None) -> str:
                              "has none")
         return (mirror.replace("{id}", cid).replace("{hex}", h)
                 .replace("{name}", name or ""))
-    return mirror.rstrip("/") + "/sha256/" + h
+    base, query = mirror.split("#", 1)[0], ""
+    if "?" in base:
+        base, query = base.split("?", 1)
+        query = "?" + query
+    return base.rstrip("/") + "/sha256/" + h + query
 
 
 @dataclass(frozen=True)
