@@ -56,6 +56,11 @@ Options:
   --retries=<n>          Retries per mirror on transient failures [default: 3].
   --backoff=<s>          First retry delay; doubles, with jitter [default: 0.5].
   --max-redirects=<n>    Redirects followed per request [default: 5].
+  --proxy=<url>          Send every HTTP(S) request through this SOCKS5 proxy,
+                         socks5h://[user:pass@]IP:PORT (e.g. tor's
+                         socks5h://127.0.0.1:9050): mirror host names are
+                         resolved by the proxy, never here (default:
+                         $PHASE_PROXY; none).
   --max-bytes=<n>        Cap on a blob whose size is not known
                          (default: 16 GiB).
   --no-resume            Neither keep nor use partial downloads.
@@ -76,7 +81,9 @@ Exit status:
   74  I/O error: the store or --out cannot be written (read-only, full,
       permission denied, or --out names a directory).
   75  timed out or failed transiently; a retry may help (partial downloads
-      are kept and resumed).
+      are kept and resumed); also: the proxy cannot be reached.
+  76  the proxy broke the SOCKS5 protocol (a wrong version, a reply too long).
+  78  the proxy refused the user name and password, or a bad PHASE_PROXY.
   130 interrupted.
 """
 

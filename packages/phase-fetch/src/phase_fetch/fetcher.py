@@ -34,6 +34,7 @@ from phase_core.errors import (
     Timeout,
     Unavailable,
 )
+from phase_core.protocol.socks5 import ProxyError
 from phase_fetch.mirror import HttpMirror, HttpOptions
 from phase_fetch.sink import PartialWriter, sweep
 from phase_fetch.sources import DirSource, Source
@@ -191,8 +192,8 @@ class Fetcher:
                                error=e.slug, message=e.message, offset_bytes=sink.offset)
                 errors.append((src.name, e))
                 return None
-            except IOFailure:
-                raise
+            except (IOFailure, ProxyError):
+                raise  # not this source's fault: the next one would meet the same
             logger.info("fetch.done", id=want.id, source=src.name, size_bytes=sink.size,
                         resumed_bytes=resumed)
             return Fetched(want.id, sink.size, path, src.name)

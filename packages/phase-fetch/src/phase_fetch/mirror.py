@@ -19,6 +19,12 @@ attempt and retry of one source shares one deadline (``source_timeout_s``):
 when it passes, the source has failed (``source_deadline``) and the fetcher
 moves on. URLs in logs and errors go through ``redact`` (no credentials, no
 query string).
+
+Through a proxy (``HttpOptions.proxy``, ``--proxy=socks5h://...``) every connection,
+redirects included, is a SOCKS5 tunnel that carries the mirror's host name to the
+proxy (nothing is resolved here); the handshake counts against the connect timeout.
+A failure of the proxy itself (``ProxyError``: unreachable, refusing, broken) is
+raised as it is: no other mirror can do better through the same proxy.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from urllib.parse import urljoin, urlsplit
 
 from phase_core import log
 from phase_core.cas import CHUNK
+from phase_core.proxy import Proxy, open_tunnel
 from phase_core.errors import (
     DigestMismatch,
     PhaseError,
@@ -63,6 +70,7 @@ class HttpOptions:
     max_redirects: int = 5
     min_rate_bps: int = 1024
     source_timeout_s: float = 3600.0
+    proxy: Proxy | None = None
 
 
 class _Watchdog:
@@ -101,17 +109,40 @@ class _Watchdog:
             self._timer = None
 
 
+def _tcp(conn: http.client.HTTPConnection, proxy: Proxy | None) -> None:
+    """The TCP connection: direct, or a SOCKS5 tunnel to the same host name and port."""
+    if proxy is None:
+        http.client.HTTPConnection.connect(conn)
+        return
+    timeout = conn.timeout if isinstance(conn.timeout, float | int) else 10.0
+    conn.sock = open_tunnel(proxy, conn.host, conn.port, timeout)
+    conn.sock.settimeout(timeout)
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _HttpConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int | None, *, timeout: float,
+                 proxy: Proxy | None) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._proxy = proxy
+
+    def connect(self) -> None:
+        _tcp(self, self._proxy)
+
+
 class _HttpsConnection(http.client.HTTPSConnection):
     """HTTPS whose TLS handshake the watchdog can cut short (a server may drip it)."""
 
     def __init__(self, host: str, port: int | None, *, timeout: float,
-                 context: ssl.SSLContext, watchdog: _Watchdog, by: float) -> None:
+                 context: ssl.SSLContext, watchdog: _Watchdog, by: float,
+                 proxy: Proxy | None) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._tls = context
         self._wd, self._by = watchdog, by
+        self._proxy = proxy
 
     def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)  # TCP only; the handshake under watch
+        _tcp(self, self._proxy)  # TCP (or the tunnel) only; the handshake under watch
         self._wd.arm(self.sock, self._by, "connect")
         self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
@@ -227,9 +258,10 @@ class HttpMirror:
         if scheme == "https":
             by = min(time.monotonic() + self.opts.connect_timeout_s, deadline)
             conn = _HttpsConnection(host, port, timeout=timeout,
-                                    context=ssl.create_default_context(), watchdog=wd, by=by)
+                                    context=ssl.create_default_context(), watchdog=wd, by=by,
+                                    proxy=self.opts.proxy)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = _HttpConnection(host, port, timeout=timeout, proxy=self.opts.proxy)
         where = f"{scheme}://{host}:{port or ''}"
         try:
             conn.connect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from phase_core import exitcodes, home, log
+from phase_core import exitcodes, home, log, proxy
 from phase_core.canonical import check_content_id
 from phase_core.cas import ContentStore
 from phase_core.cli.jsonl import write_record
@@ -53,6 +54,7 @@ def options(args: dict[str, Any]) -> Options:
         max_bytes=None if max_bytes is None else _number(args, "--max-bytes", int, 1),
         jobs=_number(args, "--jobs", int, 1),
         resume=not args["--no-resume"],
+        proxy=proxy.resolve(args["--proxy"], os.environ.get(proxy.ENV)),
     )
 
 
@@ -64,6 +66,10 @@ def main(args: dict[str, Any]) -> int:
         return housekeeping.main(args, ContentStore(cas_root), out)
     # everything the user gave is checked before any I/O
     opts = options(args)
+    if opts.proxy is not None:
+        log.get().info("fetch.proxy", proxy=opts.proxy.name,
+                       message="every mirror is asked through the proxy, host names "
+                               "unresolved here")
     mirrors = [check_mirror(m) for m in args["--mirror"]]
     want = None
     if args["get"]:
