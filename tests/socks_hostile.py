@@ -168,3 +168,28 @@ def wait_listening(host: str, port: int, proc: Any, tries: int = 200) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
+class Microsocks:
+    """microsocks on loopback (or, with ``prefix``, e.g. inside ``ip netns exec NS``)."""
+
+    def __init__(self, ip: str = "127.0.0.1", port: int | None = None,
+                 prefix: tuple[str, ...] = (), user: str | None = None) -> None:
+        import subprocess
+
+        exe = microsocks_or_skip()
+        self.ip, self.port = ip, port or closed_port()
+        argv = [*prefix, exe, "-i", ip, "-p", str(self.port)]
+        if user is not None:
+            name, password = user.split(":", 1)
+            argv += ["-u", name, "-P", password]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = f"socks5h://{ip}:{self.port}"
+
+    def __enter__(self) -> Microsocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import http.server
-import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -20,7 +19,7 @@ from phase_core.protocol.socks5 import (
     ProxyUnreachable,
     ProxyUnsupported,
 )
-from tests.socks_hostile import HostileSocks, closed_port, microsocks_or_skip, wait_listening
+from tests.socks_hostile import HostileSocks, Microsocks, closed_port, wait_listening
 
 
 @pytest.mark.parametrize("url,host,port,user", [
@@ -66,7 +65,7 @@ def test_resolve_flag_wins_and_errors_by_origin() -> None:
 # -- a real proxy ------------------------------------------------------------------------
 
 class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = f"hello {self.headers.get('Host')}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -91,16 +90,9 @@ def web() -> Iterator[int]:
 
 @pytest.fixture
 def microsocks() -> Iterator[str]:
-    exe = microsocks_or_skip()
-    port = closed_port()
-    p = subprocess.Popen([exe, "-i", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    try:
-        wait_listening("127.0.0.1", port, p)
-        yield f"socks5h://127.0.0.1:{port}"
-    finally:
-        p.kill()
-        p.wait()
+    with Microsocks() as m:
+        wait_listening(m.ip, m.port, m.proc)
+        yield m.url
 
 
 def test_http_through_microsocks(microsocks: str, web: int) -> None:

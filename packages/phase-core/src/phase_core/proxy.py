@@ -209,7 +209,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         def conn(host: str, **kw: Any) -> HTTPConnection:
             return HTTPConnection(host, proxy=self.proxy, **kw)
-        return self.do_open(conn, req)  # type: ignore[arg-type]
+        return self.do_open(conn, req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
@@ -221,7 +221,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         def conn(host: str, **kw: Any) -> HTTPSConnection:
             kw.pop("check_hostname", None)
             return HTTPSConnection(host, proxy=self.proxy, **kw)
-        return self.do_open(conn, req)  # type: ignore[arg-type]
+        return self.do_open(conn, req)
 
 
 def urlopener(proxy: Proxy) -> urllib.request.OpenerDirector:

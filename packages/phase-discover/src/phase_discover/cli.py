@@ -10,8 +10,8 @@ Usage:
                        [--bootstrap=ADDR]... [--interface=IF]... [--timeout=S] [--limit=N]
                        [-q] [-v...]
   phase-discover boot --channel=C --arch=A [--via=VIA] [--bootstrap=ADDR]...
-                      [--interface=IF]... [--provider=URL]... [--timeout=S] [--limit=N]
-                      [-q] [-v...]
+                      [--interface=IF]... [--provider=URL]... [--proxy=URL] [--timeout=S]
+                      [--limit=N] [-q] [-v...]
   phase-discover (-h | --help)
   phase-discover --version
 
@@ -22,13 +22,19 @@ Options:
   --min-memory=BYTES  Only nodes with at least this much memory (suffixes K M G T, powers
                       of 1024).
   --channel=C         The boot channel (e.g. stable).
-  --via=VIA           mdns, dht or both [default: both].
+  --via=VIA           mdns, dht or both (default: both; none with a proxy).
   --bootstrap=ADDR    A DHT node to start from, host:port (repeatable; default: the
                       comma-separated PHASE_BOOTSTRAP).
   --interface=IF      Network interface for mDNS (repeatable; default: every interface
                       that is up, except loopback).
   --provider=URL      An HTTP boot provider: GET URL/<channel>/<arch>/manifest.json
                       (repeatable).
+  --proxy=URL         Ask the providers through this SOCKS5 proxy only,
+                      socks5h://[user:pass@]IP:PORT (e.g. tor's socks5h://127.0.0.1:9050;
+                      default: $PHASE_PROXY): provider host names are resolved by the
+                      proxy. mDNS and the DHT cannot go through a proxy, so they are off:
+                      the options --via, --bootstrap and --interface are refused,
+                      PHASE_BOOTSTRAP is ignored, and `nodes` refuses PHASE_PROXY.
   --timeout=S         Deadline in seconds: stop and exit by then [default: 5].
   --limit=N           Stop after N results.
   -q, --quiet         Print nothing on stdout; the exit status answers.
@@ -53,7 +59,9 @@ Exit status:
   0   at least one result was found
   64  bad usage
   69  nothing was found before the deadline
-  78  bad configuration (e.g. an unknown interface)
+  75, 76, 78  nothing was found, and the proxy could not be reached or timed out (75),
+      broke the SOCKS5 protocol (76) or refused the login (78)
+  78  bad configuration (e.g. an unknown interface, a bad PHASE_PROXY)
   130 interrupted
   141 stdout was closed
 """

@@ -20,12 +20,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from phase_core import boot, exitcodes, log, records
+from phase_core import boot, exitcodes, log, proxy, records
 from phase_core.canonical import parse
 from phase_core.cli.jsonl import write_record
-from phase_core.errors import PhaseError, UsageError
+from phase_core.errors import ConfigError, PhaseError, UsageError
 from phase_core.protocol.dht import KEY_ANY, arch_key, boot_key, check_address, runtime_key
 from phase_core.protocol.dht_store import Value, boot_entries, verify_value
+from phase_core.protocol.socks5 import ProxyError
+from phase_core.proxy import Proxy
 
 CLEANUP_S = 1.0  # at most this long to close sockets after the work window
 WATCHDOG_GRACE_S = 2.0
@@ -47,6 +49,8 @@ class Options:
     min_memory: int = 0
     channel: str | None = None
     providers: list[str] = field(default_factory=list)
+    proxy: Proxy | None = None  # providers only, through it; no mDNS, no DHT
+    proxy_failures: list[PhaseError] = field(default_factory=list)
     clock: Callable[[], float] = time.time
     started: float = field(default_factory=time.monotonic)  # the deadline counts from here
 
@@ -84,8 +88,15 @@ def options(args: dict[str, Any]) -> Options:
             raise UsageError("--limit must be an integer") from None
         if limit < 1:
             raise UsageError("--limit must be at least 1")
+    px = proxy.resolve(args.get("--proxy"), os.environ.get(proxy.ENV))
+    if px is not None:
+        check_proxy_args(cmd, args)
+        via = "http"
     bootstrap = list(args.get("--bootstrap") or [])
-    if not bootstrap and os.environ.get("PHASE_BOOTSTRAP"):
+    if px is not None and os.environ.get("PHASE_BOOTSTRAP"):
+        log.get().warning("phase-discover.bootstrap_ignored",
+                          message="PHASE_BOOTSTRAP is ignored: the DHT is off with a proxy")
+    elif not bootstrap and os.environ.get("PHASE_BOOTSTRAP"):
         bootstrap = [a.strip() for a in os.environ["PHASE_BOOTSTRAP"].split(",") if a.strip()]
     for a in bootstrap:
         try:
@@ -106,7 +117,24 @@ def options(args: dict[str, Any]) -> Options:
         except PhaseError as e:
             raise UsageError(e.message) from None
         opts.providers = list(args.get("--provider") or [])
+    opts.proxy = px
     return opts
+
+
+def check_proxy_args(cmd: str, args: dict[str, Any]) -> None:
+    """With a proxy only HTTP providers are asked: anything else asked for is an error."""
+    if cmd == "nodes":
+        raise ConfigError(f"{proxy.ENV} is set, but nodes are found only over mDNS and the "
+                          "DHT, which cannot go through a SOCKS5 proxy",
+                          hint=f"unset {proxy.ENV} to discover nodes")
+    for opt in ("--via", "--bootstrap", "--interface"):
+        if args.get(opt):
+            raise UsageError(f"{opt} asks for mDNS or the DHT, which cannot go through the "
+                             "proxy: with --proxy (or PHASE_PROXY) only --provider URLs are "
+                             "asked", hint=f"drop {opt}, or the proxy")
+    if not args.get("--provider"):
+        raise UsageError("with a proxy only HTTP providers are asked, and no --provider "
+                         "was given", hint="add --provider=URL")
 
 
 def main(args: dict[str, Any], started: float | None = None) -> int:
@@ -127,6 +155,8 @@ def main(args: dict[str, Any], started: float | None = None) -> int:
         found = asyncio.run(run(opts, emit))
     finally:
         watchdog.cancel()
+    if not found and opts.proxy_failures:
+        raise opts.proxy_failures[0]  # the proxy failed, not the providers: say so
     if not found:
         log.get().warning("phase-discover.none_found", error="unavailable",
                           message=f"nothing found in {opts.timeout_s:g} s",
@@ -340,11 +370,20 @@ async def discover_boot(opts: Options) -> AsyncGenerator[dict[str, Any], None]:
         fetching.add(url)
 
         async def get() -> None:
-            value = await asyncio.to_thread(fetch_manifest, url, opts.channel or "",
-                                            opts.arch or "", opts.clock, opts.timeout_s)
+            try:
+                value = await asyncio.to_thread(fetch_manifest, url, opts.channel or "",
+                                                opts.arch or "", opts.clock, opts.timeout_s,
+                                                opts.proxy)
+            except ProxyError as e:
+                opts.proxy_failures.append(e)
+                raise
             manifest(value, source, url)
         m.start(get(), "http")
 
+    if opts.proxy is not None:
+        log.get().info("phase-discover.proxy_only", proxy=opts.proxy.name,
+                       message="only the --provider URLs are asked, through the proxy; "
+                               "mDNS and the DHT are off")
     for url in opts.providers:
         fetch(url, "http")
     if opts.via in ("mdns", "both"):
@@ -362,14 +401,18 @@ async def discover_boot(opts: Options) -> AsyncGenerator[dict[str, Any], None]:
 
 
 def fetch_manifest(url: str, channel: str, arch: str, clock: Callable[[], float],
-                   timeout_s: float) -> Value:
-    """GET ``<url>/<channel>/<arch>/manifest.json`` and check its signatures and key."""
+                   timeout_s: float, via: Proxy | None = None) -> Value:
+    """GET ``<url>/<channel>/<arch>/manifest.json`` and check its signatures and key.
+
+    With ``via``, the request (and any redirect) goes through that SOCKS5 proxy, the
+    provider's host name unresolved here."""
     from phase_core.errors import Unavailable
 
     full = f"{url.rstrip('/')}/{channel}/{arch}/manifest.json"
     req = urllib.request.Request(full, headers={"Accept": "application/json"})  # noqa: S310
+    opener = urllib.request.urlopen if via is None else proxy.urlopener(via).open
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http(s) only
+        with opener(req, timeout=timeout_s) as resp:
             data = resp.read(MAX_MANIFEST_BYTES + 1)
     except (urllib.error.URLError, OSError) as e:
         raise Unavailable(f"cannot GET {full}: {getattr(e, 'reason', e)}") from None

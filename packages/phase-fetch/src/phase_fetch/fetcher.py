@@ -175,6 +175,8 @@ class Fetcher:
             try:
                 src.fetch(want, sink)
                 path = sink.commit()
+            except ProxyError:
+                raise  # not this source's fault: the next one would meet the same proxy
             except DigestMismatch as e:
                 sink.restart()
                 if resumed and not fresh:
@@ -192,8 +194,8 @@ class Fetcher:
                                error=e.slug, message=e.message, offset_bytes=sink.offset)
                 errors.append((src.name, e))
                 return None
-            except (IOFailure, ProxyError):
-                raise  # not this source's fault: the next one would meet the same
+            except IOFailure:
+                raise
             logger.info("fetch.done", id=want.id, source=src.name, size_bytes=sink.size,
                         resumed_bytes=resumed)
             return Fetched(want.id, sink.size, path, src.name)

@@ -41,7 +41,6 @@ from urllib.parse import urljoin, urlsplit
 
 from phase_core import log
 from phase_core.cas import CHUNK
-from phase_core.proxy import Proxy, open_tunnel
 from phase_core.errors import (
     DigestMismatch,
     PhaseError,
@@ -50,6 +49,7 @@ from phase_core.errors import (
     Timeout,
     Unavailable,
 )
+from phase_core.proxy import Proxy, open_tunnel
 from phase_fetch import __version__
 from phase_fetch.sources import Sink
 from phase_fetch.want import Want, blob_url, redact
