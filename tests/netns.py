@@ -65,10 +65,11 @@ class Net:
         for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
 
-    def run(self, ns: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def run(self, ns: str, *args: str, timeout: float = 30, input_text: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", self.ns[ns], *args], capture_output=True,
-                              text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              text=True, timeout=timeout, input=input_text,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
     def spawn(self, ns: str, *args: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(["ip", "netns", "exec", self.ns[ns], *args], stdin=subprocess.PIPE,
