@@ -27,7 +27,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ "${STUB_TOR_DIES:-0}" = 1 ] && { echo "[err] Could not bind to 127.0.0.1:9050" > "$log"; exit 1; }
-[ "${STUB_TOR_SILENT:-0}" = 1 ] || echo "Nov 30 11:00:00.000 [notice] Bootstrapped 100% (done): Done" > "$log"
+[ "${STUB_TOR_SILENT:-0}" = 1 ] \
+    || echo "Nov 30 11:00:00.000 [notice] Bootstrapped 100% (done): Done" > "$log"
 exec /bin/sleep 30
 """
 
