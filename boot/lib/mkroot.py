@@ -4,7 +4,8 @@ busybox + Debian's python3.11 (interpreter, trimmed stdlib, and the ELF library
 closure of the interpreter, every extension module and every wheel's shared object,
 resolved inside the unpacked Debian packages only) + the phase tools' site-packages
 + the kernel modules /init loads (dependency closure from modprobe --show-depends)
-+ /init and its helpers + the baked keyring.
++ /init and its helpers + the baked keyring + Debian's tor (phase.tor=1) with its
+library closure, left out with a log line if that closure is incomplete.
 
 Usage: mkroot.py --config=FILE   (a JSON file written by boot/build; see main())
 """
@@ -189,6 +190,18 @@ def wrappers(root: Path, site: Path, pyver: str) -> list[str]:
     return made
 
 
+def add_tor(root: Path, tor: Path, clo: Closure) -> None:
+    """tor for private mode over Tor; optional: without it /init stops on phase.tor=1."""
+    dst = root / "usr/bin/tor"
+    copy(tor, dst)
+    miss = clo.add(dst)
+    if miss:
+        dst.unlink()
+        log(f"tor left out: it needs {', '.join(miss)}, which no package provides")
+    else:
+        log("tor: added (phase.tor=1)")
+
+
 def main() -> int:
     cfg = json.loads(Path(sys.argv[1].split("=", 1)[1]).read_text())
     root = Path(cfg["root"])
@@ -254,6 +267,8 @@ def main() -> int:
                 log(f"{so.relative_to(root)} needs {miss}, which no package provides")
                 return 1
     log(f"dropped optional stdlib modules: {', '.join(dropped) or 'none'}")
+    if cfg.get("tor"):
+        add_tor(root, Path(cfg["tor"]), clo)
 
     (root / "etc/ld.so.conf").write_text(f"/usr/lib/{multiarch}\n")
     order = modules(root, Path(cfg["kernel_dir"]), cfg["kver"], cfg["modules"])

@@ -123,3 +123,29 @@ def test_the_proxy_is_for_the_boot_stage_only(sb: Sandbox, tmp_path: Path) -> No
     # after kexec (phase.stage=node) /init neither checks nor starts anything for a proxy
     o = with_tor(sb).run(f"{BASE} phase.stage=node phase.halt=1 phase.tor=1")
     assert not o.called("tor") and not o.called("phase-discover")
+
+
+def test_mkroot_adds_tor_with_its_libraries_or_leaves_it_out(tmp_path: Path) -> None:
+    """boot/build's tor step: the binary and its ELF closure, or no tor and a log line
+    (the host's own `true` stands in for tor: same steps, no download)."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "boot" / "lib"))
+    try:
+        import mkroot
+    finally:
+        sys.path.pop(0)
+    exe = Path(shutil.which("true") or "/bin/true").resolve()
+    libdirs = [p for p in (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu"),
+                           Path("/lib/aarch64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu"))
+               if p.is_dir()]
+    if not libdirs or shutil.which("readelf") is None:
+        pytest.skip("needs readelf and a Debian multiarch library directory")
+    root = tmp_path / "root"
+    clo = mkroot.Closure(root, libdirs, "usr/lib/x")
+    mkroot.add_tor(root, exe, clo)
+    assert (root / "usr/bin/tor").exists() and (root / "usr/lib/x/libc.so.6").exists()
+    bare = tmp_path / "bare"
+    mkroot.add_tor(bare, exe, mkroot.Closure(bare, [], "usr/lib/x"))
+    assert not (bare / "usr/bin/tor").exists()
