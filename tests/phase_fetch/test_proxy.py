@@ -99,3 +99,36 @@ def test_a_destination_the_proxy_cannot_reach_is_one_source_failing(server, run,
     assert r.code == 75, r.err
     [failed] = r.events("fetch.source_failed")
     assert failed["error"] == "proxy_connect_failed" and "gone.invalid:80" in failed["message"]
+
+
+@pytest.fixture
+def tls_localhost(tmp_path):
+    import ssl
+    import subprocess
+
+    from tests.phase_fetch.badserver import BadServer
+
+    key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    server = BadServer()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    server._server.socket = ctx.wrap_socket(server._server.socket, server_side=True)
+    with server:
+        yield server, crt
+
+
+def test_https_inside_the_tunnel_verifies_the_mirror_by_name(tls_localhost, run, cas, socks,
+                                                             monkeypatch):
+    server, crt = tls_localhost
+    server.routes[PATH] = Route(DATA)
+    mirror = f"https://localhost:{server.port}"
+    r = run("get", ID, f"--mirror={mirror}", f"--proxy={socks.url}", "--retries=0")
+    assert r.code == 69 and r.events("fetch.source_failed")[0]["error"] == "tls_verify_failed"
+    assert server.log == []  # nothing was asked over the unverified connection
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    r = run("get", ID, f"--mirror={mirror}", f"--proxy={socks.url}", "--retries=0")
+    assert r.code == 0, r.err
+    assert store_is_sound(cas) == [ID]
