@@ -93,3 +93,11 @@ def test_no_proxy_listening(run_tool) -> None:  # type: ignore[no-untyped-def]
     r = run_tool(cli, [*BOOT, "--provider=http://p.invalid",
                        f"--proxy=socks5h://127.0.0.1:{closed_port()}"])
     assert r.code == 75 and any(x.get("error") == "proxy_unreachable" for x in r.logs)
+
+
+def test_an_onion_provider_goes_to_the_proxy_as_a_name(run_tool) -> None:  # type: ignore[no-untyped-def]
+    onion = "http://" + "a2" * 28 + ".onion:8080"  # only tor can reach it: never looked up here
+    with HostileSocks("refused") as s:
+        r = run_tool(cli, [*BOOT, f"--provider={onion}", f"--proxy={s.url}"])
+    assert r.code == 69
+    assert (s.requests[0]["atyp"], s.requests[0]["host"]) == (3, "a2" * 28 + ".onion")
