@@ -67,6 +67,18 @@ def test_http_provider_that_never_answers(procs: Procs) -> None:
         srv.close()
 
 
+def test_proxy_that_never_answers() -> None:
+    from tests.socks_hostile import HostileSocks
+
+    for mode in ("silent", "drip"):  # says nothing; or its reply a byte at a time
+        with HostileSocks(mode, delay_s=0.5) as proxy:
+            r, took = _discover("boot", "--channel=stable", "--arch=x86_64",
+                                "--provider=http://provider.invalid", f"--proxy={proxy.url}",
+                                timeout=2)
+        assert r.returncode == 69, (mode, r.stderr)
+        assert took < 2 + MARGIN_S
+
+
 def test_usage_errors(run_tool) -> None:  # type: ignore[no-untyped-def]
     for argv in (["nodes", "--via=carrier-pigeon"], ["nodes", "--timeout=-1"],
                  ["nodes", "--limit=0"], ["nodes", "--bootstrap=nowhere"],

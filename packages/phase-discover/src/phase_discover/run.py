@@ -370,9 +370,11 @@ async def discover_boot(opts: Options) -> AsyncGenerator[dict[str, Any], None]:
         fetching.add(url)
 
         async def get() -> None:
+            # no socket wait outlives the deadline (the thread would hold the exit up)
+            until_deadline = max(0.05, sum(opts.budget()))
             try:
                 value = await asyncio.to_thread(fetch_manifest, url, opts.channel or "",
-                                                opts.arch or "", opts.clock, opts.timeout_s,
+                                                opts.arch or "", opts.clock, until_deadline,
                                                 opts.proxy)
             except ProxyError as e:
                 opts.proxy_failures.append(e)
