@@ -48,7 +48,7 @@ final class Json
     private int $i = 0;
     private int $n;
 
-    private function __construct(string $s)
+    private function __construct(string $s, private bool $strict = true)
     {
         $this->s = $s;
         $this->n = strlen($s);
@@ -142,6 +142,22 @@ final class Json
     /** Parse one JSON value under the canonical input rules, or throw. */
     public static function parse(string $data, int $maxBytes = self::DEFAULT_MAX_BYTES): mixed
     {
+        return self::decode($data, $maxBytes, true);
+    }
+
+    /**
+     * Parse a protocol record (a line from a node or a tool): the same rules, except
+     * that numbers with a fraction or exponent become floats and integers may exceed
+     * 2^53. A signed document inside is still checked in full when it is verified
+     * (encode() refuses floats and out-of-range integers).
+     */
+    public static function parseRecord(string $data, int $maxBytes): mixed
+    {
+        return self::decode($data, $maxBytes, false);
+    }
+
+    private static function decode(string $data, int $maxBytes, bool $strict): mixed
+    {
         if (strlen($data) > $maxBytes) {
             throw new InputError('document is ' . strlen($data) . " bytes, over the cap of {$maxBytes}",
                 'too_large', 'documents are small; is this the right file?');
@@ -155,7 +171,7 @@ final class Json
         if (trim($data, " \t\n\r\v\f") === '') {
             throw self::malformed('the input is empty', 'expected one JSON document');
         }
-        $p = new self($data);
+        $p = new self($data, $strict);
         $p->ws();
         $value = $p->value(1);
         $p->ws();
@@ -208,7 +224,7 @@ final class Json
         return $value;
     }
 
-    private function number(): int
+    private function number(): int|float
     {
         if (preg_match('/\G(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?/', $this->s, $m, 0, $this->i) !== 1) {
             if (substr_compare($this->s, '-Infinity', $this->i, 9) === 0) {
@@ -216,16 +232,20 @@ final class Json
             }
             throw self::malformed("invalid JSON: bad number at byte {$this->i}");
         }
+        if (!$this->strict && (($m[2] ?? '') !== '' || ($m[3] ?? '') !== '' || strlen($m[1]) > 18)) {
+            $this->i += strlen($m[0]);
+            return (float) $m[0];
+        }
         if (($m[2] ?? '') !== '' || ($m[3] ?? '') !== '') {
             throw self::malformed('floating-point number ' . self::show($m[0]) . ' is not allowed; use an integer');
         }
         $text = $m[1];
         $this->i += strlen($m[0]);
-        if (strlen(ltrim($text, '-')) > self::MAX_INT_DIGITS) {
+        if ($this->strict && strlen(ltrim($text, '-')) > self::MAX_INT_DIGITS) {
             throw self::malformed('integer ' . substr($text, 0, 20) . '... is out of range (max ±' . self::MAX_INT . ')');
         }
         $n = (int) $text;
-        if ($n > self::MAX_INT || $n < -self::MAX_INT) {
+        if ($this->strict && ($n > self::MAX_INT || $n < -self::MAX_INT)) {
             throw self::malformed("integer {$n} is out of range (max ±" . self::MAX_INT . ')');
         }
         return $n;
