@@ -34,7 +34,8 @@ from tests.conftest import ROOT, VECTORS, script
 SDK = ROOT / "sdk" / "php"
 BIN = SDK / "tests" / "bin"
 EXAMPLES = ROOT / "packages" / "plasm-exec" / "examples" / "build"
-ALL_VECTORS = sorted(p for d in ("valid", "invalid", "rollback") for p in (VECTORS / d).glob("*.json"))
+ALL_VECTORS = sorted(p for d in ("valid", "invalid", "rollback")
+                     for p in (VECTORS / d).glob("*.json"))
 
 
 def _require(tool: str) -> str:
@@ -87,7 +88,8 @@ def _phase_verify(paths: list[Path], keys: Path | None) -> dict[str, tuple[str, 
 
 
 def _php_verify(php: str, paths: list[Path], keys: Path | None) -> dict[str, tuple[str, int]]:
-    r = run_php(php, str(BIN / "verify.php"), *([f"--keys={keys}"] if keys else []), *map(str, paths))
+    keyring = [f"--keys={keys}"] if keys else []
+    r = run_php(php, str(BIN / "verify.php"), *keyring, *map(str, paths))
     assert not r.stderr, r.stderr.decode()[-2000:]
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     return {rec["file"]: (rec["verdict"], rec["exit_code"]) for rec in recs}
@@ -134,14 +136,14 @@ INTS = [0, 1, -1, 2**53 - 1, -(2**53 - 1), 2**31, -(2**31) - 1, 10**15, 255]
 def _value(rng: random.Random, depth: int = 0) -> Any:
     kind = rng.choice(["obj", "arr", "str", "int", "lit"] if depth < 5 else ["str", "int", "lit"])
     if kind == "obj":
-        return {rng.choice(KEYS + [f"k{rng.randrange(50)}"]): _value(rng, depth + 1)
+        return {rng.choice([*KEYS, f"k{rng.randrange(50)}"]): _value(rng, depth + 1)
                 for _ in range(rng.randrange(5))}
     if kind == "arr":
         return [_value(rng, depth + 1) for _ in range(rng.randrange(5))]
     if kind == "str":
         return "".join(rng.choice(CHARS) for _ in range(rng.randrange(8)))
     if kind == "int":
-        return rng.choice(INTS + [rng.randrange(-(2**53) + 1, 2**53)])
+        return rng.choice([*INTS, rng.randrange(-(2**53) + 1, 2**53)])
     return rng.choice([True, False, None])
 
 
@@ -178,7 +180,8 @@ def test_canonical_bytes_equal_phase_core(php: str) -> None:
     want = [_python_canonical(d) for d in inputs]
     got = _php_canonical(php, inputs)
     assert len(got) == len(inputs)
-    differ = [(d[:200], w[:120], g[:120]) for d, w, g in zip(inputs, want, got, strict=True) if w != g]
+    differ = [(d[:200], w[:120], g[:120])
+              for d, w, g in zip(inputs, want, got, strict=True) if w != g]
     assert not differ, differ[:5]
     assert sum(w.startswith("ok") for w in want) >= 400
     assert sum(w.startswith("err") for w in want) >= 40
@@ -189,8 +192,8 @@ def test_canonical_bytes_equal_phase_core(php: str) -> None:
 def _receipt_args(tmp_path: Path, stdout: bytes) -> list[str]:
     out = tmp_path / "stdout"
     out.write_bytes(stdout)
-    return [f"--keys={VECTORS / 'keyring.toml'}", f"--manifest={VECTORS / 'valid' / 'job_manifest.json'}",
-            f"--stdout={out}"]
+    return [f"--keys={VECTORS / 'keyring.toml'}",
+            f"--manifest={VECTORS / 'valid' / 'job_manifest.json'}", f"--stdout={out}"]
 
 
 def test_tampered_receipt_and_swapped_stdout_are_rejected(php: str, tmp_path: Path) -> None:
@@ -217,7 +220,8 @@ def test_tampered_receipt_and_swapped_stdout_are_rejected(php: str, tmp_path: Pa
         env["body"][field] = value
         bad = tmp_path / f"tampered-{field}.json"
         bad.write_text(json.dumps(env))
-        r = run_php(php, str(BIN / "verify.php"), *_receipt_args(tmp_path, b"dlroW ,olleH"), str(bad))
+        r = run_php(php, str(BIN / "verify.php"), *_receipt_args(tmp_path, b"dlroW ,olleH"),
+                    str(bad))
         assert r.returncode == 1 and json.loads(r.stdout)["verdict"] == "bad_signature", field
         assert _phase_verify([bad], VECTORS / "keyring.toml")[str(bad)] == ("bad_signature", 1)
 
@@ -285,7 +289,8 @@ def test_composer_package_is_valid_and_autoloads(php: str, tmp_path: Path) -> No
     pkg = tmp_path / "phase-sdk"
     shutil.copytree(SDK, pkg, ignore=shutil.ignore_patterns("vendor", "composer.lock"))
     manifest = json.loads((pkg / "composer.json").read_text())
-    assert set(manifest["require"]) == {"php", "ext-json", "ext-sodium"}  # no other runtime dependency
+    # no other runtime dependency
+    assert set(manifest["require"]) == {"php", "ext-json", "ext-sodium"}
     assert manifest["autoload"] == {"psr-4": {"Phase\\": "src/"}}
     env = {"COMPOSER_HOME": str(tmp_path / "composer-home"), "COMPOSER_DISABLE_NETWORK": "1"}
     for args in (["validate", "--strict", "--no-check-publish"], ["dump-autoload"]):
