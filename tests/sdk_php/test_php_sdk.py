@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def run_php(php: str, *args: str, stdin: bytes = b"", env: dict[str, str] | None
 def test_phpunit_suite_passes(php: str) -> None:
     phpunit = _require("phpunit")
     r = subprocess.run(
-        [phpunit, "-c", str(SDK / "phpunit.xml.dist"), "--fail-on-skipped", "--fail-on-warning"],
+        [phpunit, "-c", str(SDK / "phpunit.xml.dist"), "--fail-on-skipped", "--fail-on-warning",
+         "--exclude-group", "local-node"],
         capture_output=True, text=True, timeout=600, cwd=SDK,
         env=dict(os.environ, PHASE_TEST_PLASM_EXEC=script("plasm-exec"),
                  PHASE_TEST_WASM=str(EXAMPLES), PHASE_VECTORS=str(VECTORS)))
@@ -263,23 +265,52 @@ def _document_id(env: dict[str, Any]) -> str:
     return document_id(env["type"], env["body"])
 
 
-# -- examples/hello.php against plasmd start (LocalTransport) ----------------------------------
+# -- against plasmd start (LocalTransport) -------------------------------------------------------
 
-def test_hello_example_against_a_started_node(php: str, tmp_path: Path) -> None:
+def _has_local_api(sock: Path) -> bool:
+    """False when the node's control socket answers only ``status`` (before docs/local-api.md)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(sock))
+        s.sendall(b'{"v":1,"type":"receipts","req":"probe","limit":1}\n')
+        reply = json.loads(s.makefile("rb").readline())
+    return not (reply.get("type") == "error" and reply.get("error") == "bad_request"
+                and "req" not in reply)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.plasmd.conftest import start_node
 
-    node = start_node(tmp_path / "node")
+    n = start_node(tmp_path_factory.mktemp("php") / "node")
     try:
-        r = run_php(php, str(SDK / "examples" / "hello.php"), str(EXAMPLES / "hello.wasm"),
-                    env={"PHASE_HOME": str(node.home)})
-        if r.returncode != 0 and b"send {\"v\":1,\"type\":\"status\"}" in r.stderr:
+        if not _has_local_api(n.home / "plasmd.sock"):
             pytest.skip("this plasmd's control socket answers only `status`: the local node API "
                         "(docs/local-api.md) is not in this checkout")
-        assert r.returncode == 0, r.stderr.decode()[-2000:]
-        assert r.stdout == b"dlroW ,olleH\nreceipt verified\n"
-        assert node.node_id in r.stderr.decode()
+        yield n
     finally:
-        assert node.stop() == 0
+        assert n.stop() == 0
+
+
+def test_hello_example_against_a_started_node(php: str, node: Any) -> None:
+    r = run_php(php, str(SDK / "examples" / "hello.php"), str(EXAMPLES / "hello.wasm"),
+                env={"PHASE_HOME": str(node.home)})
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert r.stdout == b"dlroW ,olleH\nreceipt verified\n"
+    assert node.node_id in r.stderr.decode()
+
+
+def test_local_transport_phpunit_against_a_started_node(php: str, node: Any) -> None:
+    phpunit = _require("phpunit")
+    r = subprocess.run(
+        [phpunit, "-c", str(SDK / "phpunit.xml.dist"), "--fail-on-skipped",
+         "--group", "local-node"],
+        capture_output=True, text=True, timeout=600, cwd=SDK,
+        env=dict(os.environ, PHASE_TEST_NODE_HOME=str(node.home), PHASE_TEST_WASM=str(EXAMPLES)))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "OK (" in r.stdout
 
 
 # -- the Composer package ---------------------------------------------------------------------
@@ -305,3 +336,34 @@ def test_composer_package_is_valid_and_autoloads(php: str, tmp_path: Path) -> No
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == _document_id(json.loads((VECTORS / "valid" / "receipt.json").read_text()))
+
+
+def test_the_socket_is_found_where_plasmd_puts_it(php: str, tmp_path: Path) -> None:
+    from plasmd import control
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    homes = [tmp_path / "real", tmp_path / "link", tmp_path / "link" / "missing" / ".." / "x",
+             Path("relative/home")]
+    code = ("require $argv[1]; foreach (array_slice($argv, 2) as $h) { echo "
+            "bin2hex(Phase\\Home::abstractName($h)), ' ', Phase\\Home::socketPath($h), \"\\n\"; }")
+    r = subprocess.run([php, "-r", code, str(SDK / "autoload.php"), *map(str, homes)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = [line.split(" ", 1) for line in r.stdout.splitlines()]
+    old = Path.cwd()
+    os.chdir(tmp_path)  # a relative home resolves against the caller's directory in both
+    try:
+        want = [[control.abstract_name(h).encode().hex(), str(control.socket_path(h))]
+                for h in homes]
+    finally:
+        os.chdir(old)
+    assert got == want
+    env = {k: v for k, v in os.environ.items() if k not in ("PHASE_HOME", "XDG_DATA_HOME")}
+    for extra, want_home in [({"PHASE_HOME": "/p/h"}, "/p/h"),
+                             ({"XDG_DATA_HOME": "/x"}, "/x/phase"),
+                             ({"HOME": "/home/u"}, "/home/u/.local/share/phase")]:
+        r = subprocess.run([php, "-r", "require $argv[1]; echo Phase\\Home::resolve();",
+                            str(SDK / "autoload.php")], capture_output=True, text=True,
+                           timeout=60, env=dict(env, **extra))
+        assert r.stdout == want_home

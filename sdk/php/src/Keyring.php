@@ -83,7 +83,7 @@ final class Keyring
             }
             $roles = $entry['roles'] ?? [];
             if (!is_array($roles) || !array_is_list($roles)
-                || array_diff($roles, self::ROLES) || array_filter($roles, fn ($r) => !is_string($r))) {
+                || array_filter($roles, fn ($r) => !is_string($r) || !in_array($r, self::ROLES, true))) {
                 throw new ConfigError("{$where}: roles must be a list drawn from " . implode(', ', self::ROLES));
             }
             if (isset($ring->keys[$key])) {

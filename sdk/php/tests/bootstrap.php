@@ -4,6 +4,9 @@ declare(strict_types=1);
 
 error_reporting(E_ALL);
 set_error_handler(static function (int $no, string $msg, string $file, int $line): bool {
+    if ((error_reporting() & $no) === 0) {
+        return false; // silenced with @ where the SDK checks the result itself
+    }
     throw new ErrorException($msg, 0, $no, $file, $line); // a notice or warning fails the test
 });
 
