@@ -77,9 +77,10 @@ def test_phpunit_suite_passes(php: str) -> None:
 
 # -- verdicts over tests/vectors --------------------------------------------------------
 
-def _phase_verify(paths: list[Path], keys: Path | None) -> dict[str, tuple[str, int]]:
+def _phase_verify(paths: list[Path], keys: Path | None, now: str | None = None
+                  ) -> dict[str, tuple[str, int]]:
     args = [script("phase-verify"), "--keep-going", *(["--keys", str(keys)] if keys else []),
-            *map(str, paths)]
+            *(["--now", now] if now else []), *map(str, paths)]
     r = subprocess.run(args, capture_output=True, text=True, timeout=120)
     out: dict[str, tuple[str, int]] = {}
     for line in r.stdout.splitlines():
@@ -89,9 +90,10 @@ def _phase_verify(paths: list[Path], keys: Path | None) -> dict[str, tuple[str, 
     return out
 
 
-def _php_verify(php: str, paths: list[Path], keys: Path | None) -> dict[str, tuple[str, int]]:
-    keyring = [f"--keys={keys}"] if keys else []
-    r = run_php(php, str(BIN / "verify.php"), *keyring, *map(str, paths))
+def _php_verify(php: str, paths: list[Path], keys: Path | None, now: str | None = None
+                ) -> dict[str, tuple[str, int]]:
+    opts = ([f"--keys={keys}"] if keys else []) + ([f"--now={now}"] if now else [])
+    r = run_php(php, str(BIN / "verify.php"), *opts, *map(str, paths))
     assert not r.stderr, r.stderr.decode()[-2000:]
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     return {rec["file"]: (rec["verdict"], rec["exit_code"]) for rec in recs}
