@@ -37,7 +37,7 @@ STRINGS = ["", "a", "A", "a" * 32, "a" * 33, "a" * 64, "a" * 65, "a" * 129, "é"
            "2199-01-01T00:00:00Z", "1999-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
            "x\u0000y", "\u2028", "line\nbreak", "tab\t", "\x7f", "console=ttyS0", "LANG",
            "1X", "_", "a" * 256, "a" * 257, "abcdef0123456789" * 2, "ABCDEF0123456789" * 2,
-           "abcdef0123456789" * 4 + "0"]
+           "abcdef0123456789" * 4 + "0", "é" * 100, "😀" * 40, "é" * 3000, "😀" * 1025]
 INTS = [-1, 0, 1, 2, 255, 256, 4096, 4097, 65535, 65536, 65537, 2**30, 4 << 30, (4 << 30) + 1,
         2**40, 2**40 + 1, 7 * 24 * 3600 * 1000, 7 * 24 * 3600 * 1000 + 1, 2**53 - 1]
 OTHER: list[Any] = [True, False, None, [], {}, ["a", "a"], ["x86_64"], ["a", "b"],
@@ -75,7 +75,9 @@ def _mutate(rng: random.Random, body: dict[str, Any]) -> dict[str, Any]:
     if op < 0.15 and isinstance(parent, dict):
         del parent[path[-1]]
     elif op < 0.25 and isinstance(parent, dict):
-        parent[rng.choice(["extra", "priority", "Z", "memory_available_bytes"])] = rng.choice(POOL)
+        added = ["extra", "priority", "Z", "memory_available_bytes", "name", "deterministic",
+                 "rootfs", "providers", "observed_addresses", "reachability"]
+        parent[rng.choice(added)] = rng.choice(POOL)
     else:
         parent[path[-1]] = json.loads(json.dumps(rng.choice(POOL)))
     return body
@@ -102,6 +104,10 @@ def test_verdicts_agree_on_resigned_mutations(php: str, tmp_path: Path) -> None:
                 ("job_manifest", "expires", "2026-11-28T00:00:01Z"),
                 ("boot_manifest", "expires", "2001-01-01T00:00:00Z"),
                 ("boot_manifest", "created", "2099-12-31T00:00:00Z"),
+                ("job_manifest", "name", "é" * 128), ("job_manifest", "name", "😀" * 129),
+                ("boot_manifest", "cmdline", "é/\u2028" * 1365),
+                ("boot_manifest", "mirrors", ["https://m.example/\u00a0x"]),
+                ("boot_manifest", "mirrors", ["https://m.example/\u2028x"]),
                 ("node_record", "capabilities", {"arch": "x", "cpu_cores": 1, "memory_bytes": 0,
                                                  "runtimes": [], "features": [], "gpu": {"n": 1}})]
     for i, (doc_type, field, value) in enumerate(targeted):
