@@ -53,6 +53,33 @@ final class LocalTransport implements Transport
         }
     }
 
+    /**
+     * A page of the node's receipt log (docs/local-api.md, `receipts`): the entries after
+     * sequence number `$after`, at most `$limit` (≤ 1000). Each entry's `envelope` is the
+     * signed receipt: check it with Receipt::fromEnvelope($e['envelope'])->verify(...).
+     *
+     * @return array{entries: list<JsonObject>, last: int, more: bool}
+     */
+    public function receipts(int $after = 0, int $limit = 100): array
+    {
+        $conn = $this->connect();
+        try {
+            $this->send($conn, ['v' => 1, 'type' => 'receipts', 'req' => 'receipts', 'after' => $after,
+                                'limit' => $limit, 'verify' => false]);
+            $entries = [];
+            while (true) {
+                $rec = $this->answer($conn, 'receipts', 60);
+                if ($rec['type'] === 'receipt_entry') {
+                    $entries[] = $rec;
+                } elseif ($rec['type'] === 'receipts_end') {
+                    return ['entries' => $entries, 'last' => (int) $rec['last'], 'more' => (bool) $rec['more']];
+                }
+            }
+        } finally {
+            fclose($conn);
+        }
+    }
+
     public function workerKey(): ?string
     {
         if ($this->nodeId === null) {

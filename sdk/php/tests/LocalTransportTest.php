@@ -102,6 +102,27 @@ final class LocalTransportTest extends TestCase
             Support::slugOf(fn () => $client->submit(Job::fromFile("{$this->wasm}/hello.wasm"))));
     }
 
+    public function testTheReceiptLogHoldsTheJobsReceipt(): void
+    {
+        $t = new LocalTransport(home: $this->home);
+        $result = (new Client($t))->submit(Job::fromFile("{$this->wasm}/hello.wasm")->withStdin('log me'));
+        $ring = Keyring::empty()->withKey('node', $t->workerKey(), ['worker']);
+        $found = null;
+        $after = 0;
+        do {
+            $page = $t->receipts($after, 1000);
+            foreach ($page['entries'] as $e) {
+                if ($e['job'] === $result->job) {
+                    $found = $e;
+                }
+            }
+            $after = $page['last'];
+        } while ($page['more']);
+        self::assertNotNull($found, 'the job is not in the receipt log');
+        $v = \Phase\Receipt::fromEnvelope($found['envelope'])->verify($ring, $result->manifest, $result->stdout);
+        self::assertSame($result->receipt->envelope['body']['job'], $v->body['job']);
+    }
+
     public function testNoNodeIsUnavailable(): void
     {
         $t = new LocalTransport(home: sys_get_temp_dir() . '/no-phase-node-' . bin2hex(random_bytes(4)));
