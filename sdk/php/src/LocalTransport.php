@@ -55,24 +55,30 @@ final class LocalTransport implements Transport
 
     /**
      * A page of the node's receipt log (docs/local-api.md, `receipts`): the entries after
-     * sequence number `$after`, at most `$limit` (≤ 1000). Each entry's `envelope` is the
-     * signed receipt: check it with Receipt::fromEnvelope($e['envelope'])->verify(...).
+     * sequence number `$after` (entries are numbered from 0; null starts at the first), at
+     * most `$limit` (≤ 1000). Page on with `$after` = the previous page's `last`. Each
+     * entry's `envelope` is the signed receipt: check it with
+     * Receipt::fromEnvelope($e['envelope'])->verify(...).
      *
-     * @return array{entries: list<JsonObject>, last: int, more: bool}
+     * @return array{entries: list<JsonObject>, last: ?int, more: bool}
      */
-    public function receipts(int $after = 0, int $limit = 100): array
+    public function receipts(?int $after = null, int $limit = 100): array
     {
+        $request = ['v' => 1, 'type' => 'receipts', 'req' => 'receipts', 'limit' => $limit, 'verify' => false];
+        if ($after !== null) {
+            $request['after'] = $after;
+        }
         $conn = $this->connect();
         try {
-            $this->send($conn, ['v' => 1, 'type' => 'receipts', 'req' => 'receipts', 'after' => $after,
-                                'limit' => $limit, 'verify' => false]);
+            $this->send($conn, $request);
             $entries = [];
             while (true) {
                 $rec = $this->answer($conn, 'receipts', 60);
                 if ($rec['type'] === 'receipt_entry') {
                     $entries[] = $rec;
                 } elseif ($rec['type'] === 'receipts_end') {
-                    return ['entries' => $entries, 'last' => (int) $rec['last'], 'more' => (bool) $rec['more']];
+                    $last = is_int($rec['last']) ? $rec['last'] : $after;
+                    return ['entries' => $entries, 'last' => $last, 'more' => $rec['more'] === true];
                 }
             }
         } finally {

@@ -108,7 +108,7 @@ final class LocalTransportTest extends TestCase
         $result = (new Client($t))->submit(Job::fromFile("{$this->wasm}/hello.wasm")->withStdin('log me'));
         $ring = Keyring::empty()->withKey('node', $t->workerKey(), ['worker']);
         $found = null;
-        $after = 0;
+        $after = null;
         do {
             $page = $t->receipts($after, 1000);
             foreach ($page['entries'] as $e) {
