@@ -102,9 +102,9 @@ Exit status:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from phase_core.cli.runner import entry as _entry
 from plasmd import __version__
 
 
@@ -115,4 +115,12 @@ def main(args: dict[str, Any]) -> int:
 
 
 def entry() -> None:
+    if sys.argv[1:2] == ["submit"]:  # the common forms skip docopt (plasmd.submitcmd)
+        from plasmd import submitcmd
+
+        code = submitcmd.fast_main(sys.argv[2:])
+        if code is not None:
+            submitcmd.finish(code)
+    from phase_core.cli.runner import entry as _entry
+
     _entry("plasmd", __doc__ or "", __version__, main)
