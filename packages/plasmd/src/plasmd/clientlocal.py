@@ -4,7 +4,6 @@ phase-core's error classes), so that a warm ``plasmd submit`` starts fast."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -142,6 +141,8 @@ async def call_async(home: Path, build: Callable[[Any], dict[str, Any]],
                      on_progress: Progress, timeout_s: float, *, required: bool
                      ) -> Result | None:
     """``call`` on asyncio streams; None when no daemon runs (and none is required)."""
+    import asyncio
+
     for addr in addresses(home):
         try:
             reader, writer = await asyncio.open_unix_connection(addr, limit=MAX_ANSWER + 1)

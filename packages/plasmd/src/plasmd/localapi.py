@@ -65,6 +65,7 @@ class LocalApi:
         self.per_uid: Counter[int] = Counter()
         self.runs: set[JobRun] = set()
         self.connections = 0
+        self._serving: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._jobs: Any = None
 
     @property
@@ -91,10 +92,14 @@ class LocalApi:
             if caller is None or self.connections >= MAX_CONNECTIONS:
                 return
             self.connections += 1
+            me = asyncio.current_task()
+            assert me is not None
+            self._serving[me] = writer
             try:
                 await _Conn(self, caller, writer).serve(reader)
             finally:
                 self.connections -= 1
+                self._serving.pop(me, None)
         except (ConnectionError, TimeoutError):
             pass
         finally:
@@ -106,6 +111,10 @@ class LocalApi:
         tasks = [r.task for r in self.runs if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for _task, writer in list(self._serving.items()):  # idle clients: hang up
+            writer.transport.abort()
+        if self._serving:
+            await asyncio.wait(list(self._serving), timeout=5)
         if self._jobs is not None:
             await self._jobs.close()
 

@@ -84,9 +84,13 @@ def _blob(node: Any, spec: Any, what: str, caller: Caller, cap: int) -> bytes | 
             raise TooLarge(f"inline {what} is over {MAX_INLINE} bytes",
                            hint="send a path or a content id instead")
         try:
-            return base64.b64decode(value, validate=True)
+            data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise rq.bad(f"{what}.b64 is not base64") from None
+        if len(data) > MAX_INLINE:
+            raise TooLarge(f"inline {what} is over {MAX_INLINE} bytes",
+                           hint="send a path or a content id instead")
+        return data
     if not caller.owner:
         raise Rejected(f"only the node's own user may name a {what} by {kind}",
                 slug="not_authorized", hint="send the bytes inline (b64)")
@@ -154,7 +158,7 @@ def prepare(node: Any, req: dict[str, Any], caller: Caller) -> Prepared:
 
             raise DigestMismatch("the manifest's module or stdin id does not match the "
                                  "bytes given")
-        signed_by_node = node.identity.node_id in envelope.signer_keys(env)
+        signed_by_node = node.identity.node_id in envelope.signer_keys(parsed)
         job, limits = parsed.id, body.get("limits", DEFAULT_LIMITS)
     else:
         sub = req["submitter"]
@@ -288,7 +292,10 @@ def failure_record(e: BaseException) -> dict[str, Any]:
         return e.to_record()
     if isinstance(e, asyncio.CancelledError):
         return Cancelled("the job was cancelled").to_record()
-    log.get().error("local_api.internal_error", error=repr(e))
+    import traceback
+
+    log.get().error("local_api.internal_error", error=repr(e),
+                    traceback="".join(traceback.format_exception(e))[-4000:])
     return {"error": "internal", "message": f"internal error: {type(e).__name__}",
             "exit_code": 70}
 

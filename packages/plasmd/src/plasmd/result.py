@@ -22,11 +22,17 @@ class NodeError(PhaseError):
         self.job: str | None = record.get("job")
 
 
+# how a fence-ended run exits: plasm-exec's table (plasm_exec.run.FENCE_EXIT; a test
+# keeps the two equal), here so that a warm submit need not import plasm-exec
+FENCE_EXIT = {"trapped": 134, "out_of_fuel": 151, "timeout": 152, "memory_limit": 153,
+              "output_limit": 154}
+
+
 def exit_status(ended: str, exit_code: int | None) -> int:
     """The status a tool exits with for this outcome (as ``plasm-exec run``)."""
-    from plasm_exec.run import exit_status as status
-
-    return status(ended, exit_code)
+    if ended == "exited" and exit_code is not None:
+        return exit_code
+    return FENCE_EXIT[ended]
 
 
 class Result:
