@@ -167,7 +167,7 @@ def main() -> None:
                           str(HELLO)], EXPECT, stdin),
             }
             times: dict[str, list[float]] = {k: [] for k in cmds}
-            for k, spec in cmds.items():  # bytecode, compile cache, warm connection
+            for spec in cmds.values():  # bytecode, compile cache, warm connection
                 timed(*spec)
                 timed(*spec)
             order = list(cmds)
