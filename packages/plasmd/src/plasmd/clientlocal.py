@@ -5,7 +5,6 @@ phase-core's error classes), so that a warm ``plasmd submit`` starts fast."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import socket
@@ -27,6 +26,8 @@ def addresses(home: Path) -> list[str]:
     path = Path(home) / "plasmd.sock"
     if os.path.exists(path):
         return [str(path)]
+    import hashlib
+
     digest = hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:24]
     return [f"\0phase-plasmd-{digest}"]
 

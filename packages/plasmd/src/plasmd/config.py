@@ -36,6 +36,9 @@ from typing import Any
 from phase_core import units
 from phase_core.errors import ConfigError
 from phase_core.limits import DEFAULT_LIMITS
+from plasmd.hostport import parse_hostport
+
+__all__ = ["Config", "load", "parse_hostport"]
 
 MODES = ("internet", "local", "private")
 KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings", "bootstrap", "mdns",
@@ -92,20 +95,6 @@ class Config:
                 f'boot_http = "{self.boot_http}"\n'
                 + (f'control_group = "{self.control_group}"\n' if self.control_group else "")
                 + f"\n[ceilings]\n{ceil}\n")
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"address {text!r} is not host:port")
-    host = host.strip("[]")
-    try:
-        p = int(port)
-    except ValueError:
-        raise ConfigError(f"address {text!r} has a bad port") from None
-    if not 0 <= p <= 65535:
-        raise ConfigError(f"address {text!r} has a port out of range")
-    return host, p
 
 
 def _check(cfg: Config) -> Config:

@@ -99,7 +99,7 @@ async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
 async def _discovered(w: dict[str, Any], want: dict[str, Any], via: str, me: str,
                       attempt: Any) -> Any:
     from phase_discover.run import Options, discover_nodes
-    from plasmd.config import parse_hostport
+    from plasmd.hostport import parse_hostport
 
     timeout_s = w.get("discover_timeout_ms", 5000) / 1000
     opts = Options("nodes", via=via, bootstrap=list(w.get("bootstrap", [])),

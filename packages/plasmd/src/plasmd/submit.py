@@ -52,7 +52,7 @@ class Outcome:
 def parse_peer(text: str) -> tuple[str | None, str, int]:
     """``[<node-id>@]<host>:<port>`` → (node id or None, host, port)."""
     from phase_core.identity import check_node_id
-    from plasmd.config import parse_hostport
+    from plasmd.hostport import parse_hostport
 
     node_id = None
     if "@" in text:
@@ -212,7 +212,7 @@ async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dic
     """Submit to one discovered node, trying its addresses; None if it would not do."""
     from phase_core.errors import ProtocolViolation as PV
     from phase_core.errors import Unavailable
-    from plasmd.config import parse_hostport
+    from plasmd.hostport import parse_hostport
 
     node_id = str(rec["node_id"])
     for addr in dict.fromkeys([*rec.get("mdns_addresses", []), *rec.get("addresses", [])]):
