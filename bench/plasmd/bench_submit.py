@@ -77,10 +77,12 @@ def node(root: Path, name: str, *flags: str) -> tuple[subprocess.Popen[bytes], d
                  root / f"{name}.stderr")
 
 
-def timed(cmd: list[str], expect: bytes, stdin: Path | None = None) -> float:
+def timed(cmd: list[str], expect: bytes, stdin: Path | None = None,
+          env: dict[str, str] | None = None) -> float:
     with open(stdin or os.devnull, "rb") as f:
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, env=bench_env(), stdin=f)
+        r = subprocess.run(cmd, capture_output=True, env={**bench_env(), **(env or {})},
+                           stdin=f)
     dt = time.perf_counter() - t0
     if r.returncode != 0 or expect not in r.stdout:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-1500:]!r}")
@@ -137,6 +139,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--json", action="store_true", help="one JSON line per row")
+    ap.add_argument("--before", metavar="BIN", type=Path,
+                    help="also time the plasmd of another checkout's venv (its bin/ "
+                         "directory) on the cold row: the before of a change, same run")
     ap.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.raw_server:
@@ -166,6 +171,10 @@ def main() -> None:
                 "exec": ([str(BIN / "plasm-exec"), "run", f"--home={root / 'cold'}",
                           str(HELLO)], EXPECT, stdin),
             }
+            if a.before is not None:  # its bytecode goes to a cache of our own
+                cmds["before"] = ([str(a.before / "plasmd"), *submit[1:],
+                                   f"--home={root / 'cold'}"], EXPECT, None,
+                                  {"PYTHONPYCACHEPREFIX": str(root / "pycache")})
             times: dict[str, list[float]] = {k: [] for k in cmds}
             for spec in cmds.values():  # bytecode, compile cache, warm connection
                 timed(*spec)
@@ -179,11 +188,16 @@ def main() -> None:
                 stop(p)
     med = {k: statistics.median(v) for k, v in times.items()}
     pairs = [("cold", "raw"), ("warm", "exec")]
+    rows = list(ROWS)
+    if "before" in med:
+        rows.append(("cold plasmd submit, before", f"the same with {a.before}/plasmd",
+                     "raw aioquic one-shot client", 1.3))
+        pairs.append(("before", "raw"))
     load = os.getloadavg()[0]
     if not a.json:
         print(f"{a.runs} interleaved runs, medians; load {load:.2f}")
-        print(f"{'row':27} {'ours':>9} {'reference':>32} {'ref':>9} {'ratio':>6} goal")
-    for (row, measurement, reference, goal), (ours, ref) in zip(ROWS, pairs, strict=True):
+        print(f"{'row':28} {'ours':>9} {'reference':>32} {'ref':>9} {'ratio':>6} goal")
+    for (row, measurement, reference, goal), (ours, ref) in zip(rows, pairs, strict=True):
         ratio = med[ours] / med[ref]
         rec = {"row": row, "measurement": measurement, "ours_ms": round(med[ours], 1),
                "reference": reference, "reference_ms": round(med[ref], 1),
@@ -191,7 +205,7 @@ def main() -> None:
         if a.json:
             print(json.dumps(rec))
         else:
-            print(f"{row:27} {med[ours]:7.1f}ms {reference:>32} {med[ref]:7.1f}ms "
+            print(f"{row:28} {med[ours]:7.1f}ms {reference:>32} {med[ref]:7.1f}ms "
                   f"{ratio:5.2f}x <= {goal}x {'met' if rec['met'] else 'NOT met'}")
 
 
