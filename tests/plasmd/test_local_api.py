@@ -234,3 +234,96 @@ def test_request_schemas_are_valid(name):
     Draft202012Validator.check_schema(REQUEST_SCHEMAS[name])
     # a request for every answer type documented, and the answers' schemas exist
     assert {"job_accepted", "job_progress", "cancelled", "receipts_end"} <= set(SCHEMAS)
+
+
+def as_user(uid: int, gid: int, groups: list[int], fn: Any) -> Any:
+    """Run ``fn`` in a forked child that has become another user; its JSON result."""
+    import os
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            out = fn()
+        except BaseException as e:
+            out = {"exception": type(e).__name__, "message": str(e)}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def _need_root_and_nogroup() -> int:
+    import grp
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("acting as another user needs root")
+    try:
+        return grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no group named nogroup here")
+
+
+def test_a_control_group_member_sends_bytes_and_its_own_manifest():
+    import os
+    import shutil
+    import tempfile
+
+    from tests.plasmd.conftest import init_home, start_node
+
+    gid = _need_root_and_nogroup()
+    top = Path(tempfile.mkdtemp(prefix="phase-group-"))  # pytest's dirs are 0700
+    os.chmod(top, 0o711)
+    home = top / "node"
+    init_home(home)
+    cfg = home / "config.toml"
+    cfg.write_text(cfg.read_text().replace("[ceilings]", 'control_group = "nogroup"\n\n'
+                                           "[ceilings]"))
+    os.chmod(home, 0o711)  # the group must be able to reach the socket in the home
+    node = start_node(home, init=False)
+    try:
+        sock = home / "plasmd.sock"
+        assert (sock.stat().st_mode & 0o777, sock.stat().st_gid) == (0o660, gid)
+        module = base64.b64encode(HELLO.read_bytes()).decode()
+
+        def member() -> Any:
+            api = Api(home)
+            api.send({"v": 1, "type": "status", "req": "s"})
+            out = {"status": api.read()["type"]}
+            api.send(hello("path"))  # a file named by path: not for group members
+            out["path"] = api.until("error")[-1]["error"]
+            api.send(hello("sign", module={"b64": module}))  # nor the node's signature
+            out["sign"] = api.until("error")[-1]["error"]
+            me = Identity.generate()
+            env = make_manifest(me, HELLO.read_bytes(), b"Hello, World",
+                                argv=["hello.wasm"], env={}, limits=None,
+                                deterministic=False)
+            api.send({"v": 1, "type": "submit", "req": "own", "manifest": env,
+                      "module": {"b64": module}, "stdin": {"b64": HELLO_IN}})
+            res = api.until("job_result", "error")[-1]
+            out["own"] = (res["type"], base64.b64decode(res.get("stdout_b64", "")).decode())
+            api.close()
+            return out
+
+        got = as_user(65534, 65534, [gid], member)
+        assert got == {"status": "status", "path": "not_authorized",
+                       "sign": "not_authorized", "own": ["job_result", "dlroW ,olleH"]}
+
+        def stranger() -> Any:
+            try:
+                Api(home)
+            except PermissionError:
+                return "refused"
+            return "connected"
+
+        assert as_user(65534, 1, [], stranger) == "refused"  # not in the group
+    finally:
+        node.stop()
+        shutil.rmtree(top, ignore_errors=True)
