@@ -135,6 +135,7 @@ def test_bad_requests_get_error_records_and_the_connection_goes_on(node_factory)
     api.send({"v": 1, "type": "status", "req": "s"})  # still answering
     st = api.read()
     assert st["type"] == "status" and st["req"] == "s" and st["node_id"] == n.node_id
+    assert st["local_api"] == {"connections": 1, "jobs": 0}
     api.close()
 
 

@@ -206,7 +206,10 @@ class _Conn:
             kind = req.get("type")
             if kind == "status":
                 rq.only(req, frozenset({"v", "type", "req"}), "status")
-                self.send(dict(self.api.status()), rid)
+                st = dict(self.api.status())
+                st["local_api"] = {"connections": self.api.connections,
+                                   "jobs": len(self.api.runs)}
+                self.send(st, rid)
             elif kind == "submit":
                 self._spawn(self.submit(req, rid))
             elif kind == "cancel":
