@@ -127,6 +127,13 @@ def test_bad_requests_get_error_records_and_the_connection_goes_on(node_factory)
     api.send(hello("nofile", module={"path": "/nonexistent/x.wasm"}))
     e = api.until("error")[-1]
     assert (e["error"], e["exit_code"]) == ("missing_input", 66)
+    import os
+
+    fifo = n.home.parent / "fifo"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would block forever
+    api.send(hello("fifo", module={"path": str(fifo)}))
+    e = api.until("error")[-1]
+    assert e["error"] == "bad_request" and "regular file" in e["message"]
     api.send(hello("k", submitter=Identity.generate().node_id))
     e = api.until("error")[-1]
     assert e["error"] == "not_authorized" and "does not hold" in e["message"]

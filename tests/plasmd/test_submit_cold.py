@@ -163,4 +163,8 @@ def test_leaving_with_os_exit_loses_nothing(node_factory, tmp_path, warm):
     assert base64.b64decode(rec["stdout_b64"]) == data[::-1]
     _verify(rec["envelope"], worker.node_id, data, data[::-1])
     assert worker.status()["counters"].get("jobs_orphaned", 0) == 0
+    # stdin from a pipe, not a file: read once by the command, sent as bytes
+    r = subprocess.run([*base[:-2], "--stdin=/dev/stdin", f"--peer={worker.peer}"],
+                       input=b"Hello, World", capture_output=True, timeout=180, env=env)
+    assert (r.returncode, r.stdout) == (0, b"dlroW ,olleH"), r.stderr[-2000:]
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,8 +100,10 @@ def _blob(node: Any, spec: Any, what: str, caller: Caller, cap: int) -> bytes | 
         p = rq.string(value, f"{what}.path", 4096)
         if not p.startswith("/"):
             raise rq.bad(f"{what}.path must be absolute: {p}")
-        try:
-            with open(p, "rb") as f:
+        try:  # a regular file only: a FIFO or a device would hold the thread
+            with open(p, "rb", opener=lambda q, fl: os.open(q, fl | os.O_NONBLOCK)) as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise InputError(f"{p} is not a regular file", slug="bad_request")
                 data = f.read(cap + 1)
         except FileNotFoundError:
             raise MissingInput(f"no such file: {p}") from None

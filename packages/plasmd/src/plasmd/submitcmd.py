@@ -136,11 +136,17 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     if args["--deterministic"]:
         kw["deterministic"] = True
     if args["--stdin"]:
-        if not os.path.isfile(args["--stdin"]):
-            from phase_core.errors import MissingInput
+        path = args["--stdin"]
+        if os.path.isfile(path):
+            kw["stdin"] = Path(path)  # the node reads it (or this process, direct)
+        else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
+            try:
+                with open(path, "rb") as f:
+                    kw["stdin"] = f.read()
+            except FileNotFoundError:
+                from phase_core.errors import MissingInput
 
-            raise MissingInput(f"no such file: {args['--stdin']}")
-        kw["stdin"] = Path(args["--stdin"])
+                raise MissingInput(f"no such file: {path}") from None
     if not os.path.isfile(args["<module>"]):
         from plasm_exec.run import read_module
 
