@@ -169,3 +169,17 @@ def test_the_examples_and_the_client_api_are_typed():
                        cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:]
 
+
+
+@pytest.mark.parametrize("explicit,env", [
+    ("/x/h", {"PHASE_HOME": "/p"}), (None, {"PHASE_HOME": "/p", "XDG_DATA_HOME": "/d"}),
+    (None, {"XDG_DATA_HOME": "/d"}), (None, {}), ("", {"PHASE_HOME": "/p"})])
+def test_the_client_finds_the_home_as_phase_core_does(monkeypatch, explicit, env):
+    from phase_core.home import resolve
+    from plasmd.clientlocal import home_dir
+
+    for var in ("PHASE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert home_dir(explicit) == str(resolve(explicit))

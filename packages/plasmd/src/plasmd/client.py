@@ -25,11 +25,13 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plasmd import clientlocal as local
 from plasmd.result import NodeError, Result, exit_status
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Client", "NodeError", "Result", "exit_status", "submit", "submit_async"]
 Progress = Callable[[dict[str, Any]], None]
@@ -47,7 +49,7 @@ class Client:
                  key: Any = None, timeout_s: float = 30.0) -> None:
         if mode not in ("auto", "daemon", "direct"):
             raise ValueError("mode is auto, daemon or direct")
-        self.home = Path(home) if home is not None else _default_home()
+        self.home: str = local.home_dir(home)
         self.mode = mode
         self.key = key
         self.timeout_s = timeout_s
@@ -64,7 +66,7 @@ class Client:
         if stdin is not None:
             req["stdin"] = _blob(stdin)
         if not isinstance(module, bytes):
-            req["argv0"] = Path(module).name
+            req["argv0"] = os.path.basename(os.fspath(module))
         if args:
             req["args"] = list(args)
         if env:
@@ -141,12 +143,6 @@ def submit_async(module: str | Path | bytes, *, home: str | Path | None = None,
                  mode: str = "auto", key: Any = None, **kw: Any) -> Awaitable[Result]:
     """``Client(home, mode=mode, key=key).submit_async(module, **kw)``."""
     return Client(home, mode=mode, key=key).submit_async(module, **kw)
-
-
-def _default_home() -> Path:
-    from phase_core.home import resolve
-
-    return resolve(None)
 
 
 def _blob(x: str | Path | bytes) -> dict[str, str]:

@@ -14,11 +14,12 @@ from phase_core.errors import MissingInput, PhaseError, Unavailable
 from plasmd.result import Result
 
 
-def identity(home: Path, key: Any) -> Any:
+def identity(home: str | Path, key: Any) -> Any:
     """The signing key: ``key`` (an Identity or a key file), else the home's node key."""
     from phase_core import identity as identities
     from phase_core.home import key_path
 
+    home = Path(home)
     if key is not None and not isinstance(key, str | Path):
         return key
     path = Path(key) if key is not None else key_path(home)
@@ -96,10 +97,11 @@ def run_here(home: Path, ident: Any, env: dict[str, Any], module: bytes,
                          res.stdout or b"", res.stderr or b"")
 
 
-async def run(home: Path, key: Any, req: dict[str, Any], timeout_s: float,
+async def run(home: str | Path, key: Any, req: dict[str, Any], timeout_s: float,
               on_progress: Any = None) -> Result:
     from plasmd import submit as submits
 
+    home = Path(home)
     ident = identity(home, key)
     module = _bytes(home, req["module"])
     assert module is not None

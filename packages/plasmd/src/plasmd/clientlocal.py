@@ -10,34 +10,48 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phase_core.errors import ProtocolViolation, Timeout, Unavailable
 from plasmd.result import NodeError, Result
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MAX_ANSWER = 64 << 20  # a job_result line: the output limit (16 MiB default), base64
 Progress = Callable[[dict[str, Any]], None] | None
 
 
-def addresses(home: Path) -> list[str]:
+def home_dir(explicit: str | os.PathLike[str] | None) -> str:
+    """The Phase home as ``phase_core.home.resolve`` finds it (a test keeps the two
+    equal), without importing pathlib: a warm submit imports as little as it can."""
+    if explicit:
+        return os.fspath(explicit)
+    for var, sub in (("PHASE_HOME", ""), ("XDG_DATA_HOME", "phase")):
+        value = os.environ.get(var)
+        if value:
+            return os.path.join(value, sub) if sub else value
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "phase")
+
+
+def addresses(home: str | Path) -> list[str]:
     """Where the home's daemon listens: its socket file, else (private mode) the
     abstract socket named after the home (as ``plasmd.control``)."""
-    path = Path(home) / "plasmd.sock"
+    path = os.path.join(home, "plasmd.sock")
     if os.path.exists(path):
-        return [str(path)]
+        return [path]
     import hashlib
 
-    digest = hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:24]
     return [f"\0phase-plasmd-{digest}"]
 
 
-def no_daemon(home: Path) -> None:
+def no_daemon(home: str | Path) -> None:
     raise Unavailable(f"no plasmd is running for the home {home}",
                       hint="start one with `plasmd start`, or use mode=\"direct\"")
 
 
-def connect(home: Path, *, required: bool) -> socket.socket | None:
+def connect(home: str | Path, *, required: bool) -> socket.socket | None:
     """A connected socket to the home's daemon, or None when none runs."""
     for addr in addresses(home):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -73,7 +87,8 @@ def inline(req: dict[str, Any]) -> dict[str, Any]:
         spec = out.get(k)
         if isinstance(spec, dict) and "path" in spec:
             try:
-                data = Path(spec["path"]).read_bytes()
+                with open(spec["path"], "rb") as f:
+                    data = f.read()
             except FileNotFoundError:
                 from phase_core.errors import MissingInput
 
@@ -138,7 +153,7 @@ def call(sock: socket.socket, req: dict[str, Any], on_progress: Progress,
         sock.close()
 
 
-async def call_async(home: Path, build: Callable[[Any], dict[str, Any]],
+async def call_async(home: str | Path, build: Callable[[Any], dict[str, Any]],
                      on_progress: Progress, timeout_s: float, *, required: bool
                      ) -> Result | None:
     """``call`` on asyncio streams; None when no daemon runs (and none is required)."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # the options fast_args understands; any other goes the docopt way
 _VALUED = {"--home", "--peer", "--stdin", "--receipt", "--manifest-out", "--env",
@@ -74,7 +76,7 @@ def fast_main(argv: list[str]) -> int | None:
         return None
     from phase_core import log
     from phase_core.errors import PhaseError
-    from phase_core.home import resolve
+    from plasmd.clientlocal import home_dir
 
     logger = log.configure("plasmd", args["--verbose"], args["--quiet"], "json")
     try:
@@ -83,7 +85,7 @@ def fast_main(argv: list[str]) -> int | None:
     except ValueError:
         return None  # the runner reports a bad PHASE_LOG_FORMAT (78)
     try:
-        return submit(resolve(args["--home"]), args)
+        return submit(home_dir(args["--home"]), args)
     except PhaseError as e:
         logger.error("plasmd.failed", **e.to_record())
         return e.exit_code
@@ -107,7 +109,7 @@ def finish(code: int) -> None:
     os._exit(code)
 
 
-def submit(home: Path, args: dict[str, Any]) -> int:
+def submit(home: str | Path, args: dict[str, Any]) -> int:
     from phase_core.errors import UsageError
     from plasmd.client import Client
 
@@ -138,7 +140,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     if args["--stdin"]:
         path = args["--stdin"]
         if os.path.isfile(path):
-            kw["stdin"] = Path(path)  # the node reads it (or this process, direct)
+            kw["stdin"] = path  # the node reads it (or this process, direct)
         else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
             try:
                 with open(path, "rb") as f:
@@ -169,7 +171,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
 
     # a throw-away key has no daemon to sign with: this process submits directly
     client = Client(home, mode="direct" if key is not None else "auto", key=key)
-    res = client.submit(Path(args["<module>"]), on_progress=on_progress, **kw)
+    res = client.submit(args["<module>"], on_progress=on_progress, **kw)
     if peer is not None and "@" not in peer:
         from phase_core import log
 
@@ -194,6 +196,7 @@ def submit(home: Path, args: dict[str, Any]) -> int:
 
 def _write(path: str, doc: dict[str, Any]) -> None:
     import json
+    from pathlib import Path
 
     from phase_core.fsutil import write_atomic
 
