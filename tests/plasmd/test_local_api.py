@@ -335,3 +335,24 @@ def test_a_control_group_member_sends_bytes_and_its_own_manifest():
     finally:
         node.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_sigterm_lets_a_job_sent_to_a_peer_finish_and_deliver(node_factory):
+    import signal
+
+    worker = node_factory("worker", "--open")
+    local = node_factory("local")
+    api = Api(local.home)
+    req = spin("long") | {"where": {"peer": worker.peer},
+                          "limits": {"fuel": 3_000_000_000, "wall_ms": 120_000}}
+    api.send(req)
+    api.until("job_accepted")
+    local.signal(signal.SIGTERM)  # drain: no new jobs, the one in flight goes on
+    api.send(hello("late"))
+    recs = api.until("job_result")
+    late = [r for r in recs if r.get("req") == "late"]
+    assert late and late[-1]["error"] == "shutting_down"
+    assert recs[-1]["req"] == "long" and recs[-1]["ended"] == "out_of_fuel"
+    assert recs[-1]["worker"] == worker.node_id
+    assert local.proc.wait(60) == 0
+    api.close()
