@@ -106,7 +106,8 @@ def _blob(node: Any, spec: Any, what: str, caller: Caller, cap: int) -> bytes | 
                     raise InputError(f"{p} is not a regular file", slug="bad_request")
                 data = f.read(cap + 1)
         except FileNotFoundError:
-            raise MissingInput(f"no such file: {p}") from None
+            raise MissingInput(f"no such file: {p}",
+                               hint="give an absolute path the node's user can read") from None
         except IsADirectoryError:
             raise InputError(f"{p} is a directory") from None
         except PermissionError:
