@@ -126,6 +126,8 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
         from phase_core.identity import Identity
 
         key = Identity.generate()
+    else:
+        _need_key_or_daemon(home)
     kw: dict[str, Any] = {"args": args["<arg>"]}
     if any(args[k] for k in ("--max-memory", "--fuel", "--timeout", "--max-output")):
         from plasm_exec.run import limits_from_args
@@ -201,3 +203,21 @@ def _write(path: str, doc: dict[str, Any]) -> None:
     from phase_core.fsutil import write_atomic
 
     write_atomic(Path(path), (json.dumps(doc) + "\n").encode())
+
+
+def _need_key_or_daemon(home: str | Path) -> None:
+    """The job is signed with the home's node key, here or by the home's running
+    node (a private-mode node has no key file): with neither, say how to get one."""
+    if os.path.exists(os.path.join(home, "key")):
+        return
+    from plasmd import clientlocal
+
+    sock = clientlocal.connect(home, required=False)
+    if sock is not None:
+        sock.close()
+        return
+    from phase_core.errors import MissingInput
+
+    raise MissingInput(f"no node key in {home}", path=os.path.join(home, "key"),
+                       hint=f"run `plasmd init --home={home}` first, or pass "
+                            "--ephemeral-key to sign with a throw-away key")
