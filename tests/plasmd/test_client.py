@@ -183,3 +183,29 @@ def test_the_client_finds_the_home_as_phase_core_does(monkeypatch, explicit, env
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert home_dir(explicit) == str(resolve(explicit))
+
+
+def test_cancelling_an_async_submit_stops_the_guest_on_the_node(node_factory):
+    n = node_factory("node", "--workers=1")
+    spin = HELLO.with_name("spin.wasm")
+
+    async def go() -> None:
+        running = asyncio.Event()
+
+        def progress(rec: dict[str, object]) -> None:
+            if rec.get("stage") == "running":
+                running.set()
+
+        task = asyncio.create_task(Client(n.home, mode="daemon").submit_async(
+            spin, limits={"wall_ms": 120_000}, on_progress=progress))
+        await running.wait()
+        task.cancel()  # the client goes away: its connection closes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    # the only worker slot comes back: the next job runs, and nothing was recorded
+    r = Client(n.home, mode="daemon").submit(HELLO, stdin=b"ok")
+    assert r.stdout == b"ko"
+    st = n.status()
+    assert st["counters"]["jobs_cancelled"] == 1 and st["receipts"] == 1
