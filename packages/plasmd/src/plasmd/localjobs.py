@@ -34,7 +34,6 @@ from phase_core.errors import (
     Rejected,
     TempFailure,
     TooLarge,
-    Unavailable,
 )
 from plasmd import localreq as rq
 
@@ -140,6 +139,7 @@ def prepare(node: Any, req: dict[str, Any], caller: Caller) -> Prepared:
     from plasmd.submit import make_manifest
 
     rq.only(req, rq.SUBMIT_KEYS, "submit")
+    rq.boolean(req.get("progress", True), "progress")
     where = rq.where(req.get("where"))
     module = _blob(node, req.get("module"), "module", caller, MAX_MODULE_BYTES)
     if module is None:
@@ -305,5 +305,5 @@ def failure_record(e: BaseException) -> dict[str, Any]:
             "exit_code": 70}
 
 
-__all__ = ["Caller", "Cancelled", "JobRun", "LocalJobs", "Prepared", "Unavailable",
-           "failure_record", "prepare"]
+__all__ = ["Caller", "Cancelled", "JobRun", "LocalJobs", "Prepared", "failure_record",
+           "prepare"]
