@@ -209,3 +209,36 @@ def test_cancelling_an_async_submit_stops_the_guest_on_the_node(node_factory):
     assert r.stdout == b"ko"
     st = n.status()
     assert st["counters"]["jobs_cancelled"] == 1 and st["receipts"] == 1
+
+
+def test_files_the_node_cannot_see_are_sent_as_bytes(tmp_path):
+    """A node in its own mount namespace (as systemd's PrivateTmp and ProtectHome
+    make it) does not see the caller's files: the client sends their bytes."""
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare and mount")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "hello.wasm").write_bytes(HELLO.read_bytes())
+    (files / "in.txt").write_bytes(b"Hello, World")
+    hide = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs none "{files}" && exec "$@"', "--")
+    probe = subprocess.run([*hide, "ls", str(files)], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.strip()}")
+    assert probe.stdout == ""  # the node's view: an empty directory
+    node = start_node(tmp_path / "node", prefix=hide)
+    try:
+        r = Client(node.home, mode="daemon").submit(files / "hello.wasm",
+                                                    stdin=files / "in.txt")
+        assert r.stdout == b"dlroW ,olleH" and r.worker == node.node_id
+
+        async def go() -> bytes:
+            res = await Client(node.home, mode="daemon").submit_async(
+                files / "hello.wasm", stdin=files / "in.txt")
+            return res.stdout
+
+        assert asyncio.run(go()) == b"dlroW ,olleH"
+    finally:
+        node.stop()

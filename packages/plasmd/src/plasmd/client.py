@@ -93,7 +93,17 @@ class Client:
         if self.mode != "direct":
             sock = local.connect(self.home, required=self.mode == "daemon")
             if sock is not None:
-                return local.call(sock, self._for_daemon(req, sock), on_progress,
+                sent = self._for_daemon(req, sock)
+                try:
+                    return local.call(sock, sent, on_progress, self._deadline(req))
+                except NodeError as e:
+                    if not local.unseen_paths(e, sent):
+                        raise
+                # the node does not see our files (another mount namespace, e.g.
+                # systemd's PrivateTmp or ProtectHome): send the bytes instead
+                sock = local.connect(self.home, required=True)
+                assert sock is not None
+                return local.call(sock, local.inline(sent), on_progress,
                                   self._deadline(req))
         import asyncio
 
@@ -105,9 +115,22 @@ class Client:
         """``submit`` for asyncio programs (the job's I/O never blocks the loop)."""
         req = self.request(module, **kw)
         if self.mode != "direct":
-            got = await local.call_async(self.home, lambda s: self._for_daemon(req, s),
-                                         on_progress, self._deadline(req),
-                                         required=self.mode == "daemon")
+            sent: list[dict[str, Any]] = []
+
+            def build(sock: Any) -> dict[str, Any]:
+                sent.append(self._for_daemon(req, sock))
+                return sent[-1]
+
+            try:
+                got = await local.call_async(self.home, build, on_progress,
+                                             self._deadline(req),
+                                             required=self.mode == "daemon")
+            except NodeError as e:
+                if not local.unseen_paths(e, sent[-1]):
+                    raise
+                got = await local.call_async(  # as in submit: the bytes instead
+                    self.home, lambda _: local.inline(sent[-1]), on_progress,
+                    self._deadline(req), required=True)
             if got is not None:
                 return got
         return await self._direct(req, on_progress)

@@ -97,6 +97,15 @@ def inline(req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def unseen_paths(e: NodeError, req: dict[str, Any]) -> bool:
+    """The node could not find a file we named that we can read: it runs in another
+    mount namespace (systemd's PrivateTmp, ProtectHome), so send the bytes."""
+    if e.slug != "missing_input":
+        return False
+    return any(isinstance(spec, dict) and os.path.isfile(spec.get("path", ""))
+               for spec in (req.get("module"), req.get("stdin")))
+
+
 def _line(req: dict[str, Any]) -> bytes:
     return json.dumps(req, separators=(",", ":")).encode() + b"\n"
 
