@@ -167,4 +167,8 @@ def test_leaving_with_os_exit_loses_nothing(node_factory, tmp_path, warm):
     r = subprocess.run([*base[:-2], "--stdin=/dev/stdin", f"--peer={worker.peer}"],
                        input=b"Hello, World", capture_output=True, timeout=180, env=env)
     assert (r.returncode, r.stdout) == (0, b"dlroW ,olleH"), r.stderr[-2000:]
+    # and the module from a pipe
+    r = subprocess.run([*base[:3], "/dev/stdin", f"--peer={worker.peer}"],
+                       input=HELLO.read_bytes(), capture_output=True, timeout=180, env=env)
+    assert (r.returncode, r.stdout) == (0, b""), r.stderr[-2000:]
 

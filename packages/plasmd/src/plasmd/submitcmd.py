@@ -151,10 +151,11 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
                 from phase_core.errors import MissingInput
 
                 raise MissingInput(f"no such file: {path}") from None
-    if not os.path.isfile(args["<module>"]):
+    module: str | bytes = args["<module>"]
+    if not os.path.isfile(module):
         from plasm_exec.run import read_module
 
-        read_module(args["<module>"])  # says what is wrong with it
+        module = read_module(module)  # a pipe's bytes, or it says what is wrong
     if peer is not None:
         kw["peer"] = peer
     else:
@@ -173,7 +174,7 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
 
     # a throw-away key has no daemon to sign with: this process submits directly
     client = Client(home, mode="direct" if key is not None else "auto", key=key)
-    res = client.submit(args["<module>"], on_progress=on_progress, **kw)
+    res = client.submit(module, on_progress=on_progress, **kw)
     if peer is not None and "@" not in peer:
         from phase_core import log
 
