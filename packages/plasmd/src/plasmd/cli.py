@@ -20,11 +20,14 @@ Commands:
             record on stdout). SIGTERM drains running jobs and exits 0; SIGHUP
             reloads keyring.toml and config.toml.
   status    Ask the running node (over its 0600 UNIX socket in the home) for its
-            mode, node id, addresses, peers, jobs and cache use.
+            mode, node id, addresses, peers, jobs and cache use. The socket also
+            serves programs: the local node API, docs/local-api.md.
   submit    Run <module> on the node --peer names (or, without --peer, on a
             capable node found over mDNS and the DHT, trying the next one when
             a node rejects or fails), verify the receipt, print the guest's
-            stdout (stderr to stderr) and exit with the guest's status.
+            stdout (stderr to stderr) and exit with the guest's status. When a
+            plasmd runs for --home, the job goes to it over the control socket
+            and its warm connections carry it (not with --ephemeral-key).
   receipts  List the node's receipt log; --verify checks the hash chain (edits,
             reordering, truncation) and every receipt's signature. --repair
             (with no node running on the home) keeps every entry that chains
@@ -102,9 +105,9 @@ Exit status:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from phase_core.cli.runner import entry as _entry
 from plasmd import __version__
 
 
@@ -115,4 +118,12 @@ def main(args: dict[str, Any]) -> int:
 
 
 def entry() -> None:
+    if sys.argv[1:2] == ["submit"]:  # the common forms skip docopt (plasmd.submitcmd)
+        from plasmd import submitcmd
+
+        code = submitcmd.fast_main(sys.argv[2:])
+        if code is not None:
+            submitcmd.finish(code)
+    from phase_core.cli.runner import entry as _entry
+
     _entry("plasmd", __doc__ or "", __version__, main)

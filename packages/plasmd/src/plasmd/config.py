@@ -14,6 +14,8 @@ wrong type are errors (78) that name the file, the key and the type expected.
                                    # address (0.0.0.0: every up, non-loopback one;
                                    # a loopback-only node advertises nowhere)
     boot_http = ""                 # host:port to serve boot artifacts over HTTP ("" = off)
+    control_group = ""             # a group whose members may use the control socket
+                                   # (the local node API, docs/local-api.md); "" = none
 
     [ceilings]                     # the most any job may ask for; larger asks are clamped
     memory_bytes = 268435456       # or a size: "256M"; wall_ms also "30s" (docs/conventions.md)
@@ -34,16 +36,19 @@ from typing import Any
 from phase_core import units
 from phase_core.errors import ConfigError
 from phase_core.limits import DEFAULT_LIMITS
+from plasmd.hostport import parse_hostport
+
+__all__ = ["Config", "load", "parse_hostport"]
 
 MODES = ("internet", "local", "private")
 KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings", "bootstrap", "mdns",
-        "mdns_interfaces", "boot_http"}
+        "mdns_interfaces", "boot_http", "control_group"}
 DEFAULT_LISTEN = ("127.0.0.1:4433",)
 MAX_CONFIG_BYTES = 1 << 20
 # each key's TOML type: str, bool, int, a list of strings, or a table (ceilings)
 TYPES: dict[str, Any] = {"mode": str, "listen": list, "open": bool, "workers": int,
                          "queue": int, "ceilings": dict, "bootstrap": list, "mdns": bool,
-                         "mdns_interfaces": list, "boot_http": str}
+                         "mdns_interfaces": list, "boot_http": str, "control_group": str}
 TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer",
               list: "a list of strings", dict: "a table"}
 
@@ -74,6 +79,7 @@ class Config:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     boot_http: str = ""
+    control_group: str = ""
     source: str = "defaults"
 
     def to_toml(self) -> str:
@@ -86,21 +92,9 @@ class Config:
                 f"workers = {self.workers}\nqueue = {self.queue}\n"
                 f"bootstrap = {strings(self.bootstrap)}\nmdns = {str(self.mdns).lower()}\n"
                 f"mdns_interfaces = {strings(self.mdns_interfaces)}\n"
-                f'boot_http = "{self.boot_http}"\n\n[ceilings]\n{ceil}\n')
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"address {text!r} is not host:port")
-    host = host.strip("[]")
-    try:
-        p = int(port)
-    except ValueError:
-        raise ConfigError(f"address {text!r} has a bad port") from None
-    if not 0 <= p <= 65535:
-        raise ConfigError(f"address {text!r} has a port out of range")
-    return host, p
+                f'boot_http = "{self.boot_http}"\n'
+                + (f'control_group = "{self.control_group}"\n' if self.control_group else "")
+                + f"\n[ceilings]\n{ceil}\n")
 
 
 def _check(cfg: Config) -> Config:
@@ -163,6 +157,7 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                       mdns=doc.get("mdns", cfg.mdns),
                       mdns_interfaces=tuple(doc.get("mdns_interfaces", cfg.mdns_interfaces)),
                       boot_http=doc.get("boot_http", cfg.boot_http),
+                      control_group=doc.get("control_group", cfg.control_group),
                       source=str(path))
         try:
             _check(cfg)  # the file alone: its errors name it

@@ -1,12 +1,12 @@
-"""Local control: a UNIX socket that answers ``status``.
+"""Local control: the UNIX socket of the local node API (docs/local-api.md).
 
-The socket is ``<home>/plasmd.sock`` with mode 0600. In private mode, which
-writes nothing to disk, it is an abstract socket named after the home instead.
-Either way the daemon also checks the caller's credentials (SO_PEERCRED): only
-the daemon's own user (or root) gets an answer.
+The socket is ``<home>/plasmd.sock`` with mode 0600 (0660 and owned by the group
+when config.toml names a ``control_group``). In private mode, which writes nothing
+to disk, it is an abstract socket named after the home instead. Either way the
+daemon also checks the caller's credentials (SO_PEERCRED): only the daemon's own
+user, root, and members of the control group get an answer (``plasmd.localapi``).
 
-Protocol: the client sends one JSON line ``{"v":1,"type":"status"}``; the daemon
-answers with one JSON line and closes.
+The simplest request is ``{"v":1,"type":"status"}``, answered with one line.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import hashlib
 import json
 import os
 import socket
-import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from phase_core.errors import Unavailable
 from phase_core.oserrors import from_oserror
 
-MAX_REQUEST = 4096
+MAX_LINE = 8 << 20  # a request line, inline bytes included (plasmd.localapi)
 
 
 def socket_path(home: Path) -> Path:
@@ -38,23 +37,15 @@ def abstract_name(home: Path) -> str:
     return f"\0phase-plasmd-{digest}"
 
 
-def _peer_allowed(writer: asyncio.StreamWriter) -> bool:
-    sock = writer.get_extra_info("socket")
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return False
-    _, uid, _ = struct.unpack("3i", creds)
-    return bool(uid == os.getuid() or uid == 0)
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def serve_abstract(name: str, status: Callable[[], dict[str, Any]]
-                         ) -> asyncio.AbstractServer:
+async def serve_abstract(name: str, handler: Handler) -> asyncio.AbstractServer:
     """The abstract socket; a second private-mode node for the same home is refused."""
     from plasmd.homelock import HomeInUse
 
     try:
-        return await asyncio.start_unix_server(lambda r, w: _client(r, w, status), path=name)
+        return await asyncio.start_unix_server(handler, path=name, limit=MAX_LINE)
     except OSError as e:
         if e.errno != errno.EADDRINUSE:
             raise
@@ -66,42 +57,44 @@ async def serve_abstract(name: str, status: Callable[[], dict[str, Any]]
                     f"(control socket @{name[1:]})", hint="stop it first, or use another --home")
 
 
-async def serve(path: Path, status: Callable[[], dict[str, Any]]) -> asyncio.AbstractServer:
+async def serve(path: Path, handler: Handler, group: int | None = None
+                ) -> asyncio.AbstractServer:
+    """The socket file, 0600 (0660 owned by ``group`` when one is given)."""
     path = Path(path)
     if path.exists() or path.is_symlink():
         path.unlink()
     old = os.umask(0o177)  # the socket is created 0600
     try:
-        server = await asyncio.start_unix_server(lambda r, w: _client(r, w, status), path=str(path))
+        server = await asyncio.start_unix_server(handler, path=str(path), limit=MAX_LINE)
     except OSError as e:  # a read-only or full home: exit 74 naming the socket
         raise from_oserror(e, path, "create the control socket") from None
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    if group is None:
+        os.chmod(path, 0o600)
+    else:
+        try:
+            os.chown(path, -1, group)
+        except OSError as e:
+            server.close()
+            raise from_oserror(e, path, "give the control socket to its group") from None
+        os.chmod(path, 0o660)
     return server
 
 
-async def _client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  status: Callable[[], dict[str, Any]]) -> None:
+def group_id(name: str) -> int | None:
+    """The gid of config.toml's ``control_group`` (None when it is empty)."""
+    if not name:
+        return None
+    import grp
+
+    from phase_core.errors import ConfigError
+
     try:
-        if not _peer_allowed(writer):
-            return
-        line = await asyncio.wait_for(reader.readline(), 5)
-        try:
-            req = json.loads(line[:MAX_REQUEST])
-        except ValueError:
-            req = {}
-        if isinstance(req, dict) and req.get("type") == "status":
-            reply = status()
-        else:
-            reply = {"v": 1, "type": "error", "error": "bad_request",
-                     "message": "send {\"v\":1,\"type\":\"status\"}"}
-        writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
-        await writer.drain()
-    except (TimeoutError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"control_group {name!r} is not a group on this system",
+                          hint="create it (groupadd) or leave control_group empty") from None
 
 
 def query_home(home: Path, timeout_s: float = 5.0) -> dict[str, Any]:

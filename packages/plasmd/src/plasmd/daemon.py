@@ -34,6 +34,7 @@ from plasmd import config as configs
 from plasmd import control, homelock, publish
 from plasmd.config import Config, parse_hostport
 from plasmd.discovery import Discovery
+from plasmd.localapi import LocalApi
 from plasmd.memlog import MemoryReceiptLog
 from plasmd.node import Node
 from plasmd.receiptlog import LogTampered, ReceiptLog
@@ -161,11 +162,13 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
         def status() -> dict[str, Any]:
             return {**node.status(servers[0] if servers else None), "pid": os.getpid()}
 
+        api = LocalApi(node, status, control.group_id(cfg.control_group))
         if tmp_home_used:
-            ctl = await control.serve_abstract(control.abstract_name(home), status)
+            ctl = await control.serve_abstract(control.abstract_name(home), api.client)
             ctl_where = "@" + control.abstract_name(home)[1:]
         else:
-            ctl = await control.serve(control.socket_path(home), status)
+            ctl = await control.serve(control.socket_path(home), api.client,
+                                      api.group_gid)
             ctl_where = str(control.socket_path(home))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -192,6 +195,7 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
         await stop.wait()
         log.get().info("node.draining", running=node.running, queued=node.queued)
         await node.drain()
+        await api.close()
         ctl.close()
         if not tmp_home_used:
             control.socket_path(home).unlink(missing_ok=True)

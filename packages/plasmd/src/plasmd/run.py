@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +43,9 @@ def dispatch(args: dict[str, Any]) -> int:
             write_record(st)
         return 0
     if args["submit"]:
-        return submit(home, args)
+        from plasmd import submitcmd
+
+        return submitcmd.submit(home, args)
     if args["receipts"]:
         return receipts(home, args)
     if args["boot-sign"]:
@@ -107,71 +106,6 @@ def init(home: Path, flags: dict[str, Any], args: dict[str, Any]) -> int:
         write_record({"v": 1, "type": "node_init", "home": str(home), "node_id": ident.node_id,
                       "config": str(cfg_path), "keyring": str(kr)})
     return 0
-
-
-def submit(home: Path, args: dict[str, Any]) -> int:
-    from plasm_exec.run import exit_status, limits_from_args, parse_env, read_module
-    from plasmd import submit as sub
-
-    peer = _flag(lambda: sub.parse_peer(args["--peer"]), "--peer") if args["--peer"] else None
-    if args["--via"] not in ("mdns", "dht", "both"):
-        raise UsageError("--via is mdns, dht or both")
-    if args["--ephemeral-key"]:
-        ident = identities.Identity.generate()
-    else:
-        ident = _node_key(home, "or pass --ephemeral-key to sign with a throw-away key")
-    module = read_module(args["<module>"])
-    stdin = None
-    if args["--stdin"]:
-        try:
-            stdin = Path(args["--stdin"]).read_bytes()
-        except FileNotFoundError:
-            raise MissingInput(f"no such file: {args['--stdin']}") from None
-    limits = limits_from_args(args)
-    env = sub.make_manifest(ident, module, stdin, argv=[Path(args["<module>"]).name,
-                                                        *args["<arg>"]],
-                            env=parse_env(args["--env"]), limits=limits,
-                            deterministic=bool(args["--deterministic"]))
-    blobs = {env["body"]["module"]: module}
-    if stdin is not None:
-        blobs[env["body"]["stdin"]] = stdin
-    sub.save_manifest(args["--manifest-out"], env)
-    timeout = limits["wall_ms"] / 1000 + 30
-    if peer is not None:
-        node_id, host, port = peer
-        out = asyncio.run(sub.submit(ident, host, port, env, blobs, expected_node_id=node_id,
-                                     timeout_s=timeout))
-    else:
-        dt = units.parse_duration(args["--discover-timeout"], "--discover-timeout") / 1000
-        node_id = "discovered"
-        out = asyncio.run(sub.submit_anywhere(
-            ident, env, blobs, via=args["--via"], bootstrap=args["--bootstrap"],
-            interfaces=args["--interface"] or None, discover_timeout_s=dt, timeout_s=timeout))
-    body = out.body
-    if node_id is None:
-        log.get().warning("submit.peer_learned", node_id=out.worker,
-                          hint="pin it next time with --peer=<node-id>@host:port")
-    if args["--receipt"]:
-        write_atomic(Path(args["--receipt"]), (json.dumps(out.receipt) + "\n").encode())
-    if not args["--quiet"]:
-        if args["--json"]:
-            # the same job_result as plasm-exec job's (docs/pipeline.md): the signed
-            # receipt travels under "envelope", so phase-verify reads it directly
-            write_record({"v": 1, "type": "job_result", "worker": out.worker,
-                          "job": body["job"], "ended": body["ended"],
-                          "exit_code": body["exit_code"],
-                          "stdout_id": body["stdout"], "stderr_id": body["stderr"],
-                          "stdout_bytes": body["stdout_bytes"],
-                          "stderr_bytes": body["stderr_bytes"],
-                          "stdout_b64": base64.b64encode(out.stdout).decode(),
-                          "stderr_b64": base64.b64encode(out.stderr).decode(),
-                          "envelope": out.receipt})
-        else:
-            sys.stdout.buffer.write(out.stdout)
-            sys.stdout.buffer.flush()
-            sys.stderr.buffer.write(out.stderr)
-            sys.stderr.buffer.flush()
-    return exit_status(body["ended"], body["exit_code"])
 
 
 def receipts(home: Path, args: dict[str, Any]) -> int:

@@ -30,7 +30,7 @@ from phase_core.trust import Keyring
 from plasmd.blobs import answer_get, send_out
 
 __all__ = ["RETRYABLE", "JobRejected", "Outcome", "check_outcome", "make_manifest",
-           "parse_peer", "save_manifest", "submit", "submit_anywhere"]
+           "new_submission", "parse_peer", "save_manifest", "submit", "submit_anywhere"]
 
 
 class JobRejected(Rejected):
@@ -52,7 +52,7 @@ class Outcome:
 def parse_peer(text: str) -> tuple[str | None, str, int]:
     """``[<node-id>@]<host>:<port>`` → (node id or None, host, port)."""
     from phase_core.identity import check_node_id
-    from plasmd.config import parse_hostport
+    from plasmd.hostport import parse_hostport
 
     node_id = None
     if "@" in text:
@@ -92,9 +92,7 @@ async def submit(identity: Identity, host: str, port: int, manifest_env: dict[st
     from phase_core.aio.quic import Client
     from phase_core.aio.stream import Limits
 
-    job_id = envelope.parse(manifest_env).id
-    sub = Submission(time.monotonic, manifest_env, job_id,
-                     {cid: len(data) for cid, data in blobs.items()}, timeout_s=timeout_s)
+    sub = new_submission(manifest_env, blobs, timeout_s)
     worker: list[str] = []  # the peer dialled, once connected
 
     async def serve(peer: str, stream: Any) -> None:
@@ -115,7 +113,15 @@ async def submit(identity: Identity, host: str, port: int, manifest_env: dict[st
     try:
         return await _exchange(conn, sub)
     finally:
-        await conn.close()
+        conn.close_now()  # one job per connection: no closing period to wait out
+
+
+def new_submission(manifest_env: dict[str, Any], blobs: dict[str, bytes],
+                   timeout_s: float) -> Submission:
+    """The sans-I/O machine for submitting one signed manifest with its blobs."""
+    job_id = envelope.parse(manifest_env).id
+    return Submission(time.monotonic, manifest_env, job_id,
+                      {cid: len(data) for cid, data in blobs.items()}, timeout_s=timeout_s)
 
 
 async def _exchange(conn: Any, sub: Submission) -> Outcome:
@@ -206,7 +212,7 @@ async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dic
     """Submit to one discovered node, trying its addresses; None if it would not do."""
     from phase_core.errors import ProtocolViolation as PV
     from phase_core.errors import Unavailable
-    from plasmd.config import parse_hostport
+    from plasmd.hostport import parse_hostport
 
     node_id = str(rec["node_id"])
     for addr in dict.fromkeys([*rec.get("mdns_addresses", []), *rec.get("addresses", [])]):

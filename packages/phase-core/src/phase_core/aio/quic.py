@@ -671,6 +671,24 @@ class Connection:
         if self._transport is not None:
             self._transport.close()
 
+    def close_now(self) -> None:
+        """Send CONNECTION_CLOSE and let go at once, without waiting out QUIC's closing
+        period (about three probe timeouts). For a one-shot client that is done with
+        the connection and exits next: the close frame goes out before this returns;
+        should it be lost, the peer's idle timeout ends its side (docs/transport.md)."""
+        p = self._proto
+        if not p._closed.is_set() and p.error is None and not p.closing:
+            p.closing = True
+            try:
+                p._quic.close(error_code=E_OK, reason_phrase="bye")
+                p.transmit()  # now, not on a later turn of the loop
+            except Exception as e:  # pragma: no cover - the transport is already gone
+                log.get().debug("net.close_failed", error=repr(e))
+            for t in list(p._tasks):
+                t.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
     async def wait_closed(self) -> None:
         await self._proto.wait_closed()
 

@@ -1,0 +1,229 @@
+"""Cold and local ``plasmd submit``, each side by side with its reference in one run.
+
+    .venv/bin/python bench/plasmd/bench_submit.py [--runs N] [--json]
+
+Every command runs as a fresh process, and the commands of all rows are interleaved
+(each round runs each once, in a rotating order); medians are reported, of the
+wall-clock time (the goal) and of the process's CPU time (user + system, which a
+loaded machine distorts less).
+
+1. cold: ``plasmd submit hello.wasm --stdin=in.txt --peer=<worker>`` from a home
+   with no daemon (import, QUIC + Noise handshake with a Retry, sign, offer, run,
+   serve the module, result, verify the receipt, exit), against
+   ``bench/plasmd/raw_oneshot.py`` (import aioquic, handshake, 1 KiB each way,
+   CONNECTION_CLOSE, exit) talking to a raw aioquic echo server process (this
+   script with ``--raw-server``). Goal <= 1.3x.
+2. warm local: the same ``plasmd submit`` from a home where a plasmd runs: the job
+   goes over the control socket (docs/local-api.md) and the daemon's warm
+   connection to the worker; against a cold ``plasm-exec run hello.wasm`` (the
+   module's compiled code cached). Goal <= 0.5x.
+
+The worker is ``plasmd start --open`` on 127.0.0.1 in a throw-away home. Bytecode
+caches are written first (PYTHONDONTWRITEBYTECODE is dropped), as for an installed
+tool. The machine has 2 cores shared with other work: treat differences under
+~15 % as noise and look at the load printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
+BIN = Path(sys.executable).parent
+RAW = Path(__file__).with_name("raw_oneshot.py")
+EXPECT = b"dlroW ,olleH"
+
+
+def bench_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("PYTHONDONTWRITEBYTECODE", "PHASE_HOME", "PHASE_LOG_FORMAT")}
+
+
+def start(cmd: list[str], err: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(err, "wb"),
+                            env=bench_env())
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"{cmd[1]} did not start: {err.read_text()[-2000:]}")
+    return proc, json.loads(line)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def node(root: Path, name: str, *flags: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    home = root / name
+    subprocess.run([str(BIN / "plasmd"), "init", "-q", f"--home={home}",
+                    "--listen=127.0.0.1:0"], env=bench_env(), check=True)
+    return start([str(BIN / "plasmd"), "start", f"--home={home}", *flags],
+                 root / f"{name}.stderr")
+
+
+def timed(cmd: list[str], expect: bytes, stdin: Path | None = None,
+          env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall ms, CPU ms of the process: user + system, from the kernel)."""
+    with open(stdin or os.devnull, "rb") as f:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, env={**bench_env(), **(env or {})},
+                           stdin=f)
+        dt = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0 or expect not in r.stdout:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-1500:]!r}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return dt * 1000, cpu * 1000
+
+
+# -- the raw aioquic echo server ------------------------------------------------------
+
+async def raw_server_main() -> None:
+    from aioquic.asyncio import serve
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.quic import events
+    from aioquic.quic.configuration import QuicConfiguration
+
+    from phase_core.aio import certs
+
+    cert = certs.make()
+    cfg = QuicConfiguration(is_client=False, alpn_protocols=["echo"])
+    cfg.certificate, cfg.private_key = cert.certificate, cert.private_key
+
+    class Echo(QuicConnectionProtocol):
+        bufs: dict[int, bytearray]
+
+        def quic_event_received(self, event: Any) -> None:
+            if isinstance(event, events.StreamDataReceived):
+                buf = self.__dict__.setdefault("bufs", {}).setdefault(event.stream_id,
+                                                                      bytearray())
+                buf += event.data
+                if event.end_stream:
+                    self._quic.send_stream_data(event.stream_id, bytes(buf), end_stream=True)
+                    self.transmit()
+
+    server = await serve("127.0.0.1", 0, configuration=cfg, create_protocol=Echo)
+    port = server._transport.get_extra_info("sockname")[1]
+    sys.stdout.write(json.dumps({"port": port}) + "\n")
+    sys.stdout.flush()
+    stop_ev = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_ev.set)
+    await stop_ev.wait()
+    server.close()
+
+
+# -- the run ---------------------------------------------------------------------------
+
+ROWS = [
+    ("cold plasmd submit", "cold plasmd submit --peer, no local daemon",
+     "raw aioquic one-shot client", 1.3),
+    ("warm local plasmd submit", "plasmd submit --peer handed to the home's running plasmd",
+     "cold plasm-exec run hello.wasm", 0.5),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--json", action="store_true", help="one JSON line per row")
+    ap.add_argument("--before", metavar="BIN", type=Path,
+                    help="also time the plasmd of another checkout's venv (its bin/ "
+                         "directory) on the cold row: the before of a change, same run")
+    ap.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.raw_server:
+        asyncio.run(raw_server_main())
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
+        root = Path(tmp)
+        procs = []
+        try:
+            worker, w = node(root, "worker", "--open")
+            procs.append(worker)
+            local, _ = node(root, "local")  # a running node on the warm client's home
+            procs.append(local)
+            subprocess.run([str(BIN / "plasmd"), "init", "-q", f"--home={root / 'cold'}",
+                            "--listen=127.0.0.1:0"], env=bench_env(), check=True)
+            raw, r = start([sys.executable, __file__, "--raw-server"], root / "raw.stderr")
+            procs.append(raw)
+            stdin = root / "in.txt"
+            stdin.write_bytes(b"Hello, World")
+            peer = f"{w['node_id']}@{w['listen'][0].removeprefix('quic://')}"
+            submit = [str(BIN / "plasmd"), "submit", str(HELLO), f"--stdin={stdin}",
+                      f"--peer={peer}"]
+            cmds = {
+                "cold": ([*submit, f"--home={root / 'cold'}"], EXPECT, None),
+                "raw": ([sys.executable, str(RAW), str(r["port"])], b"ok", None),
+                "warm": ([*submit, f"--home={root / 'local'}"], EXPECT, None),
+                "exec": ([str(BIN / "plasm-exec"), "run", f"--home={root / 'cold'}",
+                          str(HELLO)], EXPECT, stdin),
+            }
+            if a.before is not None:  # its bytecode goes to a cache of our own
+                cmds["before"] = ([str(a.before / "plasmd"), *submit[1:],
+                                   f"--home={root / 'cold'}"], EXPECT, None,
+                                  {"PYTHONPYCACHEPREFIX": str(root / "pycache")})
+            times: dict[str, list[float]] = {k: [] for k in cmds}
+            cpus: dict[str, list[float]] = {k: [] for k in cmds}
+            for spec in cmds.values():  # bytecode, compile cache, warm connection
+                timed(*spec)
+                timed(*spec)
+            order = list(cmds)
+            for i in range(a.runs):
+                for k in order[i % len(order):] + order[:i % len(order)]:
+                    wall, cpu = timed(*cmds[k])
+                    times[k].append(wall)
+                    cpus[k].append(cpu)
+        finally:
+            for p in procs:
+                stop(p)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+    pairs = [("cold", "raw"), ("warm", "exec")]
+    rows = list(ROWS)
+    if "before" in med:
+        rows.append(("cold plasmd submit, before", f"the same with {a.before}/plasmd",
+                     "raw aioquic one-shot client", 1.3))
+        pairs.append(("before", "raw"))
+    load = os.getloadavg()[0]
+    if not a.json:
+        print(f"{a.runs} interleaved runs, medians; load {load:.2f}")
+        print(f"{'row':28} {'ours':>9} {'reference':>32} {'ref':>9} {'ratio':>6} goal")
+    for (row, measurement, reference, goal), (ours, ref) in zip(rows, pairs, strict=True):
+        ratio = med[ours] / med[ref]
+        rec = {"row": row, "measurement": measurement, "ours_ms": round(med[ours], 1),
+               "reference": reference, "reference_ms": round(med[ref], 1),
+               "ratio": round(ratio, 2), "goal": f"<= {goal}x", "met": ratio <= goal,
+               "ours_cpu_ms": round(cpu_med[ours], 1),
+               "reference_cpu_ms": round(cpu_med[ref], 1),
+               "cpu_ratio": round(cpu_med[ours] / cpu_med[ref], 2)}
+        if a.json:
+            print(json.dumps(rec))
+        else:
+            print(f"{row:28} {med[ours]:7.1f}ms {reference:>32} {med[ref]:7.1f}ms "
+                  f"{ratio:5.2f}x <= {goal}x {'met' if rec['met'] else 'NOT met'}"
+                  f"   (CPU {cpu_med[ours]:.0f} / {cpu_med[ref]:.0f} ms = "
+                  f"{rec['cpu_ratio']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

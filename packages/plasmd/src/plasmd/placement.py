@@ -1,0 +1,132 @@
+"""``where: {"capabilities": …}``: run a local API job on any node that matches.
+
+Candidates, in order: this node (only with ``include_self``), the listed ``peers``
+(each asked for its self-signed node record over the node's warm connection; the
+measured capabilities in it must match), then the nodes discovery finds over mDNS
+and/or the DHT (phase-discover's ``discover_nodes``, which checks the records'
+signatures and capabilities). Each is tried in turn: one that rejects the job, is
+unreachable or breaks the protocol is skipped (a ``skipped`` progress record says
+why); a receipt that does not verify ends the job (it is never retried elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from phase_core import log
+from phase_core.errors import PhaseError, ProtocolViolation, TempFailure, Unavailable
+
+SKIPPABLE = ("job_rejected", "not_authorized", "queue_full", "shutting_down",
+             "arch_mismatch", "runtime_not_supported", "insufficient_resources",
+             "feature_not_supported", "too_large")
+
+
+def _skippable(e: PhaseError) -> bool:
+    from plasmd.submit import JobRejected
+
+    return isinstance(e, JobRejected | TempFailure | Unavailable | ProtocolViolation) \
+        or e.slug in SKIPPABLE
+
+
+def _matches(want: dict[str, Any], caps: dict[str, Any]) -> bool:
+    from phase_discover.run import Options, matches
+
+    return matches(Options("nodes", arch=want.get("arch"), runtime=want.get("runtime"),
+                           min_memory=int(want.get("memory_bytes", 0))), caps)
+
+
+async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
+    from plasmd.submit import parse_peer
+
+    w = p.where
+    want = w["capabilities"]
+    me = jobs.node.identity.node_id
+    tried: list[str] = []
+
+    async def attempt(node_id: str | None, host: str, port: int) -> Any:
+        label = f"{host}:{port}"
+        tried.append(f"{(node_id or '?')[:16]}@{label}")
+        emit({"stage": "connecting", "node": node_id or label, "address": label})
+        try:
+            return await jobs.out.submit(host, port, node_id, p.manifest, p.blobs,
+                                         p.timeout_s)
+        except PhaseError as e:
+            if not _skippable(e):
+                raise
+            emit({"stage": "skipped", "node": node_id or label, "address": label,
+                  "error": e.slug, "message": e.message[:300]})
+            log.get().info("local_api.node_skipped", node=node_id, address=label,
+                           error=e.slug)
+            return None
+
+    if w.get("include_self") and _matches(want, jobs.node.caps):
+        tried.append(f"{me[:16]} (this node)")
+        return await jobs.here(p, run, emit)
+    for text in w.get("peers", []):
+        try:
+            node_id, host, port = parse_peer(text)
+        except PhaseError as e:
+            from plasmd.localreq import bad
+
+            raise bad(f"where.peers: {e.message}") from None
+        try:
+            rec = await jobs.out.node_record(host, port, node_id)
+        except PhaseError as e:
+            emit({"stage": "skipped", "node": node_id or f"{host}:{port}",
+                  "address": f"{host}:{port}", "error": e.slug, "message": e.message[:300]})
+            tried.append(f"{(node_id or '?')[:16]}@{host}:{port}")
+            continue
+        if rec["node_id"] == me or not _matches(want, rec["capabilities"]):
+            emit({"stage": "skipped", "node": rec["node_id"], "address": f"{host}:{port}",
+                  "error": "capabilities_unmet",
+                  "message": "its signed capabilities do not match"})
+            tried.append(f"{rec['node_id'][:16]}@{host}:{port} (no match)")
+            continue
+        out = await attempt(rec["node_id"], host, port)
+        if out is not None:
+            return out
+    via = w.get("via", "both" if w.get("bootstrap") else "mdns")
+    if via != "none":
+        out = await _discovered(w, want, via, me, attempt)
+        if out is not None:
+            return out
+    raise Unavailable("no node matching the capabilities accepted the job"
+                      + (f" (tried {', '.join(tried)})" if tried else ": none was found"),
+                      hint="list nodes under where.peers, or give where.bootstrap")
+
+
+async def _discovered(w: dict[str, Any], want: dict[str, Any], via: str, me: str,
+                      attempt: Any) -> Any:
+    from phase_discover.run import Options, discover_nodes
+    from plasmd.hostport import parse_hostport
+
+    timeout_s = w.get("discover_timeout_ms", 5000) / 1000
+    opts = Options("nodes", via=via, bootstrap=list(w.get("bootstrap", [])),
+                   interfaces=w.get("interfaces") or None, arch=want.get("arch"),
+                   runtime=want.get("runtime"), min_memory=int(want.get("memory_bytes", 0)),
+                   timeout_s=timeout_s)
+    gen = discover_nodes(opts)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while (left := deadline - loop.time()) > 0:
+            try:
+                rec = await asyncio.wait_for(gen.__anext__(), left)
+            except (StopAsyncIteration, TimeoutError):
+                break
+            node_id = str(rec["node_id"])
+            if node_id == me:
+                continue
+            for addr in dict.fromkeys([*rec.get("mdns_addresses", []),
+                                       *rec.get("addresses", [])]):
+                host, port = parse_hostport(addr)
+                out = await attempt(node_id, host, port)
+                if out is not None:
+                    return out
+    finally:
+        try:
+            await asyncio.wait_for(gen.aclose(), 3)
+        except (TimeoutError, RuntimeError):
+            pass
+    return None

@@ -1,0 +1,224 @@
+"""``plasmd submit``: the command, on top of the Python client (``plasmd.client``).
+
+When a plasmd runs for the home, the job goes to it over the control socket
+(the local node API) and the daemon's warm connections carry it; otherwise this
+process dials the peer itself (QUIC/Noise, then a prompt CONNECTION_CLOSE).
+
+Starting fast matters here (docs/performance.md, "Cold and local submit"): the
+common forms of the command line are parsed by hand (``fast_args``; anything
+else goes through docopt as before), nothing is imported before it is needed, and
+the process ends with ``os._exit`` once its output is flushed (``finish``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# the options fast_args understands; any other goes the docopt way
+_VALUED = {"--home", "--peer", "--stdin", "--receipt", "--manifest-out", "--env",
+           "--max-memory", "--fuel", "--timeout", "--max-output"}
+_FLAGS = {"--json", "--deterministic", "--ephemeral-key", "-q", "--quiet", "-v",
+          "--verbose", "-vv"}
+_PEER = re.compile(r"(?:[0-9a-f]{64}@)?[^@\s]+:[0-9]{1,5}")
+
+
+def fast_args(argv: list[str]) -> dict[str, Any] | None:
+    """docopt's answer for ``plasmd submit <module> [<arg>...]`` with the common
+    options, or None when the line has anything else (docopt then parses it)."""
+    args: dict[str, Any] = {k: None for k in _VALUED}
+    args.update({"--env": [], "--json": False, "--deterministic": False,
+                 "--ephemeral-key": False, "--quiet": False, "--verbose": 0,
+                 "--bootstrap": [], "--interface": [], "--via": "both",
+                 "--discover-timeout": "5s", "<arg>": [], "<module>": None})
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return None
+        if a.startswith("-") and a != "-":  # options may come anywhere, as in docopt
+            name, eq, value = a.partition("=")
+            if name in _VALUED and eq:
+                if name == "--env":
+                    args["--env"].append(value)
+                elif args[name] is not None:
+                    return None  # given twice: let docopt say so
+                else:
+                    args[name] = value
+            elif a in _FLAGS:
+                if a in ("-v", "--verbose", "-vv"):
+                    args["--verbose"] += 2 if a == "-vv" else 1
+                elif a in ("-q", "--quiet"):
+                    args["--quiet"] = True
+                else:
+                    args[a] = True
+            else:
+                return None
+        elif args["<module>"] is None:
+            args["<module>"] = a
+        else:
+            args["<arg>"].append(a)
+        i += 1
+    if args["<module>"] is None or any(args[k] == "" for k in _VALUED if k != "--env"):
+        return None
+    return args
+
+
+def fast_main(argv: list[str]) -> int | None:
+    """Run ``plasmd submit`` from a hand-parsed command line; None: not handled here."""
+    args = fast_args(argv)
+    if args is None:
+        return None
+    from phase_core import log
+    from phase_core.errors import PhaseError
+    from plasmd.clientlocal import home_dir
+
+    logger = log.configure("plasmd", args["--verbose"], args["--quiet"], "json")
+    try:
+        logger.format = log.resolve_format(None, os.environ.get("PHASE_LOG_FORMAT"),
+                                           logger.stream)
+    except ValueError:
+        return None  # the runner reports a bad PHASE_LOG_FORMAT (78)
+    try:
+        return submit(home_dir(args["--home"]), args)
+    except PhaseError as e:
+        logger.error("plasmd.failed", **e.to_record())
+        return e.exit_code
+    except KeyboardInterrupt:
+        logger.warning("plasmd.interrupted")
+        return 130
+
+
+def finish(code: int) -> None:
+    """Flush what we wrote, then leave without the interpreter's teardown (module
+    finalisers, the GC of every object): nothing of ours is left unwritten, since
+    stdout and stderr are flushed here and every file was written atomically."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 141
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def submit(home: str | Path, args: dict[str, Any]) -> int:
+    from phase_core.errors import UsageError
+    from plasmd.client import Client
+
+    if args["--via"] not in ("mdns", "dht", "both"):
+        raise UsageError("--via is mdns, dht or both")
+    peer = args["--peer"]
+    if peer is not None and not _PEER.fullmatch(peer):
+        from plasmd.run import _flag
+        from plasmd.submit import parse_peer
+
+        _flag(lambda: parse_peer(peer), "--peer")  # says what is wrong (64)
+    key = None
+    if args["--ephemeral-key"]:
+        from phase_core.identity import Identity
+
+        key = Identity.generate()
+    else:
+        _need_key_or_daemon(home)
+    kw: dict[str, Any] = {"args": args["<arg>"]}
+    if any(args[k] for k in ("--max-memory", "--fuel", "--timeout", "--max-output")):
+        from plasm_exec.run import limits_from_args
+
+        kw["limits"] = limits_from_args(args)
+    if args["--env"]:
+        from plasm_exec.run import parse_env
+
+        kw["env"] = parse_env(args["--env"])
+    if args["--deterministic"]:
+        kw["deterministic"] = True
+    if args["--stdin"]:
+        path = args["--stdin"]
+        if os.path.isfile(path):
+            kw["stdin"] = path  # the node reads it (or this process, direct)
+        else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
+            try:
+                with open(path, "rb") as f:
+                    kw["stdin"] = f.read()
+            except FileNotFoundError:
+                from phase_core.errors import MissingInput
+
+                raise MissingInput(f"no such file: {path}") from None
+    module: str | bytes = args["<module>"]
+    if not os.path.isfile(module):
+        from plasm_exec.run import read_module
+
+        module = read_module(module)  # a pipe's bytes, or it says what is wrong
+    if peer is not None:
+        kw["peer"] = peer
+    else:
+        from phase_core import units
+
+        dt = units.parse_duration(args["--discover-timeout"], "--discover-timeout")
+        kw["discovery"] = {"via": args["--via"], "bootstrap": list(args["--bootstrap"]),
+                           "discover_timeout_ms": max(1, dt)}
+        if args["--interface"]:
+            kw["discovery"]["interfaces"] = list(args["--interface"])
+    manifest_out = args["--manifest-out"]
+
+    def on_progress(rec: dict[str, Any]) -> None:
+        if rec.get("type") == "job_accepted" and manifest_out:
+            _write(manifest_out, rec["manifest"])
+
+    # a throw-away key has no daemon to sign with: this process submits directly
+    client = Client(home, mode="direct" if key is not None else "auto", key=key)
+    res = client.submit(module, on_progress=on_progress, **kw)
+    if peer is not None and "@" not in peer:
+        from phase_core import log
+
+        log.get().warning("submit.peer_learned", node_id=res.worker,
+                          hint="pin it next time with --peer=<node-id>@host:port")
+    if args["--receipt"]:
+        _write(args["--receipt"], res.receipt)
+    if not args["--quiet"]:
+        if args["--json"]:
+            # the same job_result as plasm-exec job's (docs/pipeline.md): the signed
+            # receipt travels under "envelope", so phase-verify reads it directly
+            from phase_core.cli.jsonl import write_record
+
+            write_record(res.record())
+        else:
+            sys.stdout.buffer.write(res.stdout)
+            sys.stdout.buffer.flush()
+            sys.stderr.buffer.write(res.stderr)
+            sys.stderr.buffer.flush()
+    return res.status
+
+
+def _write(path: str, doc: dict[str, Any]) -> None:
+    import json
+    from pathlib import Path
+
+    from phase_core.fsutil import write_atomic
+
+    write_atomic(Path(path), (json.dumps(doc) + "\n").encode())
+
+
+def _need_key_or_daemon(home: str | Path) -> None:
+    """The job is signed with the home's node key, here or by the home's running
+    node (a private-mode node has no key file): with neither, say how to get one."""
+    if os.path.exists(os.path.join(home, "key")):
+        return
+    from plasmd import clientlocal
+
+    sock = clientlocal.connect(home, required=False)
+    if sock is not None:
+        sock.close()
+        return
+    from phase_core.errors import MissingInput
+
+    raise MissingInput(f"no node key in {home}", path=os.path.join(home, "key"),
+                       hint=f"run `plasmd init --home={home}` first, or pass "
+                            "--ephemeral-key to sign with a throw-away key")
