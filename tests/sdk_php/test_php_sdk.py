@@ -269,28 +269,12 @@ def _document_id(env: dict[str, Any]) -> str:
 
 # -- against plasmd start (LocalTransport) -------------------------------------------------------
 
-def _has_local_api(sock: Path) -> bool:
-    """False when the node's control socket answers only ``status`` (before docs/local-api.md)."""
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(str(sock))
-        s.sendall(b'{"v":1,"type":"receipts","req":"probe","limit":1}\n')
-        reply = json.loads(s.makefile("rb").readline())
-    return not (reply.get("type") == "error" and reply.get("error") == "bad_request"
-                and "req" not in reply)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.plasmd.conftest import start_node
 
     n = start_node(tmp_path_factory.mktemp("php") / "node")
     try:
-        if not _has_local_api(n.home / "plasmd.sock"):
-            pytest.skip("this plasmd's control socket answers only `status`: the local node API "
-                        "(docs/local-api.md) is not in this checkout")
         yield n
     finally:
         assert n.stop() == 0
