@@ -308,7 +308,7 @@ class Pool:
     loaded one. Use as an async context manager, or call ``close()``."""
 
     def __init__(self, identity: Identity, peers: Iterable[str], *, max_in_flight: int = 64,
-                 max_batch: int = MAX_BATCH_JOBS, linger_s: float = 0.001,
+                 max_batch: int = MAX_BATCH_JOBS, linger_s: float = 0.05,
                  retries: int = 4, limits: Any = None) -> None:
         from phase_core.aio.pool import Pool as Connections
         from phase_core.aio.stream import Limits
@@ -362,6 +362,8 @@ class Pool:
             try:
                 async for job in _aiter(jobs):
                     await room.acquire()  # released once the caller took the result
+                    if self._closed:
+                        return
                     i = counts[0]
                     counts[0] += 1
                     self._enqueue(job).add_done_callback(functools.partial(settled, i, job))

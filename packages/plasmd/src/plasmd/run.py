@@ -120,6 +120,10 @@ def submit(home: Path, args: dict[str, Any]) -> int:
         ident = identities.Identity.generate()
     else:
         ident = _node_key(home, "or pass --ephemeral-key to sign with a throw-away key")
+    if args["--jobs"] is not None:  # many signed jobs through a Pool
+        from plasmd import submitmany
+
+        return submitmany.main(home, args, ident, args["--peer"])
     module = read_module(args["<module>"])
     stdin = None
     if args["--stdin"]:
