@@ -179,3 +179,32 @@ def test_submit_jobs_reads_stdin_and_reports_a_bad_line_alone(
     errs = sorted((x["line"], x["error"]) for x in recs if x["type"] == "error")
     assert errs == [(2, "malformed"), (3, "digest_mismatch")], errs
     assert r.returncode == 65
+
+
+def test_answers_stream_back_as_each_job_ends_not_when_the_batch_does(
+        node_factory: Any) -> None:
+    node = node_factory("worker", "--open")
+    me = identity.Identity.generate()
+    hello, spin = HELLO.read_bytes(), SPIN.read_bytes()
+    slow = make_manifest(me, spin, None, argv=["spin.wasm"],
+                         limits=dict(manifest.DEFAULT_LIMITS, wall_ms=2000))
+    jobs = [*_jobs(me, hello, 1, [0]), Job(slow, {slow["body"]["module"]: spin}),
+            *_jobs(me, hello, 6, [0])]
+
+    async def go() -> tuple[list[int], dict[str, int], str | None]:
+        order = []
+        async with Pool(me, [node.peer]) as pool:
+            async for d in pool.map(jobs):
+                assert d.error is None, d.error
+                order.append(d.index)
+                if d.index > 1 and len(order) == 2:  # the first answer of the batch:
+                    st = await asyncio.to_thread(node.status)  # its slow mate still runs
+                    assert st["jobs"]["running"] == 1, st["jobs"]
+                if d.index == 1:
+                    assert d.outcome is not None
+                    ended = d.outcome.body["ended"]
+            return order, dict(pool.stats), ended
+
+    order, stats, ended = asyncio.run(go())
+    assert stats["batches"] == 1 and stats["batched_jobs"] == 7  # the slow one and 6 more
+    assert order[-1] == 1 and ended == "timeout"  # its batch-mates did not wait for it
