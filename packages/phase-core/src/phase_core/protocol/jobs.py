@@ -4,6 +4,7 @@ One stream per request. The first control frame names the request:
 
     offer  → accept | reject          then, after accept:
     run    → result (+ 2 blob frames: stdout, stderr) | reject | error
+    batch  → per job: result (+ 2 blobs) | reject | error  (``jobs_batch``)
     get    → blob (+ 1 blob frame) | not_found
     ping   → pong
     get_node_record → node_record

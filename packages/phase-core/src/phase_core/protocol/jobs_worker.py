@@ -13,7 +13,9 @@ States of a job stream::
                     └─reject()→ done       (deadline) ┘   └─reject()→ done
     running ─result()/error()→ done;  end of stream while running → SubmitterGone
 
-Other requests end after their one answer. A submitter serving its blobs uses
+Other requests end after their one answer. A ``batch`` is handed over at once
+(``BatchArrived``): ``jobs_batch.BatchResponder`` owns that stream, and each of
+its jobs goes through a ``Responder`` of its own, as if on a stream of its own. A submitter serving its blobs uses
 a ``Responder`` that allows only ``get``.
 """
 
