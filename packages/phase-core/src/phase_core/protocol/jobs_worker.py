@@ -15,8 +15,8 @@ States of a job stream::
 
 Other requests end after their one answer. A ``batch`` is handed over at once
 (``BatchArrived``): ``jobs_batch.BatchResponder`` owns that stream, and each of
-its jobs goes through a ``Responder`` of its own, as if on a stream of its own. A submitter serving its blobs uses
-a ``Responder`` that allows only ``get``.
+its jobs goes through a ``Responder`` of its own, as if on a stream of its own.
+A submitter serving its blobs uses a ``Responder`` that allows only ``get``.
 """
 
 from __future__ import annotations
