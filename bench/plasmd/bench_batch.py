@@ -216,9 +216,10 @@ def main() -> None:
                  "ours_jobs_per_s": round(ours1["jobs_per_s"], 1),
                  "reference": f"one-per-stream {ref1['jobs_per_s']:.1f} jobs/s "
                               f"(p50 {ref1['p50_ms']:.2f} ms; ours {ours1['p50_ms']:.2f} ms)",
-                 "ratio": round(ours1["jobs_per_s"] / ref1["jobs_per_s"], 2),
-                 "goal": "no added latency (ratio ≥ 0.9)",
-                 "met": ours1["jobs_per_s"] >= 0.9 * ref1["jobs_per_s"],
+                 # latency, not rate: the ratio is one-per-stream p50 / batching p50
+                 "ratio": round(ref1["p50_ms"] / ours1["p50_ms"], 2),
+                 "goal": "no added latency (p50 ratio ≥ 0.9)",
+                 "met": ref1["p50_ms"] >= 0.9 * ours1["p50_ms"],
                  "p50_ms": round(ours1["p50_ms"], 2), "rounds": rounds, "jobs": jobs // 4})
     if a.json:
         for row in rows:

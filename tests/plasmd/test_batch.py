@@ -208,3 +208,20 @@ def test_answers_stream_back_as_each_job_ends_not_when_the_batch_does(
     order, stats, ended = asyncio.run(go())
     assert stats["batches"] == 1 and stats["batched_jobs"] == 7  # the slow one and 6 more
     assert order[-1] == 1 and ended == "timeout"  # its batch-mates did not wait for it
+
+
+def test_a_lone_job_is_never_held_for_a_batch(node_factory: Any) -> None:
+    """One job at a time: each goes at once on a stream of its own, never batched."""
+    node = node_factory("worker", "--open")
+    me = identity.Identity.generate()
+    module = HELLO.read_bytes()
+
+    async def go() -> dict[str, int]:
+        async with Pool(me, [node.peer], linger_s=3600) as pool:  # a hold would hang
+            for job in _jobs(me, module, 12, [0]):
+                out = await asyncio.wait_for(await pool.submit(job), 60)
+                assert out.stdout == b"dlroW ,olleH"
+            return dict(pool.stats)
+
+    stats = asyncio.run(go())
+    assert stats["streams_single"] == 12 and stats.get("batches", 0) == 0
