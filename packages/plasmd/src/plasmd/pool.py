@@ -305,7 +305,8 @@ class _Peer:
 
 class Pool:
     """Warm connections to ``peers`` (``[<node-id>@]host:port``); jobs go to the least
-    loaded one. Use as an async context manager, or call ``close()``."""
+    loaded one. Create it inside a running event loop; use it as an async context
+    manager, or call ``close()`` (jobs not yet ended fail with ``Unavailable``)."""
 
     def __init__(self, identity: Identity, peers: Iterable[str], *, max_in_flight: int = 64,
                  max_batch: int = MAX_BATCH_JOBS, linger_s: float = 0.05,

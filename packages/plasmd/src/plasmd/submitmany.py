@@ -32,7 +32,9 @@ from phase_core.identity import Identity
 from plasmd.pool import Job, Pool
 from plasmd.submit import Outcome
 
-END = object()
+
+def _next(it: Iterator[tuple[int, Job | PhaseError]]) -> tuple[int, Job | PhaseError] | None:
+    return next(it, None)
 
 
 def job_result(out: Outcome) -> dict[str, Any]:
@@ -106,8 +108,8 @@ async def run(identity: Identity, peers: list[str], src: IO[bytes], out: IO[str]
 
     async def jobs() -> AsyncIterator[Job]:
         it = _jobs(stage, src, cas)
-        while (item := await loop.run_in_executor(None, next, it, END)) is not END:
-            lineno, job = item  # type: ignore[misc]
+        while (item := await loop.run_in_executor(None, _next, it)) is not None:
+            lineno, job = item
             if isinstance(job, PhaseError):
                 log.get().error("submit.bad_job", line=lineno, **job.to_record())
                 emit({"v": 1, "type": "error", "line": lineno, **job.to_record()})
@@ -159,7 +161,7 @@ class _Stage(Stage):
 def _acts_on(rec: dict[str, Any]) -> bool:
     from plasm_exec.jobpipe import acts_on
 
-    return acts_on(rec)
+    return bool(acts_on(rec))
 
 
 def main(home: Path, args: dict[str, Any], identity: Identity, peer: str) -> int:
