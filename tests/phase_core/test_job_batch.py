@@ -174,6 +174,16 @@ def test_a_refusal_of_the_whole_batch_answers_every_job() -> None:
     assert all(a.outcome == Refused("shutting_down", "draining", "offer") for a in answers)
 
 
+def test_the_node_answering_for_a_job_not_in_the_batch_is_a_bug() -> None:
+    _c, w, ids = start(1)
+    (_, stranger), = jobs(1, env={"X": "1"})
+    with pytest.raises(InternalError):
+        w.m.job_out(stranger, {"type": "accept", "job": stranger})
+    w.result(ids[0])
+    with pytest.raises(InternalError):  # a second answer for an answered job
+        w.m.reject(ids[0], "replay")
+
+
 def test_a_result_is_never_split_by_another_jobs_answer() -> None:
     _c, w, ids = start(2)
     r0 = w.r[ids[0]]
