@@ -225,3 +225,14 @@ def test_a_lone_job_is_never_held_for_a_batch(node_factory: Any) -> None:
 
     stats = asyncio.run(go())
     assert stats["streams_single"] == 12 and stats.get("batches", 0) == 0
+
+
+@pytest.mark.parametrize("args", [["x.wasm", "--jobs=-"], ["--jobs=-"],
+                                  ["--jobs=-", "--peer=127.0.0.1:9", "--max-in-flight=0"]])
+def test_submit_jobs_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    client = tmp_path / "client"
+    init_home(client)
+    r = subprocess.run([script("plasmd"), "submit", f"--home={client}", *args], input="",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64, r.stderr[-1000:]
+    assert r.stdout == ""

@@ -123,6 +123,10 @@ def submit(home: Path, args: dict[str, Any]) -> int:
     if args["--jobs"] is not None:  # many signed jobs through a Pool
         from plasmd import submitmany
 
+        if args["<module>"] or peer is None:
+            raise UsageError("--jobs takes no <module> and needs --peer",
+                             hint="plasmd submit --jobs=FILE --peer=<node-id>@host:port")
+
         return submitmany.main(home, args, ident, args["--peer"])
     module = read_module(args["<module>"])
     stdin = None
