@@ -236,3 +236,41 @@ def test_submit_jobs_usage_errors(tmp_path: Path, args: list[str]) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 64, r.stderr[-1000:]
     assert r.stdout == ""
+
+
+def test_one_batch_with_a_trap_a_fuel_overrun_and_a_forged_signature(
+        node_factory: Any) -> None:
+    """The same mix as above, all six jobs provably in ONE batch (queued in one tick
+    on a warm connection whose worker advertised job-batch)."""
+    from plasmd.submit import JobRejected
+
+    node = node_factory("worker", "--open")
+    me = identity.Identity.generate()
+    hello, trap, spin = (p.read_bytes() for p in (HELLO, TRAP, SPIN))
+    forged = make_manifest(me, hello, None, argv=["forged"])
+    sig = forged["signatures"][0]["sig"]
+    forged["signatures"][0]["sig"] = ("0" if sig[0] != "0" else "1") + sig[1:]
+    starved = make_manifest(me, spin, None, limits=dict(manifest.DEFAULT_LIMITS, fuel=10**6))
+    trapped = make_manifest(me, trap, None)
+    mix = [Job(trapped, {trapped["body"]["module"]: trap}),
+           Job(starved, {starved["body"]["module"]: spin}),
+           Job(forged, {forged["body"]["module"]: hello}),
+           *_jobs(me, hello, 3, [0])]
+
+    async def go() -> tuple[list[Any], dict[str, int]]:
+        async with Pool(me, [node.peer], linger_s=3600) as pool:
+            await (await pool.submit(next(_jobs(me, hello, 1, [0]))))  # warm, features known
+            while not pool._peers[0].batch_ok:
+                await asyncio.sleep(0.01)
+            before = dict(pool.stats)
+            futs = [await pool.submit(j) for j in mix]  # all queued before the sender runs
+            got = await asyncio.gather(*futs, return_exceptions=True)
+            return got, {k: v - before.get(k, 0) for k, v in pool.stats.items()}
+
+    got, stats = asyncio.run(go())
+    assert stats["batches"] == 1 and stats["batched_jobs"] == 6
+    assert got[0].body["ended"] == "trapped"
+    assert got[1].body["ended"] == "out_of_fuel"
+    assert isinstance(got[2], JobRejected) and got[2].slug == "invalid_request"
+    assert all(o.stdout == b"dlroW ,olleH" and o.body["ended"] == "exited" for o in got[3:])
+    assert len({o.receipt["body"]["job"] for o in (*got[:2], *got[3:])}) == 5  # its own each
