@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from phase_core import envelope, identity, manifest
+from phase_core.errors import PhaseError
 from plasmd.pool import Job, Pool
 from plasmd.submit import make_manifest
 from tests.conftest import ROOT, script
@@ -274,3 +275,44 @@ def test_one_batch_with_a_trap_a_fuel_overrun_and_a_forged_signature(
     assert isinstance(got[2], JobRejected) and got[2].slug == "invalid_request"
     assert all(o.stdout == b"dlroW ,olleH" and o.body["ended"] == "exited" for o in got[3:])
     assert len({o.receipt["body"]["job"] for o in (*got[:2], *got[3:])}) == 5  # its own each
+
+
+def test_a_submitter_that_goes_away_mid_batch_stops_every_job_of_it(
+        node_factory: Any) -> None:
+    """The Pool closes (its connection ends) while two jobs of a batch run and two wait:
+    the worker stops the guests, records nothing, and counts four cancelled jobs."""
+    import time
+
+    from tests.plasmd.test_node import reconfigure
+
+    w = node_factory("worker", "--open", "--workers=2")
+    reconfigure(w, "fuel = 10000000000", "fuel = 1000000000000")  # only a cancel ends them
+    me = identity.Identity.generate()
+    hello, spin = HELLO.read_bytes(), SPIN.read_bytes()
+    slow = [make_manifest(me, spin, None, argv=["spin", str(i)],
+                          limits=dict(manifest.DEFAULT_LIMITS, fuel=10**12, wall_ms=60_000))
+            for i in range(4)]
+
+    async def go() -> dict[str, int]:
+        pool = Pool(me, [w.peer], linger_s=3600)
+        await (await pool.submit(next(_jobs(me, hello, 1, [0]))))  # warm, features known
+        while not pool._peers[0].batch_ok:
+            await asyncio.sleep(0.01)
+        futs = [await pool.submit(Job(m, {m["body"]["module"]: spin})) for m in slow]
+        while (await asyncio.to_thread(w.status))["jobs"]["running"] < 2:
+            await asyncio.sleep(0.05)
+        stats = dict(pool.stats)
+        await pool.close()  # the connection ends: the submitter is gone
+        got = await asyncio.gather(*futs, return_exceptions=True)
+        assert all(isinstance(g, PhaseError) for g in got), got  # each job fails, alone
+        return stats
+
+    stats = asyncio.run(go())
+    assert stats["batches"] == 1 and stats["batched_jobs"] == 4
+    deadline = time.monotonic() + 60  # a bound for a broken worker, not a measure
+    while (st := w.status())["jobs"]["running"] + st["jobs"]["queued"] or \
+            st["counters"].get("jobs_cancelled", 0) < 4:
+        assert time.monotonic() < deadline, st
+        time.sleep(0.1)
+    assert st["counters"]["jobs_cancelled"] == 4 and st["receipts"] == 1  # the warm-up's
+    assert "jobs_done" not in st["counters"] or st["counters"]["jobs_done"] == 1
