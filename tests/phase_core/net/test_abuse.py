@@ -304,3 +304,39 @@ def test_a_peer_outside_the_priority_set_gets_a_smaller_connection_window() -> N
 
     other, full = run(main())
     assert other <= 2 * (64 << 10) and full >= Limits().connection_window_bytes
+
+
+def test_the_rest_of_a_refused_stream_is_dropped_not_handled_from_mid_frame() -> None:
+    """A stream refused on its first bytes: the rest of its request, already on the way,
+    may arrive after the cause of the refusal is gone (a handler slot freed) and before
+    the client's reset. It must be dropped, not handed to a new handler in the middle of
+    a frame (that was a bad_frame protocol violation dropping the whole connection)."""
+
+    async def main() -> dict[str, int]:
+        server = await quic.listen(HOST, 0, Identity.generate(), ping_handler)
+        conn = await quic.connect(HOST, server.port, Identity.generate())
+        try:
+            assert (await ping(conn) or {}).get("type") == "pong"
+            (proto,) = server._ep.protocols
+            handler, server._ep.handler = server._ep.handler, None  # refuse the next stream
+            refuse = proto.abort_stream
+
+            def refused_then_the_rest_arrives(sid: int, code: int) -> None:
+                refuse(sid, code)
+                server._ep.handler = handler  # room again ...
+                proto._on_stream_data(sid, b"\x00\x00\x07garbage", False)  # ... the rest
+
+            proto.abort_stream = refused_then_the_rest_arrives  # type: ignore[method-assign]
+            s = await conn.open_stream()
+            await s._ch.write(b"J\x00")  # the start of a frame header
+            await eventually(lambda: server.stats["streams_refused"] == 1)
+            proto.abort_stream = refuse  # type: ignore[method-assign]
+            assert (await ping(conn) or {}).get("type") == "pong"  # still connected
+            return dict(server.stats)
+        finally:
+            await conn.close()
+            await server.close()
+
+    stats = run(main())
+    assert stats.get("protocol_violations", 0) == 0
+    assert stats["streams_accepted"] == 2  # the two pings, nothing from mid-frame

@@ -7,7 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
-FEATURES = ["wasi-preview1", "fuel", "epoch-timeout", "memory-limit", "deterministic"]
+FEATURES = ["wasi-preview1", "fuel", "epoch-timeout", "memory-limit", "deterministic",
+            "job-batch"]  # several jobs per stream (phase_core.protocol.jobs_batch)
 
 
 def _meminfo() -> dict[str, int]:

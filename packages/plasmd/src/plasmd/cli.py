@@ -9,6 +9,7 @@ Usage:
   plasmd start [--mode=MODE] [--listen=ADDR]... [--open] [--workers=N] [options]
   plasmd status [options]
   plasmd submit <module> [<arg>...] [--peer=PEER] [--bootstrap=ADDR]... [--interface=IF]... [--env=KV]... [options]
+  plasmd submit --jobs=FILE --peer=PEER [--max-in-flight=N] [options]
   plasmd receipts [--verify | --repair] [options]
   plasmd boot-sign --kernel=FILE --initramfs=FILE (--key=FILE)... [--mirror=URL]... [options]
   plasmd (-h | --help)
@@ -28,6 +29,9 @@ Commands:
             stdout (stderr to stderr) and exit with the guest's status. When a
             plasmd runs for --home, the job goes to it over the control socket
             and its warm connections carry it (not with --ephemeral-key).
+            With --jobs: run many signed jobs (job records, JSON lines; - for
+            stdin) on --peer over one connection, batching them; print one
+            job_result record per job as each ends (docs/pipeline.md).
   receipts  List the node's receipt log; --verify checks the hash chain (edits,
             reordering, truncation) and every receipt's signature. --repair
             (with no node running on the home) keeps every entry that chains
@@ -58,6 +62,10 @@ Options:
   --discover-timeout=D  submit without --peer: how long to look; 5s, 1500ms
                         (a bare number is seconds) [default: 5s].
   --stdin=FILE          The guest's stdin (default: empty).
+  --jobs=FILE           submit: job records to run (JSON lines; - for stdin). Each
+                        manifest must be signed by this home's node key; module
+                        and stdin come from module_path/stdin_path or the store.
+  --max-in-flight=N     submit --jobs: jobs queued or running at once [default: 64].
   --receipt=FILE        Write the verified receipt here.
   --manifest-out=FILE   Write the signed job manifest here (before submitting), to
                         check the receipt's binding to the job later, offline.
@@ -88,6 +96,8 @@ Options:
   --version             Show the version.
 
 Exit status:
+  submit --jobs: 0 every job exited 0; else the worst of its jobs (1 a job
+    failed, was rejected or did not verify; 75 busy; 65 a bad record ...).
   submit: the guest's exit code (0-125); when a fence ended the run 134 trapped,
     151 out of fuel, 152 timeout, 153 memory limit, 154 output limit; 1 the job
     was rejected or the receipt did not verify; 69 the node is unreachable;

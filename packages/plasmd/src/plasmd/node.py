@@ -39,6 +39,7 @@ from phase_core.protocol.jobs_worker import (
     PULL_GRACE_S,
     RUN_WAIT_S,
     WORKER_REQUESTS,
+    BatchArrived,
     BlobWanted,
     DhtRequest,
     NodeRecordWanted,
@@ -148,8 +149,17 @@ class Node:
             await send_out(stream, r.outbox())
         elif isinstance(ev, DhtRequest):
             await self.dht.handle(peer_id, ev.message, stream)
+        elif isinstance(ev, BatchArrived):
+            await self._batch(peer_id, ev, stream)
         else:  # a ping (answered by the machine) or an empty stream
             await send_out(stream, r.outbox())
+
+    async def _batch(self, peer: str, ev: BatchArrived, stream: Any) -> None:
+        """Several jobs on one stream: each goes through ``_job`` as if it had a
+        stream of its own (``plasmd.batch``)."""
+        from plasmd import batch
+
+        await batch.serve(self, peer, ev.message, stream)
 
     def _may_fetch(self, peer: str) -> bool:
         """Who may fetch any stored blob (module or stdin): peers the keyring knows,

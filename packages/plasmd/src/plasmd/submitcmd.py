@@ -115,6 +115,8 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
 
     if args["--via"] not in ("mdns", "dht", "both"):
         raise UsageError("--via is mdns, dht or both")
+    if args.get("--jobs") is not None:  # many signed jobs through a Pool
+        return _submit_many(home, args)
     peer = args["--peer"]
     if peer is not None and not _PEER.fullmatch(peer):
         from plasmd.run import _flag
@@ -195,6 +197,26 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
             sys.stderr.buffer.write(res.stderr)
             sys.stderr.buffer.flush()
     return res.status
+
+
+def _submit_many(home: str | Path, args: dict[str, Any]) -> int:
+    from pathlib import Path
+
+    from phase_core.errors import UsageError
+    from plasmd import submitmany
+
+    if args["<module>"] or not args["--peer"]:
+        raise UsageError("--jobs takes no <module> and needs --peer",
+                         hint="plasmd submit --jobs=FILE --peer=<node-id>@host:port")
+    if args["--ephemeral-key"]:
+        from phase_core.identity import Identity
+
+        ident = Identity.generate()
+    else:
+        from plasmd.run import _node_key
+
+        ident = _node_key(Path(home), "or pass --ephemeral-key to sign with a throw-away key")
+    return submitmany.main(Path(home), args, ident, args["--peer"])
 
 
 def _write(path: str, doc: dict[str, Any]) -> None:

@@ -395,6 +395,11 @@ class _PhaseProtocol(QuicConnectionProtocol):
         if ep.handler is None or ep.active_streams >= room or ep.streams_by_peer[peer] >= share:
             ep.stats["streams_refused"] += 1
             self._channels.pop(ch.stream_id, None)
+            # the rest of what the peer sent before it learns of the refusal is dropped,
+            # never handed to a new handler from the middle of a frame
+            self._finished[ch.stream_id] = None
+            if len(self._finished) > 4 * lim.max_streams_per_connection:
+                self._finished.popitem(last=False)
             ch.fail(Unavailable("stream refused"))
             self.abort_stream(ch.stream_id, S_REFUSED)
             return

@@ -4,6 +4,7 @@ One stream per request. The first control frame names the request:
 
     offer  → accept | reject          then, after accept:
     run    → result (+ 2 blob frames: stdout, stderr) | reject | error
+    batch  → per job: result (+ 2 blobs) | reject | error  (``jobs_batch``)
     get    → blob (+ 1 blob frame) | not_found
     ping   → pong
     get_node_record → node_record
@@ -68,7 +69,8 @@ MESSAGES: dict[str, s.Check] = {
     "run": s.obj({"type": s.string(32), "manifest": ENVELOPE}),
     "result": s.obj({"type": s.string(32), "job": s.content_id, "receipt": ENVELOPE}),
     "error": s.obj({"type": s.string(32), "error": s.string(64, r"[a-z_]+"),
-                    "message": s.string(MAX_MESSAGE)}),
+                    "message": s.string(MAX_MESSAGE)},
+                   {"job": s.content_id}),  # (names the job only on a batch stream)
     "get": s.obj({"type": s.string(32), "id": s.content_id}, {"offset": s.integer(0)}),
     "blob": s.obj({"type": s.string(32), "id": s.content_id, "size": s.integer(0)},
                   {"offset": s.integer(0)}),

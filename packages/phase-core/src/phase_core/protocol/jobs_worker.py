@@ -13,8 +13,10 @@ States of a job stream::
                     └─reject()→ done       (deadline) ┘   └─reject()→ done
     running ─result()/error()→ done;  end of stream while running → SubmitterGone
 
-Other requests end after their one answer. A submitter serving its blobs uses
-a ``Responder`` that allows only ``get``.
+Other requests end after their one answer. A ``batch`` is handed over at once
+(``BatchArrived``): ``jobs_batch.BatchResponder`` owns that stream, and each of
+its jobs goes through a ``Responder`` of its own, as if on a stream of its own.
+A submitter serving its blobs uses a ``Responder`` that allows only ``get``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ RUN_WAIT_S = 10.0  # after accept, the submitter must send run within this
 MIN_PULL_RATE = 256 << 10  # bytes/s a submitter must sustain when the worker pulls its blobs
 PULL_GRACE_S = 10.0
 
-WORKER_REQUESTS = ("offer", "get", "ping", "get_node_record", "dht_*")
+WORKER_REQUESTS = ("offer", "batch", "get", "ping", "get_node_record", "dht_*")
 BLOBS_ONLY = ("get",)
 
 IDLE, OFFERED, ACCEPTED, VERIFYING, RUNNING, ANSWERING = (
@@ -70,13 +72,21 @@ class DhtRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchArrived:
+    """A ``batch`` of jobs: ``jobs_batch.BatchResponder`` owns the stream from here."""
+
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitterGone:
     """The submitter ended the stream while its job ran: cancel the guest."""
 
     job: str
 
 
-Event = Offered | RunArrived | BlobWanted | Pinged | NodeRecordWanted | DhtRequest | SubmitterGone
+Event = (Offered | RunArrived | BlobWanted | Pinged | NodeRecordWanted | DhtRequest
+         | BatchArrived | SubmitterGone)
 
 
 def pull_timeout(size: int) -> float:
@@ -125,6 +135,9 @@ class Responder(Machine):
         if isinstance(t, str) and t.startswith("dht_") and "dht_*" in self.requests:
             self.state = self.DONE  # the DHT handler owns the stream from here
             return DhtRequest(msg)
+        if t == "batch" and t in self.requests:
+            self.state = self.DONE  # checked and answered by jobs_batch.BatchResponder
+            return BatchArrived(msg)
         if t not in self.requests:
             self._violation(f"unknown request {str(t)[:32]!r}; this side answers "
                             + ", ".join(self.requests))

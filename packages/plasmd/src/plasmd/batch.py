@@ -1,0 +1,143 @@
+"""A ``batch`` stream on the worker: each job goes through the node's one-job path.
+
+``jobs_batch.BatchResponder`` checks the batch and merges the answers; every
+job of it runs through ``Node._job`` exactly as if it had come on a stream of
+its own (admission, verification, replay check, fences, durable receipt),
+over a ``Lane``: a stand-in for that stream which hands the job's ``run`` to
+the path, passes its answers to the batch machine and reports the submitter's
+departure as the end of the stream. Answers go out as each job ends.
+
+A peer's jobs in flight on batch streams are capped (``MAX_BATCH_JOBS_PER_PEER``,
+the number of one-job streams the transport lets a peer keep open); a job over
+the cap is refused ``queue_full`` on its own, like a job the queue has no room for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import weakref
+from typing import Any
+
+from phase_core.errors import PhaseError, ProtocolViolation, Unavailable
+from phase_core.protocol.jobs import SendBlob
+from phase_core.protocol.jobs_batch import BatchJob, BatchResponder
+from phase_core.protocol.jobs_worker import Offered, Responder
+from plasmd.blobs import send_out
+
+MAX_BATCH_JOBS_PER_PEER = 256
+
+# node → peer → its batch jobs in flight
+_IN_FLIGHT: weakref.WeakKeyDictionary[Any, collections.Counter[str]] = \
+    weakref.WeakKeyDictionary()
+
+
+class Lane:
+    """What ``Node._job`` sees as the job's stream."""
+
+    def __init__(self, batch: BatchStream, job: BatchJob) -> None:
+        self._batch = batch
+        self._job = job.job
+        self._run: dict[str, Any] | None = job.run
+        self.connection = batch.stream.connection
+        self.peer_id = batch.stream.peer_id
+
+    async def recv(self) -> dict[str, Any] | None:
+        if self._run is not None:  # first the job's run, then: wait for the submitter to go
+            run, self._run = self._run, None
+            return run
+        await self._batch.gone.wait()
+        return None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._batch.out(self._job, message)
+
+    async def send_blob(self, data: bytes) -> None:
+        await self._batch.out(self._job, SendBlob(bytes(data)))
+
+    def abort(self, code: int = 0) -> None:
+        self._batch.stream.abort()
+
+
+class BatchStream:
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.machine = BatchResponder(time.monotonic)
+        self.gone = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def out(self, job: str, item: Any) -> None:
+        if not self.machine.job_out(job, item):
+            raise Unavailable("the submitter went away", slug="submitter_gone")
+        async with self._lock:  # a result and its blobs leave together, in order
+            await send_out(self.stream, self.machine.outbox())
+
+    async def flush(self) -> None:
+        async with self._lock:
+            await send_out(self.stream, self.machine.outbox())
+
+    async def watch(self) -> None:
+        """The submitter sends nothing after the batch; the end of its half means it
+        went away: every job still running is stopped."""
+        try:
+            msg = await self.stream.recv()
+        except ProtocolViolation:
+            self.gone.set()
+            raise
+        except PhaseError:  # the connection is gone
+            msg = None
+        try:
+            self.machine.receive(msg)
+        finally:
+            self.gone.set()
+
+
+async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> None:
+    """Answer one ``batch`` stream: every job through ``node._job``, answers as they end."""
+    b = BatchStream(stream)
+    try:
+        batch = b.machine.open(message)
+    except ProtocolViolation:
+        node.counters.inc("bad_requests")
+        raise
+    node.counters.inc("batches")
+    node.counters.inc("batch_jobs", len(message["jobs"]))
+    in_flight = _IN_FLIGHT.setdefault(node, collections.Counter())
+    runnable = []
+    for job in batch:
+        if in_flight[peer] >= MAX_BATCH_JOBS_PER_PEER:
+            node.counters.inc("rejected_queue_full")
+            b.machine.reject(job.job, "queue_full", "this peer has too many jobs in flight")
+            continue
+        in_flight[peer] += 1
+        runnable.append(job)
+    watch = asyncio.create_task(b.watch())
+    try:
+        await b.flush()  # the jobs refused at once
+        done = await asyncio.gather(*(_one(node, peer, b, job, in_flight)
+                                      for job in runnable), return_exceptions=True)
+    finally:
+        watch.cancel()
+        await asyncio.wait([watch])
+    errors = [e for e in done if isinstance(e, BaseException)]
+    if not watch.cancelled() and isinstance(watch.exception(), ProtocolViolation):
+        errors.insert(0, watch.exception())  # type: ignore[arg-type]
+    for e in errors:  # the submitter breaking the protocol drops its connection
+        if isinstance(e, ProtocolViolation) or not isinstance(e, PhaseError):
+            raise e
+    if errors:
+        raise errors[0]  # a stream that failed under every job (logged by the transport)
+
+
+async def _one(node: Any, peer: str, b: BatchStream, job: BatchJob,
+               in_flight: collections.Counter[str]) -> None:
+    try:
+        r = Responder(time.monotonic)
+        ev = r.receive(job.offer)
+        assert isinstance(ev, Offered)
+        await node._job(peer, r, ev, Lane(b, job))
+    finally:
+        in_flight[peer] -= 1
+        if not in_flight[peer]:
+            del in_flight[peer]
