@@ -5,7 +5,6 @@ Times are handled as integer Unix seconds; the clock is always injected.
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 
@@ -24,6 +23,7 @@ def parse_time(value: object, what: str = "time") -> int:
         raise Malformed(f"{what} {value[:40]!r} is not of the form YYYY-MM-DDTHH:MM:SSZ")
     y, mo, d, h, mi, s = (int(g) for g in m.groups())
     try:
+        import calendar  # here: only parsing needs it (start-up of every tool)
         st = time.struct_time((y, mo, d, h, mi, s, 0, 0, 0))
         secs = calendar.timegm(st)
         if time.gmtime(secs)[:6] != (y, mo, d, h, mi, s):

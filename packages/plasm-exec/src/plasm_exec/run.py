@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import stat
@@ -122,6 +121,8 @@ def _identity(args: dict[str, Any]) -> Any:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    import json
+
     from phase_core.fsutil import write_atomic
     data = (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
     write_atomic(Path(path), data)
@@ -213,8 +214,8 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     if spool:  # a file, or the deterministic profile: the guest reads a fixed file
         data = _read_all(0) if st is not None else b""
         copy_fd, stdin_path = memfd("plasm-stdin", data)
-        import hashlib
-        stdin_id = "sha256:" + hashlib.sha256(data).hexdigest()
+        from plasm_exec.digest import content_id
+        stdin_id = content_id(data)
     else:
         keep = None
         if keep_stdin:
@@ -241,9 +242,8 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     if pump is not None:
         stdin_id = pump.content_id
     if budget.exceeded and outcome.ended != "output_limit":
-        from dataclasses import replace
-        outcome = replace(outcome, ended="output_limit", exit_code=None, trap=None,
-                          fuel_exact=False)
+        outcome = outcome.replace(ended="output_limit", exit_code=None, trap=None,
+                                  fuel_exact=False)
     if copy_fd is not None and not keep_stdin:
         os.close(copy_fd)
         copy_fd = None
