@@ -117,7 +117,7 @@ def main(args: dict[str, Any]) -> int:
 _VALUE_OPTIONS = frozenset({"--max-memory", "--fuel", "--timeout", "--max-output", "--env",
                             "--guest-stderr",
                             "--dir", "--receipt", "--key", "--home", "--keys", "--manifest",
-                            "--now", "--name"})
+                            "--now", "--name", "--log-format"})
 
 
 def split_guest_args(argv: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ SMALL = 512 << 10  # ≈ where loading libcrypto costs what the slower hash woul
 def _sha256(size: int) -> Any:
     if size <= SMALL and "_hashlib" not in sys.modules:
         try:
-            from _sha256 import sha256
+            from _sha256 import sha256  # type: ignore[import-not-found]
             return sha256
         except ImportError:  # a Python built without its own hashes
             pass
@@ -29,7 +29,7 @@ def _sha256(size: int) -> Any:
 
 def content_id(data: bytes | memoryview) -> str:
     """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + _sha256(len(data))(data).hexdigest()
+    return "sha256:" + str(_sha256(len(data))(data).hexdigest())
 
 
 def digest(data: bytes | memoryview) -> bytes:

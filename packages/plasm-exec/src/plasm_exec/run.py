@@ -251,7 +251,7 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = os.read(fd, 1 << 20)
         if not b:

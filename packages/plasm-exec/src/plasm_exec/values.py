@@ -32,7 +32,8 @@ class Value:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        assert isinstance(other, Value)
+        return self._values() == other._values()
 
     __hash__ = None  # type: ignore[assignment]  # mutable: like a dataclass with eq
 

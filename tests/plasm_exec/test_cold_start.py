@@ -1,0 +1,184 @@
+"""A cold `plasm-exec run`: what it imports, and that leaving by os._exit loses nothing.
+
+The import budget: modules that must not be loaded on the path of a plain run
+(docs/performance.md says what each one cost). The exit: `python -m plasm_exec`
+ends with ``cli.leave`` (flush, then ``os._exit``); the same commands run through
+``cli.cli`` with the interpreter's normal exit give the same status, the same
+bytes on stdout, the same log events, and the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from phase_core import documents, receipt
+from phase_core.canonical import content_id
+from phase_core.identity import load
+from phase_core.timefmt import now
+from phase_core.trust import Keyring
+
+PY = sys.executable
+EXAMPLES = Path(__file__).resolve().parents[2] / "packages" / "plasm-exec" / "examples" / "build"
+
+# Never loaded by `plasm-exec run <module>` without --receipt: what they would cost
+# is in docs/performance.md ("plasm-exec cold start").
+NOT_ON_THE_RUN_PATH = [
+    "dataclasses", "inspect", "ast", "dis", "tokenize", "linecache",  # dataclasses
+    "docopt", "difflib", "phase_core.cli.usage",  # argument parsing
+    "traceback", "textwrap",  # error reports
+    "json", "phase_core.canonical", "phase_core.cli.jsonl",  # records
+    "_hashlib",  # OpenSSL: small inputs use the built-in _sha256
+    "decimal", "_decimal",  # sizes with a fraction only
+    "secrets", "random", "hmac", "base64",  # temp names
+    "calendar", "datetime", "locale", "tomllib",  # time parsing, keyrings
+    "nacl", "phase_core.identity", "phase_core.cas", "phase_core.envelope",  # --receipt
+    "plasm_exec.receipts", "plasm_exec.job", "plasm_exec.reexec", "plasm_exec.capture",
+    "plasm_exec.determinism",  # --deterministic only
+    "asyncio", "concurrent", "logging", "subprocess", "tempfile", "email", "http",
+]
+
+# the in-process twin of `python -m plasm_exec`: same commands, the interpreter's normal exit
+NORMAL_EXIT = "import sys; from plasm_exec.cli import cli; sys.exit(cli(sys.argv[1:]))"
+
+
+def _env(home: Path) -> dict[str, str]:
+    # stdout block-buffered, as for any user whose shell does not set PYTHONUNBUFFERED
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return {**env, "PHASE_HOME": str(home)}
+
+
+def test_run_path_import_budget(tmp_path):
+    code = ("import sys\nfrom plasm_exec.cli import cli\n"
+            "rc = cli(sys.argv[1:])\n"
+            "sys.stderr.write('\\nMODULES ' + ' '.join(sorted(sys.modules)) + '\\n')\n"
+            "sys.exit(rc)")
+    p = subprocess.run([PY, "-c", code, "run", str(EXAMPLES / "hello.wasm")],
+                       input=b"Hello, World", capture_output=True, env=_env(tmp_path / "h"),
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout == b"dlroW ,olleH", p.stderr
+    loaded = set(p.stderr.decode().rpartition("MODULES ")[2].split())
+    assert "wasmtime" in loaded and "plasm_exec.engine" in loaded
+    assert sorted(m for m in NOT_ON_THE_RUN_PATH
+                  if m in loaded or any(x.startswith(m + ".") for x in loaded)) == []
+
+
+def test_schema_max_int_is_canonicals():
+    from phase_core import canonical, schema
+    assert schema.MAX_INT == canonical.MAX_INT
+
+
+def _both(args: list[str], home: Path, stdin: bytes = b"", **kw) -> list[
+        subprocess.CompletedProcess]:
+    """The command run twice, each in a fresh home: leaving by os._exit, and by the
+    normal exit."""
+    out = []
+    for i, launch in enumerate((["-m", "plasm_exec"], ["-c", NORMAL_EXIT])):
+        out.append(subprocess.run([PY, *launch, *args], input=stdin, capture_output=True,
+                                  env=_env(home / str(i)), timeout=120, **kw))
+    return out
+
+
+def _events(stderr: bytes) -> list[tuple[str, object]]:
+    recs = [json.loads(ln) for ln in stderr.splitlines() if ln.strip()]
+    return [(r["event"], r.get("exit_code")) for r in recs]
+
+
+@pytest.mark.parametrize("case", [
+    "ok", "guest_exit_7", "trap", "out_of_fuel", "timeout", "output_limit", "usage",
+    "missing_module", "bad_module", "bad_import", "missing_dir", "io_error", "missing_key", "help",
+])
+def test_exit_status_and_logs_unchanged(case, tmp_path, write_guest, wasm_exit):
+    mod = str(EXAMPLES / "hello.wasm")
+    args = {
+        "ok": ["run", "-v", mod],
+        "guest_exit_7": ["run", str(_written(tmp_path, "exit7.wasm", wasm_exit(7)))],
+        "trap": ["run", str(EXAMPLES / "trap.wasm")],
+        "out_of_fuel": ["run", "--fuel=1000", str(write_guest("spin"))],
+        "timeout": ["run", "--timeout=300ms", str(write_guest("spin"))],
+        "output_limit": ["run", "--max-output=1K", str(write_guest("flood"))],
+        "usage": ["run", "--bogus", mod],
+        "missing_module": ["run", str(tmp_path / "nosuch.wasm")],
+        "bad_module": ["run", str(_written(tmp_path, "text.wasm", b"not wasm at all"))],
+        "bad_import": ["run", str(write_guest("bad_import"))],
+        "missing_dir": ["run", f"--receipt={tmp_path / 'no' / 'dir' / 'r.json'}", mod],
+        "io_error": ["run", f"--receipt={_written(tmp_path, 'f', b'')}/r.json", mod],
+        "missing_key": ["run", f"--receipt={tmp_path / 'r.json'}",
+                        f"--key={tmp_path / 'nokey'}", mod],
+        "help": ["--help"],
+    }[case]
+    want = {"ok": 0, "guest_exit_7": 7, "trap": 134, "out_of_fuel": 151, "timeout": 152,
+            "output_limit": 154, "usage": 64, "missing_module": 66, "bad_module": 65,
+            "bad_import": 65, "missing_dir": 66, "io_error": 74, "missing_key": 66, "help": 0}[case]
+    fast, normal = _both(args, tmp_path / "h", stdin=b"Hello, World")
+    assert fast.returncode == normal.returncode == want, (fast.stderr, normal.stderr)
+    assert fast.stdout == normal.stdout
+    if case != "help":
+        assert _events(fast.stderr) == _events(normal.stderr)
+        assert b"Traceback" not in fast.stderr
+
+
+def _written(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_stdout_to_a_file_keeps_every_byte(tmp_path, write_guest):
+    data = os.urandom(3 << 20)
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        p = subprocess.run([PY, "-m", "plasm_exec", "run", "-v", str(write_guest("cat"))],
+                           input=data, stdout=f, stderr=subprocess.PIPE,
+                           env=_env(tmp_path / "h"), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    assert ("plasm.run.ended", 0) in _events(p.stderr)  # the last log line is whole
+
+
+def test_a_slow_reader_gets_everything(tmp_path, write_guest):
+    data = os.urandom(2 << 20)
+    p = subprocess.Popen([PY, "-m", "plasm_exec", "run", str(write_guest("cat"))],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env(tmp_path / "h"))
+    feeder = threading.Thread(target=lambda: (p.stdin.write(data), p.stdin.close()))
+    feeder.start()
+    got = bytearray()
+    # read in small pieces, waiting on the pipe each time: the process can only end
+    # once the pipe buffer has room, so it is still writing while we read
+    while chunk := p.stdout.read1(512):
+        got += chunk
+        threading.Event().wait(0.0005)
+    feeder.join()
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert bytes(got) == data
+
+
+def test_receipt_files_are_whole_and_valid_after_exit(tmp_path):
+    home = tmp_path / "h"
+    r = tmp_path / "r.json"
+    p = subprocess.run([PY, "-m", "plasm_exec", "run", f"--receipt={r}",
+                        str(EXAMPLES / "hello.wasm")], input=b"Hello, World",
+                       capture_output=True, env=_env(home), timeout=120)
+    assert p.returncode == 0, p.stderr
+    env = json.loads(r.read_text())
+    ident = load(home / "key")
+    keys = Keyring().with_key("w", ident.node_id, ["worker"])
+    v = documents.verify(env, documents.Policy(keys, now(), expected_type=receipt.TYPE))
+    assert v.body["stdin"] == content_id(b"Hello, World")
+    assert v.body["stdout"] == content_id(b"dlroW ,olleH")
+    man = json.loads((tmp_path / "r.manifest.json").read_text())
+    assert man["body"]["stdin"] == v.body["stdin"]
+    cas = home / "cas" / "sha256"
+    for cid in (v.body["module"], v.body["stdin"]):
+        h = cid[7:]
+        assert content_id((cas / h[:2] / h[2:]).read_bytes()) == cid
+    leftovers = [x.name for x in tmp_path.iterdir() if x.name.startswith(".")]
+    assert leftovers == []  # no temp file of the atomic writes is left behind
+    assert list((home / "cas" / "tmp").iterdir()) == []
