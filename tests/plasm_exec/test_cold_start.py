@@ -54,24 +54,77 @@ def _env(home: Path) -> dict[str, str]:
     return {**env, "PHASE_HOME": str(home)}
 
 
-def test_run_path_import_budget(tmp_path):
+# not loaded by `run --receipt` either (signing needs neither the Envelope dataclass
+# nor the keyring reader; temp names and nonces come from os.urandom)
+NOT_ON_THE_RECEIPT_PATH = [
+    "dataclasses", "inspect", "docopt", "traceback", "decimal", "secrets", "random",
+    "calendar", "datetime", "locale", "tomllib", "phase_core.envelope", "phase_core.trust",
+    "phase_core.documents", "plasm_exec.job", "plasm_exec.reexec", "plasm_exec.capture",
+]
+
+
+def _loaded(args: list[str], home: Path) -> set[str]:
     code = ("import sys\nfrom plasm_exec.cli import cli\n"
             "rc = cli(sys.argv[1:])\n"
             "sys.stderr.write('\\nMODULES ' + ' '.join(sorted(sys.modules)) + '\\n')\n"
             "sys.exit(rc)")
-    p = subprocess.run([PY, "-c", code, "run", str(EXAMPLES / "hello.wasm")],
-                       input=b"Hello, World", capture_output=True, env=_env(tmp_path / "h"),
-                       timeout=120)
+    p = subprocess.run([PY, "-c", code, *args], input=b"Hello, World", capture_output=True,
+                       env=_env(home), timeout=120)
     assert p.returncode == 0 and p.stdout == b"dlroW ,olleH", p.stderr
-    loaded = set(p.stderr.decode().rpartition("MODULES ")[2].split())
+    return set(p.stderr.decode().rpartition("MODULES ")[2].split())
+
+
+def _hits(names: list[str], loaded: set[str]) -> list[str]:
+    return sorted(m for m in names if m in loaded or any(x.startswith(m + ".") for x in loaded))
+
+
+def test_run_path_import_budget(tmp_path):
+    loaded = _loaded(["run", str(EXAMPLES / "hello.wasm")], tmp_path / "h")
     assert "wasmtime" in loaded and "plasm_exec.engine" in loaded
-    assert sorted(m for m in NOT_ON_THE_RUN_PATH
-                  if m in loaded or any(x.startswith(m + ".") for x in loaded)) == []
+    assert _hits(NOT_ON_THE_RUN_PATH, loaded) == []
 
 
-def test_schema_max_int_is_canonicals():
-    from phase_core import canonical, schema
-    assert schema.MAX_INT == canonical.MAX_INT
+def test_receipt_path_import_budget(tmp_path):
+    r = tmp_path / "r.json"
+    loaded = _loaded(["run", f"--receipt={r}", str(EXAMPLES / "hello.wasm")], tmp_path / "h")
+    assert "phase_core.signing" in loaded and "nacl" in loaded and r.exists()
+    assert _hits(NOT_ON_THE_RECEIPT_PATH, loaded) == []
+
+
+def test_inputs_the_store_has_are_not_written_again(tmp_path):
+    home = tmp_path / "h"
+    blobs = []
+    for _ in range(2):
+        p = subprocess.run([PY, "-m", "plasm_exec", "run", f"--receipt={tmp_path / 'r.json'}",
+                            str(EXAMPLES / "hello.wasm")], input=b"Hello, World",
+                           capture_output=True, env=_env(home), timeout=120)
+        assert p.returncode == 0, p.stderr
+        body = json.loads((tmp_path / "r.json").read_text())["body"]
+        paths = [home / "cas" / "sha256" / c[7:9] / c[9:] for c in (body["module"],
+                                                                    body["stdin"])]
+        blobs.append([(x.stat().st_ino, x.read_bytes()) for x in paths])
+    assert blobs[0] == blobs[1]  # same files (inodes): not rewritten by the second run
+
+
+def test_write_files_in_order_whole_and_no_temp_left(tmp_path, monkeypatch):
+    from plasm_exec.runreceipt import write_files
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    b.write_bytes(b"old")
+    synced: list[str] = []
+    import phase_core.fsutil as fsutil
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(str(p)), real(p)))
+    write_files([(a, b"A"), (b, b"B")])
+    assert (a.read_bytes(), b.read_bytes()) == (b"A", b"B")
+    assert synced == [str(tmp_path)]  # one directory fsync for both
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.json", "b.json"]
+    # the second file cannot be written: nothing is renamed (every file is written
+    # before the first rename), both keep their bytes, and no temp file is left
+    from phase_core.errors import PhaseError
+    with pytest.raises(PhaseError):
+        write_files([(a, b"A2"), (tmp_path / "missing" / "c.json", b"C")])
+    assert a.read_bytes() == b"A" and b.read_bytes() == b"B"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 
 def _both(args: list[str], home: Path, stdin: bytes = b"", **kw) -> list[

@@ -18,7 +18,6 @@ import builtins
 import contextlib
 import hashlib
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +50,7 @@ class BlobWriter:
         self.expected_size = expected_size
         self.size = 0
         self._hash = hashlib.sha256()
-        self.tmp = store.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.tmp = store.root / "tmp" / f"{os.getpid()}-{os.urandom(8).hex()}"
         with fs_errors(self.tmp):
             self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                | os.O_CLOEXEC, 0o644)
@@ -201,7 +200,7 @@ class ContentStore:
     def export(self, cid: str, dest: Path) -> Path:
         """Copy a verified blob to ``dest`` atomically (temp + fsync + rename)."""
         dest = Path(dest)
-        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(6)}")
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.urandom(6).hex()}")
         h = hashlib.sha256()
         src_path = self.path_for(cid)
         try:
