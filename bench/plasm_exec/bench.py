@@ -1,7 +1,7 @@
 """plasm-exec benchmarks, each side by side with its reference in one run, ratios printed.
 
     .venv/bin/python bench/plasm_exec/bench.py [--runs N] [--json] [--only-cold]
-                                               [--before <checkout>]
+                                               [--before <checkout>] [--profile]
 
 1. cold process: `plasm-exec run hello.wasm` (warm compile cache) and
    `plasm-exec run --receipt r.json hello.wasm` vs Node's WASI runner
@@ -11,7 +11,8 @@
    ``git archive <commit> packages | tar -x -C /tmp/old``), the same two commands of
    that checkout's code run in the same interleaved rounds (same interpreter and
    site-packages; its sources first on PYTHONPATH, and ours the same way) for a
-   before → after table.
+   before → after table. ``--profile`` adds the floor to the same rounds: ``python -c
+   pass`` and a Python that imports wasmtime and leaves by ``os._exit``.
 2. warm throughput through the library API (Executor.run), 1 and 2 threads, vs a bare
    wasmtime loop (new Store + WasiConfig + instantiate + _start). Goal ≥ 0.8 × bare.
 3. compile cache: first load of a ~1-2 MB module vs a load from the disk cache.
@@ -88,7 +89,8 @@ def _srcs(root: Path) -> str:
                                                                         "phase-core"))
 
 
-def cold(runs: int, home: str, before: Path | None) -> list[dict[str, object]]:
+def cold(runs: int, home: str, before: Path | None, profile: bool = False
+         ) -> list[dict[str, object]]:
     hello = str(BUILD / "hello.wasm")
     receipt = str(Path(home) / "r.json")
     env = _env(home)
@@ -104,6 +106,10 @@ def cold(runs: int, home: str, before: Path | None) -> list[dict[str, object]]:
     node = shutil.which("node")
     if node:
         cmds["node"] = ([node, "--no-warnings", str(HERE / "wasi_runner.mjs"), hello], env)
+    if profile:  # the floor under a cold run: the interpreter, and wasmtime's import
+        cmds["python -c pass"] = ([sys.executable, "-c", "pass"], env)
+        cmds["python: import wasmtime, os._exit"] = (
+            [sys.executable, "-c", "import os, wasmtime; os._exit(0)"], env)
     if before:
         env_new, env_old = _env(home, _srcs(ROOT)), _env(home, _srcs(before))
         launch = [sys.executable, "-c", LAUNCH]
@@ -112,9 +118,9 @@ def cold(runs: int, home: str, before: Path | None) -> list[dict[str, object]]:
         cmds["after: run --receipt"] = ([*launch, "run", "--receipt", receipt, hello], env_new)
         cmds["before: run --receipt"] = ([*launch, "run", "--receipt", receipt, hello],
                                          env_old)
-    for cmd, e in cmds.values():  # fill the compile cache, make the key, check the output
+    for name, (cmd, e) in cmds.items():  # fill the compile cache, make the key, check
         p = subprocess.run(cmd, input=STDIN, capture_output=True, env=e, check=True)
-        assert p.stdout == b"dlroW ,olleH", (cmd, p.stdout, p.stderr[-2000:])
+        assert name.startswith("python") or p.stdout == b"dlroW ,olleH", (cmd, p.stderr)
     res = interleaved(cmds, runs)
     rows: list[dict[str, object]] = []
     if node:
@@ -235,7 +241,7 @@ def main() -> None:
     runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 30
     before = Path(argv[argv.index("--before") + 1]).resolve() if "--before" in argv else None
     with tempfile.TemporaryDirectory() as home:
-        rows, res = cold(runs, home, before)  # type: ignore[misc]
+        rows, res = cold(runs, home, before, "--profile" in argv)  # type: ignore[misc]
         if "--json" in argv:
             for r in rows:
                 print(json.dumps(r, ensure_ascii=False))
