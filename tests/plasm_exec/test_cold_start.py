@@ -127,6 +127,20 @@ def test_write_files_in_order_whole_and_no_temp_left(tmp_path, monkeypatch):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 
+def test_a_cold_run_makes_no_garbage_collection(tmp_path):
+    code = ("import gc, os, sys\n"
+            "gc.callbacks.append(lambda phase, info: phase == 'start' and os.write(2, b'GC\\n'))\n"
+            "sys.argv[0] = 'plasm-exec'\n"
+            "from plasm_exec.cli import entry\nentry()")
+    p = subprocess.run([PY, "-c", code, "run", str(EXAMPLES / "hello.wasm")],
+                       input=b"Hello, World", capture_output=True, env=_env(tmp_path / "h"),
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout == b"dlroW ,olleH", p.stderr
+    # about 35 at Python's default threshold; one may come before entry() raises it,
+    # when the interpreter's own start-up left the counter near the default
+    assert p.stderr.count(b"GC\n") <= 1
+
+
 def _both(args: list[str], home: Path, stdin: bytes = b"", **kw) -> list[
         subprocess.CompletedProcess]:
     """The command run twice, each in a fresh home: leaving by os._exit, and by the
