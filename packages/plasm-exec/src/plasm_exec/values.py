@@ -12,9 +12,10 @@ after ``__init__`` and are hashable.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-V = TypeVar("V", bound="Value")
+if TYPE_CHECKING:
+    from typing import Self  # not a TypeVar bound by name: that compiles code at import
 
 
 class Value:
@@ -37,7 +38,7 @@ class Value:
 
     __hash__ = None  # type: ignore[assignment]  # mutable: like a dataclass with eq
 
-    def replace(self: V, **changes: Any) -> V:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` (as ``dataclasses.replace``)."""
         unknown = set(changes) - set(self._fields)
         if unknown:
