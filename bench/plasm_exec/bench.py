@@ -143,6 +143,50 @@ def cold(runs: int, home: str, before: Path | None, profile: bool = False
     return rows, res  # type: ignore[return-value]
 
 
+def import_profile(runs: int, home: str, receipt: bool) -> dict[str, float]:
+    """Where a cold run's imports go: ``-X importtime`` of ``plasm-exec run``, the smallest
+    self time of each module over ``runs`` runs, summed by group (ms)."""
+    import re
+    hello = str(BUILD / "hello.wasm")
+    script = Path(sys.executable).parent / "plasm-exec"
+    exe = [str(script)] if script.exists() else ["-c", LAUNCH]
+    args = ["run", *(["--receipt", str(Path(home) / "rp.json")] if receipt else []), hello]
+    best: dict[str, int] = {}
+    ancestors: dict[str, tuple[str, ...]] = {}
+    for _ in range(runs):
+        p = subprocess.run([sys.executable, "-X", "importtime", *exe, *args], input=STDIN,
+                           capture_output=True, env=_env(home), check=True)
+        stack: list[tuple[int, str]] = []
+        rows = []
+        for ln in p.stderr.decode().splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|( *)(\S+)$", ln)
+            if m:
+                rows.append((len(m.group(2)), m.group(3), int(m.group(1))))
+        for depth, name, us in reversed(rows):  # parents come after their children
+            while stack and stack[-1][0] >= depth:
+                stack.pop()
+            ancestors.setdefault(name, tuple(n for _, n in stack))
+            stack.append((depth, name))
+            best[name] = min(best.get(name, us), us)
+    code = ("import sys; a = set(sys.modules); import wasmtime; "
+            "print(' '.join(sorted(set(sys.modules) - a)))")
+    for_wasmtime = set(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                      text=True, check=True).stdout.split())
+    groups: dict[str, float] = {}
+    for name, us in best.items():
+        up = ancestors[name]
+        top = up[0] if up else name
+        g = ("wasmtime and the stdlib it imports" if name in for_wasmtime
+             or "wasmtime" in up else
+             "phase_core.*" if name.startswith("phase_core") else
+             "plasm_exec.*" if name.startswith("plasm_exec") else
+             "nacl (signing)" if name.startswith("nacl") else
+             "interpreter start-up (site, encodings)" if top in ("site", "encodings")
+             or name.startswith(("encodings", "_distutils")) else "other stdlib (ours only)")
+        groups[g] = groups.get(g, 0) + us / 1000
+    return groups
+
+
 def print_cold(rows: list[dict[str, object]], res: dict[str, tuple[float, float]],
                runs: int) -> None:
     print(f"\n1. cold process, medians of {runs} interleaved runs (wall ms, child CPU ms)")
@@ -247,6 +291,14 @@ def main() -> None:
                 print(json.dumps(r, ensure_ascii=False))
             return
         print_cold(rows, res, runs)
+        if "--profile" in argv:
+            for receipt in (False, True):
+                name = "run --receipt" if receipt else "run"
+                print(f"\n   imports of a cold `plasm-exec {name}` (least of {runs} runs, ms)")
+                groups = import_profile(runs, home, receipt)
+                for g, ms in sorted(groups.items(), key=lambda x: -x[1]):
+                    print(f"   {g:44s} {ms:6.1f}")
+                print(f"   {'all imports':44s} {sum(groups.values()):6.1f}")
         if "--only-cold" in argv:
             return
         warm(runs * 20, home)
