@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phase_core import canonical, schema, units
+from phase_core import canonical, digest, schema, units
 from phase_core.errors import Malformed
 from phase_core.timefmt import _timegm, parse_time
 
@@ -99,6 +99,27 @@ def test_whole_numbers_do_not_load_decimal():
             "units.parse_size('256M'); units.parse_duration('30s'); units.parse_size(7)\n"
             "assert 'decimal' not in sys.modules\n"
             "assert units.parse_size('1.5K') == 1536 and 'decimal' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, digest.SMALL, digest.SMALL + 1, 3 << 20])
+def test_digest_gives_hashlibs_digest(size):
+    import hashlib
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert digest.content_id(data) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert digest.digest(data) == hashlib.sha256(data).digest()
+    h = digest.Hasher()
+    for i in range(0, size, 70_000):  # pieces that cross SMALL
+        h.update(memoryview(data)[i:i + 70_000])
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_small_content_ids_do_not_load_openssl():
+    code = ("import sys\nfrom phase_core import canonical\n"
+            "canonical.content_id(b'x' * 1000)\n"
+            "assert '_hashlib' not in sys.modules and 'hashlib' not in sys.modules\n"
+            "canonical.content_id(b'x' * (1 << 20))\n"
+            "assert '_hashlib' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

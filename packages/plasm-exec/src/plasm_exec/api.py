@@ -33,7 +33,7 @@ PROGRAMS_IN_MEMORY = 32
 
 
 def module_id_of(wasm: bytes) -> str:
-    from plasm_exec.digest import content_id
+    from phase_core.digest import content_id
     return content_id(wasm)
 
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from phase_core import log
-from plasm_exec.digest import digest
+from phase_core.digest import digest
 
 MAGIC = b"PLASM1\0\0"
 HEADER = len(MAGIC) + 32

@@ -207,7 +207,7 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     if spool:  # a file, or the deterministic profile: the guest reads a fixed file
         data = _read_all(0) if st is not None else b""
         copy_fd, stdin_path = memfd("plasm-stdin", data)
-        from plasm_exec.digest import content_id
+        from phase_core.digest import content_id
         stdin_id = content_id(data)
     else:
         keep = None

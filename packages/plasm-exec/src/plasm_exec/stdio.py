@@ -27,7 +27,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from plasm_exec.digest import Hasher
+from phase_core.digest import Hasher
 from plasm_exec.engine import RunControl
 
 CHUNK = 1 << 16

@@ -6,6 +6,7 @@ a tenth of that but hashes about four times slower (≈4.6 ms/MiB against ≈1.1
 So: once ``hashlib`` is loaded (always, in a long-lived process such as
 plasmd), it is used; before that, data up to ``SMALL`` bytes is hashed with
 ``_sha256``. Both give the same digest: only the speed differs.
+``canonical.content_id`` and plasm-exec's run path hash through here.
 """
 
 from __future__ import annotations
