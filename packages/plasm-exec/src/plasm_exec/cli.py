@@ -182,12 +182,13 @@ def leave(status: int) -> NoReturn:
     """End the process with ``status``, skipping the interpreter's teardown when it is safe.
 
     Tearing the interpreter down (freeing every module, the wasmtime engine and
-    its compiled code) takes about as long as the guest's whole run; nothing in
-    it is needed once the command has returned. Every command has by then written
-    and closed its files itself: receipts, manifests and cache entries are written
-    with ``write_atomic`` (fsync'd, renamed, directory fsync'd), content-store
-    blobs are committed, the guest's output went out through ``os.write`` from
-    threads that were joined, and log lines are flushed one by one. What is
+    its compiled code) takes 10-15 ms, longer than a small guest's whole run;
+    nothing in it is needed once the command has returned. Every command has by
+    then written and closed its files itself: receipts, manifests and cache
+    entries are written atomically (temp file fsync'd, renamed, directory
+    fsync'd), content-store blobs are committed, the guest's output went out
+    through ``os.write`` from threads that were joined, and log lines are
+    flushed one by one; memfds and pipes need no clean-up. What is
     left is Python's own buffers: stdout and stderr are flushed here, and only
     when that succeeds, no thread other than daemons is still running and no
     ``atexit`` hook was registered, the process ends with ``os._exit``. Otherwise
