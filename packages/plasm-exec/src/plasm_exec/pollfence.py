@@ -42,7 +42,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import wasmtime as wt
 
@@ -66,12 +66,18 @@ class Stopped(Exception):
     """Raised inside the host function: the run was stopped while the guest slept."""
 
 
-class Sub(NamedTuple):
-    userdata: int
-    tag: int
-    fd: int  # the descriptor, or the clock id for a clock
-    timeout: int
-    absolute: bool
+class Sub:
+    """One subscription of a ``poll_oneoff`` call (a plain class: no ``typing`` machinery
+    at import)."""
+
+    __slots__ = ("absolute", "fd", "tag", "timeout", "userdata")
+
+    def __init__(self, userdata: int, tag: int, fd: int, timeout: int, absolute: bool) -> None:
+        self.userdata = userdata
+        self.tag = tag
+        self.fd = fd  # the descriptor, or the clock id for a clock
+        self.timeout = timeout
+        self.absolute = absolute
 
 
 class _Run:

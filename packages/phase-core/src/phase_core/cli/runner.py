@@ -26,7 +26,7 @@ from phase_core.errors import ConfigError, PhaseError, UsageError
 
 Main = Callable[[dict[str, Any]], int]
 # A fast parser: the argument list (after -v folding) → docopt's result, or None
-FastParse = Callable[[list[str]], "dict[str, Any] | None"]
+FastParse = Callable[[list[str]], dict[str, Any] | None]
 
 
 def _verbosity(argv: list[str]) -> tuple[list[str], int]:
