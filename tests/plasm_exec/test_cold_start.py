@@ -4,7 +4,9 @@ The import budget: modules that must not be loaded on the path of a plain run
 (docs/performance.md says what each one cost). The exit: `python -m plasm_exec`
 ends with ``cli.leave`` (flush, then ``os._exit``); the same commands run through
 ``cli.cli`` with the interpreter's normal exit give the same status, the same
-bytes on stdout, the same log events, and the same files.
+bytes on stdout, the same log events, and the same files. (Broken pipes, 141, and
+signals, 130 / 143, leave through ``python -m plasm_exec`` in test_run_streams.py and
+test_signals.py.)
 """
 
 from __future__ import annotations
@@ -193,6 +195,24 @@ def test_exit_status_and_logs_unchanged(case, tmp_path, write_guest, wasm_exit):
     if case != "help":
         assert _events(fast.stderr) == _events(normal.stderr)
         assert b"Traceback" not in fast.stderr
+
+
+def test_internal_error_exit_unchanged(tmp_path):
+    """A bug (exit 70, its traceback logged) leaves the same way through both exits."""
+    boom = ("import sys\nimport plasm_exec.run\n"
+            "def boom(*a, **k):\n    raise RuntimeError('a bug')\n"
+            "plasm_exec.run.cmd_run = boom\nsys.argv[0] = 'plasm-exec'\n"
+            "from plasm_exec.cli import cli, entry\n")
+    out = []
+    for i, tail in enumerate(("entry()", "sys.exit(cli(sys.argv[1:]))")):
+        out.append(subprocess.run([PY, "-c", boom + tail, "run", str(EXAMPLES / "hello.wasm")],
+                                  capture_output=True, env=_env(tmp_path / str(i)),
+                                  timeout=120))
+    fast, normal = out
+    assert fast.returncode == normal.returncode == 70
+    assert _events(fast.stderr) == _events(normal.stderr) == [("plasm-exec.internal_error",
+                                                                 70)]
+    assert b"RuntimeError: a bug" in fast.stderr
 
 
 def _written(tmp_path: Path, name: str, data: bytes) -> Path:
