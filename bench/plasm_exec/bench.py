@@ -1,17 +1,31 @@
 """plasm-exec benchmarks, each side by side with its reference in one run, ratios printed.
 
-    .venv/bin/python bench/plasm_exec/bench.py [--runs N]
+    .venv/bin/python bench/plasm_exec/bench.py [--runs N] [--json] [--only-cold]
+                                               [--before <checkout>] [--profile]
 
-1. cold process: `plasm-exec run hello.wasm` (warm compile cache) vs `python3 -c pass`
-   vs Node's WASI runner (wasi_runner.mjs) on the same module and stdin. Goal ≤ 0.8 × Node.
+1. cold process: `plasm-exec run hello.wasm` (warm compile cache) and
+   `plasm-exec run --receipt r.json hello.wasm` vs Node's WASI runner
+   (wasi_runner.mjs) on the same module and stdin, runs interleaved, medians
+   (wall time; CPU time of the child beside it). Goal ≤ 0.8 × Node for both.
+   With ``--before <checkout>`` (a checkout of an older commit, e.g.
+   ``git archive <commit> packages | tar -x -C /tmp/old``), the same two commands of
+   that checkout's code run in the same interleaved rounds (same interpreter and
+   site-packages; its sources first on PYTHONPATH, and ours the same way) for a
+   before → after table. ``--profile`` adds the floor to the same rounds: ``python -c
+   pass`` and a Python that imports wasmtime and leaves by ``os._exit``.
 2. warm throughput through the library API (Executor.run), 1 and 2 threads, vs a bare
    wasmtime loop (new Store + WasiConfig + instantiate + _start). Goal ≥ 0.8 × bare.
 3. compile cache: first load of a ~1-2 MB module vs a load from the disk cache.
+
+``--json`` prints, instead of the tables, one JSON line per row of part 1:
+``{"row", "measurement", "ours_ms", "reference", "reference_ms", "ratio", "goal", "met"}``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,40 +39,168 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packages" / "plasm-exec" / "examples" / "build"
 HERE = Path(__file__).resolve().parent
 STDIN = b"Hello, World"
+GOAL = 0.8
+# the console script's body, for code that is not installed (the --before checkout)
+LAUNCH = ("import sys; sys.argv[0] = 'plasm-exec'; "
+          "from plasm_exec.cli import entry; sys.exit(entry())")
 
 
-def timed(cmd: list[str], runs: int, env: dict[str, str]) -> float:
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(cmd, input=STDIN, stdout=subprocess.DEVNULL, env=env, check=False)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1000
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
-def cold(runs: int, home: str) -> None:
-    hello = str(BUILD / "hello.wasm")
+def once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one run of ``cmd`` (stdin: STDIN, stdout: discarded)."""
+    c0, t0 = _child_cpu(), time.perf_counter()
+    subprocess.run(cmd, input=STDIN, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env, check=False)
+    return (time.perf_counter() - t0) * 1000, (_child_cpu() - c0) * 1000
+
+
+def interleaved(cmds: dict[str, tuple[list[str], dict[str, str]]], runs: int
+                ) -> dict[str, tuple[float, float, float]]:
+    """Median wall ms, median CPU ms and least wall ms per command; each round runs
+    every command once, in an order that rotates, so load changes hit all alike."""
+    names = list(cmds)
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            w, c = once(*cmds[n])
+            wall[n].append(w)
+            cpu[n].append(c)
+    return {n: (statistics.median(wall[n]), statistics.median(cpu[n]), min(wall[n]))
+            for n in names}
+
+
+def _env(home: str, pythonpath: str | None = None) -> dict[str, str]:
     # An installed tool has bytecode caches; a dev shell with PYTHONDONTWRITEBYTECODE
-    # would recompile every module on every start, so write them once here.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    # would recompile every module on every start, so they are written once here.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     env["PHASE_HOME"] = home
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "packages")],
-                   env=env, check=False, stdout=subprocess.DEVNULL)
-    exe = [sys.executable, "-m", "plasm_exec", "run", hello]
-    subprocess.run(exe, input=STDIN, capture_output=True, env=env, check=True)  # fill cache
-    rows = [("plasm-exec run hello.wasm", timed(exe, runs, env)),
-            ("python3 -c pass", timed([sys.executable, "-c", "pass"], runs, env))]
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
+def _srcs(root: Path) -> str:
+    return os.pathsep.join(str(root / "packages" / p / "src") for p in ("plasm-exec",
+                                                                        "phase-core"))
+
+
+def cold(runs: int, home: str, before: Path | None, profile: bool = False
+         ) -> tuple[list[dict[str, object]], dict[str, tuple[float, float, float]]]:
+    hello = str(BUILD / "hello.wasm")
+    receipt = str(Path(home) / "r.json")
+    env = _env(home)
+    for tree in [ROOT] + ([before] if before else []):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "packages")],
+                       env=env, check=False, stdout=subprocess.DEVNULL)
+    script = Path(sys.executable).parent / "plasm-exec"
+    exe = [str(script)] if script.exists() else [sys.executable, "-c", LAUNCH]
+    cmds: dict[str, tuple[list[str], dict[str, str]]] = {
+        "run": ([*exe, "run", hello], env),
+        "run --receipt": ([*exe, "run", "--receipt", receipt, hello], env),
+    }
     node = shutil.which("node")
     if node:
-        rows.append(("node wasi_runner.mjs hello.wasm",
-                     timed([node, "--no-warnings", str(HERE / "wasi_runner.mjs"), hello],
-                           runs, env)))
-    print(f"\n1. cold process, median of {runs} runs")
-    for name, ms in rows:
-        print(f"   {name:36s} {ms:8.1f} ms")
+        cmds["node"] = ([node, "--no-warnings", str(HERE / "wasi_runner.mjs"), hello], env)
+    if profile:  # the floor under a cold run: the interpreter, and wasmtime's import
+        cmds["python -c pass"] = ([sys.executable, "-c", "pass"], env)
+        cmds["python: import wasmtime, os._exit"] = (
+            [sys.executable, "-c", "import os, wasmtime; os._exit(0)"], env)
+    if before:
+        env_new, env_old = _env(home, _srcs(ROOT)), _env(home, _srcs(before))
+        launch = [sys.executable, "-c", LAUNCH]
+        cmds["after: run"] = ([*launch, "run", hello], env_new)
+        cmds["before: run"] = ([*launch, "run", hello], env_old)
+        cmds["after: run --receipt"] = ([*launch, "run", "--receipt", receipt, hello], env_new)
+        cmds["before: run --receipt"] = ([*launch, "run", "--receipt", receipt, hello],
+                                         env_old)
+    for name, (cmd, e) in cmds.items():  # fill the compile cache, make the key, check
+        p = subprocess.run(cmd, input=STDIN, capture_output=True, env=e, check=True)
+        assert name.startswith("python") or p.stdout == b"dlroW ,olleH", (cmd, p.stderr)
+    res = interleaved(cmds, runs)
+    rows: list[dict[str, object]] = []
     if node:
-        print(f"   ratio plasm-exec / node = {rows[0][1] / rows[2][1]:.2f}  (goal <= 0.80)")
-    print(f"   ratio plasm-exec / python -c pass = {rows[0][1] / rows[1][1]:.2f}")
+        for name, what in (("run", "cold `plasm-exec run hello.wasm`"),
+                           ("run --receipt", "cold `plasm-exec run --receipt r.json hello.wasm`")):
+            ratio = res[name][0] / res["node"][0]
+            rows.append({"row": f"plasm-exec cold {name}", "measurement": what,
+                         "ours_ms": round(res[name][0], 1),
+                         "reference": "Node 20 node:wasi runner (wasi_runner.mjs), same module",
+                         "reference_ms": round(res["node"][0], 1), "ratio": round(ratio, 2),
+                         "goal": "≤ 0.8×", "met": ratio <= GOAL})
+    if before:
+        for name in ("run", "run --receipt"):
+            new, old = res[f"after: {name}"][0], res[f"before: {name}"][0]
+            rows.append({"row": f"plasm-exec cold {name}: after ÷ before",
+                         "measurement": f"cold `plasm-exec {name}` (this tree vs {before})",
+                         "ours_ms": round(new, 1), "reference": f"the code at {before}",
+                         "reference_ms": round(old, 1), "ratio": round(new / old, 2),
+                         "goal": "—", "met": True})
+    return rows, res
+
+
+def import_profile(runs: int, home: str, receipt: bool) -> dict[str, float]:
+    """Where a cold run's imports go: ``-X importtime`` of ``plasm-exec run``, the smallest
+    self time of each module over ``runs`` runs, summed by group (ms)."""
+    import re
+    hello = str(BUILD / "hello.wasm")
+    script = Path(sys.executable).parent / "plasm-exec"
+    exe = [str(script)] if script.exists() else ["-c", LAUNCH]
+    args = ["run", *(["--receipt", str(Path(home) / "rp.json")] if receipt else []), hello]
+    best: dict[str, int] = {}
+    ancestors: dict[str, tuple[str, ...]] = {}
+    for _ in range(runs):
+        p = subprocess.run([sys.executable, "-X", "importtime", *exe, *args], input=STDIN,
+                           capture_output=True, env=_env(home), check=True)
+        stack: list[tuple[int, str]] = []
+        rows = []
+        for ln in p.stderr.decode().splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|( *)(\S+)$", ln)
+            if m:
+                rows.append((len(m.group(2)), m.group(3), int(m.group(1))))
+        for depth, name, us in reversed(rows):  # parents come after their children
+            while stack and stack[-1][0] >= depth:
+                stack.pop()
+            ancestors.setdefault(name, tuple(n for _, n in stack))
+            stack.append((depth, name))
+            best[name] = min(best.get(name, us), us)
+    code = ("import sys; a = set(sys.modules); import wasmtime; "
+            "print(' '.join(sorted(set(sys.modules) - a)))")
+    for_wasmtime = set(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                      text=True, check=True).stdout.split())
+    groups: dict[str, float] = {}
+    for name, us in best.items():
+        up = ancestors[name]
+        top = up[0] if up else name
+        g = ("wasmtime and the stdlib it imports" if name in for_wasmtime
+             or "wasmtime" in up else
+             "phase_core.*" if name.startswith("phase_core") else
+             "plasm_exec.*" if name.startswith("plasm_exec") else
+             "nacl (signing)" if name.startswith("nacl") else
+             "interpreter start-up (site, encodings)" if top in ("site", "encodings")
+             or name.startswith(("encodings", "_distutils")) else "other stdlib (ours only)")
+        groups[g] = groups.get(g, 0) + us / 1000
+    return groups
+
+
+def print_cold(rows: list[dict[str, object]], res: dict[str, tuple[float, float, float]],
+               runs: int) -> None:
+    print(f"\n1. cold process, {runs} interleaved runs: median wall, median CPU of the "
+          f"child, least wall (ms); load average {os.getloadavg()[0]:.1f}")
+    for name, (w, c, least) in res.items():
+        print(f"   {name:36s} {w:7.1f} wall {c:7.1f} CPU {least:7.1f} least")
+    for r in rows:
+        ok = "" if r["goal"] == "—" else ("  met" if r["met"] else "  NOT met")
+        print(f"   {r['row']:46s} ratio {r['ratio']:.2f}  (goal {r['goal']}){ok}")
+    if "node" in res:
+        for name in ("run", "run --receipt"):
+            print(f"   CPU ratio {name} / node = {res[name][1] / res['node'][1]:.2f}, "
+                  f"least-wall ratio = {res[name][2] / res['node'][2]:.2f}")
 
 
 def warm(runs: int, home: str) -> None:
@@ -145,9 +287,26 @@ def cache(home: str) -> None:
 
 
 def main() -> None:
-    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 30
+    argv = sys.argv[1:]
+    runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 30
+    before = Path(argv[argv.index("--before") + 1]).resolve() if "--before" in argv else None
     with tempfile.TemporaryDirectory() as home:
-        cold(runs, home)
+        rows, res = cold(runs, home, before, "--profile" in argv)
+        if "--json" in argv:
+            for r in rows:
+                print(json.dumps(r, ensure_ascii=False))
+            return
+        print_cold(rows, res, runs)
+        if "--profile" in argv:
+            for receipt in (False, True):
+                name = "run --receipt" if receipt else "run"
+                print(f"\n   imports of a cold `plasm-exec {name}` (least of {runs} runs, ms)")
+                groups = import_profile(runs, home, receipt)
+                for g, ms in sorted(groups.items(), key=lambda x: -x[1]):
+                    print(f"   {g:44s} {ms:6.1f}")
+                print(f"   {'all imports':44s} {sum(groups.values()):6.1f}")
+        if "--only-cold" in argv:
+            return
         warm(runs * 20, home)
         cache(home)
 

@@ -10,7 +10,6 @@ This is the only module that produces canonical bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any
@@ -138,7 +137,8 @@ def canonical(value: JSON) -> bytes:
 
 def content_id(data: bytes) -> str:
     """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    from phase_core import digest  # _sha256 for small data until OpenSSL is loaded
+    return digest.content_id(data)
 
 
 def is_content_id(value: object) -> bool:

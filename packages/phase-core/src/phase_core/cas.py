@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from phase_core import log
 from phase_core.canonical import check_content_id, content_hex
@@ -34,6 +32,13 @@ from phase_core.oserrors import from_oserror, fs_errors
 CHUNK = 1 << 20
 DEFAULT_MAX_BLOB_BYTES = 16 << 30
 TMP_MAX_AGE_S = 24 * 3600
+
+
+def _sha256(data: bytes = b"") -> Any:
+    """``hashlib.sha256``, imported at first use: opening the store and finding a
+    blob in it (``path_for``, ``has``) must not load OpenSSL (a cold start's cost)."""
+    import hashlib
+    return hashlib.sha256(data)
 
 
 class BlobWriter:
@@ -50,8 +55,8 @@ class BlobWriter:
         self.max_bytes = max_bytes if expected_size is None else min(max_bytes, expected_size)
         self.expected_size = expected_size
         self.size = 0
-        self._hash = hashlib.sha256()
-        self.tmp = store.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
+        self._hash = _sha256()
+        self.tmp = store.root / "tmp" / f"{os.getpid()}-{os.urandom(8).hex()}"
         with fs_errors(self.tmp):
             self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                | os.O_CLOEXEC, 0o644)
@@ -72,7 +77,7 @@ class BlobWriter:
         self.size += n
 
     def commit(self) -> str:
-        cid = "sha256:" + self._hash.hexdigest()
+        cid: str = "sha256:" + self._hash.hexdigest()
         if self.expected is not None and cid != self.expected:
             raise DigestMismatch(f"bytes hash to {cid}, expected {self.expected}",
                                  expected=self.expected, actual=cid)
@@ -126,7 +131,7 @@ class ContentStore:
 
     def put_bytes(self, data: bytes, expected: str | None = None) -> str:
         """Store ``data``; a blob already present (same id and size) is not rewritten."""
-        cid = "sha256:" + hashlib.sha256(data).hexdigest()
+        cid: str = "sha256:" + _sha256(data).hexdigest()
         if expected is not None and cid != check_content_id(expected):
             raise DigestMismatch(f"bytes hash to {cid}, expected {expected}",
                                  expected=expected, actual=cid)
@@ -165,7 +170,7 @@ class ContentStore:
     def verify(self, cid: str) -> Path:
         """Re-hash the blob; return its path if intact, else quarantine and raise."""
         path = self.path_for(cid)
-        h = hashlib.sha256()
+        h = _sha256()
         try:
             with open(path, "rb", buffering=0) as f:
                 buf = bytearray(CHUNK)
@@ -193,7 +198,7 @@ class ContentStore:
         if max_bytes is not None and size > max_bytes:
             raise TooLarge(f"{cid} is {size} bytes, over the cap of {max_bytes}")
         data = path.read_bytes()
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = "sha256:" + _sha256(data).hexdigest()
         if actual != cid:
             self._quarantine(cid, path, actual)
         return data
@@ -201,8 +206,8 @@ class ContentStore:
     def export(self, cid: str, dest: Path) -> Path:
         """Copy a verified blob to ``dest`` atomically (temp + fsync + rename)."""
         dest = Path(dest)
-        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(6)}")
-        h = hashlib.sha256()
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.urandom(6).hex()}")
+        h = _sha256()
         src_path = self.path_for(cid)
         try:
             with open(src_path, "rb", buffering=0) as src, open(tmp, "wb") as out:

@@ -12,39 +12,34 @@ Pure: no clock, no files, no network.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phase_core import crypto
-from phase_core.canonical import HEX64_RE, HEX128_RE, canonical, content_id
+from phase_core.canonical import HEX64_RE, HEX128_RE, content_id
 from phase_core.errors import (
     BadSignature,
-    InputError,
     Malformed,
     ThresholdNotMet,
     TooLarge,
     UntrustedSigner,
     WrongType,
 )
-from phase_core.identity import Identity
-from phase_core.trust import Keyring, TrustedKey
+from phase_core.signing import TYPE_RE as _TYPE_RE
+from phase_core.signing import AlreadySigned, document_id, sign, signing_message
+
+if TYPE_CHECKING:
+    from phase_core.identity import Identity
+    from phase_core.trust import Keyring, TrustedKey
+
+__all__ = ["DOC_TYPES", "AlreadySigned", "Envelope", "add_signature", "check_signatures",
+           "document_id", "parse", "sign", "signer_keys", "signing_message",
+           "trusted_signers"]
 
 DOC_TYPES = ("job_manifest", "receipt", "node_record", "boot_manifest")
 MAX_SIGNATURES = 16
 ENVELOPE_FIELDS = frozenset({"v", "type", "body", "signatures"})
-_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-
-
-def signing_message(doc_type: str, body: dict[str, Any]) -> bytes:
-    if _TYPE_RE.fullmatch(doc_type) is None:
-        raise Malformed(f"document type {doc_type[:40]!r} is not a valid type name")
-    return b"phase:" + doc_type.encode() + b":v1\n" + canonical(body)
-
-
-def document_id(doc_type: str, body: dict[str, Any]) -> str:
-    return content_id(signing_message(doc_type, body))
 
 
 @dataclass(frozen=True)
@@ -60,24 +55,6 @@ class Envelope:
     def to_json(self) -> dict[str, Any]:
         return {"v": 1, "type": self.type, "body": self.body,
                 "signatures": [{"key": k, "sig": s} for k, s in self.signatures]}
-
-
-class AlreadySigned(InputError, ValueError):
-    """The same key would sign a document twice (exit 65; also a ``ValueError``)."""
-
-    slug = "already_signed"
-
-
-def sign(doc_type: str, body: dict[str, Any], signers: Sequence[Identity]) -> dict[str, Any]:
-    """A new envelope of ``body`` signed by each of ``signers``."""
-    if not signers:
-        raise ValueError("at least one signer is needed")
-    msg = signing_message(doc_type, body)
-    sigs = [{"key": s.node_id, "sig": s.sign(msg).hex()} for s in signers]
-    if len({s["key"] for s in sigs}) != len(sigs):
-        raise AlreadySigned("the same key is given more than once",
-                            hint="each signer signs once; give distinct --key files")
-    return {"v": 1, "type": doc_type, "body": body, "signatures": sigs}
 
 
 def add_signature(envelope: dict[str, Any], signer: Identity) -> dict[str, Any]:

@@ -11,7 +11,6 @@ the terminal; they are also truncated. Never log a secret.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any, TextIO
@@ -52,6 +51,7 @@ class Logger:
         if self.format == "text":
             line = format_text(rec)
         else:
+            import json  # here: a tool that logs nothing never loads it
             line = json.dumps(rec, ensure_ascii=True, default=str)
         try:
             self.stream.write(line + "\n")
@@ -77,6 +77,7 @@ _SKIP = ("v", "type", "ts", "level", "tool", "event", "message", "hint", "traceb
 
 def format_text(rec: dict[str, Any]) -> str:
     """One log record as one human line (plus an indented traceback, if any)."""
+    import json
     text = _safe(str(rec.get("message") or rec["event"]))
     if rec.get("hint"):
         text += f" (hint: {_safe(str(rec['hint']))})"

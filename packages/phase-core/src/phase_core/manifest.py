@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 from typing import Any
 
 from phase_core import schema as s
@@ -50,7 +50,7 @@ def build(*, module: str, stdin: str | None, now: int, argv: list[str] | None = 
         "env": dict(env or {}),
         "limits": dict(limits or DEFAULT_LIMITS),
         "requirements": dict(requirements or {}),
-        "nonce": nonce or secrets.token_hex(16),
+        "nonce": nonce or os.urandom(16).hex(),  # as secrets.token_hex(16)
         "created": format_time(now),
         "expires": format_time(now + lifetime_s),
     }

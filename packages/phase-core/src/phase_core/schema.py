@@ -11,11 +11,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from phase_core.canonical import CONTENT_ID_RE, HEX64_RE, MAX_INT
 from phase_core.errors import Malformed
-from phase_core.timefmt import parse_time
 
 Check = Callable[[Any, str], Any]
+# canonical.MAX_INT (a test keeps them equal); canonical, which loads json, and
+# timefmt are imported by the checks that need them, so that checking limits
+# at a tool's start-up loads neither
+MAX_INT = 2**53 - 1
 
 
 def fail(where: str, msg: str) -> Malformed:
@@ -79,12 +81,14 @@ def one_of(*choices: str) -> Check:
 
 
 def content_id(v: Any, where: str) -> str:
+    from phase_core.canonical import CONTENT_ID_RE
     if not isinstance(v, str) or CONTENT_ID_RE.fullmatch(v) is None:
         raise fail(where, "must be a content id sha256:<64 lowercase hex>")
     return v
 
 
 def node_id(v: Any, where: str) -> str:
+    from phase_core.canonical import HEX64_RE
     if not isinstance(v, str) or HEX64_RE.fullmatch(v) is None:
         raise fail(where, "must be 64 lowercase hex characters (an Ed25519 public key)")
     return v
@@ -92,6 +96,7 @@ def node_id(v: Any, where: str) -> str:
 
 def time_str(v: Any, where: str) -> int:
     """Checks an RFC 3339 string; returns Unix seconds."""
+    from phase_core.timefmt import parse_time
     return parse_time(v, where)
 
 

@@ -5,7 +5,6 @@ Times are handled as integer Unix seconds; the clock is always injected.
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 
@@ -24,13 +23,31 @@ def parse_time(value: object, what: str = "time") -> int:
         raise Malformed(f"{what} {value[:40]!r} is not of the form YYYY-MM-DDTHH:MM:SSZ")
     y, mo, d, h, mi, s = (int(g) for g in m.groups())
     try:
-        st = time.struct_time((y, mo, d, h, mi, s, 0, 0, 0))
-        secs = calendar.timegm(st)
+        secs = _timegm(y, mo, d, h, mi, s)
         if time.gmtime(secs)[:6] != (y, mo, d, h, mi, s):
             raise ValueError
     except (ValueError, OverflowError):
         raise Malformed(f"{what} {value!r} is not a valid date and time") from None
     return secs
+
+
+def _timegm(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    """``calendar.timegm`` of these fields, without importing ``calendar`` (and with it
+    ``datetime`` and ``locale``: a few ms of every tool's start-up).
+
+    As ``calendar.timegm``: ``ValueError`` for a year outside 1..9999 or a month
+    outside 1..12; the other fields are not range-checked (the caller compares
+    the result's ``gmtime`` with them). Days are counted in the proleptic
+    Gregorian calendar from 1970-01-01.
+    """
+    if not 1 <= y <= 9999 or not 1 <= mo <= 12:
+        raise ValueError(f"year {y} or month {mo} out of range")
+    yy = y - (mo <= 2)  # the year of a March-based calendar: leap days come last
+    era, yoe = divmod(yy, 400)
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5  # days from March 1 to month 1st
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy  # day of the 400-year era
+    days = era * 146097 + doe - 719468 + d - 1  # 719468: 0000-03-01 to 1970-01-01
+    return ((days * 24 + h) * 60 + mi) * 60 + s
 
 
 def format_time(secs: int) -> str:

@@ -18,9 +18,12 @@ NaN, infinities, exponents and anything longer than 64 characters. Errors are
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
 from phase_core.errors import PhaseError, UsageError
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 MAX_TEXT = 64
 _NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*")  # ASCII digits only
@@ -32,14 +35,34 @@ SIZE_UNITS: dict[str, int] = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 
                               "t": 1 << 40}
 
 
+def _number(digits: str) -> int | Decimal:
+    """A whole number as an int; one with a fraction as an exact ``Decimal``.
+
+    ``decimal`` is imported only for a fraction: every tool parses its default
+    sizes and durations at start-up, and they are whole numbers.
+    """
+    if digits.isdigit():
+        return int(digits)
+    from decimal import Decimal
+    return Decimal(digits)
+
+
+def _whole(value: int | Decimal, round_half_up: bool) -> int | Decimal:
+    """``value`` rounded to a whole number (half up), or as it is without rounding."""
+    if isinstance(value, int):
+        return value
+    from decimal import ROUND_HALF_UP
+    return value.to_integral_value(ROUND_HALF_UP) if round_half_up else value.to_integral_value()
+
+
 def _split(text: str | int, what: str, kind: str, example: str,
-           error: type[PhaseError]) -> tuple[Decimal, str]:
+           error: type[PhaseError]) -> tuple[int | Decimal, str]:
     if isinstance(text, bool):
         raise error(f"{what} must be a {kind}, got {text!r}", hint=f"for example {example}")
     if isinstance(text, int):
         if text < 0:
             raise error(f"{what} must not be negative, got {text}")
-        return Decimal(text), ""
+        return int(text), ""
     if not isinstance(text, str) or len(text) > MAX_TEXT:
         raise error(f"{what} must be a {kind}, got {str(text)[:MAX_TEXT]!r}",
                     hint=f"for example {example}")
@@ -48,7 +71,7 @@ def _split(text: str | int, what: str, kind: str, example: str,
     m = _NUMBER.fullmatch(text)
     if m is None:
         raise error(f"{what} must be a {kind}, got {text!r}", hint=f"for example {example}")
-    return Decimal(m.group(1)), m.group(2)
+    return _number(m.group(1)), m.group(2)
 
 
 def parse_duration(text: str | int, what: str = "duration", *, bare: str = "s",
@@ -62,7 +85,7 @@ def parse_duration(text: str | int, what: str = "duration", *, bare: str = "s",
     if unit not in DURATION_UNITS_MS:
         raise error(f"{what}: unknown unit {unit!r} in {text!r}",
                     hint=f"units are ms, s, m and h; for example {example}")
-    ms = int((number * DURATION_UNITS_MS[unit]).to_integral_value(ROUND_HALF_UP))
+    ms = int(_whole(number * DURATION_UNITS_MS[unit], True))
     if ms == 0 and number != 0:
         raise error(f"{what} {text!r} is shorter than a millisecond")
     if ms == 0 and not allow_zero:
@@ -85,7 +108,7 @@ def parse_size(text: str | int, what: str = "size", *, allow_zero: bool = False,
         raise error(f"{what}: unknown unit {unit!r} in {text!r}",
                     hint=f"units are B, K, M, G and T (powers of 1024); for example {example}")
     value = number * SIZE_UNITS[key]
-    if value != value.to_integral_value():
+    if value != _whole(value, False):
         raise error(f"{what} {text!r} is not a whole number of bytes")
     size = int(value)
     if size == 0 and not allow_zero:

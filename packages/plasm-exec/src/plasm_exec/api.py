@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phase_core.errors import Interrupted, MissingInput, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
+from plasm_exec.values import Value
 
 if TYPE_CHECKING:
     from plasm_exec.engine import Outcome, Program, RunControl
@@ -34,16 +33,24 @@ PROGRAMS_IN_MEMORY = 32
 
 
 def module_id_of(wasm: bytes) -> str:
-    return "sha256:" + hashlib.sha256(wasm).hexdigest()
+    from phase_core.digest import content_id
+    return content_id(wasm)
 
 
-@dataclass
-class RunSpec:
-    argv: list[str] = field(default_factory=lambda: ["main.wasm"])
-    env: dict[str, str] = field(default_factory=dict)
-    limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
-    deterministic: bool = False
-    dirs: list[tuple[str, str, bool]] = field(default_factory=list)  # (host, guest, writable)
+class RunSpec(Value):
+    """What to run a program with: argv, environment, limits, profile, preopened dirs."""
+
+    _fields = ("argv", "env", "limits", "deterministic", "dirs")
+
+    def __init__(self, argv: list[str] | None = None, env: dict[str, str] | None = None,
+                 limits: dict[str, int] | None = None, deterministic: bool = False,
+                 dirs: list[tuple[str, str, bool]] | None = None) -> None:
+        self.argv: list[str] = ["main.wasm"] if argv is None else argv
+        self.env: dict[str, str] = {} if env is None else env
+        self.limits: dict[str, int] = dict(DEFAULT_LIMITS) if limits is None else limits
+        self.deterministic = deterministic
+        # (host, guest, writable)
+        self.dirs: list[tuple[str, str, bool]] = [] if dirs is None else dirs
 
     def check(self) -> None:
         LIMITS(self.limits, "limits")
@@ -55,16 +62,23 @@ class RunSpec:
                 raise MissingInput(f"--dir {host}: no such directory")
 
 
-@dataclass
-class RunResult:
-    outcome: Outcome
-    stdin_id: str
-    stdout_id: str
-    stderr_id: str
-    stdout_bytes: int
-    stderr_bytes: int
-    stdout: bytes | None = None  # captured runs only
-    stderr: bytes | None = None
+class RunResult(Value):
+    """A run's outcome and the content ids and sizes of its stdio."""
+
+    _fields = ("outcome", "stdin_id", "stdout_id", "stderr_id", "stdout_bytes",
+               "stderr_bytes", "stdout", "stderr")
+
+    def __init__(self, outcome: Outcome, stdin_id: str, stdout_id: str, stderr_id: str,
+                 stdout_bytes: int, stderr_bytes: int, stdout: bytes | None = None,
+                 stderr: bytes | None = None) -> None:
+        self.outcome = outcome
+        self.stdin_id = stdin_id
+        self.stdout_id = stdout_id
+        self.stderr_id = stderr_id
+        self.stdout_bytes = stdout_bytes
+        self.stderr_bytes = stderr_bytes
+        self.stdout = stdout  # captured runs only
+        self.stderr = stderr
 
 
 class Executor:
@@ -191,11 +205,11 @@ class Executor:
 
 
 def _as_output_limit(o: Outcome) -> Outcome:
-    from dataclasses import replace
-    return replace(o, ended="output_limit", exit_code=None, trap=None, fuel_exact=False)
+    return o.replace(ended="output_limit", exit_code=None, trap=None, fuel_exact=False)
 
 
 def _file_id(path: Path) -> str:
+    import hashlib
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:

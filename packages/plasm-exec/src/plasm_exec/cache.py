@@ -14,12 +14,11 @@ total is under ``max_bytes``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
 
 from phase_core import log
-from phase_core.fsutil import write_atomic
+from phase_core.digest import digest
 
 MAGIC = b"PLASM1\0\0"
 HEADER = len(MAGIC) + 32
@@ -39,7 +38,7 @@ class ModuleCache:
         self.max_bytes = max_bytes
 
     def path_for(self, module_id: str) -> Path:
-        key = hashlib.sha256(f"{module_id}\n{self.fingerprint}".encode()).hexdigest()
+        key = digest(f"{module_id}\n{self.fingerprint}".encode()).hex()
         return self.root / f"{key}{SUFFIX}"
 
     def load(self, module_id: str) -> bytes | None:
@@ -49,7 +48,7 @@ class ModuleCache:
         except OSError:
             return None
         if len(data) < HEADER or data[:8] != MAGIC or \
-                hashlib.sha256(data[HEADER:]).digest() != data[8:HEADER]:
+                digest(memoryview(data)[HEADER:]) != data[8:HEADER]:
             log.get().warning("plasm.cache.corrupt", path=str(path), module=module_id)
             self.discard(module_id)
             return None
@@ -65,8 +64,9 @@ class ModuleCache:
         if len(artifact) + HEADER > self.max_bytes:
             return
         try:
+            from phase_core.fsutil import write_atomic
             self.root.mkdir(parents=True, exist_ok=True)
-            blob = MAGIC + hashlib.sha256(artifact).digest() + artifact
+            blob = MAGIC + digest(artifact) + artifact
             write_atomic(self.path_for(module_id), blob, mode=0o600)
             self.evict()
         except Exception as e:  # a cache that cannot be written is only slower

@@ -1,11 +1,14 @@
 """The wasmtime border: with ``determinism`` and ``pollfence``, the only modules that
 import wasmtime.
 
-``Runtime`` owns one ``wasmtime.Engine`` (fuel metering) and two linkers (plain
-WASI preview1, and the deterministic profile that shadows clocks and
-``random_get``); both shadow ``poll_oneoff`` with ``pollfence``'s, which sleeps
-with the run's deadline and cancel in view. ``Runtime.compile`` turns bytes
-into a checked ``Program`` (compiled once, pre-instantiated per profile); ``Runtime.execute`` runs a
+``Runtime`` owns one ``wasmtime.Engine`` (fuel metering) and up to two linkers
+(plain WASI preview1, and the deterministic profile that shadows clocks and
+``random_get``), each made on first use; both shadow ``poll_oneoff`` with
+``pollfence``'s, which sleeps with the run's deadline and cancel in view.
+``Runtime.compile`` turns bytes into a checked ``Program`` (compiled once,
+linked against plain WASI to check its imports; pre-instantiated per profile on
+the profile's first run, so a cold ``run`` builds only the linker it uses);
+``Runtime.execute`` runs a
 ``Program`` in a fresh ``Store`` under the four fences and returns an
 ``Outcome``. ``execute`` is safe to call from many threads at once: wasm runs
 with the GIL released.
@@ -36,7 +39,6 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime as wt
@@ -44,7 +46,8 @@ from wasmtime import _ffi as ffi
 from wasmtime import _func
 
 from phase_core.errors import InputError, Malformed, TooLarge
-from plasm_exec import determinism, pollfence
+from plasm_exec import pollfence
+from plasm_exec.values import Frozen, Value
 
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
@@ -86,15 +89,20 @@ def fingerprint() -> str:
     return f"{ENGINE_PROFILE};wasmtime={RUNTIME_VERSION};{platform.machine()}"
 
 
-@dataclass
-class RunControl:
+class RunControl(Value):
     """Shared between a running guest and the threads that watch it."""
 
-    deadline: float = 0.0  # time.monotonic() value
-    stop_reason: str | None = None
-    started: threading.Event = field(default_factory=threading.Event)
-    watch: Callable[[], str | None] | None = None  # polled at each tick
-    cancel: threading.Event | None = None  # set by the caller: stop with "interrupted"
+    _fields = ("deadline", "stop_reason", "started", "watch", "cancel")
+
+    def __init__(self, deadline: float = 0.0, stop_reason: str | None = None,
+                 started: threading.Event | None = None,
+                 watch: Callable[[], str | None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self.deadline = deadline  # time.monotonic() value
+        self.stop_reason = stop_reason
+        self.started = started if started is not None else threading.Event()
+        self.watch = watch  # polled at each tick
+        self.cancel = cancel  # set by the caller: stop with "interrupted"
 
     def poll(self) -> str | None:
         """Called after each fuel slice from the guest's thread: the reason to stop, if any."""
@@ -114,34 +122,50 @@ class RunControl:
             self.stop_reason = reason
 
 
-@dataclass(frozen=True)
-class Outcome:
-    # exited | trapped | out_of_fuel | timeout | memory_limit | output_limit, or
-    # interrupted (the caller cancelled the run) / broken_pipe (`run`: nobody reads
-    # our stdout any more): these two are never put in a receipt
+class Outcome(Frozen):
+    """How a run ended. ``ended``: exited | trapped | out_of_fuel | timeout |
+    memory_limit | output_limit, or interrupted (the caller cancelled the run) /
+    broken_pipe (`run`: nobody reads our stdout any more): these two are never
+    put in a receipt."""
+
+    _fields = ("ended", "exit_code", "trap", "fuel_consumed", "fuel_exact", "wall_ms",
+               "message")
     ended: str
     exit_code: int | None
     trap: str | None
     fuel_consumed: int
     fuel_exact: bool
     wall_ms: int
-    message: str | None = None
+    message: str | None
+
+    def __init__(self, ended: str, exit_code: int | None, trap: str | None,
+                 fuel_consumed: int, fuel_exact: bool, wall_ms: int,
+                 message: str | None = None) -> None:
+        self._set(ended=ended, exit_code=exit_code, trap=trap, fuel_consumed=fuel_consumed,
+                  fuel_exact=fuel_exact, wall_ms=wall_ms, message=message)
 
 
-@dataclass
-class Program:
+class Program(Value):
     """A compiled, checked module, ready to run many times."""
 
-    module_id: str
-    size: int
-    module: Any = field(repr=False)
-    pres: dict[bool, Any] = field(default_factory=dict, repr=False)
+    _fields = ("module_id", "size", "module", "pres")
+    _hidden = ("module", "pres")
+
+    def __init__(self, module_id: str, size: int, module: Any,
+                 pres: dict[bool, Any] | None = None) -> None:
+        self.module_id = module_id
+        self.size = size
+        self.module = module
+        self.pres: dict[bool, Any] = {} if pres is None else pres  # profile → pre-instance
 
 
 # -- the runtime ---------------------------------------------------------------
 
 class Runtime:
-    """One engine, one epoch ticker, two linkers. Create one per process and share it."""
+    """One engine, one epoch ticker, two linkers (each made on first use).
+
+    Create one per process and share it.
+    """
 
     def __init__(self, *, tick_s: float = TICK_S) -> None:
         cfg = wt.Config()
@@ -163,17 +187,34 @@ class Runtime:
         cfg.wasm_component_model = False
         self.engine = wt.Engine(cfg)
         self.tick_s = tick_s
-        self._linkers = {False: self._linker(False), True: self._linker(True)}
+        self._linkers: dict[bool, Any] = {}
         self._ticker: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _linker(self, deterministic: bool) -> Any:
-        linker = wt.Linker(self.engine)
-        linker.define_wasi()
-        if deterministic:
-            determinism.shadow(linker)
-        pollfence.shadow(linker, deterministic)
+        """The profile's linker, made on first use (a cold `run` needs only one)."""
+        linker = self._linkers.get(deterministic)
+        if linker is not None:
+            return linker
+        with self._lock:
+            linker = self._linkers.get(deterministic)
+            if linker is None:
+                linker = wt.Linker(self.engine)
+                linker.define_wasi()
+                if deterministic:
+                    from plasm_exec import determinism
+                    determinism.shadow(linker)
+                pollfence.shadow(linker, deterministic)
+                self._linkers[deterministic] = linker
         return linker
+
+    def _pre(self, prog: Program, deterministic: bool) -> Any:
+        """``prog`` pre-instantiated for the profile (made on its first run)."""
+        pre = prog.pres.get(deterministic)
+        if pre is None:
+            pre = _link(self._linker(deterministic), prog.module)
+            prog.pres[deterministic] = pre  # a racing thread makes an equal one
+        return pre
 
     def _ensure_ticker(self) -> None:
         if self._ticker is not None:
@@ -214,12 +255,9 @@ class Runtime:
         if fresh and save_artifact is not None:
             save_artifact(bytes(module.serialize()))
         prog = Program(module_id, len(wasm), module)
-        for det, linker in self._linkers.items():
-            try:
-                prog.pres[det] = linker.instantiate_pre(module)
-            except wt.WasmtimeError as e:
-                raise InputError(f"module cannot be linked against WASI preview1: "
-                                 f"{_first_line(e)}", slug="bad_import") from None
+        # linking checks the imports; the deterministic profile provides the same
+        # functions, so its pre-instance is made when a deterministic run needs it
+        prog.pres[False] = _link(self._linker(False), module)
         return prog
 
     # -- running ---------------------------------------------------------------
@@ -255,16 +293,20 @@ class Runtime:
         for host, guest, writable in dirs:
             wasi.preopen_dir(host, guest, fs_mutable=writable)
         store.set_wasi(wasi)
-        determinism.begin_run()
+        pre = self._pre(prog, deterministic)
+        if deterministic:
+            from plasm_exec import determinism
+            determinism.begin_run()
         pollfence.begin_run(ctl, time.monotonic_ns())  # the guest's monotonic clock is ~0
         t0 = time.monotonic()
         ctl.deadline = t0 + int(limits["wall_ms"]) / 1000
         ctl.started.set()
         try:
-            return self._run(store, prog.pres[deterministic], fuel, linear, ctl, t0)
+            return self._run(store, pre, fuel, linear, ctl, t0)
         finally:
             pollfence.end_run()
-            determinism.end_run()
+            if deterministic:
+                determinism.end_run()
 
     def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
              t0: float) -> Outcome:
@@ -326,6 +368,14 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+def _link(linker: Any, module: Any) -> Any:
+    try:
+        return linker.instantiate_pre(module)
+    except wt.WasmtimeError as e:
+        raise InputError(f"module cannot be linked against WASI preview1: "
+                         f"{_first_line(e)}", slug="bad_import") from None
 
 
 def _stopped_in_poll() -> bool:

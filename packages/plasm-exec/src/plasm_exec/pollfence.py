@@ -42,12 +42,9 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import wasmtime as wt
-
-from plasm_exec import determinism
 
 WASI = "wasi_snapshot_preview1"
 SUB_SIZE, EVENT_SIZE = 48, 32
@@ -69,20 +66,25 @@ class Stopped(Exception):
     """Raised inside the host function: the run was stopped while the guest slept."""
 
 
-@dataclass(frozen=True)
 class Sub:
-    userdata: int
-    tag: int
-    fd: int  # the descriptor, or the clock id for a clock
-    timeout: int
-    absolute: bool
+    """One subscription of a ``poll_oneoff`` call (a plain class: no ``typing`` machinery
+    at import)."""
+
+    __slots__ = ("absolute", "fd", "tag", "timeout", "userdata")
+
+    def __init__(self, userdata: int, tag: int, fd: int, timeout: int, absolute: bool) -> None:
+        self.userdata = userdata
+        self.tag = tag
+        self.fd = fd  # the descriptor, or the clock id for a clock
+        self.timeout = timeout
+        self.absolute = absolute
 
 
-@dataclass
 class _Run:
-    ctl: Any  # engine.RunControl
-    base_ns: int  # time.monotonic_ns() when the guest's monotonic clock read 0
-    stopped: bool = False  # Stopped was raised: the guest's trap is the stop
+    def __init__(self, ctl: Any, base_ns: int) -> None:
+        self.ctl = ctl  # engine.RunControl
+        self.base_ns = base_ns  # time.monotonic_ns() when the guest's monotonic clock read 0
+        self.stopped = False  # Stopped was raised: the guest's trap is the stop
 
 
 def begin_run(ctl: Any, base_ns: int) -> None:
@@ -195,6 +197,7 @@ def _det_poll(caller: Any, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int) 
     if isinstance(got, int):
         return got
     mem, subs = got
+    from plasm_exec import determinism
     now = determinism.now_ns()
     wakes: list[int | None] = [None if s.tag != CLOCK else
                                s.timeout if s.absolute else now + s.timeout for s in subs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phase_core import envelope, manifest, receipt
+from phase_core import manifest, receipt, signing
 from phase_core.timefmt import format_time
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def receipt_body(*, job_id: str, module_id: str, result: RunResult, limits: dict
 
 
 def sign_receipt(body: dict[str, Any], identity: Identity) -> dict[str, Any]:
-    return envelope.sign(receipt.TYPE, body, [identity])
+    return signing.sign(receipt.TYPE, body, [identity])
 
 
 def local_manifest(*, module_id: str, stdin_id: str, argv: list[str], env: dict[str, str],
@@ -51,7 +51,7 @@ def local_manifest(*, module_id: str, stdin_id: str, argv: list[str], env: dict[
     body = manifest.build(module=module_id, stdin=stdin_id, now=created, argv=argv, env=env,
                           limits=limits, deterministic=deterministic,
                           requirements={"runtime": "wasmtime"})
-    return envelope.sign(manifest.TYPE, body, [identity])
+    return signing.sign(manifest.TYPE, body, [identity])
 
 
 def manifest_path_for(receipt_path: Path) -> Path:

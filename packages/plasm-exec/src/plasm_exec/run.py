@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import stat
@@ -121,12 +120,6 @@ def _identity(args: dict[str, Any]) -> Any:
     return ident
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    from phase_core.fsutil import write_atomic
-    data = (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-    write_atomic(Path(path), data)
-
-
 # -- run -------------------------------------------------------------------------
 
 def _executor(hm: Path, args: dict[str, Any], guard: SignalGuard | None) -> Any:
@@ -140,7 +133,7 @@ def _executor(hm: Path, args: dict[str, Any], guard: SignalGuard | None) -> Any:
 
 
 def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
-    from plasm_exec.api import RunResult, RunSpec, module_id_of
+    from plasm_exec.api import RunResult, RunSpec
 
     module_path = args["<module.wasm>"]
     limits = limits_from_args(args)
@@ -172,9 +165,10 @@ def cmd_run(args: dict[str, Any], guard: SignalGuard | None = None) -> int:
         lg.warning("plasm.run.fence", ended=outcome.ended, trap=outcome.trap,
                    message=outcome.message or "", limits=limits)
     if receipt_path:
+        from plasm_exec.runreceipt import write_receipt
         try:
-            _write_receipt(Path(receipt_path), ex, hm, identity, wasm, module_id_of(wasm),
-                           spec, result, stdin_copy)
+            write_receipt(Path(receipt_path), ex, hm, identity, wasm, prog.module_id, spec,
+                          result, stdin_copy)
         finally:
             if stdin_copy is not None:
                 os.close(stdin_copy)
@@ -213,8 +207,8 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     if spool:  # a file, or the deterministic profile: the guest reads a fixed file
         data = _read_all(0) if st is not None else b""
         copy_fd, stdin_path = memfd("plasm-stdin", data)
-        import hashlib
-        stdin_id = "sha256:" + hashlib.sha256(data).hexdigest()
+        from phase_core.digest import content_id
+        stdin_id = content_id(data)
     else:
         keep = None
         if keep_stdin:
@@ -241,9 +235,8 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     if pump is not None:
         stdin_id = pump.content_id
     if budget.exceeded and outcome.ended != "output_limit":
-        from dataclasses import replace
-        outcome = replace(outcome, ended="output_limit", exit_code=None, trap=None,
-                          fuel_exact=False)
+        outcome = outcome.replace(ended="output_limit", exit_code=None, trap=None,
+                                  fuel_exact=False)
     if copy_fd is not None and not keep_stdin:
         os.close(copy_fd)
         copy_fd = None
@@ -251,41 +244,12 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = os.read(fd, 1 << 20)
         if not b:
             return b"".join(chunks)
         chunks.append(b)
-
-
-def _write_receipt(path: Path, ex: Any, hm: Path, identity: Any, wasm: bytes, module_id: str,
-                   spec: Any, result: Any, stdin_copy: int | None) -> None:
-    from phase_core.cas import ContentStore
-    from phase_core.timefmt import now
-    from plasm_exec.receipts import (
-        local_manifest,
-        manifest_path_for,
-        receipt_body,
-        sign_receipt,
-    )
-
-    cas = ContentStore(home.cas_path(hm))
-    cas.put_bytes(wasm, expected=module_id)
-    if stdin_copy is not None:
-        cas.put_file(Path(f"/proc/self/fd/{stdin_copy}"), expected=result.stdin_id)
-    t = now()
-    menv = local_manifest(module_id=module_id, stdin_id=result.stdin_id, argv=spec.argv,
-                          env=spec.env, limits=spec.limits, deterministic=spec.deterministic,
-                          created=t, identity=identity)
-    from phase_core.envelope import document_id
-    job_id = document_id(menv["type"], menv["body"])
-    body = receipt_body(job_id=job_id, module_id=module_id, result=result, limits=spec.limits,
-                        deterministic=spec.deterministic, runtime=ex.runtime_info,
-                        worker=identity.node_id, completed=t)
-    _write_json(manifest_path_for(path), menv)
-    _write_json(path, sign_receipt(body, identity))
-    log.get().info("plasm.run.receipt", path=str(path), job=job_id, worker=identity.node_id)
 
 
 # -- job -------------------------------------------------------------------------

@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import json
 import os
 import select
 import threading
 import time
 from typing import BinaryIO
 
+from phase_core.digest import Hasher
 from plasm_exec.engine import RunControl
 
 CHUNK = 1 << 16
 FRAME_BYTES = 4096  # a longer guest stderr line is split into partial records
-EMPTY_ID = "sha256:" + hashlib.sha256(b"").hexdigest()
 
 
 class Budget:
@@ -97,7 +95,7 @@ class _Tap:
         self.pipe = _Pipe(guest_end_is_read=guest_end_is_read)
         self.ctl = ctl
         self.keep = keep
-        self.hash = hashlib.sha256()
+        self.hash = Hasher()
         self.size = 0
         self._wake = _Wake()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -141,6 +139,7 @@ class Framer:
         return [self.record(rest, partial=True)] if rest else []
 
     def record(self, line: bytes, partial: bool) -> bytes:
+        import json  # here: a guest that writes no stderr never needs it
         rec = {"v": 1, "type": "log",
                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "level": "info", "tool": self.tool, "event": self.event,

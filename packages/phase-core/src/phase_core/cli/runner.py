@@ -6,22 +6,27 @@ an ``OSError`` from the file system that escaped → 74 naming the path (66 for 
 missing file), Ctrl-C → 130, a broken pipe → 141, any other exception → 70
 with the traceback logged. ``--log-format=json|text|auto`` (or
 ``PHASE_LOG_FORMAT``) chooses the log format for every tool.
+
+A tool may pass ``fast``: a parser for its most common argument lists that
+returns exactly what docopt would, or None to let docopt decide (and report
+any error). What only an error or a usage message needs (traceback, the
+usage diagnosis, docopt itself) is imported when it is needed, so a tool's
+start-up does not pay for it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from phase_core import exitcodes, log
-from phase_core.cli.usage import diagnose
 from phase_core.errors import ConfigError, PhaseError, UsageError
-from phase_core.oserrors import from_oserror, is_local_fault
 
 Main = Callable[[dict[str, Any]], int]
+# A fast parser: the argument list (after -v folding) → docopt's result, or None
+FastParse = Callable[[list[str]], dict[str, Any] | None]
 
 
 def _verbosity(argv: list[str]) -> tuple[list[str], int]:
@@ -66,20 +71,28 @@ def _log_format(argv: list[str]) -> tuple[list[str], str | None]:
 
 
 def parse_args(doc: str, argv: Sequence[str] | None, version: str,
-               tool: str = "phase") -> dict[str, Any] | int:
+               tool: str = "phase", fast: FastParse | None = None) -> dict[str, Any] | int:
     """docopt, with its exits turned into return codes. -vv counts as two -v.
 
     A usage error is logged (exit 64) with what was wrong and the short usage.
+    ``fast`` is asked first; when it returns None, docopt parses.
     """
+    args_in, count = _verbosity(list(sys.argv[1:] if argv is None else argv))
+    if fast is not None:
+        quick = fast(list(args_in))
+        if quick is not None:
+            if "--verbose" in quick:
+                quick["--verbose"] = count
+            return quick
     from docopt import DocoptExit, docopt
 
-    args_in, count = _verbosity(list(sys.argv[1:] if argv is None else argv))
     try:
         parsed = dict(docopt(doc, args_in, version=version))
         if "--verbose" in parsed:
             parsed["--verbose"] = count
         return parsed
     except DocoptExit as e:
+        from phase_core.cli.usage import diagnose
         err = diagnose(tool, doc, args_in, str(e.code or ""))
         log.get().error(f"{tool}.failed", **err.to_record())
         return exitcodes.USAGE
@@ -88,9 +101,9 @@ def parse_args(doc: str, argv: Sequence[str] | None, version: str,
 
 
 def run_cli(tool: str, doc: str, version: str, main: Main,
-            argv: Sequence[str] | None = None) -> int:
+            argv: Sequence[str] | None = None, fast: FastParse | None = None) -> int:
     try:
-        return _run(tool, doc, version, main, argv)
+        return _run(tool, doc, version, main, argv, fast)
     except BrokenPipeError:
         _silence_stdout()
         return exitcodes.BROKEN_PIPE
@@ -125,11 +138,12 @@ def _setup_logging(tool: str, argv: list[str]) -> list[str] | int:
     return rest
 
 
-def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | None) -> int:
+def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | None,
+         fast: FastParse | None = None) -> int:
     rest = _setup_logging(tool, list(sys.argv[1:] if argv is None else argv))
     if isinstance(rest, int):
         return rest
-    args = parse_args(doc, rest, version, tool)
+    args = parse_args(doc, rest, version, tool, fast)
     if isinstance(args, int):
         return args
     raw = args.get("--verbose") or 0
@@ -146,6 +160,9 @@ def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | No
     except BrokenPipeError:
         raise
     except OSError as e:
+        import traceback
+
+        from phase_core.oserrors import from_oserror, is_local_fault
         if not is_local_fault(e):
             return _internal(logger, tool, e)
         err = from_oserror(e, None, "access")
@@ -157,6 +174,7 @@ def _run(tool: str, doc: str, version: str, main: Main, argv: Sequence[str] | No
 
 
 def _internal(logger: log.Logger, tool: str, e: BaseException) -> int:
+    import traceback
     logger.error(f"{tool}.internal_error", error="internal",
                  message=f"internal error: {type(e).__name__}: {e} (this is a bug)",
                  traceback=traceback.format_exc(), exit_code=exitcodes.SOFTWARE)
