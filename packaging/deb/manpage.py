@@ -31,6 +31,7 @@ def render(tool: str, version: str, date: str, text: str) -> str:
            ".SH NAME", f"{esc(tool)} \\- {esc(summary[0].lower() + summary[1:])}"]
     section = "DESCRIPTION"
     body: list[str] = []
+    sections: list[list[str]] = []
 
     def flush() -> None:
         while body and not body[-1].strip():
@@ -38,9 +39,8 @@ def render(tool: str, version: str, date: str, text: str) -> str:
         while body and not body[0].strip():
             body.pop(0)
         if body:
-            out.extend([f".SH {section}", ".nf"])
-            out.extend(esc(b) if b.strip() else "" for b in body)
-            out.append(".fi")
+            sections.append([f".SH {section}", ".nf",
+                             *(esc(b) if b.strip() else "" for b in body), ".fi"])
         body.clear()
 
     for line in lines[1:]:
@@ -54,6 +54,9 @@ def render(tool: str, version: str, date: str, text: str) -> str:
             continue
         body.append(line)
     flush()
+    sections.sort(key=lambda sec: sec[0] != ".SH SYNOPSIS")  # SYNOPSIS first, else as written
+    for sec in sections:
+        out.extend(sec)
     out.extend([".SH SEE ALSO", "/usr/share/doc/phase\\-tools/README.md"])
     return "\n".join(out) + "\n"
 
