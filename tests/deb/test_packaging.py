@@ -48,3 +48,20 @@ def test_maintainer_scripts_parse(tmp_path: Path) -> None:
     for name in ("plasmd.postinst", "plasmd.postrm"):
         subprocess.run(["sh", "-n", str(DEB / "debian" / name)], check=True, timeout=30)
         assert "#DEBHELPER#" in (DEB / "debian" / name).read_text()
+
+
+def test_scripts_are_shellcheck_clean() -> None:
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed (.ci/apt-packages.txt)")
+        pytest.skip("shellcheck is not installed")
+    files = [DEB / "build", DEB / "vm" / "build-image", DEB / "debian" / "plasmd.postinst",
+             DEB / "debian" / "plasmd.postrm"]
+    r = subprocess.run(["shellcheck", "-x", "-s", "sh", *map(str, files)], capture_output=True,
+                       text=True, timeout=120, cwd=DEB)
+    assert r.returncode == 0, r.stdout + r.stderr
