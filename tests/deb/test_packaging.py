@@ -65,3 +65,26 @@ def test_scripts_are_shellcheck_clean() -> None:
     r = subprocess.run(["shellcheck", "-x", "-s", "sh", *map(str, files)], capture_output=True,
                        text=True, timeout=120, cwd=DEB)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ubuntu_target_builds(tmp_path: Path) -> None:
+    """The Ubuntu 24.04 packages build here (python3.12, cp312 wheels); they are not
+    installed anywhere (no Ubuntu image): see packaging/deb/README.md."""
+    import os
+
+    from tests.deb.conftest import require_tools
+
+    require_tools()
+    r = subprocess.run([str(DEB / "build"), "--target=ubuntu24.04", f"--out={tmp_path}",
+                        "--no-lintian"], capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PHASE_BOOT_SKIP_SETUP="1"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    tools = next(tmp_path.glob("phase-tools_*_*.deb"))
+    plasmd = next(tmp_path.glob("plasmd_*_*.deb"))
+    info = subprocess.run(["dpkg-deb", "-f", str(tools), "Depends"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "python3.12" in info
+    files = subprocess.run(["dpkg-deb", "-c", str(plasmd)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "./usr/lib/phase/lib/python3.12/site-packages/plasmd/daemon.py" in files
+    assert "./lib/systemd/system/plasmd.service" in files
