@@ -108,6 +108,8 @@ def test_install_enables_and_starts_the_service(vm: VM) -> None:
               "/usr/lib/tmpfiles.d/plasmd.conf"):
         vm.ok(f"test -s {f}")
     status = node_status(vm)
+    # root too (PrivateUsers= maps root and phase into the service's namespace)
+    assert json.loads(vm.ok(f"plasmd status --home={HOME}"))["node_id"] == status["node_id"]
     STATE["node_id"] = str(status["node_id"])
     STATE["key"] = key_digest(vm)
     assert status["pid"] == main_pid(vm)
