@@ -31,7 +31,7 @@ from phase_core.errors import ConfigError, MissingInput
 from phase_core.state import StateStore
 from phase_core.trust import Keyring
 from plasmd import config as configs
-from plasmd import control, homelock, publish
+from plasmd import control, homelock, publish, sdnotify
 from plasmd.config import Config, parse_hostport
 from plasmd.discovery import Discovery
 from plasmd.localapi import LocalApi
@@ -107,6 +107,18 @@ async def run(home: Path, flags: dict[str, Any]) -> int:
             lock.release()
 
 
+async def _serve_control(home: Path, api: LocalApi) -> tuple[Any, str]:
+    """The control socket: in systemd's runtime directory when there is one (with a
+    symlink at ``<home>/plasmd.sock`` for clients), else in the home."""
+    where = sdnotify.runtime_socket(home)
+    if where is None:
+        return await control.serve(control.socket_path(home), api.client, api.group_gid), \
+            str(control.socket_path(home))
+    ctl = await control.serve(where, api.client, api.group_gid)
+    sdnotify.link_socket(control.socket_path(home), where)
+    return ctl, str(where)
+
+
 def open_receipt_log(home: Path) -> ReceiptLog:
     """The home's receipt log after crash recovery; refuse to run on a damaged one.
 
@@ -167,9 +179,7 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
             ctl = await control.serve_abstract(control.abstract_name(home), api.client)
             ctl_where = "@" + control.abstract_name(home)[1:]
         else:
-            ctl = await control.serve(control.socket_path(home), api.client,
-                                      api.group_gid)
-            ctl_where = str(control.socket_path(home))
+            ctl, ctl_where = await _serve_control(home, api)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -192,13 +202,18 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
                       "control": ctl_where, "home": str(work_home)})
         log.get().info("node.started", node_id=ident.node_id, mode=cfg.mode,
                        listen=listening, open=cfg.open)
+        sdnotify.notify(f"READY=1\nSTATUS=listening on {' '.join(listening)}\n"
+                        f"MAINPID={os.getpid()}")
         await stop.wait()
+        sdnotify.notify("STOPPING=1")
         log.get().info("node.draining", running=node.running, queued=node.queued)
         await node.drain()
         await api.close()
         ctl.close()
         if not tmp_home_used:
             control.socket_path(home).unlink(missing_ok=True)
+            if (where := sdnotify.runtime_socket(home)) is not None:
+                where.unlink(missing_ok=True)
         log.get().info("node.stopped", jobs_done=node.counters.c["jobs_done"])
         return 0
     finally:
