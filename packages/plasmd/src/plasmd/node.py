@@ -25,15 +25,25 @@ import collections
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from phase_core import documents, envelope, log, manifest, records, timefmt
 from phase_core.cas import ContentStore
-from phase_core.errors import PhaseError, ProtocolViolation, Rejected, TempFailure, TooLarge
+from phase_core.errors import (
+    InternalError,
+    MissingInput,
+    PhaseError,
+    ProtocolViolation,
+    Rejected,
+    TempFailure,
+    TooLarge,
+)
 from phase_core.identity import Identity
+from phase_core.protocol import jobs
 from phase_core.protocol.jobs_worker import (
     MIN_PULL_RATE,
     PULL_GRACE_S,
@@ -57,7 +67,8 @@ from plasmd.config import Config
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
 __all__ = ["MAX_MODULE_BYTES", "MAX_STDIN_BYTES", "MIN_PULL_RATE", "PULL_GRACE_S",
-           "RUN_WAIT_S", "Node"]
+           "RUN_WAIT_S", "Node", "Refused"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,6 +77,19 @@ class Counters:
 
     def inc(self, key: str, n: int = 1) -> None:
         self.c[key] += n
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A ``run`` the node refuses after verifying it (``reject`` reason and message)."""
+
+    reason: str
+    message: str
+
+
+@dataclass
+class _Slot:
+    taken: bool = False
 
 
 class Node:
@@ -125,6 +149,9 @@ class Node:
         await self._idle.wait()
         for pool in (self._pool, self._io, self._hash, self._fetch):
             pool.shutdown(wait=True)
+        close = getattr(self.receipts, "close", None)
+        if close is not None:
+            close()
 
     # -- dispatch ----------------------------------------------------------------
     async def handle(self, peer_id: str, stream: Any) -> None:
@@ -196,7 +223,8 @@ class Node:
             return
         self.queued += 1  # accepted, not running yet (until it takes a worker slot)
         self._idle.clear()
-        started = delivered = False
+        delivered = False
+        slot = _Slot()  # taken: the job left the queue for a worker slot
         cancel = threading.Event()  # set when the submitter goes away
         try:
             r.accept()
@@ -207,42 +235,28 @@ class Node:
                 r.deadline_passed(f"no run within {RUN_WAIT_S:g} s of accept")
             run = r.receive(msg)
             assert isinstance(run, RunArrived)
-            loop = asyncio.get_running_loop()
-            # verifying, and recording the job id durably (fsync): off the loop
-            verified, reject = await loop.run_in_executor(
-                self._io, self._verify_run, peer, run.manifest)
-            if verified is not None and not r.admit(verified.id, verified.body):
-                reject = ("invalid_request", "")  # r queued the reject
-            elif verified is not None:
-                reject = await loop.run_in_executor(self._io, self._record_run, peer,
-                                                    verified)
-            if reject is not None:
-                self.counters.inc(f"rejected_{reject[0]}")
-                log.get().info("job.rejected", peer=peer, job=job_id, reason=reject[0],
-                               stage="run")
-                if not r.finished:
-                    r.reject(*reject)
-                await send_out(stream, r.outbox())
-                return
-            assert verified is not None
-            r.started()
-            # from here the submitter must stay: if it goes away, stop the guest
-            watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
-            try:
-                await self._fetch_inputs(peer, stream, offer, verified.body)
-                async with self._slots:
-                    self.queued -= 1
-                    self.running += 1
-                    started = True
-                    try:
-                        result = await loop.run_in_executor(self._pool, self._execute,
-                                                            run.manifest, verified, cancel)
-                    finally:
-                        self.running -= 1
-            finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+            if self.inputs_here(offer):
+                # the common case: one hop to a job thread does all of it (run_one)
+                watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
+                try:
+                    ran = await self._in_slot(slot, self.run_one, peer, offer, run.manifest,
+                                              cancel)
+                finally:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch
+                if isinstance(ran, Refused):
+                    await self._refuse(peer, job_id, r, stream, ran)
+                    return
+                verified, result = ran
+                if not r.admit(verified.id, verified.body):  # run_one checked it already
+                    raise InternalError("the job does not match its offer")
+                r.started()
+            else:
+                fetched = await self._job_with_fetch(peer, r, offer, run, stream, cancel, slot)
+                if fetched is None:
+                    return
+                verified, result = fetched
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
             delivered = True  # from here on, a failure is the submitter going away
@@ -272,10 +286,57 @@ class Node:
                 r.error(e.slug, e.message)
                 await send_out(stream, r.outbox())
         finally:
-            if not started:
+            if not slot.taken:
                 self.queued -= 1
             if self.queued == 0 and self.running == 0:
                 self._idle.set()
+
+    async def _refuse(self, peer: str, job_id: str, r: Responder, stream: Any,
+                      why: Refused) -> None:
+        self.counters.inc(f"rejected_{why.reason}")
+        log.get().info("job.rejected", peer=peer, job=job_id, reason=why.reason, stage="run")
+        if not r.finished:
+            r.reject(why.reason, why.message)
+        await send_out(stream, r.outbox())
+
+    async def _in_slot(self, slot: _Slot, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a job thread once a worker slot is free."""
+        async with self._slots:
+            self.queued -= 1
+            self.running += 1
+            slot.taken = True
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            finally:
+                self.running -= 1
+
+    async def _job_with_fetch(self, peer: str, r: Responder, offer: dict[str, Any],
+                              run: RunArrived, stream: Any, cancel: threading.Event,
+                              slot: _Slot) -> tuple[documents.Verified, Any] | None:
+        """A job whose module or stdin this node lacks: verify and record it, fetch
+        the blobs from the submitter, then run it (None: it was refused)."""
+        loop = asyncio.get_running_loop()
+        verified, reject = await loop.run_in_executor(
+            self._io, self._verify_run, peer, run.manifest)
+        if verified is not None and not r.admit(verified.id, verified.body):
+            reject = ("invalid_request", "")  # r queued the reject
+        elif verified is not None:
+            reject = await loop.run_in_executor(self._io, self._record_run, peer, verified)
+        if reject is not None:
+            await self._refuse(peer, str(offer["job"]), r, stream, Refused(*reject))
+            return None
+        assert verified is not None
+        r.started()
+        # from here the submitter must stay: if it goes away, stop the guest
+        watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
+        try:
+            await self._fetch_inputs(peer, stream, offer, verified.body)
+            result = await self._in_slot(slot, self._execute, run.manifest, verified, cancel)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        return verified, result
 
     async def _watch_submitter(self, peer: str, r: Responder, stream: Any,
                                cancel: threading.Event) -> None:
@@ -295,7 +356,7 @@ class Node:
             log.get().warning("job.peer_violation", peer=peer, job=r.job, **e.to_record())
             stream.abort()
             raise
-        if isinstance(ev, SubmitterGone):
+        if isinstance(ev, SubmitterGone) or msg is None:  # (None: also before started())
             cancel.set()
 
     async def _fetch_inputs(self, peer: str, stream: Any, offer: dict[str, Any],
@@ -323,6 +384,35 @@ class Node:
             finally:
                 fetcher.close()
             self.counters.inc("blobs_fetched")
+
+    # -- one job on a job thread ----------------------------------------------------
+    def inputs_here(self, offer: dict[str, Any]) -> bool:
+        """The offered module and stdin are here: ``run_one`` needs no fetch."""
+        return self._have(offer["module"]) and (offer["stdin"] is None
+                                                 or self._have(offer["stdin"]))
+
+    def run_one(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
+                cancel: threading.Event | None = None
+                ) -> tuple[documents.Verified, Any] | Refused:
+        """One offered job's ``run``, whole, on a job thread (one hop per job).
+
+        Verify the manifest (signed by ``peer``, the job that was offered), record
+        its id durably (a replay is refused), run the guest under its fences, and
+        log the receipt durably; returns (verified, ``JobResult``) or ``Refused``.
+        The module and stdin must be here (``inputs_here``). A batch of jobs calls
+        this once per job. Raises ``PhaseError`` if the job fails after admission
+        (``Interrupted`` when ``cancel`` was set: nothing was logged)."""
+        verified, reject = self._verify_run(peer, manifest_env)
+        if reject is not None:
+            return Refused(*reject)
+        assert verified is not None
+        mismatch = jobs.matches_offer(offer, verified.body, verified.id)
+        if mismatch is not None:
+            return Refused("invalid_request", mismatch)
+        reject = self._record_run(peer, verified)
+        if reject is not None:
+            return Refused(*reject)
+        return verified, self._execute(manifest_env, verified, cancel)
 
     def _admit(self, peer: str, offer: dict[str, Any]) -> tuple[str | None, str]:
         if self.draining:
@@ -376,6 +466,14 @@ class Node:
         return self.cas.has(cid) or (self._executor is not None
                                      and self._executor.cached(cid) is not None)
 
+    def _stdin_blob(self, cid: str) -> Path:
+        """The stdin blob's path, hashed once per file identity (``VerifiedBlobs``):
+        a blob file changed on disk is hashed again; a corrupt one is quarantined."""
+        path = self.blobs.verify(cid)
+        if path is None:
+            raise MissingInput(f"stdin {cid} is not in the store, or does not hash to its id")
+        return path
+
     def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
                  cancel: threading.Event | None = None) -> Any:
         """On a job thread: run the guest, then log the receipt durably."""
@@ -386,7 +484,7 @@ class Node:
                              identity=self.identity, now=timefmt.now(),
                              ceilings=self.config.ceilings, verified=verified,
                              store_outputs=False,  # outputs go to the submitter only
-                             cancel=cancel)
+                             cancel=cancel, stdin_blob=self._stdin_blob)
         self.receipts.append(result.receipt)
         return result
 
