@@ -96,8 +96,8 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
     spec = run_spec_from_manifest(body, limits)
     stdin = None
     if body["stdin"] is not None:
-        stdin = (stdin_blob or cas.verify)(body["stdin"])
-    result = executor.run(prog, spec, stdin=stdin, cancel=cancel)
+        stdin = (stdin_blob or cas.verify)(body["stdin"])  # checked against its id
+    result = executor.run(prog, spec, stdin=stdin, cancel=cancel, stdin_id=body["stdin"])
     if store_outputs:
         for data in (result.stdout, result.stderr):
             if data is not None:

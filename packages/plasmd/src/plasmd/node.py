@@ -462,9 +462,10 @@ class Node:
         return None
 
     def _have(self, cid: str) -> bool:
-        """The blob is here already (a module may also be compiled and in memory)."""
-        return self.cas.has(cid) or (self._executor is not None
-                                     and self._executor.cached(cid) is not None)
+        """The blob is here already (a module may also be compiled and in memory:
+        that is asked first, it costs no I/O)."""
+        return (self._executor is not None and self._executor.cached(cid) is not None
+                ) or self.cas.has(cid)
 
     def _stdin_blob(self, cid: str) -> Path:
         """The stdin blob's path, hashed once per file identity (``VerifiedBlobs``):
