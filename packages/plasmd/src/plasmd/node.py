@@ -1,7 +1,9 @@
 """The node: admission, the job exchange on the worker side, blobs, node records.
 
 Networking runs on one asyncio loop; guests run on a thread pool through
-plasm-exec's library, so a slow job never stalls the node's networking. Every
+plasm-exec's library, so a slow job never stalls the node's networking. A job
+whose blobs are here goes to a job thread once (``plasmd.jobthread``:
+``run_one`` verifies, records, runs and logs it). Every
 incoming stream is one request; the order of its messages is decided by the
 sans-I/O ``phase_core.protocol.jobs_worker.Responder``: this module moves
 messages and makes the node's decisions (admission, verification, running).
@@ -35,15 +37,11 @@ from phase_core import documents, envelope, log, manifest, records, timefmt
 from phase_core.cas import ContentStore
 from phase_core.errors import (
     InternalError,
-    MissingInput,
     PhaseError,
     ProtocolViolation,
-    Rejected,
-    TempFailure,
     TooLarge,
 )
 from phase_core.identity import Identity
-from phase_core.protocol import jobs
 from phase_core.protocol.jobs_worker import (
     MIN_PULL_RATE,
     PULL_GRACE_S,
@@ -63,6 +61,7 @@ from phase_core.trust import Keyring
 from plasmd import capabilities
 from plasmd.blobs import VerifiedBlobs, answer_get, send_out
 from plasmd.config import Config
+from plasmd.jobthread import JobThread, Refused
 
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
@@ -79,20 +78,12 @@ class Counters:
         self.c[key] += n
 
 
-@dataclass(frozen=True)
-class Refused:
-    """A ``run`` the node refuses after verifying it (``reject`` reason and message)."""
-
-    reason: str
-    message: str
-
-
 @dataclass
 class _Slot:
     taken: bool = False
 
 
-class Node:
+class Node(JobThread):
     def __init__(self, *, identity: Identity, config: Config, keyring: Keyring,
                  cas: ContentStore, state: StateStore, receipts: Any, home: Path,
                  executor: Any = None) -> None:
@@ -385,35 +376,6 @@ class Node:
                 fetcher.close()
             self.counters.inc("blobs_fetched")
 
-    # -- one job on a job thread ----------------------------------------------------
-    def inputs_here(self, offer: dict[str, Any]) -> bool:
-        """The offered module and stdin are here: ``run_one`` needs no fetch."""
-        return self._have(offer["module"]) and (offer["stdin"] is None
-                                                 or self._have(offer["stdin"]))
-
-    def run_one(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
-                cancel: threading.Event | None = None
-                ) -> tuple[documents.Verified, Any] | Refused:
-        """One offered job's ``run``, whole, on a job thread (one hop per job).
-
-        Verify the manifest (signed by ``peer``, the job that was offered), record
-        its id durably (a replay is refused), run the guest under its fences, and
-        log the receipt durably; returns (verified, ``JobResult``) or ``Refused``.
-        The module and stdin must be here (``inputs_here``). A batch of jobs calls
-        this once per job. Raises ``PhaseError`` if the job fails after admission
-        (``Interrupted`` when ``cancel`` was set: nothing was logged)."""
-        verified, reject = self._verify_run(peer, manifest_env)
-        if reject is not None:
-            return Refused(*reject)
-        assert verified is not None
-        mismatch = jobs.matches_offer(offer, verified.body, verified.id)
-        if mismatch is not None:
-            return Refused("invalid_request", mismatch)
-        reject = self._record_run(peer, verified)
-        if reject is not None:
-            return Refused(*reject)
-        return verified, self._execute(manifest_env, verified, cancel)
-
     def _admit(self, peer: str, offer: dict[str, Any]) -> tuple[str | None, str]:
         if self.draining:
             return "shutting_down", "the node is shutting down"
@@ -428,66 +390,6 @@ class Node:
         if self.queued + self.running >= self.config.workers + self.config.queue:
             return "queue_full", "every worker and queue slot is taken"
         return None, ""
-
-    def _verify_run(self, peer: str, env: dict[str, Any]
-                    ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
-        """The run's manifest verified and signed by the submitting peer (a thread)."""
-        keyring = self.keyring
-        if self.config.open:
-            keyring = keyring.with_key("submitter", peer, [manifest.ROLE])
-        try:
-            verified = documents.verify(env, documents.Policy(
-                keyring, timefmt.now(), expected_type=manifest.TYPE))
-        except Rejected as e:
-            reason = "expired" if e.slug in ("expired", "not_yet_valid") else "invalid_request"
-            return None, (reason, e.message)
-        except PhaseError as e:
-            return None, ("invalid_request", e.message)
-        if peer not in {t.key for t in verified.signers}:
-            self.counters.inc("unauthorized")
-            return None, ("not_authorized", "the manifest must be signed by the peer "
-                                                "that submits it")
-        return verified, None
-
-    def _record_run(self, peer: str, verified: documents.Verified) -> tuple[str, str] | None:
-        """Remember the job id (durably) so it never runs twice (a thread)."""
-        try:
-            expires = timefmt.parse_time(verified.body["expires"])
-            self.state.record_job(peer, verified.id, expires, timefmt.now())
-        except Rejected as e:
-            self.counters.inc("replays")
-            return ("replay", e.message)
-        except TempFailure as e:  # too many unexpired jobs from this submitter
-            return ("queue_full", e.message)
-        return None
-
-    def _have(self, cid: str) -> bool:
-        """The blob is here already (a module may also be compiled and in memory:
-        that is asked first, it costs no I/O)."""
-        return (self._executor is not None and self._executor.cached(cid) is not None
-                ) or self.cas.has(cid)
-
-    def _stdin_blob(self, cid: str) -> Path:
-        """The stdin blob's path, hashed once per file identity (``VerifiedBlobs``):
-        a blob file changed on disk is hashed again; a corrupt one is quarantined."""
-        path = self.blobs.verify(cid)
-        if path is None:
-            raise MissingInput(f"stdin {cid} is not in the store, or does not hash to its id")
-        return path
-
-    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
-                 cancel: threading.Event | None = None) -> Any:
-        """On a job thread: run the guest, then log the receipt durably."""
-        from plasm_exec.job import execute_job
-
-        self.counters.inc("wasm_runs")
-        result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                             identity=self.identity, now=timefmt.now(),
-                             ceilings=self.config.ceilings, verified=verified,
-                             store_outputs=False,  # outputs go to the submitter only
-                             cancel=cancel, stdin_blob=self._stdin_blob)
-        self.receipts.append(result.receipt)
-        return result
 
     # -- status ----------------------------------------------------------------
     def _cache_use(self) -> dict[str, int]:
@@ -507,7 +409,8 @@ class Node:
                      "rejected": sum(v for k, v in self.counters.c.items()
                                      if k.startswith("rejected_"))},
             "workers": self.config.workers, "queue": self.config.queue,
-            "counters": dict(self.counters.c, blobs_hashed=self.blobs.hashed),
+            "counters": dict(self.counters.c, blobs_hashed=self.blobs.hashed,
+                             **self._flush_counts()),
             "cache": self._cache_use(),
             "receipts": self.receipts.count,
             "draining": self.draining,
