@@ -337,3 +337,43 @@ def test_networking_is_served_while_the_only_guest_slot_spins(tmp_path):
         assert time.monotonic() < deadline, "the spin was not stopped"
         time.sleep(0.02)
     w.stop()
+
+
+def test_spare_job_threads_never_run_more_guests_than_workers(tmp_path):
+    """Jobs beyond the guest slots wait on a job thread (verified, recorded) but
+    their guest starts only when a slot frees."""
+    from plasmd import control
+
+    w = start_node(tmp_path / "worker", "--open", "--workers=1")
+    client = tmp_path / "client"
+    init_home(client)
+
+    def spin() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([script("plasmd"), "submit", f"--home={client}",
+                                 str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}",
+                                 "--timeout=60", "--ephemeral-key"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def wait_status(cond: Any, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT_S
+        while not cond(st := control.query_home(w.home)):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+        return st
+
+    first = spin()
+    second = None
+    try:
+        wait_status(lambda st: st["counters"].get("wasm_runs") == 1, "the first guest runs")
+        second = spin()
+        st = wait_status(lambda st: st["jobs"]["running"] == 2, "the second job is taken")
+        assert st["counters"]["wasm_runs"] == 1  # its guest waits for the slot
+        first.kill()  # the first submitter goes away: its guest stops, the slot frees
+        first.wait(30)
+        wait_status(lambda st: st["counters"].get("wasm_runs") == 2, "the second guest runs")
+    finally:
+        for p in (first, second):
+            if p is not None:
+                p.kill()
+                p.wait(30)
+        w.stop()

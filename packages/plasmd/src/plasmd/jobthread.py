@@ -45,6 +45,7 @@ class JobThread:
     identity: Any
     counters: Any
     _executor: Any
+    _guests: Any  # a threading.BoundedSemaphore of ``workers``
     executor: Any  # plasm-exec's Executor (a property of the node)
 
     # -- one job on a job thread ----------------------------------------------------
@@ -124,15 +125,18 @@ class JobThread:
 
     def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
                  cancel: threading.Event | None = None) -> Any:
-        """On a job thread: run the guest, then log the receipt durably."""
+        """On a job thread: run the guest (in one of the ``workers`` guest slots),
+        then log the receipt durably (outside the slot: the next guest starts while
+        this one waits for its flush)."""
         from plasm_exec.job import execute_job
 
-        self.counters.inc("wasm_runs")
-        result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                             identity=self.identity, now=timefmt.now(),
-                             ceilings=self.config.ceilings, verified=verified,
-                             store_outputs=False,  # outputs go to the submitter only
-                             cancel=cancel, stdin_blob=self._stdin_blob)
+        with self._guests:
+            self.counters.inc("wasm_runs")
+            result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
+                                 identity=self.identity, now=timefmt.now(),
+                                 ceilings=self.config.ceilings, verified=verified,
+                                 store_outputs=False,  # outputs go to the submitter only
+                                 cancel=cancel, stdin_blob=self._stdin_blob)
         self.receipts.append(result.receipt)
         return result
 

@@ -65,6 +65,7 @@ from plasmd.jobthread import JobThread, Refused
 
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
+SPARE_JOB_THREADS = 8  # job threads beyond the guest slots (they never run a guest)
 __all__ = ["MAX_MODULE_BYTES", "MAX_STDIN_BYTES", "MIN_PULL_RATE", "PULL_GRACE_S",
            "RUN_WAIT_S", "Node", "Refused"]
 T = TypeVar("T")
@@ -107,7 +108,10 @@ class Node(JobThread):
         self.published: Any = None  # plasmd.publish.Published
         self.discovery: Any = None
         self._executor = executor
-        self._pool = ThreadPoolExecutor(max_workers=config.workers,
+        # guests: ``workers`` at a time (``_guests``); a few more job threads verify,
+        # sign and wait for flushes meanwhile, so one fdatasync covers more jobs
+        self._guests = threading.BoundedSemaphore(config.workers)
+        self._pool = ThreadPoolExecutor(max_workers=config.workers + SPARE_JOB_THREADS,
                                         thread_name_prefix="plasmd-job")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
         self._hash = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plasmd-hash")
@@ -116,7 +120,7 @@ class Node(JobThread):
         from phase_fetch.fetcher import sweep_leftovers
 
         sweep_leftovers(cas)  # what a killed node's fetches left; job fetches skip it
-        self._slots = asyncio.Semaphore(config.workers)
+        self._slots = asyncio.Semaphore(config.workers + SPARE_JOB_THREADS)
         self._idle = asyncio.Event()
         self._idle.set()
 
