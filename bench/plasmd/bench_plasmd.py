@@ -1,6 +1,13 @@
 """plasmd benchmarks, each side by side with its reference in one run, ratios printed.
 
-    .venv/bin/python bench/plasmd/bench_plasmd.py [--quick] [--only 1,2,3,4]
+    .venv/bin/python bench/plasmd/bench_plasmd.py [--quick] [--only 1,2,3,4] [--json]
+        [--before DIR]
+
+``--json`` prints one JSON line per goal row (``row``, ``measurement``, ``ours_ms`` or
+``ours_jobs_per_s``, ``reference``, ``reference_ms``, ``ratio``, ``goal``, ``met``, and
+the CPU per job of each side); ``--before DIR`` first runs the same rows against the
+sources of an earlier checkout (e.g. ``git archive <commit> | tar -x -C DIR``) and
+prints before -> after.
 
 Every benchmark talks to a real worker: ``plasmd start --open --listen=127.0.0.1:0``
 in a throw-away home, started here (one fresh worker per benchmark). The raw aioquic
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -240,8 +248,11 @@ class JobClient:
         return env, envelope.parse(env).id
 
     async def job(self, env: dict[str, Any], job_id: str, conn: Any = None) -> None:
+        from phase_core.protocol.jobs_client import Submission
         from plasmd.submit import _exchange
-        out = await _exchange(conn or self.conns[0], env, job_id, env["body"], self.blobs)
+        sub = Submission(time.monotonic, env, job_id,
+                         {cid: len(data) for cid, data in self.blobs.items()}, timeout_s=60)
+        out = await _exchange(conn or self.conns[0], sub)
         if out.stdout != EXPECT:
             raise AssertionError(f"unexpected stdout {out.stdout!r}")
 
@@ -265,6 +276,7 @@ async def bench_latency(root: Path, n: int) -> dict[str, Any]:
     ex = Executor(root / "exec-home")
     prog = ex.load(jc.module)
     s: dict[str, list[float]] = {"raw": [], "exec": [], "job": [], "sign": []}
+    worker_cpu = 0.0
     try:
         await jc.connect(w.port, w.node_id)
         for _ in range(20):  # warm: module and stdin pulled once, compiled once
@@ -286,6 +298,7 @@ async def bench_latency(root: Path, n: int) -> dict[str, Any]:
                     res = ex.run(prog, RunSpec(argv=["hello.wasm"]), stdin=STDIN)
                     s["exec"].append(time.perf_counter() - t)
                     assert res.stdout == EXPECT
+                cpu0 = w.cpu_s()
                 for _ in range(per):
                     t0 = time.perf_counter()
                     env, jid = jc.manifest()
@@ -293,6 +306,7 @@ async def bench_latency(root: Path, n: int) -> dict[str, Any]:
                     await jc.job(env, jid)
                     s["job"].append(time.perf_counter() - t1)
                     s["sign"].append(t1 - t0)
+                worker_cpu += w.cpu_s() - cpu0
             wr.write_eof()
         state = w.state_bytes()
     finally:
@@ -303,7 +317,8 @@ async def bench_latency(root: Path, n: int) -> dict[str, Any]:
     tenth = max(1, len(s["job"]) // 10)
     return {"n": len(s["job"]), "samples": s, "goal": 2 * (a + b), "ratio": job / (a + b),
             "first_tenth": statistics.median(s["job"][:tenth]),
-            "last_tenth": statistics.median(s["job"][-tenth:]), "state_bytes": state}
+            "last_tenth": statistics.median(s["job"][-tenth:]), "state_bytes": state,
+            "worker_cpu_per_job": worker_cpu / max(1, len(s["job"]))}
 
 
 def print_latency(res: dict[str, Any]) -> None:
@@ -322,7 +337,20 @@ def print_latency(res: dict[str, Any]) -> None:
           f"goal {us(res['goal']).strip()}, got {us(job).strip()})")
     print(f"   median of the first / last tenth of jobs: {us(res['first_tenth']).strip()} / "
           f"{us(res['last_tenth']).strip()}   (worker state.json now "
-          f"{res['state_bytes'] / 1024:.0f} KiB)")
+          f"{res['state_bytes'] / 1024:.0f} KiB); worker CPU/job "
+          f"{us(res['worker_cpu_per_job']).strip()}")
+
+
+def latency_row(res: dict[str, Any]) -> dict[str, Any]:
+    s = res["samples"]
+    ref = pct(s["raw"], 50) + pct(s["exec"], 50)
+    ours = pct(s["job"], 50)
+    return {"row": "warm_latency", "measurement": "warm hello p50 on one connection",
+            "ours_ms": ours * 1e3, "p99_ms": pct(s["job"], 99) * 1e3,
+            "reference": "(a) raw aioquic 32 B echo RTT + (b) in-process Executor.run",
+            "reference_ms": ref * 1e3, "a_ms": pct(s["raw"], 50) * 1e3,
+            "b_ms": pct(s["exec"], 50) * 1e3, "ratio": ours / ref, "goal": "<= 2x",
+            "met": ours / ref <= 2, "worker_cpu_ms_per_job": res["worker_cpu_per_job"] * 1e3}
 
 
 # -- 2. cold client ------------------------------------------------------------------------
@@ -469,6 +497,23 @@ def print_throughput(rows: list[dict[str, Any]], conns: int) -> None:
           " jobs/s")
 
 
+def throughput_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        n, rate = max(r["jobs"], 1), r["jobs"] / r["seconds"]
+        top = r["concurrency"] == 64
+        out.append({"row": f"throughput_{r['concurrency']}",
+                    "measurement": f"hello jobs/s at {r['concurrency']} concurrent submitters",
+                    "ours_jobs_per_s": rate, "reference": "the goal, 1000 jobs/s" if top else None,
+                    "reference_ms": None, "ratio": rate / 1000 if top else None,
+                    "goal": ">= 1000 jobs/s" if top else None,
+                    "met": rate >= 1000 if top else None,
+                    "worker_cpu_ms_per_job": r["worker_cpu_s"] / n * 1e3,
+                    "client_cpu_ms_per_job": r["client_cpu_s"] / n * 1e3,
+                    "p50_ms": r["p50"] * 1e3, "p99_ms": r["p99"] * 1e3, "errors": r["errors"]})
+    return out
+
+
 # -- 4. a 64 MiB blob ----------------------------------------------------------------------
 
 class _Count:
@@ -534,6 +579,33 @@ async def async_benches(root: Path, a: argparse.Namespace, only: set[int]) -> di
     return out
 
 
+def run_before(a: argparse.Namespace, tree: Path) -> list[dict[str, Any]]:
+    """This bench, rows as asked, against the sources in ``tree`` (a checkout of an
+    earlier commit): its packages come first on PYTHONPATH, for the worker too."""
+    srcs = sorted(str(p) for p in (tree / "packages").glob("*/src"))
+    env = dict(bench_env(), PYTHONPATH=os.pathsep.join(srcs))
+    cmd = [sys.executable, __file__, "--json", "--only", a.only,
+           "--connections", str(a.connections), "--latency-n", str(a.latency_n)]
+    if a.quick:
+        cmd.append("--quick")
+    print(f"(before: the same rows against {tree})", file=sys.stderr, flush=True)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, env=env, check=True)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith(b"{")]
+
+
+def print_before_after(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    print("\nbefore -> after (same run)")
+    old = {r["row"]: r for r in before}
+    for r in after:
+        b = old.get(r["row"])
+        if b is None:
+            continue
+        for k in ("ours_ms", "p99_ms", "ours_jobs_per_s", "ratio", "worker_cpu_ms_per_job",
+                  "client_cpu_ms_per_job"):
+            if r.get(k) is not None and b.get(k) is not None:
+                print(f"   {r['row']:16s} {k:24s} {b[k]:9.2f} -> {r[k]:9.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
@@ -541,6 +613,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=1, help="benchmark 3: warm connections")
     ap.add_argument("--latency-n", type=int, default=None)
     ap.add_argument("--blob-mib", type=int, default=64)
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON line per row on stdout (the tables go to stderr)")
+    ap.add_argument("--before", metavar="DIR", type=Path,
+                    help="also run the rows against the sources in DIR (a checkout of an "
+                         "earlier commit) first, and print before -> after")
     # internal roles
     ap.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", metavar="PEER", help=argparse.SUPPRESS)
@@ -560,17 +637,29 @@ def main() -> None:
     plan = ([(1, 100), (8, 200), (64, 400)] if a.quick
             else [(1, 500), (8, 1500), (64, 3000)])
     blob_reps = 1 if a.quick else 3
-    print(f"plasmd benchmarks on {HOST}, {os.cpu_count()} cores"
-          f"{' (--quick)' if a.quick else ''}; medians of interleaved runs, noisy machine")
-    with tempfile.TemporaryDirectory(prefix="bench-plasmd-") as tmp:
-        root = Path(tmp)
-        asyncio.run(async_benches(root, a, only))
-        if 2 in only:
-            print_cold(bench_cold(root, cold_runs))
-        if 3 in only:
-            print_throughput(bench_throughput(root, plan, a.connections), a.connections)
-        if 4 in only:
-            print_blob(asyncio.run(bench_blob(root, a.blob_mib, blob_reps)))
+    before = run_before(a, a.before) if a.before is not None else []
+    rows: list[dict[str, Any]] = []
+    with contextlib.redirect_stdout(sys.stderr if a.json else sys.stdout):
+        print(f"plasmd benchmarks on {HOST}, {os.cpu_count()} cores"
+              f"{' (--quick)' if a.quick else ''}; medians of interleaved runs, noisy machine")
+        with tempfile.TemporaryDirectory(prefix="bench-plasmd-") as tmp:
+            root = Path(tmp)
+            res = asyncio.run(async_benches(root, a, only))
+            if 1 in res:
+                rows.append(latency_row(res[1]))
+            if 2 in only:
+                print_cold(bench_cold(root, cold_runs))
+            if 3 in only:
+                tp = bench_throughput(root, plan, a.connections)
+                print_throughput(tp, a.connections)
+                rows += throughput_rows(tp)
+            if 4 in only:
+                print_blob(asyncio.run(bench_blob(root, a.blob_mib, blob_reps)))
+        if before:
+            print_before_after(before, rows)
+    if a.json:
+        for row in rows:
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@ Two files, each updated under a flock:
   newest boot-manifest version accepted and its document id (rewritten
   atomically: temp + fsync + rename);
 - ``state.json.jobs`` is an append-only journal of accepted jobs, one line
-  ``{"s": submitter, "j": job id, "e": expiry}`` each, fdatasync'd per append,
-  so a replayed ``run`` is refused, also after a restart. An in-memory index
-  mirrors it; entries leave when their manifest expires, and the journal is
-  compacted when most of it has expired. Manifests whose lifetime exceeds
-  ``MAX_JOB_LIFETIME_S`` are refused, which bounds memory.
+  ``{"s": submitter, "j": job id, "e": expiry}`` each, durable (fdatasync'd)
+  before ``record_job`` returns (concurrent appends share one fdatasync: group
+  commit, ``phase_core.groupsync``), so a replayed ``run`` is refused, also
+  after a restart. An in-memory index mirrors it; entries leave when their
+  manifest expires, and the journal is compacted when most of it has expired.
+  Manifests whose lifetime exceeds ``MAX_JOB_LIFETIME_S`` are refused, which
+  bounds memory.
 
 Callers verify first and record after: a rejected document never moves a mark.
 ``StateStore(None)`` keeps everything in memory (private mode).
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 from phase_core.documents import Mark
 from phase_core.errors import ConfigError, IOFailure, Replay, Rollback, TempFailure
 from phase_core.fsutil import fsync_dir, locked, make_dirs, open_nofollow, write_atomic
+from phase_core.groupsync import GroupSync
 from phase_core.oserrors import from_oserror, fs_errors
 
 MAX_STATE_BYTES = 64 << 20
@@ -46,6 +49,7 @@ class StateStore:
         self._journal_lines = 0
         self._compact_at = 1024  # journal lines; doubles with what stays live (amortized)
         self._jlock = threading.Lock()
+        self.journal_sync = GroupSync("the job journal")
 
     # -- reading -------------------------------------------------------------
     def _read(self) -> dict[str, Any]:
@@ -126,13 +130,20 @@ class StateStore:
                         line = json.dumps({"s": submitter, "j": job_id, "e": expires},
                                           separators=(",", ":")).encode() + b"\n"
                         os.write(fd, line)
-                        os.fdatasync(fd)
+                    ticket = self.journal_sync.ticket()
                     self._journal_pos += len(line)
                     self._journal_lines += 1
-                finally:
+                except BaseException:
                     os.close(fd)
+                    raise
                 if self._journal_lines > self._compact_at:
-                    self._compact(journal, now)
+                    self._compact(journal, now)  # durable by itself
+                    self.journal_sync.reset()
+        # durable before this returns; concurrent callers share one fdatasync
+        try:
+            self.journal_sync.wait(fd, ticket)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _open_journal(journal: Path) -> int:

@@ -153,8 +153,12 @@ class Executor:
 
     def run(self, prog: Program, spec: RunSpec, *, stdin: bytes | Path | None = None,
             control: RunControl | None = None,
-            cancel: threading.Event | None = None) -> RunResult:
+            cancel: threading.Event | None = None,
+            stdin_id: str | None = None) -> RunResult:
         """Run with stdin from bytes or a file, capturing stdout and stderr in memory.
+
+        ``stdin_id``: the content id of a stdin file the caller has checked (a store
+        blob); without it the file is hashed here.
 
         ``cancel``: when another thread sets it, the guest is stopped at its next
         yield (an epoch tick or a fuel slice) and ``Interrupted`` (exit 130) is
@@ -177,7 +181,7 @@ class Executor:
         in_fd = None
         try:
             if isinstance(stdin, Path):
-                stdin_id = _file_id(stdin)
+                stdin_id = stdin_id or _file_id(stdin)
                 stdin_path = str(stdin)
             else:
                 data = stdin or b""

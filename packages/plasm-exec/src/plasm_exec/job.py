@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,11 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
                 ceilings: dict[str, int] | None = None, module_path: Path | None = None,
                 stdin_path: Path | None = None, store_outputs: bool = True,
                 verified: documents.Verified | None = None,
-                cancel: threading.Event | None = None) -> JobResult:
+                cancel: threading.Event | None = None,
+                stdin_blob: Callable[[str], Path] | None = None) -> JobResult:
     """Run one job. ``verified``: the caller already verified this manifest (plasmd).
+    ``stdin_blob``: the stdin blob's checked path (default: ``cas.verify``, which
+    re-hashes it; plasmd hashes each blob once per file identity).
 
     ``cancel``: set it from another thread to stop the guest; this then raises
     ``phase_core.errors.Interrupted`` and signs no receipt.
@@ -92,8 +96,8 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
     spec = run_spec_from_manifest(body, limits)
     stdin = None
     if body["stdin"] is not None:
-        stdin = cas.verify(body["stdin"])
-    result = executor.run(prog, spec, stdin=stdin, cancel=cancel)
+        stdin = (stdin_blob or cas.verify)(body["stdin"])  # checked against its id
+    result = executor.run(prog, spec, stdin=stdin, cancel=cancel, stdin_id=body["stdin"])
     if store_outputs:
         for data in (result.stdout, result.stderr):
             if data is not None:

@@ -1,7 +1,9 @@
 """The node: admission, the job exchange on the worker side, blobs, node records.
 
 Networking runs on one asyncio loop; guests run on a thread pool through
-plasm-exec's library, so a slow job never stalls the node's networking. Every
+plasm-exec's library, so a slow job never stalls the node's networking. A job
+whose blobs are here goes to a job thread once (``plasmd.jobthread``:
+``run_one`` verifies, records, runs and logs it). Every
 incoming stream is one request; the order of its messages is decided by the
 sans-I/O ``phase_core.protocol.jobs_worker.Responder``: this module moves
 messages and makes the node's decisions (admission, verification, running).
@@ -25,14 +27,20 @@ import collections
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from phase_core import documents, envelope, log, manifest, records, timefmt
 from phase_core.cas import ContentStore
-from phase_core.errors import PhaseError, ProtocolViolation, Rejected, TempFailure, TooLarge
+from phase_core.errors import (
+    InternalError,
+    PhaseError,
+    ProtocolViolation,
+    TooLarge,
+)
 from phase_core.identity import Identity
 from phase_core.protocol.jobs_worker import (
     MIN_PULL_RATE,
@@ -54,11 +62,14 @@ from phase_core.trust import Keyring
 from plasmd import capabilities
 from plasmd.blobs import VerifiedBlobs, answer_get, send_out
 from plasmd.config import Config
+from plasmd.jobthread import JobThread, Refused
 
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
+SPARE_JOB_THREADS = 8  # job threads beyond the guest slots (they never run a guest)
 __all__ = ["MAX_MODULE_BYTES", "MAX_STDIN_BYTES", "MIN_PULL_RATE", "PULL_GRACE_S",
-           "RUN_WAIT_S", "Node"]
+           "RUN_WAIT_S", "Node", "Refused"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,7 +80,12 @@ class Counters:
         self.c[key] += n
 
 
-class Node:
+@dataclass
+class _Slot:
+    taken: bool = False
+
+
+class Node(JobThread):
     def __init__(self, *, identity: Identity, config: Config, keyring: Keyring,
                  cas: ContentStore, state: StateStore, receipts: Any, home: Path,
                  executor: Any = None) -> None:
@@ -93,7 +109,10 @@ class Node:
         self.published: Any = None  # plasmd.publish.Published
         self.discovery: Any = None
         self._executor = executor
-        self._pool = ThreadPoolExecutor(max_workers=config.workers,
+        # guests: ``workers`` at a time (``_guests``); a few more job threads verify,
+        # sign and wait for flushes meanwhile, so one fdatasync covers more jobs
+        self._guests = threading.BoundedSemaphore(config.workers)
+        self._pool = ThreadPoolExecutor(max_workers=config.workers + SPARE_JOB_THREADS,
                                         thread_name_prefix="plasmd-job")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
         self._hash = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plasmd-hash")
@@ -102,7 +121,7 @@ class Node:
         from phase_fetch.fetcher import sweep_leftovers
 
         sweep_leftovers(cas)  # what a killed node's fetches left; job fetches skip it
-        self._slots = asyncio.Semaphore(config.workers)
+        self._slots = asyncio.Semaphore(config.workers + SPARE_JOB_THREADS)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -126,6 +145,9 @@ class Node:
         await self._idle.wait()
         for pool in (self._pool, self._io, self._hash, self._fetch):
             pool.shutdown(wait=True)
+        close = getattr(self.receipts, "close", None)
+        if close is not None:
+            close()
 
     # -- dispatch ----------------------------------------------------------------
     async def handle(self, peer_id: str, stream: Any) -> None:
@@ -206,7 +228,8 @@ class Node:
             return
         self.queued += 1  # accepted, not running yet (until it takes a worker slot)
         self._idle.clear()
-        started = delivered = False
+        delivered = False
+        slot = _Slot()  # taken: the job left the queue for a worker slot
         cancel = threading.Event()  # set when the submitter goes away
         try:
             r.accept()
@@ -217,42 +240,28 @@ class Node:
                 r.deadline_passed(f"no run within {RUN_WAIT_S:g} s of accept")
             run = r.receive(msg)
             assert isinstance(run, RunArrived)
-            loop = asyncio.get_running_loop()
-            # verifying, and recording the job id durably (fsync): off the loop
-            verified, reject = await loop.run_in_executor(
-                self._io, self._verify_run, peer, run.manifest)
-            if verified is not None and not r.admit(verified.id, verified.body):
-                reject = ("invalid_request", "")  # r queued the reject
-            elif verified is not None:
-                reject = await loop.run_in_executor(self._io, self._record_run, peer,
-                                                    verified)
-            if reject is not None:
-                self.counters.inc(f"rejected_{reject[0]}")
-                log.get().info("job.rejected", peer=peer, job=job_id, reason=reject[0],
-                               stage="run")
-                if not r.finished:
-                    r.reject(*reject)
-                await send_out(stream, r.outbox())
-                return
-            assert verified is not None
-            r.started()
-            # from here the submitter must stay: if it goes away, stop the guest
-            watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
-            try:
-                await self._fetch_inputs(peer, stream, offer, verified.body)
-                async with self._slots:
-                    self.queued -= 1
-                    self.running += 1
-                    started = True
-                    try:
-                        result = await loop.run_in_executor(self._pool, self._execute,
-                                                            run.manifest, verified, cancel)
-                    finally:
-                        self.running -= 1
-            finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+            if self.inputs_here(offer):
+                # the common case: one hop to a job thread does all of it (run_one)
+                watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
+                try:
+                    ran = await self._in_slot(slot, self.run_one, peer, offer, run.manifest,
+                                              cancel)
+                finally:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch
+                if isinstance(ran, Refused):
+                    await self._refuse(peer, job_id, r, stream, ran)
+                    return
+                verified, result = ran
+                if not r.admit(verified.id, verified.body):  # run_one checked it already
+                    raise InternalError("the job does not match its offer")
+                r.started()
+            else:
+                fetched = await self._job_with_fetch(peer, r, offer, run, stream, cancel, slot)
+                if fetched is None:
+                    return
+                verified, result = fetched
             self.counters.inc("jobs_done")
             self.counters.inc(f"ended_{result.result.outcome.ended}")
             delivered = True  # from here on, a failure is the submitter going away
@@ -282,10 +291,57 @@ class Node:
                 r.error(e.slug, e.message)
                 await send_out(stream, r.outbox())
         finally:
-            if not started:
+            if not slot.taken:
                 self.queued -= 1
             if self.queued == 0 and self.running == 0:
                 self._idle.set()
+
+    async def _refuse(self, peer: str, job_id: str, r: Responder, stream: Any,
+                      why: Refused) -> None:
+        self.counters.inc(f"rejected_{why.reason}")
+        log.get().info("job.rejected", peer=peer, job=job_id, reason=why.reason, stage="run")
+        if not r.finished:
+            r.reject(why.reason, why.message)
+        await send_out(stream, r.outbox())
+
+    async def _in_slot(self, slot: _Slot, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a job thread once a worker slot is free."""
+        async with self._slots:
+            self.queued -= 1
+            self.running += 1
+            slot.taken = True
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            finally:
+                self.running -= 1
+
+    async def _job_with_fetch(self, peer: str, r: Responder, offer: dict[str, Any],
+                              run: RunArrived, stream: Any, cancel: threading.Event,
+                              slot: _Slot) -> tuple[documents.Verified, Any] | None:
+        """A job whose module or stdin this node lacks: verify and record it, fetch
+        the blobs from the submitter, then run it (None: it was refused)."""
+        loop = asyncio.get_running_loop()
+        verified, reject = await loop.run_in_executor(
+            self._io, self._verify_run, peer, run.manifest)
+        if verified is not None and not r.admit(verified.id, verified.body):
+            reject = ("invalid_request", "")  # r queued the reject
+        elif verified is not None:
+            reject = await loop.run_in_executor(self._io, self._record_run, peer, verified)
+        if reject is not None:
+            await self._refuse(peer, str(offer["job"]), r, stream, Refused(*reject))
+            return None
+        assert verified is not None
+        r.started()
+        # from here the submitter must stay: if it goes away, stop the guest
+        watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
+        try:
+            await self._fetch_inputs(peer, stream, offer, verified.body)
+            result = await self._in_slot(slot, self._execute, run.manifest, verified, cancel)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        return verified, result
 
     async def _watch_submitter(self, peer: str, r: Responder, stream: Any,
                                cancel: threading.Event) -> None:
@@ -305,7 +361,7 @@ class Node:
             log.get().warning("job.peer_violation", peer=peer, job=r.job, **e.to_record())
             stream.abort()
             raise
-        if isinstance(ev, SubmitterGone):
+        if isinstance(ev, SubmitterGone) or msg is None:  # (None: also before started())
             cancel.set()
 
     async def _fetch_inputs(self, peer: str, stream: Any, offer: dict[str, Any],
@@ -349,57 +405,6 @@ class Node:
             return "queue_full", "every worker and queue slot is taken"
         return None, ""
 
-    def _verify_run(self, peer: str, env: dict[str, Any]
-                    ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
-        """The run's manifest verified and signed by the submitting peer (a thread)."""
-        keyring = self.keyring
-        if self.config.open:
-            keyring = keyring.with_key("submitter", peer, [manifest.ROLE])
-        try:
-            verified = documents.verify(env, documents.Policy(
-                keyring, timefmt.now(), expected_type=manifest.TYPE))
-        except Rejected as e:
-            reason = "expired" if e.slug in ("expired", "not_yet_valid") else "invalid_request"
-            return None, (reason, e.message)
-        except PhaseError as e:
-            return None, ("invalid_request", e.message)
-        if peer not in {t.key for t in verified.signers}:
-            self.counters.inc("unauthorized")
-            return None, ("not_authorized", "the manifest must be signed by the peer "
-                                                "that submits it")
-        return verified, None
-
-    def _record_run(self, peer: str, verified: documents.Verified) -> tuple[str, str] | None:
-        """Remember the job id (durably) so it never runs twice (a thread)."""
-        try:
-            expires = timefmt.parse_time(verified.body["expires"])
-            self.state.record_job(peer, verified.id, expires, timefmt.now())
-        except Rejected as e:
-            self.counters.inc("replays")
-            return ("replay", e.message)
-        except TempFailure as e:  # too many unexpired jobs from this submitter
-            return ("queue_full", e.message)
-        return None
-
-    def _have(self, cid: str) -> bool:
-        """The blob is here already (a module may also be compiled and in memory)."""
-        return self.cas.has(cid) or (self._executor is not None
-                                     and self._executor.cached(cid) is not None)
-
-    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
-                 cancel: threading.Event | None = None) -> Any:
-        """On a job thread: run the guest, then log the receipt durably."""
-        from plasm_exec.job import execute_job
-
-        self.counters.inc("wasm_runs")
-        result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                             identity=self.identity, now=timefmt.now(),
-                             ceilings=self.config.ceilings, verified=verified,
-                             store_outputs=False,  # outputs go to the submitter only
-                             cancel=cancel)
-        self.receipts.append(result.receipt)
-        return result
-
     # -- status ----------------------------------------------------------------
     def _cache_use(self) -> dict[str, int]:
         blobs = size = 0
@@ -418,7 +423,8 @@ class Node:
                      "rejected": sum(v for k, v in self.counters.c.items()
                                      if k.startswith("rejected_"))},
             "workers": self.config.workers, "queue": self.config.queue,
-            "counters": dict(self.counters.c, blobs_hashed=self.blobs.hashed),
+            "counters": dict(self.counters.c, blobs_hashed=self.blobs.hashed,
+                             **self._flush_counts()),
             "cache": self._cache_use(),
             "receipts": self.receipts.count,
             "draining": self.draining,

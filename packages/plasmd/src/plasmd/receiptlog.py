@@ -2,9 +2,11 @@
 
 Line n is ``{"v":1,"type":"receipt_log_entry","seq":n,"prev":H(n-1),"receipt":{envelope}}``
 where H is ``sha256:`` + hex SHA-256 of the previous line's bytes (without its
-newline) and H(-1) is the hash of the empty string. Every append is fdatasync'd, then a
-small fixed-width head file (``<log>.head``: the last seq and the hash of the
-last line) is overwritten in place with one small write and fdatasync'd.
+newline) and H(-1) is the hash of the empty string. Every append is durable
+(fdatasync'd; concurrent appends share one flush, ``phase_core.groupsync``)
+before ``append`` returns, then a small fixed-width head file (``<log>.head``:
+the last seq and the hash of the last line) is overwritten in place with one
+small write.
 Verification walks the chain:
 
 - an edited line breaks the next line's ``prev``;
@@ -35,6 +37,7 @@ from typing import Any
 
 from phase_core.errors import IOFailure, Malformed, Rejected
 from phase_core.fsutil import fsync_dir, write_atomic
+from phase_core.groupsync import GroupSync
 
 GENESIS = "sha256:" + hashlib.sha256(b"").hexdigest()
 MAX_LINE_BYTES = 1 << 20
@@ -58,11 +61,15 @@ class Entry:
 
 
 class ReceiptLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sync: GroupSync | None = None) -> None:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the chain: seq, prev, the order of the lines
+        self._head_lock = threading.Lock()
+        self._fd: int | None = None  # kept open for appending
+        self.sync = sync or GroupSync(f"the receipt log {self.path}")
         self._seq, self._last = self._load_head()
+        self._head_seq = self._seq  # the seq the head file names
 
     def _load_head(self) -> tuple[int, str]:
         try:
@@ -78,7 +85,14 @@ class ReceiptLog:
         return self._seq + 1
 
     def append(self, receipt: dict[str, Any]) -> Entry:
-        """Append one receipt envelope; durable when this returns."""
+        """Append one receipt envelope; its line is durable when this returns.
+
+        Concurrent appends share one fdatasync (group commit): the line is written
+        under the chain's lock, then this waits until a flush made after the write
+        completes. The head file is updated after the flush, in place and without
+        its own fdatasync: a crash may leave it naming an earlier entry, and
+        ``repair()`` (run at every start) adopts the durable entries that chain
+        from it."""
         with self._lock:
             seq = self._seq + 1
             rec = {"v": 1, "type": "receipt_log_entry", "seq": seq, "prev": self._last,
@@ -87,26 +101,53 @@ class ReceiptLog:
                               ensure_ascii=True).encode()
             if len(line) > MAX_LINE_BYTES:
                 raise Malformed("receipt is too large for the log")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                new = not self.path.exists()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                             | os.O_NOFOLLOW, 0o600)
-                try:
-                    os.write(fd, line + b"\n")
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
-                if new:  # the new name must survive a power cut too
-                    fsync_dir(self.path.parent)
+                fd = self._open()
+                os.write(fd, line + b"\n")
             except OSError as e:
                 raise IOFailure(f"cannot append to {self.path}: {e.strerror}") from None
+            ticket = self.sync.ticket()
             h = line_hash(line)
-            self._write_head(seq, h)
             self._seq, self._last = seq, h
-            return Entry(seq, rec["prev"], receipt, h)
+        self.sync.wait(fd, ticket)
+        self._advance_head(seq, h)
+        return Entry(seq, rec["prev"], receipt, h)
 
-    def _write_head(self, seq: int, h: str) -> None:
+    def _open(self) -> int:
+        """The log's append descriptor (called under ``_lock``)."""
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                               | os.O_NOFOLLOW, 0o600)
+            if new:  # the new name must survive a power cut too
+                fsync_dir(self.path.parent)
+        return self._fd
+
+    def close(self) -> None:
+        """Close the append descriptor and flush the head file (a clean stop)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        try:
+            fd = os.open(self.head_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _advance_head(self, seq: int, h: str) -> None:
+        """Name entry ``seq`` (durable) in the head, unless a later one is named."""
+        with self._head_lock:
+            if seq <= self._head_seq:
+                return
+            self._write_head(seq, h, durable=not self.head_path.exists())
+            self._head_seq = seq
+
+    def _write_head(self, seq: int, h: str, *, durable: bool = True) -> None:
         head = json.dumps({"seq": seq, "hash": h}).encode().ljust(HEAD_BYTES - 1) + b"\n"
         if not self.head_path.exists():
             write_atomic(self.head_path, head, mode=0o600)
@@ -115,7 +156,8 @@ class ReceiptLog:
             fd = os.open(self.head_path, os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.pwrite(fd, head, 0)
-                os.fdatasync(fd)
+                if durable:
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as e:
@@ -161,8 +203,8 @@ class ReceiptLog:
         """Recover from a crash in the middle of ``append``; return bytes moved aside.
 
         A torn last line is moved to an aside file (its receipt was never
-        acknowledged). A last complete entry that the head file does not name yet
-        (the crash came between the fsync of the line and the head update) is
+        acknowledged). Complete entries after the one the head file names, each
+        chaining to the one before (the crash came before the head update), are
         adopted. Anything else is left for ``entries()`` to report and for
         ``salvage()`` to repair.
         """
@@ -177,17 +219,20 @@ class ReceiptLog:
                 self._set_aside(data[keep:], keep)
                 cut, data = len(data) - keep, data[:keep]
             lines = data.splitlines()
-            if len(lines) == self._seq + 2:
-                last = lines[-1]
+            seq, last = self._seq, self._last
+            for raw in lines[seq + 1:] if len(lines) > seq + 1 else ():
                 try:
-                    rec = json.loads(last)
-                    ok = rec["seq"] == self._seq + 1 and rec["prev"] == self._last
+                    rec = json.loads(raw)
+                    ok = rec["seq"] == seq + 1 and rec["prev"] == last
                 except (ValueError, KeyError, TypeError):
                     ok = False
-                if ok:
-                    h = line_hash(last)
-                    self._write_head(self._seq + 1, h)
-                    self._seq, self._last = self._seq + 1, h
+                if not ok:
+                    break
+                seq, last = seq + 1, line_hash(raw)
+            if seq != self._seq:
+                with self._head_lock:
+                    self._write_head(seq, last)
+                    self._seq, self._last, self._head_seq = seq, last, seq
             return cut
 
     def salvage(self, accept: Callable[[dict[str, Any]], bool] | None = None
@@ -213,7 +258,7 @@ class ReceiptLog:
                 fsync_dir(self.head_path.parent)
             else:
                 self._write_head(kept - 1, last)
-            self._seq, self._last = kept - 1, last
+            self._seq, self._last, self._head_seq = kept - 1, last, kept - 1
             return {"kept": kept, "moved_bytes": len(data) - keep,
                     "aside": str(aside) if aside else None, "head_was": head_was}
 

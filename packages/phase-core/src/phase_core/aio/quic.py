@@ -1,7 +1,7 @@
 """The QUIC/Noise transport: a thin asyncio adapter over aioquic (docs/transport.md).
 
 The only module that imports aioquic. It reaches into aioquic's private state
-in four places, all pinned to the tested version range in phase-core's
+in five places, all pinned to the tested version range in phase-core's
 pyproject and covered by tests:
 
 1. ``tls._request_client_certificate`` on the server, so the client presents
@@ -11,7 +11,9 @@ pyproject and covered by tests:
    *arrives*; we grant credit as the application *reads*, so a peer can never
    make us buffer more than the windows in ``Limits``;
 4. the sender's buffered byte count, so that a writer waits (and finally drops
-   the connection) when the peer stops reading.
+   the connection) when the peer stops reading;
+5. the 1-RTT space's ACK timer: when application data is sent, a pending
+   (delayed) ACK is sent in the same packet rather than in one of its own.
 
 Everything else is plumbing: the decisions live in ``protocol.noise`` (who
 the peer is), ``protocol.framing`` (what it sent) and ``aio.endpoint`` (which
@@ -34,6 +36,7 @@ from aioquic.asyncio.server import serve
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.tls import Epoch
 
 from phase_core import log
 from phase_core.aio import certs
@@ -101,10 +104,12 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._logged = False
         self._violated = False
         self._hs_fin = False
+        self._ack_now = False  # application data is queued: send pending ACKs with it
         self.closing = False
         self._early = bytearray()  # stream 0 bytes that beat the TLS completion event
         self._consumed_total = 0
-        self._progress: asyncio.Future[None] | None = None
+        # writers waiting for room: (their condition, their future), woken when it holds
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._keepalive: asyncio.TimerHandle | None = None
@@ -127,13 +132,11 @@ class _PhaseProtocol(QuicConnectionProtocol):
         orig_conn_limits = quic._write_connection_limits
         orig_initialize = quic._initialize
 
+        # The windows grow where the application reads (``credit``); these two run for
+        # every packet built (the stream one for every stream): nothing to send, no work.
         def write_stream_limits(builder: Any, space: Any, stream: Any) -> None:
-            if stream.max_stream_data_local:
-                ch = self._channels.get(stream.stream_id)
-                base = ch.consumed if ch is not None else stream.receiver.highest_offset
-                target = base + lim.stream_window_bytes
-                if target >= stream.max_stream_data_local + lim.stream_window_bytes // 2:
-                    stream.max_stream_data_local = target
+            if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+                return
             saved = stream.receiver.highest_offset
             stream.receiver.highest_offset = 0  # disables aioquic's arrival-driven doubling
             try:
@@ -141,12 +144,11 @@ class _PhaseProtocol(QuicConnectionProtocol):
             finally:
                 stream.receiver.highest_offset = saved
 
+        max_data, bidi = quic._local_max_data, quic._local_max_streams_bidi
+
         def write_connection_limits(builder: Any, space: Any) -> None:
-            max_data = quic._local_max_data
-            window = self._conn_window
-            target = self._consumed_total + window
-            if target >= max_data.value + window // 2:
-                max_data.value = target
+            if max_data.sent == max_data.value and bidi.sent == bidi.value:
+                return  # (no unidirectional streams are ever granted)
             saved = max_data.used
             max_data.used = 0  # likewise
             try:
@@ -193,6 +195,20 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self.ready.set_exception(err)
             self.ready.exception()
             self._close(E_TIMEOUT, "unreachable")
+
+    def transmit(self) -> None:
+        """Send what is queued. When application data goes out, an ACK that aioquic
+        would delay (by up to 1 ms, then send in a packet of its own) rides along."""
+        if self._ack_now:
+            self._ack_now = False
+            space = self._quic._spaces.get(Epoch.ONE_RTT)
+            if space is not None and space.ack_at is not None:
+                space.ack_at = self._loop.time()
+        super().transmit()
+
+    def _send_soon(self) -> None:
+        self._ack_now = True
+        self._transmit_soon()
 
     def _handle_timer(self) -> None:
         try:
@@ -257,14 +273,14 @@ class _PhaseProtocol(QuicConnectionProtocol):
         if self._hs_stream is None and not self.is_client and sid == 0:
             self._hs_stream = 0
         if sid == self._hs_stream:
-            self._consumed_total += len(data)
+            self._consumed(sid, len(data))
             self._on_handshake_data(data, end)
             return
         ch = self._channels.get(sid)
         if ch is None:
             if (self._local_stream(sid) or sid in self._finished
                     or self._quic._stream_is_discarded(sid)):
-                self._consumed_total += len(data)  # a stream we are done with: drop the data
+                self._consumed(sid, len(data))  # a stream we are done with: drop the data
                 return
             if not self.is_client and not self._authed:
                 # nothing but the handshake stream is read (or buffered) before the
@@ -322,6 +338,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
         lim = self.endpoint.limits
         self._conn_window = (lim.connection_window_bytes if self.priority else
                              min(lim.other_connection_window_bytes, lim.connection_window_bytes))
+        self._grow_connection_window()
         self._transmit_soon()  # the full connection window (MAX_DATA)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
@@ -470,16 +487,40 @@ class _PhaseProtocol(QuicConnectionProtocol):
             return
         ch.consumed += n
         self._consumed_total += n
-        lim = self.endpoint.limits
+        grow = self._grow_connection_window()
         stream = self._quic._streams.get(ch.stream_id)
-        grow_stream = (stream is not None and stream.max_stream_data_local and
-                       ch.consumed + lim.stream_window_bytes
-                       >= stream.max_stream_data_local + lim.stream_window_bytes // 2)
-        window = self._conn_window
-        grow_conn = (self._consumed_total + window
-                     >= self._quic._local_max_data.value + window // 2)
-        if grow_stream or grow_conn:
+        if stream is not None and self._grow_stream_window(stream, ch.consumed):
+            grow = True
+        if grow:
             self._transmit_soon()
+
+    def _consumed(self, sid: int, n: int) -> None:
+        """``n`` bytes of a stream without a channel (the handshake, or one we are done
+        with) were consumed on arrival."""
+        self._consumed_total += n
+        self._grow_connection_window()
+        stream = self._quic._streams.get(sid)
+        if stream is not None:
+            self._grow_stream_window(stream, stream.receiver.highest_offset)
+
+    def _grow_stream_window(self, stream: Any, consumed: int) -> bool:
+        """Raise the stream's MAX_STREAM_DATA to ``consumed`` + the window once half
+        of the window was used (the frame goes out with the next packet)."""
+        window = self.endpoint.limits.stream_window_bytes
+        target = consumed + window
+        if stream.max_stream_data_local and target >= stream.max_stream_data_local + window // 2:
+            stream.max_stream_data_local = target
+            return True
+        return False
+
+    def _grow_connection_window(self) -> bool:
+        """Likewise MAX_DATA, from every byte the application consumed."""
+        max_data, window = self._quic._local_max_data, self._conn_window
+        target = self._consumed_total + window
+        if target >= max_data.value + window // 2:
+            max_data.value = target
+            return True
+        return False
 
     def _buffered(self, sid: int) -> int:
         stream = self._quic._streams.get(sid)
@@ -489,6 +530,8 @@ class _PhaseProtocol(QuicConnectionProtocol):
         return sum(len(st.sender._buffer) for st in self._quic._streams.values())
 
     async def _wait_for_room(self, sid: int, ready: Callable[[], bool]) -> None:
+        if ready():
+            return
         lim = self.endpoint.limits
         deadline = self._loop.time() + lim.send_timeout_s
         while not ready():
@@ -503,12 +546,13 @@ class _PhaseProtocol(QuicConnectionProtocol):
                 self._report(err)
                 self._close(E_TIMEOUT, "peer stopped reading")
                 raise err
-            if self._progress is None:
-                self._progress = self._loop.create_future()
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._waiters.append((ready, fut))
+            timer = self._loop.call_later(left, _resolve, fut)
             try:
-                await asyncio.wait_for(asyncio.shield(self._progress), left)
-            except TimeoutError:
-                pass
+                await fut
+            finally:
+                timer.cancel()
 
     async def send(self, sid: int, data: bytes) -> None:
         """Queue ``data``, never holding more than ``send_buffer_bytes`` unacknowledged
@@ -517,18 +561,20 @@ class _PhaseProtocol(QuicConnectionProtocol):
         per_conn = 4 * lim.send_buffer_bytes
         view = memoryview(data)
         while True:
-            await self._wait_for_room(sid, lambda: (
-                self._buffered(sid) < lim.send_buffer_bytes
-                and self._conn_buffered() < per_conn))
             room = min(lim.send_buffer_bytes - self._buffered(sid),
                        per_conn - self._conn_buffered())
-            piece, view = view[:max(room, 1)], view[max(room, 1):]
+            if room <= 0:
+                await self._wait_for_room(sid, lambda: (
+                    self._buffered(sid) < lim.send_buffer_bytes
+                    and self._conn_buffered() < per_conn))
+                continue
+            piece, view = view[:room], view[room:]
             try:
                 self._quic.send_stream_data(sid, bytes(piece))
             except (ValueError, RuntimeError) as e:  # the stream was reset or finished
                 raise Unavailable(f"cannot send on stream {sid}: {e}",
                                   slug="stream_reset") from None
-            self._transmit_soon()
+            self._send_soon()
             if not view:
                 return
 
@@ -539,7 +585,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
             self._quic.send_stream_data(sid, b"", end_stream=True)
         except (ValueError, RuntimeError):  # already reset or finished
             return
-        self._transmit_soon()
+        self._send_soon()
 
     def abort_stream(self, sid: int, code: int) -> None:
         if self.error is not None:
@@ -553,11 +599,20 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._transmit_soon()
 
     def _wake_writers(self) -> None:
-        fut = self._progress
-        if fut is not None:
-            self._progress = None
-            if not fut.done():
+        """Something was acknowledged, or the connection ended: wake the writers whose
+        condition now holds (all of them once the connection has failed)."""
+        if not self._waiters:
+            return
+        failed = self.error is not None
+        keep = []
+        for ready, fut in self._waiters:
+            if fut.done():
+                continue
+            if failed or ready():
                 fut.set_result(None)
+            else:
+                keep.append((ready, fut))
+        self._waiters = keep
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -637,6 +692,11 @@ class _PhaseProtocol(QuicConnectionProtocol):
             log.get().debug("net.close_failed", error=repr(e))
         for t in list(self._tasks):
             t.cancel()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Connection:

@@ -1,0 +1,152 @@
+"""One job's work on a job thread, in one hop: ``JobThread.run_one``.
+
+The node's event loop hands each admitted job whose module and stdin are here to
+a job thread once; ``run_one`` then verifies the manifest, records its id durably
+(replay protection), runs the guest under its fences and logs the receipt
+durably, and the loop sends the result. Concurrent jobs share the flushes of the
+job journal and of the receipt log (group commit, ``phase_core.groupsync``): a
+receipt still leaves the node only after its log entry is durable.
+
+``JobThread`` is a part of ``plasmd.node.Node`` (the attributes it uses are the
+node's); it is its own module only to keep the node's module readable.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phase_core import documents, manifest, timefmt
+from phase_core.errors import MissingInput, PhaseError, Rejected, TempFailure
+from phase_core.protocol import jobs
+
+__all__ = ["JobThread", "Refused"]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A ``run`` the node refuses after verifying it (``reject`` reason and message)."""
+
+    reason: str
+    message: str
+
+
+class JobThread:
+    """The per-job work of ``plasmd.node.Node`` that runs on its job threads."""
+
+    config: Any
+    keyring: Any
+    state: Any
+    cas: Any
+    blobs: Any
+    receipts: Any
+    identity: Any
+    counters: Any
+    _executor: Any
+    _guests: Any  # a threading.BoundedSemaphore of ``workers``
+    executor: Any  # plasm-exec's Executor (a property of the node)
+
+    # -- one job on a job thread ----------------------------------------------------
+    def inputs_here(self, offer: dict[str, Any]) -> bool:
+        """The offered module and stdin are here: ``run_one`` needs no fetch."""
+        return self._have(offer["module"]) and (offer["stdin"] is None
+                                                 or self._have(offer["stdin"]))
+
+    def run_one(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
+                cancel: threading.Event | None = None
+                ) -> tuple[documents.Verified, Any] | Refused:
+        """One offered job's ``run``, whole, on a job thread (one hop per job).
+
+        Verify the manifest (signed by ``peer``, the job that was offered), record
+        its id durably (a replay is refused), run the guest under its fences, and
+        log the receipt durably; returns (verified, ``JobResult``) or ``Refused``.
+        The module and stdin must be here (``inputs_here``). A batch of jobs calls
+        this once per job. Raises ``PhaseError`` if the job fails after admission
+        (``Interrupted`` when ``cancel`` was set: nothing was logged)."""
+        verified, reject = self._verify_run(peer, manifest_env)
+        if reject is not None:
+            return Refused(*reject)
+        assert verified is not None
+        mismatch = jobs.matches_offer(offer, verified.body, verified.id)
+        if mismatch is not None:
+            return Refused("invalid_request", mismatch)
+        reject = self._record_run(peer, verified)
+        if reject is not None:
+            return Refused(*reject)
+        return verified, self._execute(manifest_env, verified, cancel)
+
+    def _verify_run(self, peer: str, env: dict[str, Any]
+                    ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
+        """The run's manifest verified and signed by the submitting peer (a thread)."""
+        keyring = self.keyring
+        if self.config.open:
+            keyring = keyring.with_key("submitter", peer, [manifest.ROLE])
+        try:
+            verified = documents.verify(env, documents.Policy(
+                keyring, timefmt.now(), expected_type=manifest.TYPE))
+        except Rejected as e:
+            reason = "expired" if e.slug in ("expired", "not_yet_valid") else "invalid_request"
+            return None, (reason, e.message)
+        except PhaseError as e:
+            return None, ("invalid_request", e.message)
+        if peer not in {t.key for t in verified.signers}:
+            self.counters.inc("unauthorized")
+            return None, ("not_authorized", "the manifest must be signed by the peer "
+                                                "that submits it")
+        return verified, None
+
+    def _record_run(self, peer: str, verified: documents.Verified) -> tuple[str, str] | None:
+        """Remember the job id (durably) so it never runs twice (a thread)."""
+        try:
+            expires = timefmt.parse_time(verified.body["expires"])
+            self.state.record_job(peer, verified.id, expires, timefmt.now())
+        except Rejected as e:
+            self.counters.inc("replays")
+            return ("replay", e.message)
+        except TempFailure as e:  # too many unexpired jobs from this submitter
+            return ("queue_full", e.message)
+        return None
+
+    def _have(self, cid: str) -> bool:
+        """The blob is here already (a module may also be compiled and in memory:
+        that is asked first, it costs no I/O)."""
+        return (self._executor is not None and self._executor.cached(cid) is not None
+                ) or self.cas.has(cid)
+
+    def _stdin_blob(self, cid: str) -> Path:
+        """The stdin blob's path, hashed once per file identity (``VerifiedBlobs``):
+        a blob file changed on disk is hashed again; a corrupt one is quarantined."""
+        path = self.blobs.verify(cid)
+        if path is None:
+            raise MissingInput(f"stdin {cid} is not in the store, or does not hash to its id")
+        return path
+
+    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
+                 cancel: threading.Event | None = None) -> Any:
+        """On a job thread: run the guest (in one of the ``workers`` guest slots),
+        then log the receipt durably (outside the slot: the next guest starts while
+        this one waits for its flush)."""
+        from plasm_exec.job import execute_job
+
+        with self._guests:
+            self.counters.inc("wasm_runs")
+            result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
+                                 identity=self.identity, now=timefmt.now(),
+                                 ceilings=self.config.ceilings, verified=verified,
+                                 store_outputs=False,  # outputs go to the submitter only
+                                 cancel=cancel, stdin_blob=self._stdin_blob)
+        self.receipts.append(result.receipt)
+        return result
+
+    def _flush_counts(self) -> dict[str, int]:
+        """Group commit at work: lines made durable and the fdatasyncs that did it."""
+        out = {}
+        for name, sync in (("journal", getattr(self.state, "journal_sync", None)),
+                           ("receipt", getattr(self.receipts, "sync", None))):
+            if sync is not None:
+                out[f"{name}_lines_flushed"] = sync.covered
+                out[f"{name}_flushes"] = sync.flushes
+        return out
+
