@@ -20,12 +20,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name -> the bench's command line (without --json / --quick, added here).
-BENCHES: dict[str, list[str]] = {
-    "plasm-exec": ["bench/plasm_exec/bench.py"],
-    "worker": ["bench/plasmd/bench_plasmd.py"],
-    "batch": ["bench/plasmd/bench_batch.py"],
-    "submit": ["bench/plasmd/bench_submit.py"],
+# name -> (the bench's command line without --json, what --quick adds to it).
+BENCHES: dict[str, tuple[list[str], list[str]]] = {
+    "plasm-exec": (["bench/plasm_exec/bench.py", "--only-cold"], ["--runs", "10"]),
+    "submit": (["bench/plasmd/bench_submit.py"], ["--runs", "5"]),
+    "worker": (["bench/plasmd/bench_plasmd.py", "--only", "1,3"], ["--quick"]),
+    "batch": (["bench/plasmd/bench_batch.py"], ["--quick"]),
 }
 
 
@@ -36,8 +36,9 @@ def load() -> str:
         return "?"
 
 
-def run_bench(name: str, argv: list[str], quick: bool) -> list[dict[str, object]]:
-    cmd = [sys.executable, *argv, "--json"] + (["--quick"] if quick else [])
+def run_bench(name: str, argv: tuple[list[str], list[str]], quick: bool
+              ) -> list[dict[str, object]]:
+    cmd = [sys.executable, *argv[0], "--json"] + (argv[1] if quick else [])
     t = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     took = time.monotonic() - t

@@ -295,11 +295,17 @@ def test_every_receipt_a_client_got_survives_kill_9(tmp_path):
 def test_networking_is_served_while_the_only_guest_slot_spins(tmp_path):
     """One worker slot, taken by a guest that spins until its fence: another
     connection's ping is answered, and a node record served, while it runs."""
+    from tests.plasmd.test_node import reconfigure
+
     w = start_node(tmp_path / "worker", "--open", "--workers=1")
+    reconfigure(w, "fuel = 10000000000", "fuel = 1000000000000")  # raise the ceiling
     client = tmp_path / "client"
     init_home(client)
     spin = subprocess.Popen([script("plasmd"), "submit", f"--home={client}",
-                             str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}", "--timeout=60"],
+                             str(EXAMPLES / "spin.wasm"), f"--peer={w.peer}", "--timeout=60",
+                             # fuel for longer than the submitter's idle timeout (10 s), so
+                             # the guest is still running when its going away is noticed
+                             "--fuel=1000000000000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         from plasmd import control

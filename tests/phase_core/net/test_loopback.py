@@ -206,6 +206,28 @@ def test_per_peer_connection_limit() -> None:
     run(main())
 
 
+def test_a_peer_that_said_goodbye_frees_its_share_at_once() -> None:
+    """A one-shot client closes with close_now() and dials again at once: the server
+    stops counting the closed connection when the goodbye arrives, not when its own
+    draining period ends, so back-to-back one-shot clients are not refused."""
+    async def main() -> None:
+        si, ci = Identity.generate(), Identity.generate()
+        server = await quic.listen(HOST, 0, si, echo_handler,
+                                   Limits(max_connections_per_peer=1))
+        try:
+            for _ in range(4):
+                c = await quic.connect(HOST, server.port, ci)
+                s = await c.open_stream()
+                await s.send({"n": 1})
+                assert (await s.recv())["msg"] == {"n": 1}
+                c.close_now()  # and the next one dials at once
+            assert server.stats["refused_per_peer"] == 0
+        finally:
+            await server.close()
+
+    run(main())
+
+
 def test_pool_reuses_one_connection_per_peer() -> None:
     async def main() -> None:
         si, ci = Identity.generate(), Identity.generate()

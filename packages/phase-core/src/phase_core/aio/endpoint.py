@@ -138,6 +138,11 @@ class Endpoint:
     def forget(self, proto: Any) -> None:
         self.protocols.discard(proto)
         self.settled(proto)
+        self.leaving(proto)
+
+    def leaving(self, proto: Any) -> None:
+        """``proto``'s peer has closed it: it no longer counts against the peer's share
+        (its memory still counts in ``protocols`` until it is gone)."""
         if proto.peer_id is not None:
             peers = self.by_peer.get(proto.peer_id)
             if peers is not None and proto in peers:

@@ -35,7 +35,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import serve
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.tls import Epoch
 
 from phase_core import log
@@ -183,6 +183,12 @@ class _PhaseProtocol(QuicConnectionProtocol):
             if not self.is_client:
                 self.endpoint.summarize("refused_busy")
             self._close(E_LIMIT, "too many connections")
+        elif (not self.is_client and self.peer_id is not None
+              and self._quic._state is QuicConnectionState.DRAINING):
+            # the peer said goodbye: aioquic reports the end only after its draining
+            # period (three probe timeouts), but the peer's share of connections is
+            # free now, so its next connection is not refused as one too many
+            self.endpoint.leaving(self)
         self._wake_writers()
 
     def error_received(self, exc: Exception) -> None:
