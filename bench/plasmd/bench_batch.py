@@ -24,8 +24,6 @@ import asyncio
 import json
 import os
 import resource
-import select
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from procs import read_line, stop  # bench/plasmd/procs.py
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
@@ -45,27 +45,6 @@ CONCURRENCY = 64
 def env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
             if k not in ("PYTHONDONTWRITEBYTECODE", "PHASE_HOME")}
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> dict[str, Any]:
-    assert proc.stdout is not None
-    r, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if r else b""
-    if not line:
-        proc.kill()
-        proc.wait()
-        raise SystemExit(f"{what} did not answer within {timeout:.0f} s")
-    return json.loads(line)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Worker:

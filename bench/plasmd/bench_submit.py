@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procs import stop  # bench/plasmd/procs.py
+
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
 BIN = Path(sys.executable).parent
@@ -60,16 +62,6 @@ def start(cmd: list[str], err: Path) -> tuple[subprocess.Popen[bytes], dict[str,
     if not line:
         raise SystemExit(f"{cmd[1]} did not start: {err.read_text()[-2000:]}")
     return proc, json.loads(line)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def node(root: Path, name: str, *flags: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:

@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,17 +267,6 @@ def _document_id(env: dict[str, Any]) -> str:
 
 
 # -- against plasmd start (LocalTransport) -------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.plasmd.conftest import start_node
-
-    n = start_node(tmp_path_factory.mktemp("php") / "node")
-    try:
-        yield n
-    finally:
-        assert n.stop() == 0
-
 
 def test_hello_example_against_a_started_node(php: str, node: Any) -> None:
     r = run_php(php, str(SDK / "examples" / "hello.php"), str(EXAMPLES / "hello.wasm"),
