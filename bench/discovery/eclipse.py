@@ -77,10 +77,12 @@ class Attack:
         return node.dht.handle("0" * 64, msg, simnet.NOW).message
 
 
-def run(n: int, lookups: int, share: float, subnets: int, seed: int = 5
-        ) -> list[dict[str, Any]]:
+def run(n: int, lookups: int, share: float, subnets: int, seed: int = 5,
+        settings: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     out = []
     for name, paths, limit in SETTINGS:
+        if settings is not None and name not in settings:
+            continue
         t0 = time.monotonic()
         sim, ids = simnet.built(n, seed=seed, publishers=50, sampled=True, paths=paths,
                                 subnet_limit=limit)

@@ -92,7 +92,7 @@ class Sim:
     maintenance: int = 0  # replication pushes (not counted in a lookup's messages)
     attack: Any = None  # an eclipse.Attack answering for the sybil nodes
     replicate: bool = True  # holders push records to new close nodes
-    first_holders: list[str] = field(default_factory=list)  # who held records after publish
+    first_holders: dict[str, list[str]] = field(default_factory=dict)  # key -> its holders
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -168,8 +168,9 @@ class Sim:
             self.published[node.ident.node_id] = env
             self.legit_ids.add(envelope.parse(env).id)
             self.put(node, node_key(node.ident.node_id), env)
-        self.first_holders = [n.ident.node_id for n in self.nodes
-                              if n.alive and n.dht.store.count]
+        for n in self.nodes:
+            for key in n.dht.store.keys():
+                self.first_holders.setdefault(key, []).append(n.ident.node_id)
         return [n.ident.node_id for n in chosen]
 
     def churn(self, fraction: float) -> None:
@@ -367,19 +368,23 @@ def scenario(base: tuple[Sim, list[str]], *, churn: float = 0.0, liars: float = 
              kill_holders: bool = False) -> dict[str, Any]:
     """Lookups of published records on a copy of ``base`` (or on ``base`` itself: liars are
     undone afterwards, churn is not) after churn and/or liars. ``kill_holders``: after
-    the churn, every node that held a record when it was published dies too."""
+    the churn, 20 records are chosen and every node that held one of them when it was
+    published dies too; the lookups are for those records (of owners still alive)."""
     sim, ids = (base[0].clone() if clone else base[0]), base[1]
     sim.rng = random.Random(seed)
     if churn:
         sim.churn(churn)
-    if kill_holders:
-        for nid in sim.first_holders:
-            sim.by_id[nid].alive = False
+    wanted = ids
+    if kill_holders:  # 20 records lose every node that held them at publish time
+        wanted = sim.rng.sample([i for i in ids if sim.by_id[i].alive], 20)
+        for i in wanted:
+            for nid in sim.first_holders.get(node_key(i), []):
+                sim.by_id[nid].alive = False
     if liars:
         sim.make_liars(liars)
     sim.messages = 0
     results = []
-    honest = [i for i in ids if not sim.by_id[i].liar and sim.by_id[i].alive]
+    honest = [i for i in wanted if not sim.by_id[i].liar and sim.by_id[i].alive]
     for _ in range(lookups):
         want = sim.rng.choice(honest)
         results.append(sim.get(sim.random_live(), node_key(want), want))

@@ -316,12 +316,26 @@ class RoutingTable:
         """Put ``contacts`` (with their ``subnets``) into a table that has none of them yet,
         without pings or replacement caches: a bucket takes what fits under its size and
         subnet limits. For building simulated networks quickly."""
+        counts: dict[int, dict[str, int]] = {}
         for c, n in zip(contacts, nets, strict=True):
             if c.node_id == self.own_id:
                 continue
+            i = self._index(c.id)
             b = self._bucket(c.id)
-            if len(b.entries) < self.k and not self._crowded(b, n):
-                b.entries.append(_Entry(c, now, nets=n))
+            if len(b.entries) >= self.k:
+                continue
+            seen = counts.get(i)
+            if seen is None:
+                seen = counts[i] = {}
+                for e in b.entries:
+                    for net in e.nets:
+                        seen[net] = seen.get(net, 0) + 1
+            if self.subnet_limit is not None and any(
+                    seen.get(net, 0) >= self.subnet_limit for net in n):
+                continue
+            for net in n:
+                seen[net] = seen.get(net, 0) + 1
+            b.entries.append(_Entry(c, now, nets=n))
 
     @staticmethod
     def _rank(b: Bucket, e: _Entry) -> int:

@@ -20,9 +20,10 @@ path). Each path runs until its own ``k`` closest live candidates have answered
 end or starve the others. ``closest()`` merges the paths.
 
 **Referral accounting**: every candidate remembers who named it. When
-``REFERRAL_STRIKES`` of a referrer's candidates failed and none answered, the
-referrer is a suspect: the candidates only it named are dropped unasked (a liar's
-k fabricated ids cost two timeouts, not k), and it is left out of the result.
+``REFERRAL_STRIKES`` candidates that only one referrer named failed, and none of
+that referrer's candidates answered, the referrer is a suspect: the candidates
+only it named are dropped unasked (a liar's k fabricated ids cost two timeouts,
+not k), and it is left out of the result.
 A peer that served a forged record (``on_bad``) is treated the same way at once.
 
 The driver may end a lookup early (``finish()``), e.g. when a GET has its
@@ -113,6 +114,8 @@ class Lookup:
         if cand is None:
             return
         self.failures += 1
+        if len(cand.referrers) != 1:
+            return  # a seed, or a node several peers know (a real node that went away)
         for r in cand.referrers:
             ref = self._refs[r]
             ref.failed += 1
