@@ -1,7 +1,7 @@
 """An eclipse attack on one record key, simulated: how many lookups of it are captured.
 
     .venv/bin/python bench/discovery/eclipse.py [--nodes=10000] [--lookups=300]
-        [--share=0.01] [--subnets=4]
+        [--share=0.01] [--subnets=4] [--settings=before,paths,subnets,after]
 
 The attacker runs ``share`` of the network's nodes (1 %: 100 of 10,000) from
 ``subnets`` /24 networks, with node ids ground around one record key (nearer to
@@ -110,8 +110,9 @@ def run(n: int, lookups: int, share: float, subnets: int, seed: int = 5,
 
 def main(argv: list[str]) -> int:
     opts = dict(([*a.lstrip("-").split("=", 1), ""])[:2] for a in argv)
+    settings = tuple(opts["settings"].split(",")) if opts.get("settings") else None
     run(int(opts.get("nodes", 10_000)), int(opts.get("lookups", 300)),
-        float(opts.get("share", 0.01)), int(opts.get("subnets", 4)))
+        float(opts.get("share", 0.01)), int(opts.get("subnets", 4)), settings=settings)
     return 0
 
 

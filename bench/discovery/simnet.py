@@ -215,7 +215,11 @@ class Sim:
 
     def learned(self, node: SimNode, contact: Contact, now: float) -> None:
         """``node`` heard from ``contact``: into its table; replicate records it should have."""
-        _, pushes = node.dht.learned(contact, now)
+        stale, pushes = node.dht.learned(contact, now)
+        if stale is not None:  # the ping a real node sends its bucket's oldest contact
+            peer = self.by_id.get(stale.node_id)
+            if peer is None or not peer.alive:
+                node.dht.table.failed(stale.node_id)
         if not self.replicate:
             return
         dst = self.by_id.get(contact.node_id)

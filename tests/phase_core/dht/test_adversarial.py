@@ -232,10 +232,10 @@ def test_a_holder_pushes_its_records_to_a_new_close_node_once() -> None:
     assert holder.learned(far, NOW)[1] == []  # not among the k closest to the key
 
 
-def test_a_holder_far_from_the_key_leaves_the_push_to_closer_holders() -> None:
+def test_a_holder_no_longer_among_the_k_closest_pushes_nothing() -> None:
     holder, _key, _, target = _holder_with_record()
-    for i in range(3):  # three known nodes are closer to the key than the holder
-        holder.table.seen(pub(target ^ (1 << 60) ^ i), NOW)
+    for i in range(K):  # k known nodes are closer to the key than the holder
+        holder.table.seen(pub(target ^ (1 << 60) ^ (i << 10)), NOW)
     assert holder.learned(pub(target ^ (1 << 70)), NOW)[1] == []
 
 
