@@ -6,17 +6,19 @@
 The attacker runs ``share`` of the network's nodes (1 %: 100 of 10,000) from
 ``subnets`` /24 networks, with node ids ground around one record key (nearer to
 it than any honest node: the k closest to the key are all its own). Its nodes
-join like anyone else (so honest nodes learn them by dial-back); asked about the
+join like anyone else, then each pings every honest node so that it learns the Sybil by
+dial-back (into every bucket with room near the key); asked about the
 key they name only each other and return no record; asked to store it they say
 "stored" and drop it; anything else they answer honestly. The record is a node
-record published before the attack, held by honest nodes, which also push it to
-the newcomers near its key (replication): the attacker drops those.
+record its owner publishes once the Sybils are in place (the classic eclipse of a
+key: the owner's store goes to "the k closest", which are the attacker's).
 
 A lookup is *captured* when it ends without the record. The attack is run on one
 built network (sampled bootstrap) under each defence setting:
 
-- ``before``: one lookup path, no subnet limit in the buckets (the old DHT);
-- ``paths``: two disjoint lookup paths only; ``subnets``: the bucket limit only;
+- ``before``: one lookup path, no subnet limit (the old DHT);
+- ``paths``: two disjoint lookup paths only; ``subnets``: the subnet limit only (in
+  the buckets and in each lookup path's window);
 - ``after``: both (the defaults).
 
 Deterministic for a seed.
@@ -32,6 +34,7 @@ from typing import Any
 
 import simnet
 
+from phase_core.protocol import dht_node
 from phase_core.protocol.dht import K, key_id, node_key
 
 SETTINGS = [("before", 1, None), ("paths", 2, None), ("subnets", 1, 2), ("after", 2, 2)]
@@ -64,6 +67,12 @@ class Attack:
         self.named = [n.contact.to_json() for n in by_dist[:K]]
         for node in self.nodes:  # join: look itself up (near the key) and a few far ids
             sim.join(node, sim.random_live())
+        # poison: every Sybil pings every honest node, offering its address for the
+        # dial-back, so that it sits in every table that has room near the key
+        honest = [n for n in sim.nodes if n.alive and not n.sybil]
+        for node in self.nodes:
+            for h in honest:
+                sim._answer(node, h.contact, dht_node.ping(node.contact.addresses), simnet.NOW)
 
     def answer(self, node: simnet.SimNode, msg: dict[str, Any]) -> dict[str, Any]:
         t = msg.get("type")
@@ -84,11 +93,13 @@ def run(n: int, lookups: int, share: float, subnets: int, seed: int = 5,
         if settings is not None and name not in settings:
             continue
         t0 = time.monotonic()
-        sim, ids = simnet.built(n, seed=seed, publishers=50, sampled=True, paths=paths,
-                                subnet_limit=limit)
+        sim, _ = simnet.built(n, seed=seed, publishers=20, sampled=True, paths=paths,
+                              subnet_limit=limit)
         rng = random.Random(seed + 1)
-        victim = ids[0]
+        owner = sim.random_live()
+        victim = owner.ident.node_id
         attack = Attack(sim, node_key(victim), share, subnets, rng)
+        sim.publish(1, [owner])  # published while the Sybils sit around its key
         sim.rng = random.Random(seed + 2)
         captured = 0
         msgs = 0

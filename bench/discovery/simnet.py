@@ -156,10 +156,12 @@ class Sim:
                 via = self.rng.choice(self.nodes[:-1])
             self.join(node, via)
 
-    def publish(self, count: int) -> list[str]:
-        """``count`` random live honest nodes publish their node record under their node key."""
-        live = [n for n in self.nodes if n.alive and not n.liar]
-        chosen = self.rng.sample(live, min(count, len(live)))
+    def publish(self, count: int, chosen: list[SimNode] | None = None) -> list[str]:
+        """``count`` random live honest nodes (or ``chosen``) publish their node record
+        under their node key."""
+        live = [n for n in self.nodes if n.alive and not n.liar and not n.sybil]
+        if chosen is None:
+            chosen = self.rng.sample(live, min(count, len(live)))
         for node in chosen:
             body = records.build(node_id=node.ident.node_id, addresses=list(node.contact.addresses),
                                  capabilities=CAPS, seq=1, now=NOW - 60, lifetime_s=86400)
@@ -273,7 +275,7 @@ class Sim:
              collector: Collector | None = None, want: str | None = None
              ) -> tuple[Lookup, float]:
         lk = Lookup(target, src.dht.table.closest(target), own_id=src.ident.node_id,
-                    paths=self.paths)
+                    paths=self.paths, subnet_limit=self.subnet_limit)
         now = float(NOW)
         rtt = src.dht.rtt
         queue: list[tuple[float, int, Contact, dict[str, Any] | None, float]] = []

@@ -259,3 +259,31 @@ def test_failed_seeds_end_the_lookup_on_every_path() -> None:
     drive(lk, lambda c: None)
     assert lk.done and lk.closest() == [] and lk.failures == 6
     assert all(lk.state_of(cid(i)) == FAILED for i in range(6))
+
+
+def test_a_lookup_path_counts_at_most_subnet_limit_candidates_of_one_subnet() -> None:
+    """Sybils from one /24, nearer the target than anyone, cannot fill a path's window:
+    the lookup still reaches the honest nodes nearest the target."""
+    rng = random.Random(8)
+    target = rng.getrandbits(256)
+    honest = [rng.getrandbits(256) for _ in range(200)]
+    sybils = [Contact(cid(target ^ rng.getrandbits(150)), (f"45.77.1.{i + 1}:4433",))
+              for i in range(3 * K)]
+    sybil_ids = {c.node_id for c in sybils}
+
+    def answer(c: Contact) -> list[Contact]:
+        if c.node_id in sybil_ids:
+            return sybils[:K]
+        near = sorted((pub(h) for h in honest if h != c.id), key=lambda x: x.id ^ target)
+        return (sybils[:K // 2] + near)[:K]  # honest nodes that know Sybils name them first
+
+    seeds = [pub(h) for h in sorted(honest, key=lambda h: h ^ target)[-4:]]
+    truth = sorted(honest, key=lambda h: h ^ target)[:5]
+    lk = Lookup(target, seeds, paths=1)
+    drive(lk, answer)
+    assert all(lk.state_of(cid(h)) == OK for h in truth)
+    asked = sum(1 for s in sybil_ids if lk.state_of(s) == OK)
+    blind = Lookup(target, seeds, paths=1, subnet_limit=None)
+    drive(blind, answer)
+    assert not any(blind.state_of(cid(h)) == OK for h in truth)  # the Sybils filled it
+    assert asked < K // 2 <= K <= sum(1 for s in sybil_ids if blind.state_of(s) == OK)

@@ -26,6 +26,11 @@ only it named are dropped unasked (a liar's k fabricated ids cost two timeouts,
 not k), and it is left out of the result.
 A peer that served a forged record (``on_bad``) is treated the same way at once.
 
+**Diversity**: within a path's k closest, at most ``subnet_limit`` candidates of one
+public /24 or /64 count (as in the routing table); the path passes over the rest. So
+Sybils from a few subnets, however near the target they are, cannot fill a path's
+window and end it before it reaches honest nodes.
+
 The driver may end a lookup early (``finish()``), e.g. when a GET has its
 answer from enough holders. Otherwise it ends when every path is done, or after
 ``max_queries`` requests. ``hops`` is the length of the referral chain to the
@@ -38,7 +43,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from phase_core.protocol.dht import ALPHA, PATHS, Contact, K
+from phase_core.protocol.dht import ALPHA, PATHS, SUBNET_LIMIT, Contact, K, subnets
 
 NEW, INFLIGHT, OK, FAILED, DROPPED = range(5)
 REFERRAL_STRIKES = 2  # failed referrals (with none answering) that make a referrer a suspect
@@ -53,6 +58,7 @@ class _Cand:
     referrers: list[str] = field(default_factory=list)
     state: int = NEW
     path: int = -1  # the path that asked it (it belongs to that path alone)
+    nets: frozenset[str] = frozenset()
 
     def on(self, path: int) -> bool:
         """Part of ``path``'s view: asked by it, or not asked yet and named on it."""
@@ -69,8 +75,10 @@ class _Referrer:
 class Lookup:
     def __init__(self, target: int, seeds: Iterable[Contact], *, own_id: str | None = None,
                  k: int = K, alpha: int = ALPHA, paths: int = PATHS,
+                 subnet_limit: int | None = SUBNET_LIMIT,
                  max_candidates: int | None = None, max_queries: int | None = None) -> None:
         self.target = target
+        self.subnet_limit = subnet_limit
         self.k = k
         self.alpha = max(1, alpha)
         self.own_id = own_id
@@ -138,17 +146,19 @@ class Lookup:
         if self.done:
             return out
         seen = [0] * self.paths
+        nets: list[dict[str, int]] = [{} for _ in range(self.paths)]
         for cand in self._cands:
             if self.inflight >= self.alpha or self.queries >= self.max_queries:
                 break
             if cand.state in (FAILED, DROPPED):
                 continue
             if cand.path >= 0:
-                seen[cand.path] += 1
+                if self._fits(cand, nets[cand.path]):
+                    seen[cand.path] += 1
                 continue
             ask = -1
             for p in range(self.paths):
-                if cand.paths >> p & 1 and seen[p] < self.k:
+                if cand.paths >> p & 1 and seen[p] < self.k and self._fits(cand, nets[p]):
                     seen[p] += 1
                     if ask < 0 and self._path_inflight[p] < self.path_alpha:
                         ask = p
@@ -161,6 +171,17 @@ class Lookup:
                 out.append(cand.contact)
         return out
 
+    def _fits(self, cand: _Cand, counts: dict[str, int]) -> bool:
+        """Diversity: count ``cand`` in a path's window unless one of its subnets already
+        has ``subnet_limit`` candidates there (then the path passes over it)."""
+        if self.subnet_limit is None or not cand.nets:
+            return True
+        if any(counts.get(n, 0) >= self.subnet_limit for n in cand.nets):
+            return False
+        for n in cand.nets:
+            counts[n] = counts.get(n, 0) + 1
+        return True
+
     @property
     def done(self) -> bool:
         if self._finished:
@@ -172,8 +193,10 @@ class Lookup:
     def path_done(self, path: int) -> bool:
         """Path ``path``'s k closest live candidates answered, or it has none left to ask."""
         seen = 0
+        nets: dict[str, int] = {}
         for cand in self._cands:
-            if cand.state in (FAILED, DROPPED) or not cand.on(path):
+            if cand.state in (FAILED, DROPPED) or not cand.on(path) \
+                    or not self._fits(cand, nets):
                 continue
             if cand.state != OK:
                 return False
@@ -242,7 +265,7 @@ class Lookup:
         dist = contact.id ^ self.target
         if len(self._cands) >= self.max_candidates and not self._evict(dist):
             return
-        cand = _Cand(contact, dist, depth, 1 << path)
+        cand = _Cand(contact, dist, depth, 1 << path, nets=subnets(contact))
         if referrer is not None:
             cand.referrers.append(referrer)
             self._refs.setdefault(referrer, _Referrer()).named.append(cand)
