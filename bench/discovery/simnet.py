@@ -382,7 +382,8 @@ def scenario(base: tuple[Sim, list[str]], *, churn: float = 0.0, liars: float = 
         sim.churn(churn)
     wanted = ids
     if kill_holders:  # 20 records lose every node that held them at publish time
-        wanted = sim.rng.sample([i for i in ids if sim.by_id[i].alive], 20)
+        alive = [i for i in ids if sim.by_id[i].alive]
+        wanted = sim.rng.sample(alive, min(20, len(alive)))
         for i in wanted:
             for nid in sim.first_holders.get(node_key(i), []):
                 sim.by_id[nid].alive = False
