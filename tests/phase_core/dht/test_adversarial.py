@@ -287,3 +287,12 @@ def test_a_lookup_path_counts_at_most_subnet_limit_candidates_of_one_subnet() ->
     drive(blind, answer)
     assert not any(blind.state_of(cid(h)) == OK for h in truth)  # the Sybils filled it
     assert asked < K // 2 <= K <= sum(1 for s in sybil_ids if blind.state_of(s) == OK)
+
+
+def test_a_newcomer_refused_by_the_subnet_limit_gets_no_records() -> None:
+    holder, _key, _, target = _holder_with_record()
+    pushed = 0
+    for i in range(SUBNET_LIMIT + 2):  # near the key, all from one /24
+        c = Contact(cid(target ^ (1 << 80) ^ i), (f"45.77.9.{i + 1}:4433",))
+        pushed += len(holder.learned(c, NOW)[1])
+    assert pushed == SUBNET_LIMIT

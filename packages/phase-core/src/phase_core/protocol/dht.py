@@ -264,6 +264,14 @@ class RoutingTable:
         e = b.find(node_id) if b is not None else None
         return e.contact if e is not None else None
 
+    def knows(self, node_id: str) -> bool:
+        """In the table, or waiting in a full bucket's replacement cache."""
+        if node_id == self.own_id:
+            return False
+        b = self.buckets.get(self._index(int(node_id, 16)))
+        return b is not None and (b.find(node_id) is not None or any(
+            r.contact.node_id == node_id for r in b.replacements))
+
     def contacts(self) -> list[Contact]:
         return [e.contact for _, b in sorted(self.buckets.items()) for e in b.entries]
 

@@ -291,7 +291,8 @@ class DhtNode:
         """
         is_new = contact.node_id not in self.table
         stale = self.table.seen(contact, now)
-        if not is_new or contact.node_id in self._pushed:
+        if not is_new or contact.node_id in self._pushed \
+                or not self.table.knows(contact.node_id):  # refused (subnet, strikes)
             return stale, []
         pushes: list[tuple[str, dict[str, Any]]] = []
         for key in self.store.keys():
@@ -313,7 +314,6 @@ class DhtNode:
             self._pushed[contact.node_id] = None
             while len(self._pushed) > 4096:
                 self._pushed.popitem(last=False)
-        if pushes:
             self.stats["replicated"] += len(pushes)
         return stale, pushes
 
