@@ -4,7 +4,9 @@ Serving: the daemon's stream handler passes every request whose type starts
 with ``dht_`` to ``DhtService.handle(peer_id, first_message, stream)``, which
 answers it on the same stream. Asking: ``bootstrap``, ``lookup_nodes``,
 ``put_record``, ``iter_records``/``get_records``, ``find_providers`` and
-``publish_node_record`` run the sans-I/O lookups over a connection ``Pool``.
+``publish_node_record`` (the last four in aio/dht_records.py) run the sans-I/O
+lookups over a connection ``Pool``: disjoint paths, per-peer timeouts from the
+observed RTT, and replication of what we hold to new close contacts.
 ``start()`` runs the upkeep (republish, bucket refresh, expiry, saving the
 routing table); ``close()`` stops it.
 
@@ -15,16 +17,16 @@ Every decision (who is a contact, what is stored, what is reported) is made in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from phase_core import envelope, log, records
+from phase_core import log
+from phase_core.aio.dht_records import RecordsMixin, _quiet
 from phase_core.aio.pool import Pool
 from phase_core.aio.stream import Limits, Stream
 from phase_core.canonical import parse
@@ -33,13 +35,13 @@ from phase_core.fsutil import write_atomic
 from phase_core.identity import Identity
 from phase_core.protocol import dht_node
 from phase_core.protocol.dht import (
+    PATHS,
     Contact,
     K,
     check_address,
     dialable,
     join_address,
     key_id,
-    node_key,
     split_address,
 )
 from phase_core.protocol.dht_lookup import Lookup
@@ -50,22 +52,17 @@ from phase_core.protocol.dht_node import (
     parse_answer,
     stat_key,
 )
+from phase_core.protocol.dht_rtt import RttTracker
 from phase_core.protocol.dht_store import (
     REPUBLISH_S,
-    Collector,
     Republisher,
-    Value,
-    implied_keys,
-    last_id,
-    record_keys,
-    verify_value,
 )
 from phase_core.trust import Keyring
 
 RPC_TIMEOUT_S = 3.0
 UPKEEP_S = 30.0
-MAX_PAGES = 8  # dht_get pages followed per holder
-MAX_DIALBACKS = 16
+MAX_DIALBACKS = 16  # dial-backs in flight (and, apart, replication pushes in flight)
+MIN_LOOKUP_TIMEOUT_S = 1.0  # adaptive timeouts never go below this (a first dial handshakes)
 Clock = Callable[[], float]
 
 
@@ -80,7 +77,7 @@ def _remote_address(stream: Stream) -> str | None:
         return None
 
 
-class DhtService:
+class DhtService(RecordsMixin):
     """One node's DHT: serves requests, runs lookups, publishes and refreshes records.
 
     ``addresses`` are the dialable ``host:port`` addresses this node listens on
@@ -100,7 +97,9 @@ class DhtService:
         self.clock = clock
         self.rpc_timeout_s = rpc_timeout_s
         self.rng = rng or random.Random()  # noqa: S311 - refresh targets, not secrets
-        self.node = DhtNode(self.node_id, keyring=keyring, rng=self.rng)
+        self.node = DhtNode(self.node_id, keyring=keyring, rng=self.rng,
+                            rtt=RttTracker(min(MIN_LOOKUP_TIMEOUT_S, rpc_timeout_s),
+                                           rpc_timeout_s))
         self.keyring = keyring
         self.observer = AddressObserver([split_address(a)[0] for a in self.addresses])
         self._own_pool = pool is None
@@ -108,6 +107,7 @@ class DhtService:
         self.republisher = Republisher(REPUBLISH_S)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dialing: set[str] = set()
+        self._pushing: set[str] = set()
         self._upkeep: asyncio.Task[None] | None = None
         self._seq = 0
         self._capabilities: tuple[dict[str, Any], int] | None = None
@@ -160,23 +160,26 @@ class DhtService:
 
     # -- one request ----------------------------------------------------------
 
-    async def _request(self, contact: Contact, msg: dict[str, Any], expect: str) -> Answer:
+    async def _request(self, contact: Contact, msg: dict[str, Any], expect: str,
+                       timeout_s: float | None = None) -> Answer:
         """Ask ``contact`` (expecting its node id); a good answer makes it a contact."""
         last: PhaseError = Unavailable(f"{contact.node_id[:16]}… has no dialable address")
+        wait = self.rpc_timeout_s if timeout_s is None else timeout_s
         for addr in contact.addresses:
             if not dialable(addr):
                 continue
             host, port = split_address(addr)
+            start = time.monotonic()
             try:
                 ans = await asyncio.wait_for(
-                    self._ask(host, port, contact.node_id, msg, expect), self.rpc_timeout_s)
+                    self._ask(host, port, contact.node_id, msg, expect), wait)
             except TimeoutError:
-                last = Unavailable(f"no answer from {addr} in {self.rpc_timeout_s:g} s",
-                                   slug="timeout")
+                last = Unavailable(f"no answer from {addr} in {wait:g} s", slug="timeout")
                 continue
             except PhaseError as e:
                 last = e
                 continue
+            self.node.rtt.observe(contact.node_id, time.monotonic() - start)
             self._answered(contact, ans)
             return ans
         self.node.table.failed(contact.node_id)
@@ -200,11 +203,32 @@ class DhtService:
 
     def _answered(self, contact: Contact, ans: Answer) -> None:
         now = self.clock()
-        stale = self.node.table.seen(contact, now)
+        stale, pushes = self.node.learned(contact, now)
         if stale is not None:
             self._spawn_dialback_stale(stale)
+        if pushes:
+            self._spawn_push(contact, pushes)
         if ans.observed is not None:
             self.observer.observe(contact.node_id, ans.observed, now)
+
+    def _spawn_push(self, contact: Contact, pushes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Replication: hand records we hold to a new node close to their keys."""
+        if len(self._pushing) >= MAX_DIALBACKS or contact.node_id in self._pushing:
+            return
+        self._pushing.add(contact.node_id)
+
+        async def push() -> None:
+            try:
+                for key, env in pushes:
+                    await self._request(contact, dht_node.put(key, env, self.addresses),
+                                        "dht_stored")
+            except PhaseError:
+                pass  # it may be full or think itself not close: its call
+            except Exception as e:
+                self.crashed("replicate", e)
+            finally:
+                self._pushing.discard(contact.node_id)
+        self._spawn(push())
 
     def _spawn_dialback_stale(self, stale: Contact) -> None:
         if stale.node_id in self._dialing:
@@ -225,13 +249,19 @@ class DhtService:
     # -- lookups --------------------------------------------------------------
 
     async def _lookup(self, target: int, make_msg: Callable[[], dict[str, Any]], expect: str,
-                      on_answer: Callable[[Contact, Answer], None] | None = None) -> Lookup:
-        lk = Lookup(target, self.node.table.closest(target), own_id=self.node_id)
+                      on_answer: Callable[[Lookup, Contact, Answer], None] | None = None
+                      ) -> Lookup:
+        """Run a lookup over ``PATHS`` disjoint paths, each request with a timeout from the
+        peer's observed RTT; ``on_answer`` may call ``lk.on_bad`` or ``lk.finish``.
+        Peers the lookup came to distrust are penalized in the routing table."""
+        lk = Lookup(target, self.node.table.closest(target), own_id=self.node_id, paths=PATHS)
         tasks: dict[asyncio.Task[Answer], Contact] = {}
         try:
             while not lk.done:
                 for c in lk.next_queries():
-                    tasks[asyncio.ensure_future(self._request(c, make_msg(), expect))] = c
+                    wait = self.node.rtt.timeout(c.node_id)
+                    tasks[asyncio.ensure_future(
+                        self._request(c, make_msg(), expect, wait))] = c
                 if not tasks:
                     break
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -249,13 +279,16 @@ class DhtService:
                     lk.on_response(c.node_id, ans.nodes)
                     if on_answer is not None:
                         try:
-                            on_answer(c, ans)
+                            on_answer(lk, c, ans)
                         except Exception as e:  # one holder's answer, not the lookup
                             self.crashed("lookup_answer", e)
         finally:
             for t in tasks:
                 t.cancel()
                 t.add_done_callback(_quiet)  # a cancelled request may still end in an error
+        for bad in lk.suspects:
+            self.node.table.penalize(bad)
+            self.stats["peers_distrusted"] += 1
         self.node.table.touch(target, self.clock())
         return lk
 
@@ -296,150 +329,6 @@ class DhtService:
     async def lookup_nodes(self, key: str | int) -> list[Contact]:
         """The k closest nodes to a record key string or a 256-bit id."""
         return (await self.lookup(key)).closest(K)
-
-    async def put_record(self, env: dict[str, Any], keys: Sequence[str] | None = None
-                         ) -> dict[str, int]:
-        """Store a signed record under ``keys`` (default: every key it implies) on the k
-        closest nodes of each. Returns how many nodes stored it, per key."""
-        now = int(self.clock())
-        keys = list(keys) if keys is not None else implied_keys(env, now, self.keyring)
-        out: dict[str, int] = {}
-        for key in keys:
-            value = verify_value(env, key, now, self.keyring)
-            if self.node.table.is_close(key_id(key)):
-                try:
-                    self.node.store.put(value, now)  # we are a holder too
-                except PhaseError:
-                    pass
-            holders = await self.lookup_nodes(key)
-            results = await asyncio.gather(
-                *(self._request(c, dht_node.put(key, env, self.addresses), "dht_stored")
-                  for c in holders), return_exceptions=True)
-            out[key] = sum(1 for r in results if isinstance(r, Answer))
-        return out
-
-    async def iter_records(self, key: str, *, want_self: bool = False,
-                           on_self: Callable[[Value], None] | None = None,
-                           limit: int | None = None) -> AsyncIterator[Value]:
-        """Verified records under ``key`` as holders return them (newest per node or signer
-        set, each reported once). With ``want_self``, each answering node's own record
-        is checked and passed to ``on_self``."""
-        col = Collector(key, self.keyring)
-        queue: asyncio.Queue[Value | None] = asyncio.Queue()
-        selves: set[str] = set()
-        pages: set[asyncio.Future[None]] = set()
-
-        def take(c: Contact, ans: Answer) -> None:
-            for v in col.add(ans.records, int(self.clock())):
-                queue.put_nowait(v)
-            if ans.self_record is not None and on_self is not None and c.node_id not in selves:
-                try:
-                    v = verify_value(ans.self_record, node_key(c.node_id), int(self.clock()))
-                except Exception:  # verify_value raises only PhaseError; be safe anyway
-                    self.stats["bad_self_record"] += 1
-                else:
-                    selves.add(c.node_id)
-                    on_self(v)
-            if ans.more and ans.records:
-                pages.add(asyncio.ensure_future(more(c, ans)))
-
-        async def more(c: Contact, ans: Answer) -> None:
-            for _ in range(MAX_PAGES):
-                last = last_id(ans.records)
-                if last is None:
-                    return
-                try:
-                    ans = await self._request(c, dht_node.get(key, after=last), "dht_value")
-                except PhaseError:
-                    return
-                except Exception as e:
-                    self.crashed("get_page", e)
-                    return
-                for v in col.add(ans.records, int(self.clock())):
-                    queue.put_nowait(v)
-                if not ans.more:
-                    return
-
-        async def run() -> None:
-            try:
-                await self._lookup(key_id(key), lambda: dht_node.get(key, want_self=want_self),
-                                   "dht_value", take)
-                if pages:
-                    await asyncio.gather(*pages, return_exceptions=True)
-            finally:
-                for p in pages:
-                    p.cancel()
-                    p.add_done_callback(_quiet)
-                queue.put_nowait(None)
-                if col.rejected:
-                    n = sum(col.rejected.values())
-                    self.stats["records_rejected"] += n
-                    log.get().info("dht.records_rejected", key=key, count=n,
-                                   reasons=dict(col.rejected))
-
-        for v in self.node.store.get(key, int(self.clock())):  # what we hold ourselves
-            for w in col.add([v.envelope], int(self.clock())):
-                queue.put_nowait(w)
-        task = asyncio.ensure_future(run())
-        task.add_done_callback(self._reap)
-        n = 0
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                yield item
-                n += 1
-                if limit is not None and n >= limit:
-                    break
-        finally:
-            task.cancel()
-
-    async def get_records(self, key: str, limit: int | None = None) -> list[Value]:
-        return [v async for v in self.iter_records(key, limit=limit)]
-
-    async def find_providers(self, key: str, limit: int | None = None) -> list[Value]:
-        """Node records filed under a capability or boot key (providers of that key)."""
-        return [v async for v in self.iter_records(key, limit=limit)
-                if v.doc_type == records.TYPE]
-
-    # -- our own record ---------------------------------------------------------
-
-    def build_node_record(self, capabilities: dict[str, Any], *, lifetime_s: int = 3600
-                          ) -> dict[str, Any]:
-        """Sign a fresh node record: our addresses, what peers observe, a higher seq."""
-        now = int(self.clock())
-        self._seq = max(self._seq + 1, now)  # seconds: increases across restarts too
-        body = records.build(node_id=self.node_id, addresses=self.addresses,
-                             capabilities=capabilities, seq=self._seq, now=now,
-                             lifetime_s=lifetime_s)
-        port = split_address(self.addresses[0])[1] if self.addresses else 0
-        observed = self.observer.observed_addresses(port, now) if port else []
-        if observed:
-            body["observed_addresses"] = observed
-        body["reachability"] = self.observer.reachability(now)
-        records.BODY(body, "node_record")
-        return envelope.sign(records.TYPE, body, [self.identity])
-
-    async def publish_node_record(self, capabilities: dict[str, Any], *,
-                                  lifetime_s: int = 3600) -> dict[str, Any]:
-        """Sign, keep (answers ``want_self``) and store our node record under every key it
-        implies; it is republished by the upkeep every ``REPUBLISH_S``."""
-        env = self.build_node_record(capabilities, lifetime_s=lifetime_s)
-        self.node.own_record = env
-        self._capabilities = (capabilities, lifetime_s)
-        keys = record_keys(env["body"], records.TYPE)
-        self.republisher.set("node_record", env, keys, self.clock())
-        if len(self.node.table):
-            self.republisher.due(self.clock())  # publishing now: next time in REPUBLISH_S
-            if sum((await self.put_record(env, keys)).values()) == 0:
-                self.republisher.set("node_record", env, keys, self.clock())
-        else:  # alone (the first node of a network): we are the closest holder there is
-            now = int(self.clock())
-            for key in keys:
-                with contextlib.suppress(PhaseError):
-                    self.node.store.put(verify_value(env, key, now, self.keyring), now)
-        return env
 
     # -- upkeep -------------------------------------------------------------------
 
@@ -515,9 +404,3 @@ class DhtService:
         self.save_table()
         if self._own_pool:
             await self.pool.close()
-
-
-def _quiet(task: asyncio.Future[Any]) -> None:
-    """Retrieve the outcome of a task nobody waits for any more (no "never retrieved")."""
-    if not task.cancelled():
-        task.exception()

@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +32,16 @@ from phase_core.errors import Malformed
 
 ID_BITS = 256
 K = 20  # bucket size and replication factor
-ALPHA = 3  # parallel requests per lookup
+ALPHA = 3  # parallel requests per lookup (all paths together)
+PATHS = 2  # disjoint lookup paths (S/Kademlia)
 REPLACEMENTS = 8  # replacement-cache entries per bucket
 MAX_ADDRESSES = 4  # addresses per contact in a message
 MAX_ADDRESS_CHARS = 64
 MAX_KEY_CHARS = 128
 BUCKET_REFRESH_S = 3600  # refresh a bucket that saw no lookup for this long
 MAX_FAILURES = 2  # consecutive failed requests before a contact is dropped
+MAX_STRIKES = 2  # penalties (served forgeries, named phantoms) before a contact is dropped
+SUBNET_LIMIT = 2  # contacts per bucket from one IPv4 /24 or IPv6 /64 (public addresses)
 
 # record keys
 KEY_ANY = "phase/cap/any"
@@ -167,11 +171,34 @@ class Contact:
         return cls(nid, tuple(check_address(a) for a in addrs))
 
 
-@dataclass
+def subnets(contact: Contact, limit_private: bool = False) -> frozenset[str]:
+    """The subnets a contact's addresses are in, for bucket diversity: ``v4:a.b.c`` (/24),
+    ``v6:<first 64 bits>`` (/64), ``name:<host>`` for a host name. Loopback, private and
+    link-local addresses count only with ``limit_private`` (a LAN or a test on one host)."""
+    out = set()
+    for addr in contact.addresses:
+        host = addr.rpartition(":")[0].strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            out.add(f"name:{host.lower()}")
+            continue
+        if not limit_private and not ip.is_global:
+            continue
+        if ip.version == 4:
+            out.add("v4:" + host.rsplit(".", 1)[0])
+        else:
+            out.add(f"v6:{int(ip) >> 64:016x}")
+    return frozenset(out)
+
+
+@dataclass(slots=True)
 class _Entry:
     contact: Contact
     last_seen: float
     failures: int = 0
+    strikes: int = 0
+    nets: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -191,13 +218,25 @@ class RoutingTable:
     """The k-buckets of one node. Bucket ``i`` holds ids at distance [2^i, 2^(i+1)).
 
     Buckets are created on first use, so an empty table costs nothing.
+
+    Diversity: a bucket holds at most ``subnet_limit`` contacts of one /24 (IPv4) or
+    /64 (IPv6), counting public addresses only unless ``limit_private`` (None: no
+    limit); a newcomer over the limit is refused (``refused_subnet`` counts them).
+    Down-ranking: ``penalize`` gives a contact a strike; a contact with strikes is
+    listed after clean ones by ``closest``, is the first evicted for a newcomer, and
+    is dropped at ``MAX_STRIKES``.
     """
 
-    def __init__(self, own_id: str, k: int = K) -> None:
+    def __init__(self, own_id: str, k: int = K, *, subnet_limit: int | None = SUBNET_LIMIT,
+                 limit_private: bool = False) -> None:
         self.own_id = own_id
         self.own = node_int(own_id)
         self.k = k
+        self.subnet_limit = subnet_limit
+        self.limit_private = limit_private
         self.buckets: dict[int, Bucket] = {}
+        self.refused_subnet = 0
+        self.penalized: OrderedDict[str, int] = OrderedDict()  # node id -> strikes (bounded)
 
     def _index(self, i: int) -> int:
         d = self.own ^ i
@@ -225,6 +264,14 @@ class RoutingTable:
         e = b.find(node_id) if b is not None else None
         return e.contact if e is not None else None
 
+    def knows(self, node_id: str) -> bool:
+        """In the table, or waiting in a full bucket's replacement cache."""
+        if node_id == self.own_id:
+            return False
+        b = self.buckets.get(self._index(int(node_id, 16)))
+        return b is not None and (b.find(node_id) is not None or any(
+            r.contact.node_id == node_id for r in b.replacements))
+
     def contacts(self) -> list[Contact]:
         return [e.contact for _, b in sorted(self.buckets.items()) for e in b.entries]
 
@@ -234,23 +281,114 @@ class RoutingTable:
         Returns the bucket's least recently seen contact when the bucket is
         full and the newcomer went to the replacement cache: the caller should
         ping it and report ``failed()`` if it does not answer. Otherwise None.
+        A contact dropped for its strikes, or one over its bucket's subnet limit,
+        is not taken.
         """
         if contact.node_id == self.own_id:
+            return None
+        strikes = self.penalized.get(contact.node_id, 0)
+        if strikes >= MAX_STRIKES:
             return None
         b = self._bucket(contact.id)
         e = b.find(contact.node_id)
         if e is not None:
             b.entries.remove(e)
-            e.contact, e.last_seen, e.failures = contact, now, 0
-            b.entries.append(e)
+            e.last_seen, e.failures = now, 0
+            if e.contact.addresses != contact.addresses:
+                nets = subnets(contact, self.limit_private)
+                if self._crowded(b, nets, skip=e):
+                    b.entries.insert(0, e)  # keep the old addresses; the new ones are over
+                    return None
+                e.contact, e.nets = contact, nets
+            b.entries.insert(self._rank(b, e), e)
             return None
+        nets = subnets(contact, self.limit_private)
+        if self._crowded(b, nets):
+            self.refused_subnet += 1
+            return None
+        new = _Entry(contact, now, strikes=strikes, nets=nets)
         if len(b.entries) < self.k:
-            b.entries.append(_Entry(contact, now))
+            b.entries.insert(self._rank(b, new), new)
+            return None
+        if b.entries[0].strikes:  # a penalized contact makes room at once
+            del b.entries[0]
+            b.entries.insert(self._rank(b, new), new)
             return None
         b.replacements = [r for r in b.replacements if r.contact.node_id != contact.node_id]
-        b.replacements.append(_Entry(contact, now))
+        b.replacements.append(new)
         del b.replacements[:-REPLACEMENTS]
         return b.entries[0].contact
+
+    def fill(self, contacts: Sequence[Contact], nets: Sequence[frozenset[str]],
+             now: float) -> None:
+        """Put ``contacts`` (with their ``subnets``) into a table that has none of them yet,
+        without pings or replacement caches: a bucket takes what fits under its size and
+        subnet limits. For building simulated networks quickly."""
+        counts: dict[int, dict[str, int]] = {}
+        for c, n in zip(contacts, nets, strict=True):
+            if c.node_id == self.own_id:
+                continue
+            i = self._index(c.id)
+            b = self._bucket(c.id)
+            if len(b.entries) >= self.k:
+                continue
+            seen = counts.get(i)
+            if seen is None:
+                seen = counts[i] = {}
+                for e in b.entries:
+                    for net in e.nets:
+                        seen[net] = seen.get(net, 0) + 1
+            if self.subnet_limit is not None and any(
+                    seen.get(net, 0) >= self.subnet_limit for net in n):
+                continue
+            for net in n:
+                seen[net] = seen.get(net, 0) + 1
+            b.entries.append(_Entry(c, now, nets=n))
+
+    @staticmethod
+    def _rank(b: Bucket, e: _Entry) -> int:
+        """Where ``e`` goes: at the tail (most recently seen), or, with strikes, in front of
+        every clean contact (the first to be evicted)."""
+        if not e.strikes:
+            return len(b.entries)
+        i = 0
+        while i < len(b.entries) and b.entries[i].strikes:
+            i += 1
+        return i
+
+    def _crowded(self, b: Bucket, nets: frozenset[str], skip: _Entry | None = None) -> bool:
+        if self.subnet_limit is None or not nets:
+            return False
+        for net in nets:
+            n = sum(1 for e in b.entries if e is not skip and net in e.nets)
+            if n >= self.subnet_limit:
+                return True
+        return False
+
+    def penalize(self, node_id: str) -> None:
+        """``node_id`` served a forged record or named phantom contacts: one strike. It is
+        ranked after clean contacts, evicted first, and dropped (and not taken again while
+        remembered) at ``MAX_STRIKES``."""
+        if node_id == self.own_id:
+            return
+        strikes = self.penalized.pop(node_id, 0) + 1
+        self.penalized[node_id] = strikes
+        while len(self.penalized) > 4096:
+            self.penalized.popitem(last=False)
+        b = self.buckets.get(self._index(int(node_id, 16)))
+        e = b.find(node_id) if b is not None else None
+        if b is None or e is None:
+            return
+        b.entries.remove(e)
+        e.strikes = strikes
+        if strikes >= MAX_STRIKES:
+            if b.replacements:
+                b.entries.append(b.replacements.pop())
+            return
+        b.entries.insert(self._rank(b, e), e)
+
+    def strikes(self, node_id: str) -> int:
+        return self.penalized.get(node_id, 0)
 
     def failed(self, node_id: str) -> None:
         """A request to ``node_id`` failed: drop it after ``MAX_FAILURES``, or at once if a
@@ -283,14 +421,16 @@ class RoutingTable:
         groups = ([[i]] if i in self.buckets else []) + ([below] if below else []) \
             + [[j] for j in idx if j > i]
         found: list[Contact] = []
+        suspects: list[Contact] = []  # penalized contacts: only when nobody else is known
         for group in groups:
-            part = [e.contact for j in group for e in self.buckets[j].entries
+            part = [e for j in group for e in self.buckets[j].entries
                     if e.contact.node_id not in skip]
-            part.sort(key=lambda c: c.id ^ target)
-            found.extend(part)
+            part.sort(key=lambda e: e.contact.id ^ target)
+            found.extend(e.contact for e in part if not e.strikes)
+            suspects.extend(e.contact for e in part if e.strikes)
             if len(found) >= n:
                 break
-        return found[:n]
+        return (found + suspects)[:n]
 
     def is_close(self, target: int, k: int | None = None) -> bool:
         """True if this node is among the k nodes closest to ``target`` that it knows of."""

@@ -33,6 +33,7 @@ from phase_core import log
 from phase_core.errors import Malformed, PhaseError, ProtocolViolation, Rejected
 from phase_core.protocol.dht import (
     MAX_ADDRESSES,
+    SUBNET_LIMIT,
     Contact,
     K,
     RoutingTable,
@@ -43,6 +44,7 @@ from phase_core.protocol.dht import (
     node_int,
     split_address,
 )
+from phase_core.protocol.dht_rtt import RttTracker
 from phase_core.protocol.dht_store import Store, Value, verify_value
 from phase_core.trust import Keyring
 
@@ -53,6 +55,8 @@ REQUESTS = ("dht_ping", "dht_find_node", "dht_get", "dht_put")
 ANSWERS = ("dht_pong", "dht_nodes", "dht_value", "dht_stored", "dht_error")
 COSTS = {"dht_ping": 1, "dht_find_node": 1, "dht_get": 2, "dht_put": 5}
 MAX_DIALBACK_PORTS = 2
+REPLICATE_PUSHERS = K  # a holder pushes a record to a newcomer if fewer known are closer
+MAX_PUSH = 64  # records pushed to one newcomer
 DIALBACK_RATE, DIALBACK_BURST = 1.0, 16.0  # dial-backs per observed host (per s, burst)
 #: error slugs counted by name (``refused_<slug>``, ``answer_<slug>``); others are "other"
 KNOWN_SLUGS = frozenset({
@@ -254,10 +258,15 @@ class DhtNode:
 
     def __init__(self, node_id: str, *, keyring: Keyring | None = None,
                  store: Store | None = None, limiter: RateLimiter | None = None,
-                 rng: random.Random | None = None, k: int = K) -> None:
+                 rng: random.Random | None = None, k: int = K,
+                 subnet_limit: int | None = SUBNET_LIMIT, limit_private: bool = False,
+                 rtt: RttTracker | None = None) -> None:
         node_int(node_id)
         self.node_id = node_id
-        self.table = RoutingTable(node_id, k)
+        self.table = RoutingTable(node_id, k, subnet_limit=subnet_limit,
+                                  limit_private=limit_private)
+        self.rtt = rtt or RttTracker()
+        self._pushed: OrderedDict[str, None] = OrderedDict()  # newcomers given records
         self.store = store or Store()
         self.limiter = limiter or RateLimiter()
         self.dialbacks = RateLimiter(DIALBACK_RATE, DIALBACK_BURST)
@@ -265,6 +274,48 @@ class DhtNode:
         self.rng = rng or random.Random(0)  # noqa: S311 - bucket refresh targets, not secrets
         self.own_record: dict[str, Any] | None = None
         self.stats: Counter[str] = Counter()
+
+    def learned(self, contact: Contact, now: float
+                ) -> tuple[Contact | None, list[tuple[str, dict[str, Any]]]]:
+        """``contact`` answered us (or answered a dial-back): ``table.seen`` it.
+
+        Returns what ``table.seen`` returns (a contact to ping) and, if ``contact`` is
+        new to the table (taken, or waiting in a full bucket's replacement cache) and
+        was not given records before, the records to push to it (key, envelope): Kademlia's
+        replication rule: a holder hands each record to a newcomer that is among the k
+        closest to its key, so records survive the loss of their old holders between
+        republishes. A holder pushes only while it is among the ``REPLICATE_PUSHERS`` (k)
+        closest it knows to the key (else it holds a stray copy), at most ``MAX_PUSH``
+        records per newcomer. Fewer pushers would send fewer duplicates, but after heavy
+        churn a holder's table names dead nodes as closer, and the push would not happen.
+        """
+        is_new = contact.node_id not in self.table
+        stale = self.table.seen(contact, now)
+        if not is_new or contact.node_id in self._pushed \
+                or not self.table.knows(contact.node_id):  # refused (subnet, strikes)
+            return stale, []
+        pushes: list[tuple[str, dict[str, Any]]] = []
+        for key in self.store.keys():
+            target = key_id(key)
+            near = self.table.closest(target, self.table.k, exclude=(contact.node_id,))
+            dist = contact.id ^ target
+            if len(near) >= self.table.k and near[-1].id ^ target < dist:
+                continue  # not among the k closest we know (in the table or waiting)
+            mine = self.table.own ^ target
+            if sum(1 for c in near if c.id ^ target < mine) >= REPLICATE_PUSHERS:
+                continue
+            for v in self.store.get(key, int(now)):
+                pushes.append((key, v.envelope))
+                if len(pushes) >= MAX_PUSH:
+                    break
+            if len(pushes) >= MAX_PUSH:
+                break
+        if pushes:
+            self._pushed[contact.node_id] = None
+            while len(self._pushed) > 4096:
+                self._pushed.popitem(last=False)
+            self.stats["replicated"] += len(pushes)
+        return stale, pushes
 
     def handle(self, peer_id: str, msg: object, now: float,
                observed: str | None = None) -> Reply:

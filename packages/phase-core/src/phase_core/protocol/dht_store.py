@@ -50,6 +50,8 @@ MAX_KEYS_PER_RECORD = 16
 MAX_CLOCK_SKEW_S = 300
 REPUBLISH_S = 1800  # an owner republishes its records this often
 REPLICATE_S = 3600  # a holder re-stores what it holds this often (not yet used by the adapter)
+#: why a record from an honest holder may still be refused (clocks, the client's keyring)
+HONEST_REFUSALS = frozenset({"expired", "not_yet_valid", "untrusted_signer", "threshold"})
 BOOT_ENTRY = s.obj({"channel": boot.CHANNEL, "arch": boot.ARCH}, {"url": boot.URL})
 BOOT_ENTRIES = s.array(BOOT_ENTRY, 8)
 
@@ -283,7 +285,10 @@ class Collector:
     ``add`` returns the values that are new or newer than what was reported
     before (report those), and counts every refused record by reason in
     ``rejected``: a forged, expired, oversize or misfiled record is never
-    reported. Verification of one document id happens once.
+    reported. Verification of one document id happens once. ``forged`` says how
+    many records of the last ``add`` no honest holder would have served (anything
+    refused but for its time window or an untrusted signer): the holder that sent
+    them is to be distrusted (``Lookup.on_bad``, ``RoutingTable.penalize``).
     """
 
     def __init__(self, key: str, keyring: Keyring | None = None,
@@ -294,19 +299,29 @@ class Collector:
         self.best: dict[str, Value] = {}
         self.rejected: dict[str, int] = {}
         self._checked: set[str] = set()
+        self.forged = 0
+        self._holders: dict[str, set[str]] = {}  # document id -> holders that returned it
 
-    def add(self, records: list[Any], now: int) -> list[Value]:
+    def add(self, records: list[Any], now: int, holder: str | None = None) -> list[Value]:
         out: list[Value] = []
+        self.forged = 0
         for obj in records:
             try:
-                if envelope.parse(obj).id in self._checked:
+                doc = envelope.parse(obj).id
+                if doc in self._checked:
+                    if holder is not None and doc in self._holders:
+                        self._holders[doc].add(holder)
                     continue  # this body was verified already (under a good signature)
                 v = verify_value(obj, self.key, now, self.keyring)
             except Exception as e:  # any record a holder returns: drop and count it
                 slug = e.slug if isinstance(e, PhaseError) else "malformed"
                 self.rejected[slug] = self.rejected.get(slug, 0) + 1
+                if slug not in HONEST_REFUSALS:
+                    self.forged += 1
                 continue
             self._checked.add(v.id)
+            if holder is not None and len(self._holders) < self.max_values:
+                self._holders[v.id] = {holder}
             old = self.best.get(v.slot)
             if old is not None and old.order >= v.order:
                 continue
@@ -315,6 +330,12 @@ class Collector:
             self.best[v.slot] = v
             out.append(v)
         return out
+
+
+    def agreeing(self, slot: str) -> int:
+        """How many holders returned the newest record of ``slot`` (0 if none did)."""
+        v = self.best.get(slot)
+        return 0 if v is None else len(self._holders.get(v.id, ()))
 
 
 def last_id(recs: list[Any]) -> str | None:
