@@ -237,6 +237,32 @@ def test_a_job_goes_to_a_named_peer_over_a_warm_connection(node_factory):
     api.close()
 
 
+def test_plasmd_submit_to_its_own_private_node_runs_without_a_keyring_entry(node_factory,
+                                                                           tmp_path):
+    """As Phase Boot's node stage does: a private node (ephemeral key, in no keyring),
+    and `plasmd submit --home=<its home> --peer=<its address>`. The job goes through the
+    local API, the node signs it with its own key and sends it to itself: a node runs
+    what its own key signed, and nothing else outside its keyring."""
+    import subprocess
+
+    from tests.plasmd.conftest import script
+
+    node = node_factory("priv", "--mode=private")
+    stdin = tmp_path / "in.txt"
+    stdin.write_bytes(b"Hello, World")
+    r = subprocess.run([script("plasmd"), "submit", f"--home={node.home}", str(HELLO),
+                        f"--stdin={stdin}", f"--peer=127.0.0.1:{node.port}"],
+                       capture_output=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert r.stdout == b"dlroW ,olleH"
+    # another key is still refused: the node's own key is the only one trusted implicitly
+    other = tmp_path / "other"
+    r = subprocess.run([script("plasmd"), "submit", "--ephemeral-key", str(HELLO),
+                        f"--stdin={stdin}", f"--peer={node.peer}", f"--home={other}"],
+                       capture_output=True, timeout=120, check=False)
+    assert r.returncode == 1 and b"not_authorized" in r.stderr, r.stderr.decode()[-2000:]
+
+
 @pytest.mark.parametrize("name", sorted(REQUEST_SCHEMAS))
 def test_request_schemas_are_valid(name):
     Draft202012Validator.check_schema(REQUEST_SCHEMAS[name])

@@ -81,7 +81,7 @@ class JobThread:
                     ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
         """The run's manifest verified and signed by the submitting peer (a thread)."""
         keyring = self.keyring
-        if self.config.open:
+        if self.config.open or peer == self.identity.node_id:  # see Node._admit
             keyring = keyring.with_key("submitter", peer, [manifest.ROLE])
         try:
             verified = documents.verify(env, documents.Policy(

@@ -12,7 +12,8 @@ phase-fetch (``phase_fetch.peer.PeerSource``).
 
 Admission, in order, before any blob is fetched or any wasm runs:
 1. ``offer``: the submitter (the authenticated peer) must hold ``job-submitter``
-   in the keyring, unless the node is open; the requirements must fit the
+   in the keyring, unless the node is open or the peer is this node itself (its
+   own key, e.g. the local API's jobs; docs/protocol.md); the requirements must fit the
    host; a worker or queue slot must be free.
 2. ``run``: the manifest must verify (signatures, schema, validity window),
    be signed by the peer that offered it, match the offer, and not be a
@@ -393,7 +394,10 @@ class Node(JobThread):
     def _admit(self, peer: str, offer: dict[str, Any]) -> tuple[str | None, str]:
         if self.draining:
             return "shutting_down", "the node is shutting down"
-        if not self.config.open and not self.keyring.allows(peer, manifest.ROLE):
+        # a node trusts its own key (the local API signs with it; in private mode it is
+        # ephemeral and in no keyring): only this node holds it
+        if (not self.config.open and peer != self.identity.node_id
+                and not self.keyring.allows(peer, manifest.ROLE)):
             self.counters.inc("unauthorized")
             return "not_authorized", "this node runs jobs only from submitters in its keyring"
         unmet = capabilities.unmet(offer["requirements"], self.caps)
