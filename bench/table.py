@@ -90,14 +90,14 @@ def main() -> int:
     print("| measurement | ours | reference | ratio | goal | met |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        ref = str(r.get("reference", "—"))
+        ref = str(r.get("reference") or "—")
         if isinstance(r.get("reference_ms"), (int, float)):
             ref += f" ({fmt(r['reference_ms'], 'ms')})"
         ratio = r.get("ratio")
         ratio_s = f"{ratio:.2f} ×" if isinstance(ratio, (int, float)) else "—"
         met = {True: "yes", False: "**no**"}.get(r.get("met"), "—")  # type: ignore[arg-type]
         print(f"| {r.get('measurement', r['row'])} | {ours(r)} | {ref} | {ratio_s} "
-              f"| {r.get('goal', '—')} | {met} |")
+              f"| {r.get('goal') or '—'} | {met} |")
     return 0 if rows else 1
 
 
