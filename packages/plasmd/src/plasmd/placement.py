@@ -11,7 +11,6 @@ why); a receipt that does not verify ends the job (it is never retried elsewhere
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from phase_core import log
@@ -98,35 +97,21 @@ async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
 
 async def _discovered(w: dict[str, Any], want: dict[str, Any], via: str, me: str,
                       attempt: Any) -> Any:
-    from phase_discover.run import Options, discover_nodes
     from plasmd.hostport import parse_hostport
+    from plasmd.submit import first_discovered, record_addresses
 
-    timeout_s = w.get("discover_timeout_ms", 5000) / 1000
-    opts = Options("nodes", via=via, bootstrap=list(w.get("bootstrap", [])),
-                   interfaces=w.get("interfaces") or None, arch=want.get("arch"),
-                   runtime=want.get("runtime"), min_memory=int(want.get("memory_bytes", 0)),
-                   timeout_s=timeout_s)
-    gen = discover_nodes(opts)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    try:
-        while (left := deadline - loop.time()) > 0:
-            try:
-                rec = await asyncio.wait_for(gen.__anext__(), left)
-            except (StopAsyncIteration, TimeoutError):
-                break
-            node_id = str(rec["node_id"])
-            if node_id == me:
-                continue
-            for addr in dict.fromkeys([*rec.get("mdns_addresses", []),
-                                       *rec.get("addresses", [])]):
-                host, port = parse_hostport(addr)
-                out = await attempt(node_id, host, port)
-                if out is not None:
-                    return out
-    finally:
-        try:
-            await asyncio.wait_for(gen.aclose(), 3)
-        except (TimeoutError, RuntimeError):
-            pass
-    return None
+    async def each(rec: dict[str, Any]) -> Any:
+        node_id = str(rec["node_id"])
+        if node_id == me:
+            return None
+        for addr in record_addresses(rec):
+            host, port = parse_hostport(addr)
+            out = await attempt(node_id, host, port)
+            if out is not None:
+                return out
+        return None
+
+    return await first_discovered(want, via=via, bootstrap=list(w.get("bootstrap", [])),
+                                  interfaces=w.get("interfaces") or None,
+                                  timeout_s=w.get("discover_timeout_ms", 5000) / 1000,
+                                  attempt=each)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from phase_core import documents, envelope, log, manifest, receipt, timefmt
 from phase_core.canonical import content_id
@@ -29,8 +30,22 @@ from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
 from phase_core.trust import Keyring
 from plasmd.blobs import answer_get, send_out
 
-__all__ = ["RETRYABLE", "JobRejected", "Outcome", "check_outcome", "make_manifest",
-           "new_submission", "parse_peer", "save_manifest", "submit", "submit_anywhere"]
+__all__ = [
+    "RETRYABLE",
+    "JobRejected",
+    "Outcome",
+    "check_outcome",
+    "first_discovered",
+    "make_manifest",
+    "new_submission",
+    "parse_peer",
+    "record_addresses",
+    "save_manifest",
+    "submit",
+    "submit_anywhere",
+]
+
+T = TypeVar("T")
 
 
 class JobRejected(Rejected):
@@ -178,23 +193,46 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
     returns a verified result. A node that rejects, fails or breaks the protocol is
     skipped; a receipt that does not verify is final (exit 1), never retried."""
     from phase_core.errors import Unavailable
+
+    tried: list[str] = []
+
+    async def attempt(rec: dict[str, Any]) -> Outcome | None:
+        return await _try_node(identity, manifest_env, blobs, rec, tried, timeout_s)
+
+    out = await first_discovered(manifest_env["body"]["requirements"], via=via,
+                                 bootstrap=bootstrap, interfaces=interfaces,
+                                 timeout_s=discover_timeout_s, attempt=attempt)
+    if out is not None:
+        return out
+    raise Unavailable("no node accepted the job" + (f" (tried {', '.join(tried)})" if tried
+                                                    else ": none was found"),
+                      hint="pass --peer, --bootstrap or --interface")
+
+
+async def first_discovered(want: dict[str, Any], *, via: str, bootstrap: list[str],
+                           interfaces: list[str] | None, timeout_s: float,
+                           attempt: Callable[[dict[str, Any]], Awaitable[T | None]]
+                           ) -> T | None:
+    """``attempt`` each node record discovery finds (mDNS and/or the DHT) whose signed
+    capabilities meet ``want`` (a manifest's ``requirements``), in the order found,
+    until one gives an answer; None when ``timeout_s`` passes with none. The
+    discovery is closed either way. Serves ``submit_anywhere`` (a direct client) and
+    the local API's placement by capabilities (``plasmd.placement``)."""
     from phase_discover.run import Options, discover_nodes
 
-    req = manifest_env["body"]["requirements"]
     opts = Options("nodes", via=via, bootstrap=bootstrap, interfaces=interfaces,
-                   arch=req.get("arch"), runtime=req.get("runtime"),
-                   min_memory=int(req.get("memory_bytes", 0)), timeout_s=discover_timeout_s)
-    tried: list[str] = []
+                   arch=want.get("arch"), runtime=want.get("runtime"),
+                   min_memory=int(want.get("memory_bytes", 0)), timeout_s=timeout_s)
     gen = discover_nodes(opts)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + discover_timeout_s  # for finding the next node
+    deadline = loop.time() + timeout_s  # for finding the next node
     try:
         while (left := deadline - loop.time()) > 0:
             try:
                 rec = await asyncio.wait_for(gen.__anext__(), left)
             except (StopAsyncIteration, TimeoutError):
                 break
-            out = await _try_node(identity, manifest_env, blobs, rec, tried, timeout_s)
+            out = await attempt(rec)
             if out is not None:
                 return out
     finally:
@@ -202,9 +240,12 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
             await asyncio.wait_for(gen.aclose(), 3)
         except (TimeoutError, RuntimeError):
             pass
-    raise Unavailable("no node accepted the job" + (f" (tried {', '.join(tried)})" if tried
-                                                    else ": none was found"),
-                      hint="pass --peer, --bootstrap or --interface")
+    return None
+
+
+def record_addresses(rec: dict[str, Any]) -> list[str]:
+    """A discovered node record's addresses, those seen over mDNS first, once each."""
+    return list(dict.fromkeys([*rec.get("mdns_addresses", []), *rec.get("addresses", [])]))
 
 
 async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dict[str, bytes],
@@ -215,7 +256,7 @@ async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dic
     from plasmd.hostport import parse_hostport
 
     node_id = str(rec["node_id"])
-    for addr in dict.fromkeys([*rec.get("mdns_addresses", []), *rec.get("addresses", [])]):
+    for addr in record_addresses(rec):
         host, port = parse_hostport(addr)
         tried.append(f"{node_id[:16]}@{addr}")
         try:
