@@ -175,6 +175,14 @@ def _timeout(value: Any) -> float:
     return value if isinstance(value, int | float) else 60.0
 
 
+def _tunnel(proxy: Proxy, host: str, port: int, timeout: Any) -> socket.socket:
+    """A tunnel to ``host:port`` set up as http.client sets up its own sockets."""
+    sock = open_tunnel(proxy, host, port, _timeout(timeout))
+    sock.settimeout(timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 class HTTPConnection(http.client.HTTPConnection):
     def __init__(self, host: str, port: int | None = None, *, proxy: Proxy,
                  **kw: Any) -> None:
@@ -182,9 +190,7 @@ class HTTPConnection(http.client.HTTPConnection):
         self.proxy = proxy
 
     def connect(self) -> None:
-        self.sock = open_tunnel(self.proxy, self.host, self.port, _timeout(self.timeout))
-        self.sock.settimeout(self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = _tunnel(self.proxy, self.host, self.port, self.timeout)
 
 
 class HTTPSConnection(http.client.HTTPSConnection):
@@ -195,9 +201,7 @@ class HTTPSConnection(http.client.HTTPSConnection):
         self.proxy = proxy
 
     def connect(self) -> None:
-        sock = open_tunnel(self.proxy, self.host, self.port, _timeout(self.timeout))
-        sock.settimeout(self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = _tunnel(self.proxy, self.host, self.port, self.timeout)
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
