@@ -44,6 +44,26 @@ def store_is_sound(root: Path) -> list[str]:
     return ids
 
 
+def tls_badserver(tmp_path: Path, name: str) -> Iterator[tuple[BadServer, Path]]:
+    """A BadServer behind TLS with a throw-away self-signed certificate for ``name``
+    (a DNS name, or ``IP:<address>``); yields the server and the certificate's path."""
+    import ssl
+    import subprocess
+
+    san = name if name.startswith("IP:") else f"DNS:{name}"
+    key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-days", "1", "-subj",
+                    f"/CN={san.split(':', 1)[1]}", "-addext", f"subjectAltName={san}"],
+                   check=True, capture_output=True)
+    server = BadServer()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    server._server.socket = ctx.wrap_socket(server._server.socket, server_side=True)
+    with server:
+        yield server, crt
+
+
 @pytest.fixture
 def server() -> Iterator[BadServer]:
     with BadServer() as s:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import ssl
 import subprocess
 import sys
 import time
@@ -17,8 +16,8 @@ from phase_core.errors import Unavailable
 from phase_fetch import Fetcher, Options, Want
 from phase_fetch.progress import Progress
 from phase_fetch.sink import PartialWriter
-from tests.phase_fetch.badserver import BadServer, Route
-from tests.phase_fetch.conftest import FAST, blob, cid
+from tests.phase_fetch.badserver import Route
+from tests.phase_fetch.conftest import FAST, blob, cid, tls_badserver
 
 
 def test_cas_size_list_verify_gc(run, store, cas):
@@ -50,17 +49,7 @@ def test_cas_size_list_verify_gc(run, store, cas):
 
 @pytest.fixture
 def tls_server(tmp_path: Path):
-    key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    server = BadServer()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(crt, key)
-    server._server.socket = ctx.wrap_socket(server._server.socket, server_side=True)
-    with server:
-        yield server, crt
+    yield from tls_badserver(tmp_path, "IP:127.0.0.1")
 
 
 def test_https_mirror_with_untrusted_certificate_is_refused(tls_server, run, cas):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.phase_fetch.badserver import Route
-from tests.phase_fetch.conftest import FAST, blob, cid, store_is_sound
+from tests.phase_fetch.conftest import FAST, blob, cid, store_is_sound, tls_badserver
 from tests.socks_hostile import HostileSocks, Microsocks, closed_port, wait_listening
 
 DATA = blob(200_000, seed=7)
@@ -103,21 +103,7 @@ def test_a_destination_the_proxy_cannot_reach_is_one_source_failing(server, run,
 
 @pytest.fixture
 def tls_localhost(tmp_path):
-    import ssl
-    import subprocess
-
-    from tests.phase_fetch.badserver import BadServer
-
-    key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
-    server = BadServer()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(crt, key)
-    server._server.socket = ctx.wrap_socket(server._server.socket, server_side=True)
-    with server:
-        yield server, crt
+    yield from tls_badserver(tmp_path, "localhost")
 
 
 def test_https_inside_the_tunnel_verifies_the_mirror_by_name(tls_localhost, run, cas, socks,

@@ -8,11 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.sdk_php.test_php_sdk import EXAMPLES, ROOT, _require
 
@@ -25,17 +22,6 @@ def snippets() -> dict[str, str]:
 
 def test_the_readme_has_both_snippets() -> None:
     assert set(snippets()) == {"python", "php"}
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.plasmd.conftest import start_node
-
-    n = start_node(tmp_path_factory.mktemp("readme") / "node")
-    try:
-        yield n
-    finally:
-        assert n.stop() == 0
 
 
 def user_dir(tmp_path: Path) -> Path:
