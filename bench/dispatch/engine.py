@@ -1,19 +1,18 @@
-"""The dispatcher under simulation: one event loop in virtual time (no sleeping).
-
-The dispatcher reads jobs one at a time, only while it has a free slot somewhere and
-fewer than ``window`` jobs waiting for replicas (backpressure). Each job gets
-``replicas`` attempts on distinct nodes picked at random among the free nodes its memory
-needs allow (``quorum.FreePool``), never a node it already tried; a node runs at most
-``slots`` of the dispatcher's attempts at once. An attempt costs a handshake round trip
-on a first contact, half a round trip each way, and the job's run time on that node.
-A node that died before the result left loses the attempt: the dispatcher notices when
-the QUIC idle timeout fires (or, dialling a node it never reached, at the handshake
-timeout: both from ``phase_core.aio.stream.Limits``) and runs it again elsewhere, up to
-``max_attempts`` per job and ``deadline_s`` from the first placement. The first output
-``quorum`` results agree on is accepted; the attempts still running are cancelled. All
-results in and no quorum: a dispute (``report``: the job ends ``disputed``; ``extend``:
-as many more replicas as the largest group is short of a quorum; ``reexec``: the
-dispatcher runs the job itself and accepts its own output).
+"""The dispatcher under simulation, in virtual time (an event queue, no sleeping). It reads
+jobs one at a time, only while it has a free slot somewhere and fewer than ``window``
+jobs waiting for replicas (backpressure). Each job gets ``replicas`` attempts on
+distinct nodes picked at random among the free nodes its memory needs allow
+(``quorum.FreePool``), never a node it already tried; a node runs at most ``slots`` of
+the dispatcher's attempts at once. An attempt costs a handshake round trip on a first
+contact, half a round trip each way, and the job's run time on that node. A node that
+died before the result left loses the attempt: the dispatcher notices when the QUIC idle
+timeout fires (or, dialling a node it never reached, at the handshake timeout: both from
+``phase_core.aio.stream.Limits``) and runs it again elsewhere, up to ``max_attempts``
+per job and ``deadline_s`` from the first placement. The first output ``quorum`` results
+agree on is accepted; the attempts still running are cancelled. All results in and no
+quorum: a dispute (``report``: the job ends ``disputed``; ``extend``: as many more
+replicas as the largest group is short of a quorum; ``reexec``: the dispatcher runs the
+job itself and accepts its own output).
 """
 
 from __future__ import annotations
@@ -23,44 +22,14 @@ import random
 from collections import Counter, deque
 from typing import Any
 
-from quorum import COLLUDED, RIGHT, FreePool, Tally
-from world import INF, MEMORY_GIB, Node, Params, Rtt, record_linger, work
+import world
+from quorum import COLLUDED, RIGHT, FreePool
+from world import INF, Attempt, Job, Node, Params, Rtt
 
 from phase_core.aio.stream import Limits
 
 RESULT, LOST, DEATH, REFRESH, DEADLINE, SETTLED = range(6)
-RUNNING, DONE, GONE = range(3)
-REASONS = ("first", "replica", "churn", "dispute")
-
-
-class Job:
-    __slots__ = ("attempts", "disputed", "done", "idx", "outcome", "outstanding",
-                 "pending", "queued", "results", "running", "t_end", "t_first", "tally",
-                 "target", "tier", "used", "work")
-
-    def __init__(self, idx: int, run_s: float, tier: int, p: Params) -> None:
-        self.idx, self.work, self.tier = idx, run_s, tier
-        self.tally = Tally(p.quorum)
-        self.target = p.replicas
-        self.pending = ["first"] + ["replica"] * (p.replicas - 1)  # launches to make
-        self.attempts = self.outstanding = 0
-        self.used: set[int] = set()
-        self.running: list[Attempt] = []
-        self.results: list[tuple[int, int]] = []  # (node, output)
-        self.t_first = self.t_end = -1.0
-        self.done = self.queued = self.disputed = False
-        self.outcome = ""
-
-
-class Attempt:
-    __slots__ = ("end", "job", "node", "output", "reason", "rtt", "start", "state")
-
-    def __init__(self, job: Job, node: Node, reason: str) -> None:
-        self.job, self.node, self.reason = job, node, reason
-        self.state = RUNNING
-        self.start = self.end = INF  # when it runs on the node (INF: it never starts)
-        self.rtt = 0.0
-        self.output = RIGHT
+RUNNING, DONE, GONE = world.RUNNING, world.DONE, world.GONE
 
 
 class Dispatcher:
@@ -71,7 +40,7 @@ class Dispatcher:
         self.rtt = Rtt(p.rtt, self.rng)
         lim = Limits()
         self.dial_s, self.idle_s = lim.handshake_timeout_s, lim.idle_timeout_s
-        self.pool = FreePool(len(MEMORY_GIB))
+        self.pool = FreePool(len(world.MEMORY_GIB))
         self.heap: list[tuple[float, int, int, Any]] = []
         self.seq = 0
         self.now = 0.0
@@ -88,11 +57,12 @@ class Dispatcher:
         self.wasted_lost = self.wasted_cancelled = 0.0
         self.dials_failed = self.deaths = self.liar_execs = 0
         for _ in range(p.nodes):
-            self._view(self._spawn())
+            self._spawn().in_view = True
         self.joined.clear()
         liars = set(self.rng.sample(range(p.nodes), int(p.nodes * p.liars)))
         for node in self.nodes:  # exactly that share at the start; joiners by chance
             node.liar = node.idx in liars
+            self._free(node)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -107,10 +77,6 @@ class Dispatcher:
         if node.dies < INF:
             self._push(node.dies, DEATH, node)
         return node
-
-    def _view(self, node: Node) -> None:
-        node.in_view = True
-        self._free(node)
 
     def _free(self, node: Node) -> None:
         """Into the pool if the dispatcher would pick it now, else out."""
@@ -186,7 +152,7 @@ class Dispatcher:
             else:
                 job.queued = False
         while len(pool) and len(self.jobs) < p.jobs and len(self.waiting) < p.window:
-            run_s, tier = work(self.rng, p)
+            run_s, tier = world.work(self.rng, p)
             job = Job(len(self.jobs), run_s, tier, p)
             self.jobs.append(job)
             self._place_some(job)
@@ -240,8 +206,13 @@ class Dispatcher:
         """After a result or a loss: what is left to do for ``job``."""
         if job.done or job.outstanding or job.pending:
             return
-        if job.tally.results < job.target:  # attempts used up by losses
-            self._finish(job, None, "failed")
+        if job.tally.results < job.target:
+            if self.p.launch == "quorum":  # no quorum yet: only what it still lacks
+                self._want(job, "replica", min(job.tally.short(),
+                                               job.target - job.tally.results))
+                if job.pending:
+                    return
+            self._finish(job, None, "failed")  # attempts used up by losses
             return
         job.disputed = True
         if self.p.dispute == "reexec":
@@ -288,14 +259,15 @@ class Dispatcher:
         node.alive = False
         self.deaths += 1
         if node.in_view:
-            self.forget.append((self.now + record_linger(self.rng), node))
+            self.forget.append((self.now + world.record_linger(self.rng), node))
         self._spawn()  # someone else joins
 
     def on_refresh(self) -> None:
         """Discovery again: joined nodes appear, dead ones whose record expired vanish."""
         for node in self.joined:
             if node.alive:
-                self._view(node)
+                node.in_view = True
+                self._free(node)
         self.joined.clear()
         keep = []
         for t, node in self.forget:
@@ -317,12 +289,9 @@ class Dispatcher:
             self.now, _, kind, obj = heapq.heappop(self.heap)
             if kind == REFRESH:
                 self.on_refresh()
-            elif kind == DEADLINE:
+            elif kind in (DEADLINE, SETTLED):
                 if not obj.done:
-                    self._finish(obj, None, "failed")
-            elif kind == SETTLED:
-                obj.outstanding -= 1
-                self._finish(obj, RIGHT, "settled")
+                    self._finish(obj, RIGHT if kind == SETTLED else None, "failed")
             elif kind == DEATH:
                 self.on_death(obj)
                 continue

@@ -34,7 +34,9 @@ from functools import cache
 def outcome(p: float, n: int, k: int, *, lie_rate: float = 1.0, collude: float = 0.0,
             dispute: str = "report", cap: int = 8) -> dict[str, float]:
     """P(wrong accepted), P(dispute) (N results, no K agree), P(no output accepted in the
-    end), and the expected results per job (N, plus the draws an ``extend`` adds)."""
+    end), the expected runs per job when all N start at once (N, plus the draws an
+    ``extend`` adds: ``results``) and when results are drawn one at a time until K agree
+    (``draws``: the dispatcher starting K and adding only what a quorum still lacks)."""
     if not 1 <= k <= n:
         raise ValueError("need 1 <= quorum <= replicas")
     q = p * lie_rate
@@ -42,35 +44,36 @@ def outcome(p: float, n: int, k: int, *, lie_rate: float = 1.0, collude: float =
     stop = n if dispute != "extend" else max(n, cap)
 
     @cache
-    def walk(r: int, c: int, o: int) -> tuple[float, float, float, float]:
+    def walk(r: int, c: int, o: int) -> tuple[float, float, float, float, float]:
         """From r right, c colluded, o own-wrong results: (P wrong, P dispute seen,
-        P unresolved, E further results)."""
+        P unresolved, E further results past N, E further results)."""
         total = r + c + o
         if total == stop:
-            return 0.0, 1.0, 1.0, 0.0  # every stop short of a quorum is a dispute
+            return 0.0, 1.0, 1.0, 0.0, 0.0  # every stop short of a quorum is a dispute
         disputed = float(total >= n)  # extension draws only happen after a dispute
-        w = dp = un = ex = 0.0
+        w = dp = un = ex = dr = 0.0
         for prob, nxt in ((a, (r + 1, c, o)), (b, (r, c + 1, o)), (d, (r, c, o + 1))):
             if prob == 0:
                 continue
             r2, c2, o2 = nxt
             if r2 >= k:
-                w_, dp_, un_, ex_ = 0.0, 0.0, 0.0, 0.0
+                w_, dp_, un_, ex_, dr_ = 0.0, 0.0, 0.0, 0.0, 0.0
             elif c2 >= k or (k == 1 and o2 > o):
-                w_, dp_, un_, ex_ = 1.0, 0.0, 0.0, 0.0
+                w_, dp_, un_, ex_, dr_ = 1.0, 0.0, 0.0, 0.0, 0.0
             else:
-                w_, dp_, un_, ex_ = walk(r2, c2, o2)
+                w_, dp_, un_, ex_, dr_ = walk(r2, c2, o2)
             w += prob * w_
             dp += prob * max(dp_, disputed)
             un += prob * un_
             ex += prob * ex_
-        return w, dp, un, ex + (1.0 if total >= n else 0.0)
+            dr += prob * dr_
+        return w, dp, un, ex + (1.0 if total >= n else 0.0), dr + 1.0
 
-    wrong, disputed, unresolved, extra = walk(0, 0, 0)
+    wrong, disputed, unresolved, extra, draws = walk(0, 0, 0)
     if dispute == "reexec":
         unresolved = 0.0  # a dispute is settled with the right output
     return {"wrong": wrong, "disputed": disputed, "unresolved": unresolved,
-            "results": n + extra}
+            "results": n + extra, "draws": draws}
 
 
 def lost_per_attempt(session_s: float, median_s: float, sigma: float) -> float:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import model  # noqa: E402
-from engine import REASONS, Dispatcher  # noqa: E402
-from world import Params  # noqa: E402
+import model
+from engine import Dispatcher
+from world import REASONS, Params
 
 HOUR = 3600.0
 R3 = {"replicas": 3, "quorum": 2}
@@ -35,6 +35,8 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
     ("N=1 churn 1 h", {"session_s": HOUR}),
     ("N=3 K=2 churn 1 h", {**R3, "session_s": HOUR}),
     ("N=3 K=2 colluding churn 1 h", {**R3, "collude": 1.0, "session_s": HOUR}),
+    ("N=3 K=2 launch K", {**R3, "launch": "quorum"}),
+    ("N=3 K=2 colluding launch K", {**R3, "collude": 1.0, "launch": "quorum"}),
     ("N=3 K=2 extend", {**R3, "dispute": "extend"}),
     ("N=3 K=2 reexec", {**R3, "dispute": "reexec"}),
     ("N=3 K=2 colluding avoid", {**R3, "collude": 1.0, "avoid": True}),
@@ -62,12 +64,13 @@ def summary(d: Dispatcher, wall_s: float) -> dict[str, Any]:
     loss = model.lost_per_attempt(p.session_s, p.work_median_s,
                                   (p.work_sigma ** 2 + p.speed_sigma ** 2) ** 0.5)
     execs = sum(d.execs.values())
-    m_execs = (m["results"] + (m["disputed"] if p.dispute == "reexec" else 0)) / (1 - loss)
+    runs = m["results"] if p.launch == "all" else m["draws"]
+    m_execs = (runs + (m["disputed"] if p.dispute == "reexec" else 0)) / (1 - loss)
     lat = sorted(j.t_end - j.t_first for j in jobs)
     ideal = sum(j.work for j in jobs)
     return {
-        **{k: getattr(p, k) for k in ("nodes", "jobs", "replicas", "quorum", "liars",
-                                      "collude", "session_s", "dispute", "avoid", "seed")},
+        **{k: getattr(p, k) for k in ("nodes", "jobs", "replicas", "quorum", "liars", "collude",
+                                      "session_s", "launch", "dispute", "avoid", "seed")},
         "outcomes": outcomes,
         "wrong": outcomes["wrong"] / n, "wrong_ci": model.wilson(outcomes["wrong"], n),
         "wrong_model": m["wrong"], "wrong_z": model.zscore(outcomes["wrong"], n, m["wrong"]),
@@ -83,6 +86,7 @@ def summary(d: Dispatcher, wall_s: float) -> dict[str, Any]:
         "banned_liars": sum(d.nodes[i].liar for i in d.banned),
         "latency_p50_s": pct(lat, 0.50), "latency_p99_s": pct(lat, 0.99),
         "makespan_s": max(j.t_end for j in jobs),
+        "done_99_s": pct(sorted(j.t_end for j in jobs), 0.99),
         "work_ratio": sum(d.seconds.values()) / ideal,
         "work_split": {r: d.seconds[r] / ideal for r in REASONS},
         "lost_ratio": d.wasted_lost / ideal, "cancelled_ratio": d.wasted_cancelled / ideal,
@@ -110,17 +114,18 @@ CORRECTNESS = (f"{'row':30} {'liars':>6} | {'wrong':>7} {'95 % CI':>18} {'model'
 
 
 def cost_text(name: str, r: dict[str, Any]) -> str:
-    ex, w = r["extra"], r["work_split"]
+    ex = r["extra"]
     return (f"{name:30} {r['execs_per_job']:5.3f} {r['execs_model']:5.3f} "
             f"{ex['replica']:5.3f} {ex['churn']:5.3f} {ex['dispute']:5.3f} | "
-            f"{r['work_ratio']:5.2f} {w['churn'] + r['lost_ratio']:5.3f} "
+            f"{r['work_ratio']:5.2f} {r['lost_ratio']:5.3f} "
             f"{r['cancelled_ratio']:5.3f} {r['dials_failed']:>5} | {r['latency_p50_s']:5.0f} "
-            f"{r['latency_p99_s']:5.0f} {r['makespan_s']:6.0f} | {r['wall_s']:5.0f}")
+            f"{r['latency_p99_s']:5.0f} {r['done_99_s']:6.0f} {r['makespan_s']:6.0f} | "
+            f"{r['wall_s']:5.0f}")
 
 
 COST = (f"{'row':30} {'runs/job':>5} {'model':>5} {'+repl':>5} {'+churn':>5} {'+disp':>5} | "
-        f"{'work':>5} {'churn':>5} {'cancl':>5} {'dials':>5} | {'p50 s':>5} {'p99 s':>5} "
-        f"{'makespan':>6} | {'wall':>5}")
+        f"{'work':>5} {'lost':>5} {'cancl':>5} {'dials':>5} | {'p50 s':>5} {'p99 s':>5} "
+        f"{'99 % in':>6} {'all in':>6} | {'wall':>5}")
 
 
 def parse(argv: list[str]) -> tuple[dict[str, Any], list[int] | None]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "discovery"))
-import simnet  # noqa: E402  (the discovery simulator: its wire's latency range)
+import simnet
+from quorum import RIGHT, Tally
 
 INF = math.inf
 UNIFORM_RTT_S = simnet.Sim(0).latency_s  # (0.01, 0.12)
@@ -48,6 +49,7 @@ class Params:
     collude: float = 0.0  # share of lies that are the colluders' common wrong output
     liar_speed: float = 1.0  # a lie takes this share of the honest run time
     session_s: float = 0.0  # mean node session (exponential); 0: no churn
+    launch: str = "all"  # all: N replicas at once; quorum: K, more only on disagreement
     dispute: str = "report"  # report | extend | reexec
     max_attempts: int = 8  # attempts per job, dials to dead nodes included
     deadline_s: float = 7200.0  # per job, from its first placement
@@ -65,6 +67,8 @@ class Params:
             raise ValueError("need 1 <= quorum <= replicas <= max-attempts")
         if self.dispute not in ("report", "extend", "reexec"):
             raise ValueError("dispute is report, extend or reexec")
+        if self.launch not in ("all", "quorum"):
+            raise ValueError("launch is all or quorum")
         if self.rtt not in ("lognormal", "uniform"):
             raise ValueError("rtt is lognormal or uniform")
         for name in ("liars", "lie_rate", "collude"):
@@ -133,3 +137,40 @@ def work(rng: random.Random, p: Params) -> tuple[float, int]:
 def record_linger(rng: random.Random) -> float:
     """How long a dead node's record stays findable: until it expires, 30-60 min."""
     return rng.uniform(1800.0, 3600.0)
+
+
+# -- jobs and attempts, as the dispatcher tracks them ------------------------------------
+
+RUNNING, DONE, GONE = range(3)
+REASONS = ("first", "replica", "churn", "dispute")
+
+
+class Job:
+    __slots__ = ("attempts", "disputed", "done", "idx", "outcome", "outstanding",
+                 "pending", "queued", "results", "running", "t_end", "t_first", "tally",
+                 "target", "tier", "used", "work")
+
+    def __init__(self, idx: int, run_s: float, tier: int, p: Params) -> None:
+        self.idx, self.work, self.tier = idx, run_s, tier
+        self.tally = Tally(p.quorum)
+        self.target = p.replicas
+        first = p.replicas if p.launch == "all" else p.quorum
+        self.pending = ["first"] + ["replica"] * (first - 1)  # launches to make
+        self.attempts = self.outstanding = 0
+        self.used: set[int] = set()
+        self.running: list[Attempt] = []
+        self.results: list[tuple[int, int]] = []  # (node, output)
+        self.t_first = self.t_end = -1.0
+        self.done = self.queued = self.disputed = False
+        self.outcome = ""
+
+
+class Attempt:
+    __slots__ = ("end", "job", "node", "output", "reason", "rtt", "start", "state")
+
+    def __init__(self, job: Job, node: Node, reason: str) -> None:
+        self.job, self.node, self.reason = job, node, reason
+        self.state = RUNNING
+        self.start = self.end = INF  # when it runs on the node (INF: it never starts)
+        self.rtt = 0.0
+        self.output = RIGHT
