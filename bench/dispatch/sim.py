@@ -50,7 +50,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def summary(d: Dispatcher, wall_s: float) -> dict[str, Any]:
+def summary(d: Dispatcher, wall_s: float, cpu_s: float = 0.0) -> dict[str, Any]:
     p, jobs = d.p, d.jobs
     n = len(jobs)
     outcomes = {k: sum(j.outcome == k for j in jobs) for k in
@@ -90,7 +90,7 @@ def summary(d: Dispatcher, wall_s: float) -> dict[str, Any]:
         "work_ratio": sum(d.seconds.values()) / ideal,
         "work_split": {r: d.seconds[r] / ideal for r in REASONS},
         "lost_ratio": d.wasted_lost / ideal, "cancelled_ratio": d.wasted_cancelled / ideal,
-        "wall_s": round(wall_s, 1),
+        "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
     }
 
 
@@ -120,12 +120,12 @@ def cost_text(name: str, r: dict[str, Any]) -> str:
             f"{r['work_ratio']:5.2f} {r['lost_ratio']:5.3f} "
             f"{r['cancelled_ratio']:5.3f} {r['dials_failed']:>5} | {r['latency_p50_s']:5.0f} "
             f"{r['latency_p99_s']:5.0f} {r['done_99_s']:6.0f} {r['makespan_s']:6.0f} | "
-            f"{r['wall_s']:5.0f}")
+            f"{r['wall_s']:5.0f} {r['cpu_s']:5.0f}")
 
 
 COST = (f"{'row':30} {'runs/job':>5} {'model':>5} {'+repl':>5} {'+churn':>5} {'+disp':>5} | "
         f"{'work':>5} {'lost':>5} {'cancl':>5} {'dials':>5} | {'p50 s':>5} {'p99 s':>5} "
-        f"{'99 % in':>6} {'all in':>6} | {'wall':>5}")
+        f"{'99 % in':>6} {'all in':>6} | {'wall':>5} {'cpu':>5}")
 
 
 def parse(argv: list[str]) -> tuple[dict[str, Any], list[int] | None]:
@@ -162,19 +162,20 @@ def main(argv: list[str]) -> int:
     costs = []
     for name, kw in todo:
         p = Params(**{**base, **kw})
-        t1 = time.monotonic()
+        t1, c1 = time.monotonic(), time.process_time()
         try:
             d = Dispatcher(p).run()
         except ValueError as e:
             raise SystemExit(f"sim.py: {e}") from None
-        r = summary(d, time.monotonic() - t1)
+        r = summary(d, time.monotonic() - t1, time.process_time() - c1)
         print(correctness_text(name, r), flush=True)
         costs.append(cost_text(name, r))
         print(json.dumps({"row": name, **r}), file=sys.stderr, flush=True)
     print()
     print(COST)
     print("\n".join(costs), flush=True)
-    print(f"# {len(todo)} rows in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    print(f"# {len(todo)} rows in {time.monotonic() - t0:.0f} s ({time.process_time():.0f} s "
+          "of CPU)", file=sys.stderr)
     return 0
 
 
