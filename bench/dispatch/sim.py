@@ -43,6 +43,11 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
     ("N=3 K=2 avoid", {**R3, "avoid": True}),
     ("N=3 K=2 half colluding, lazy", {**R3, "collude": 0.5, "liar_speed": 0.1}),
     ("N=5 K=3 colluding", {"replicas": 5, "quorum": 3, "collude": 1.0}),
+    ("N=3 K=2 half colluding, lazy, avoid",
+     {**R3, "collude": 0.5, "liar_speed": 0.1, "avoid": True}),
+    ("N=3 K=2 churn 10 min", {**R3, "session_s": 600.0}),
+    ("N=1 short jobs", {"work_median_s": 0.5}),
+    ("N=3 K=2 short jobs", {**R3, "work_median_s": 0.5}),
 ]
 
 
@@ -118,8 +123,8 @@ def cost_text(name: str, r: dict[str, Any]) -> str:
     return (f"{name:30} {r['execs_per_job']:5.3f} {r['execs_model']:5.3f} "
             f"{ex['replica']:5.3f} {ex['churn']:5.3f} {ex['dispute']:5.3f} | "
             f"{r['work_ratio']:5.2f} {r['lost_ratio']:5.3f} "
-            f"{r['cancelled_ratio']:5.3f} {r['dials_failed']:>5} | {r['latency_p50_s']:5.0f} "
-            f"{r['latency_p99_s']:5.0f} {r['done_99_s']:6.0f} {r['makespan_s']:6.0f} | "
+            f"{r['cancelled_ratio']:5.3f} {r['dials_failed']:>5} | {r['latency_p50_s']:5.3g} "
+            f"{r['latency_p99_s']:5.3g} {r['done_99_s']:6.4g} {r['makespan_s']:6.4g} | "
             f"{r['wall_s']:5.0f} {r['cpu_s']:5.0f}")
 
 

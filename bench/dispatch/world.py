@@ -2,8 +2,8 @@
 round-trip times, their lifetimes (churn) and who lies.
 
 Round trips (dispatcher to node): ``lognormal`` (the default) gives each node a base RTT
-drawn log-normal with a median of 80 ms and sigma 0.6 (p10 37 ms, p90 174 ms, p99 325 ms,
-0.4 % above 500 ms), and each message that base times 1 + an exponential jitter of mean
+drawn log-normal with a median of 80 ms and sigma 0.6 (p10 37 ms, p90 173 ms, p99 323 ms,
+0.1 % above 500 ms), and each message that base times 1 + an exponential jitter of mean
 5 %. That is the shape measurement studies of internet delay report: per path a
 unimodal, right-skewed distribution tight around its mode; across paths a long right
 tail, with the averages of over 99 % of host pairs below 500 ms. It is chosen to that
