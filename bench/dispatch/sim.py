@@ -106,21 +106,21 @@ def ratio(a: float, b: float) -> str:
 def correctness_text(name: str, r: dict[str, Any]) -> str:
     lo, hi = r["wrong_ci"]
     dlo, dhi = r["disputed_ci"]
-    return (f"{name:30} {r['liar_share_of_runs']:6.2%} | {r['wrong']:7.3%} "
+    return (f"{name:36} {r['liar_share_of_runs']:6.2%} | {r['wrong']:7.3%} "
             f"[{lo:.3%}, {hi:.3%}] {r['wrong_model']:7.3%} {r['wrong_model_eff']:7.3%} "
             f"{ratio(r['wrong'], r['wrong_model_eff']):>5} | {r['disputed']:7.3%} "
             f"[{dlo:.3%}, {dhi:.3%}] {r['disputed_model']:7.3%} {r['disputed_model_eff']:7.3%} "
             f"{ratio(r['disputed'], r['disputed_model_eff']):>5}")
 
 
-CORRECTNESS = (f"{'row':30} {'liars':>6} | {'wrong':>7} {'95 % CI':>18} {'model':>7} "
+CORRECTNESS = (f"{'row':36} {'liars':>6} | {'wrong':>7} {'95 % CI':>18} {'model':>7} "
                f"{'m(runs)':>7} {'ratio':>5} | {'disputed':>7} {'95 % CI':>18} {'model':>7} "
                f"{'m(runs)':>7} {'ratio':>5}")
 
 
 def cost_text(name: str, r: dict[str, Any]) -> str:
     ex = r["extra"]
-    return (f"{name:30} {r['execs_per_job']:5.3f} {r['execs_model']:5.3f} "
+    return (f"{name:36} {r['execs_per_job']:5.3f} {r['execs_model']:5.3f} "
             f"{ex['replica']:5.3f} {ex['churn']:5.3f} {ex['dispute']:5.3f} | "
             f"{r['work_ratio']:5.2f} {r['lost_ratio']:5.3f} "
             f"{r['cancelled_ratio']:5.3f} {r['dials_failed']:>5} | {r['latency_p50_s']:5.3g} "
@@ -128,7 +128,7 @@ def cost_text(name: str, r: dict[str, Any]) -> str:
             f"{r['wall_s']:5.0f} {r['cpu_s']:5.0f}")
 
 
-COST = (f"{'row':30} {'runs/job':>5} {'model':>5} {'+repl':>5} {'+churn':>5} {'+disp':>5} | "
+COST = (f"{'row':36} {'runs/job':>5} {'model':>5} {'+repl':>5} {'+churn':>5} {'+disp':>5} | "
         f"{'work':>5} {'lost':>5} {'cancl':>5} {'dials':>5} | {'p50 s':>5} {'p99 s':>5} "
         f"{'99 % in':>6} {'all in':>6} | {'wall':>5} {'cpu':>5}")
 
