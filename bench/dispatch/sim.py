@@ -133,45 +133,58 @@ COST = (f"{'row':36} {'runs/job':>5} {'model':>5} {'+repl':>5} {'+churn':>5} {'+
         f"{'99 % in':>6} {'all in':>6} | {'wall':>5} {'cpu':>5}")
 
 
+USAGE = 64  # docs/conventions.md
+
+
+class UsageError(ValueError):
+    pass
+
+
 def parse(argv: list[str]) -> tuple[dict[str, Any], list[int] | None]:
     fields = {f.name: f for f in dataclasses.fields(Params)}
     base: dict[str, Any] = {}
     rows: list[int] | None = list(range(len(SCENARIOS)))
     for arg in argv:
         if not arg.startswith("--"):
-            raise SystemExit(f"sim.py: unexpected argument {arg!r} (options are --NAME=VALUE)")
+            raise UsageError(f"unexpected argument {arg!r} (options are --NAME=VALUE)")
         key, _, val = arg[2:].partition("=")
         key = key.replace("-", "_")
         if key == "quick":
             base.setdefault("nodes", 1000)
             base.setdefault("jobs", 10_000)
         elif key == "rows":
+            if val != "custom" and not all(x.isdigit() for x in val.split(",")):
+                raise UsageError(f"--rows takes row numbers (0,1,...) or custom, not {val!r}")
             rows = None if val == "custom" else [int(x) for x in val.split(",")]
         elif key in fields:
             kind = type(fields[key].default)
             try:
                 base[key] = (val in ("", "1", "true", "yes")) if kind is bool else kind(val)
             except ValueError:
-                raise SystemExit(f"sim.py: --{key} wants a {kind.__name__}, not {val!r}") \
-                    from None
+                raise UsageError(f"--{key} wants a {kind.__name__}, not {val!r}") from None
         else:
-            raise SystemExit(f"sim.py: unknown option --{key} (see the fields of world.Params)")
+            raise UsageError(f"unknown option --{key} (see the fields of world.Params)")
     return base, rows
 
 
 def main(argv: list[str]) -> int:
-    base, rows = parse(argv)
-    todo = [("custom", {})] if rows is None else [SCENARIOS[i] for i in rows]
+    try:
+        base, rows = parse(argv)
+        if rows is not None and not all(0 <= i < len(SCENARIOS) for i in rows):
+            raise UsageError(f"--rows takes numbers from 0 to {len(SCENARIOS) - 1}, or custom")
+        todo = [("custom", {})] if rows is None else [SCENARIOS[i] for i in rows]
+        for _, kw in todo:
+            Params(**{**base, **kw}).check()
+    except (UsageError, ValueError, TypeError) as e:
+        print(f"sim.py: {e}", file=sys.stderr)
+        return USAGE
     print(CORRECTNESS, flush=True)
     t0 = time.monotonic()
     costs = []
     for name, kw in todo:
         p = Params(**{**base, **kw})
         t1, c1 = time.monotonic(), time.process_time()
-        try:
-            d = Dispatcher(p).run()
-        except ValueError as e:
-            raise SystemExit(f"sim.py: {e}") from None
+        d = Dispatcher(p).run()
         r = summary(d, time.monotonic() - t1, time.process_time() - c1)
         print(correctness_text(name, r), flush=True)
         costs.append(cost_text(name, r))

@@ -105,10 +105,15 @@ def test_same_seed_same_run() -> None:
     assert a == b and a != c
 
 
-def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit, match="unknown option --bogus"):
-        main(["--bogus=1"])
-    with pytest.raises(SystemExit, match="quorum <= replicas"):
-        main(["--rows=custom", "--replicas=2", "--quorum=3"])
-    with pytest.raises(SystemExit, match="wants a int"):
-        main(["--nodes=many"])
+def test_bad_options_are_refused_with_the_usage_exit_code(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, says in ((["--bogus=1"], "unknown option --bogus"),
+                       (["--rows=custom", "--replicas=2", "--quorum=3"], "quorum <= replicas"),
+                       (["--nodes=many"], "--nodes wants a int"),
+                       (["--rows=99"], "--rows takes numbers"),
+                       (["--rows=1,x"], "--rows takes row numbers"),
+                       (["--rows=custom", "--dispute=vote"], "dispute is report"),
+                       (["positional"], "unexpected argument")):
+        assert main(argv) == 64
+        err = capsys.readouterr().err
+        assert says in err, err
