@@ -87,9 +87,23 @@ def test_lintian_is_clean(vm: VM) -> None:
     assert not re.search(r"^[EW]: ", out, re.M), out
 
 
+def readme_install_lines() -> list[str]:
+    """The README's "Install on Debian/Ubuntu" block, one command per entry."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- deb-install:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [re.sub(r"\s+#.*$", "", x).strip() for x in lines if x.strip()]
+
+
 def test_install_enables_and_starts_the_service(vm: VM) -> None:
+    """The README's install line, as written, from a checkout whose
+    packaging/deb/out/debian12 holds the packages packaging/deb/build made."""
+    build, install, _ = readme_install_lines()
+    assert build.startswith("packaging/deb/build")  # what the debs fixture runs
     start = time.monotonic()
-    vm.ok("apt-get install -y --no-install-recommends /mnt/debs/v1/*.deb", 600)
+    vm.ok("mkdir -p /root/checkout/packaging/deb/out && "
+          "ln -sfn /mnt/debs/v1 /root/checkout/packaging/deb/out/debian12")
+    vm.ok("cd /root/checkout && DEBIAN_FRONTEND=noninteractive " + install, 600)
     timed("install v1", start)
     assert vm.ok("systemctl is-active plasmd").strip() == "active"
     assert vm.ok("systemctl is-enabled plasmd").strip() == "enabled"
@@ -117,10 +131,11 @@ def test_install_enables_and_starts_the_service(vm: VM) -> None:
 
 def test_hello_job_from_the_host_with_a_verified_receipt(vm: VM, client: Client,
                                                          tmp_path: Path) -> None:
-    # default deny: the host's key must be a trusted job submitter first
-    vm.ok(AS_PHASE + f"phase-key trust --keyring={HOME}/keyring.toml --name=host "
-          f"--role=job-submitter --public={client.public}")
-    vm.ok("systemctl reload plasmd")
+    # default deny: the host's key must be a trusted job submitter first, with the
+    # README's line as written (only its <hex> placeholder filled in)
+    trust = readme_install_lines()[2]
+    assert "<hex>" in trust and trust.startswith("sudo -u phase phase-key trust")
+    vm.ok(trust.replace("<hex>", client.public))
     start = time.monotonic()
     body = hello(vm, client, tmp_path)
     timed("hello job", start)

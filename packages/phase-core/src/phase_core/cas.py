@@ -121,11 +121,15 @@ class BlobWriter:
 
 
 class ContentStore:
-    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+                 create: bool = True) -> None:
+        """``create=False`` opens a store only to read it: nothing is made, so a reader
+        works on read-only media (a missing store simply has no blobs)."""
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
-        for d in ("sha256", "tmp", "quarantine"):
-            make_dirs(self.root / d)
+        if create:
+            for d in ("sha256", "tmp", "quarantine"):
+                make_dirs(self.root / d)
 
     def path_for(self, cid: str) -> Path:
         h = content_hex(cid)
