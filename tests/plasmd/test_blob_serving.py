@@ -139,3 +139,34 @@ def test_the_verdict_is_kept_per_file_identity(tmp_path):
     assert vb.verify(cid) is None and vb.hashed == 2
     assert not cas.has(cid)
     assert vb.verify(content_id(b"never stored")) is None and vb.hashed == 2
+
+
+def test_an_old_verdict_is_rechecked_so_a_hot_blob_stays_used(tmp_path):
+    """A blob served only from its remembered verdict would keep the mtime of its
+    first use, and the store's LRU gc would evict it first. Past
+    VERDICT_MAX_AGE_S the verdict is re-checked: re-hashed, and the use stamped."""
+    import os
+
+    from phase_core.cas import VERDICT_MAX_AGE_S, ContentStore
+    from plasmd.blobs import VerifiedBlobs
+
+    cas = ContentStore(tmp_path / "cas")
+    hot = cas.put_bytes(b"the module every job runs")
+    now = [0.0]
+    vb = VerifiedBlobs(cas, clock=lambda: now[0])
+    path = cas.path_for(hot)
+    old = os.stat(path).st_mtime_ns - 3600 * 10**9
+    os.utime(path, ns=(old, old))  # first used an hour ago
+    now[0] = old / 1e9
+    assert vb.verify(hot) == path and vb.hashed == 1
+    first_use = os.stat(path).st_mtime_ns
+    now[0] = first_use / 1e9 + VERDICT_MAX_AGE_S / 2
+    assert vb.known(hot) == path  # a recent verdict: no re-hash
+    now[0] = first_use / 1e9 + VERDICT_MAX_AGE_S + 1
+    assert vb.known(hot) is None
+    assert vb.verify(hot) == path and vb.hashed == 2
+    assert os.stat(path).st_mtime_ns > old  # the use is stamped for the gc
+    cold = cas.put_bytes(b"a blob nobody asked for since")
+    os.utime(cas.path_for(cold), ns=(old + 1, old + 1))
+    cas_limit = os.stat(path).st_size
+    assert cas.gc(cas_limit) == [cold]

@@ -32,6 +32,17 @@ from phase_core.oserrors import from_oserror, fs_errors
 CHUNK = 1 << 20
 DEFAULT_MAX_BLOB_BYTES = 16 << 30
 TMP_MAX_AGE_S = 24 * 3600
+# A remembered "this blob hashes to its id" verdict stands only while the blob's
+# mtime (its last use, which ``gc`` evicts by) is younger than this. An older one is
+# re-verified, which re-hashes and stamps the use, so a blob that is served from the
+# verdict alone still looks used to the garbage collector.
+VERDICT_MAX_AGE_S = 600
+
+
+def verdict_fresh(mtime_ns: int, now_s: float | None = None) -> bool:
+    """Whether a verdict remembered for a blob whose file has ``mtime_ns`` still stands."""
+    now = time.time() if now_s is None else now_s
+    return now - mtime_ns / 1e9 < VERDICT_MAX_AGE_S
 
 
 def _sha256(data: bytes = b"") -> Any:
@@ -110,11 +121,15 @@ class BlobWriter:
 
 
 class ContentStore:
-    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+                 create: bool = True) -> None:
+        """``create=False`` opens a store only to read it: nothing is made, so a reader
+        works on read-only media (a missing store simply has no blobs)."""
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
-        for d in ("sha256", "tmp", "quarantine"):
-            make_dirs(self.root / d)
+        if create:
+            for d in ("sha256", "tmp", "quarantine"):
+                make_dirs(self.root / d)
 
     def path_for(self, cid: str) -> Path:
         h = content_hex(cid)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from phase_core.cas import ContentStore
+from phase_core.cas import ContentStore, verdict_fresh
 from phase_core.errors import PhaseError
 from phase_core.protocol.jobs import Out, SendBlob
 from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
@@ -87,8 +87,9 @@ class VerifiedBlobs:
     calls for one blob hash it once. ``hashed`` counts the blobs hashed.
     """
 
-    def __init__(self, cas: ContentStore) -> None:
+    def __init__(self, cas: ContentStore, clock: Callable[[], float] = time.time) -> None:
         self.cas = cas
+        self.clock = clock
         self.hashed = 0
         self._ok: dict[str, FileKey] = {}
         self._lock = threading.Lock()
@@ -102,9 +103,10 @@ class VerifiedBlobs:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def known(self, cid: str) -> Path | None:
-        """The blob's path if it was verified and its file has not changed since."""
+        """The blob's path if it was verified and its file has not changed since (and
+        that verdict is recent enough: see ``phase_core.cas.verdict_fresh``)."""
         key = self._key(cid)
-        if key is None or self._ok.get(cid) != key:
+        if key is None or self._ok.get(cid) != key or not verdict_fresh(key[3], self.clock()):
             return None
         return self.cas.path_for(cid)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from phase_core import log
-from phase_core.errors import PhaseError
+from phase_core.errors import ConfigError, PhaseError
 from plasmd.config import Config, parse_hostport
 
 RECORD_LIFETIME_S = 3600
@@ -51,7 +51,11 @@ def listen_addresses(cfg: Config, ports: list[int]) -> tuple[list[str], list[str
         if ip.is_unspecified:
             try:
                 ips = mdns.resolve_interfaces(None)
-            except PhaseError:
+            except PhaseError as e:
+                # Start anyway: the node is reachable at whatever address a peer
+                # used, it just cannot name its addresses in its record.
+                if not isinstance(e, ConfigError):
+                    log.get().warning("node.addresses_unknown", **e.to_record())
                 ips = []
             addrs += [join_address(i, port) for i in ips]
             mdns_ips += ips

@@ -73,7 +73,7 @@ from typing import Any
 
 from phase_core import boot, envelope, identity, log, timefmt
 from phase_core.canonical import canonical, parse
-from phase_core.cas import ContentStore
+from phase_core.cas import ContentStore, verdict_fresh
 from phase_core.errors import IOFailure, Malformed, MissingInput, PhaseError, UsageError
 from phase_core.fsutil import locked, write_atomic
 from plasmd.boundedhttp import MAX_CONNECTIONS, BoundedHandler, BoundedHTTPServer
@@ -334,7 +334,7 @@ class ProviderServer(BoundedHTTPServer):
             return None
         stamp = (st.st_size, st.st_mtime_ns)
         with self._check_lock:
-            if self._checked.get(cid) == stamp:
+            if self._checked.get(cid) == stamp and verdict_fresh(st.st_mtime_ns):
                 return path
         try:
             path = self.cas.verify(cid)  # quarantines and raises on a corrupt blob

@@ -179,5 +179,5 @@ def main(home: Path, args: dict[str, Any], identity: Identity, peer: str) -> int
         raise UsageError("--max-in-flight must be a positive integer")
     src = open_jobs(args["--jobs"])
     out = None if args["--quiet"] else sys.stdout
-    return asyncio.run(run(identity, [peer], src, out, cas=ContentStore(homes.cas_path(home)),
-                           max_in_flight=n))
+    cas = ContentStore(homes.cas_path(home), create=False)  # read only: read-only homes work
+    return asyncio.run(run(identity, [peer], src, out, cas=cas, max_in_flight=n))

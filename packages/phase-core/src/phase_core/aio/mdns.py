@@ -55,8 +55,16 @@ Clock = Callable[[], float]
 
 def resolve_interfaces(names: Sequence[str] | None = None) -> list[str]:
     """IPv4 addresses of the named interfaces (or of every non-loopback interface that
-    is up). Raises ``ConfigError`` for an unknown name or when nothing is left."""
-    adapters = {a.nice_name: a for a in ifaddr.get_adapters()}
+    is up). Raises ``ConfigError`` for an unknown name or when nothing is left, and
+    ``Unavailable`` when the interfaces cannot be listed at all (netlink refused, as
+    under a sandbox that allows no AF_NETLINK sockets)."""
+    try:
+        adapters = {a.nice_name: a for a in ifaddr.get_adapters()}
+    except OSError as e:
+        raise Unavailable(f"cannot list the network interfaces: {e.strerror or e}",
+                          hint="the process may not open netlink sockets (a sandbox such "
+                               "as systemd's RestrictAddressFamilies); allow AF_NETLINK, "
+                               "or listen on an explicit address") from e
     if names:
         unknown = [n for n in names if n not in adapters]
         if unknown:
