@@ -51,6 +51,7 @@ pip_platforms() {
 # files: binutils-aarch64-linux-gnu's can) and UKI_VMA_INITRD, the address of the UKI's
 # .initrd section: 0x3000000 on x86_64; on arm64, whose uncompressed Image (~33 MB) does
 # not fit below it, the first MiB boundary after .linux (at 0x2000000).
+# shellcheck disable=SC2034  # UKI_* are read by boot/build
 uki_layout() {
     UKI_OBJCOPY=objcopy
     UKI_VMA_INITRD=0x3000000
