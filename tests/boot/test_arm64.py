@@ -199,3 +199,28 @@ def test_arm64_unified_kernel_image_boots(built64: Built) -> None:
     r = vm_arm64.run(log_path("arm64-uki"), kernel=built64.out / "phase-boot.efi", append=None,
                      net="none", until=r"PHASE-BOOT init mode=internet", timeout_s=600)
     assert r.matched, r.explain()
+
+
+@pytest.mark.on_demand
+def test_arm64_private_mode_chain_kexecs_into_stage2(built64: Built, tmp_path: Path) -> None:
+    """Private mode (no disk at all): the chain kexecs into the tiny stage-2 initramfs."""
+    from plasmd.provider import sign_boot_manifest
+    from tests.boot.conftest import Provider
+
+    prov = Provider(tmp_path / "provider")
+    try:
+        sign_boot_manifest(kernel=built64.kernel, initramfs=built64.stage2,
+                           cmdline=f"console={vm_arm64.CONSOLE} panic=-1 phase.test=arm64-ok",
+                           keys=built64.keys, arch=ARCH, state_file=tmp_path / "versions.json",
+                           mirrors=[prov.guest_url], cas=prov.cas,
+                           manifests_dir=prov.manifests)
+        r = vm_arm64.run(log_path("arm64-private-stage2"), kernel=built64.kernel,
+                         initrd=built64.initramfs,
+                         append=f"phase.mode=private phase.provider={prov.guest_url} {CHAIN}",
+                         until=r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|Kernel panic",
+                         timeout_s=600)
+    finally:
+        prov.close()
+    stage2 = [m for m in r.markers() if m.startswith("PHASE-STAGE2-OK")]
+    assert stage2 and "phase.test=arm64-ok" in stage2[0], r.explain()
+    assert "phase.mode=private" in stage2[0], r.explain()
