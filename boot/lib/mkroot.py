@@ -202,6 +202,18 @@ def add_tor(root: Path, tor: Path, clo: Closure) -> None:
         log("tor: added (phase.tor=1)")
 
 
+def add_kexec(root: Path, kexec: Path, clo: Closure) -> bool:
+    """kexec-tools for kernels without kexec_file_load (aarch64); required when asked."""
+    dst = root / "usr/sbin/kexec"
+    copy(kexec, dst)
+    miss = clo.add(dst)
+    if miss:
+        log(f"kexec needs {', '.join(miss)}, which no package provides")
+        return False
+    log("kexec: added (kexec_load fallback)")
+    return True
+
+
 def main() -> int:
     cfg = json.loads(Path(sys.argv[1].split("=", 1)[1]).read_text())
     root = Path(cfg["root"])
@@ -269,6 +281,8 @@ def main() -> int:
     log(f"dropped optional stdlib modules: {', '.join(dropped) or 'none'}")
     if cfg.get("tor"):
         add_tor(root, Path(cfg["tor"]), clo)
+    if cfg.get("kexec") and not add_kexec(root, Path(cfg["kexec"]), clo):
+        return 1
 
     (root / "etc/ld.so.conf").write_text(f"/usr/lib/{multiarch}\n")
     order = modules(root, Path(cfg["kernel_dir"]), cfg["kver"], cfg["modules"])

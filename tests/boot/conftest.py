@@ -47,14 +47,14 @@ def _sources() -> Iterator[Path]:
         yield from (pkg / "src").rglob("*.py")
 
 
-def _stale(info: Path) -> str | None:
+def _stale(info: Path, out: Path = OUT) -> str | None:
     if not info.exists():
         return "no build yet"
     built = info.stat().st_mtime
     for src in _sources():
         if src.exists() and src.stat().st_mtime > built:
             return f"{src.relative_to(ROOT)} changed"
-    if not (OUT / "keys" / "dev-signer-1.key").exists():
+    if not (out / "keys" / "dev-signer-1.key").exists():
         return "no development keys"
     return None
 
@@ -74,23 +74,28 @@ class Built:
 @pytest.fixture(scope="session")
 def built() -> Built:
     require_toolchain()
-    info = OUT / "build-info.json"
-    why = _stale(info)
+    return build_if_stale(OUT)
+
+
+def build_if_stale(out: Path, *args: str) -> Built:
+    """boot/build ARGS into OUT when it is missing or older than its sources."""
+    info = out / "build-info.json"
+    why = _stale(info, out)
     if why is not None:
-        log = OUT.parent / "build.log" if OUT.parent.exists() else Path("/tmp/phase-boot-build.log")
+        log = out.parent / "build.log" if out.parent.exists() else Path("/tmp/phase-boot-build.log")
         start = time.monotonic()
         with open(log, "wb") as f:
-            r = subprocess.run([str(BOOT / "build")], stdout=f, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PHASE_BOOT_OUT": str(OUT)}, check=False)
+            r = subprocess.run([str(BOOT / "build"), *args], stdout=f, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PHASE_BOOT_OUT": str(out)}, check=False)
         if r.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             pytest.fail(f"boot/build failed ({why}; exit {r.returncode}); log {log}:\n{tail}",
                         pytrace=False)
         BUILD_SECONDS.append(time.monotonic() - start)
-    return Built(out=OUT, kernel=OUT / "vmlinuz", initramfs=OUT / "initramfs.img",
-                 stage2=OUT / "stage2-marker.img", disk=OUT / "phase-boot.img",
-                 keys=sorted((OUT / "keys").glob("dev-signer-*.key")),
-                 keyring=OUT / "keys" / "keyring.toml", info=json.loads(info.read_text()))
+    return Built(out=out, kernel=out / "vmlinuz", initramfs=out / "initramfs.img",
+                 stage2=out / "stage2-marker.img", disk=out / "phase-boot.img",
+                 keys=sorted((out / "keys").glob("dev-signer-*.key")),
+                 keyring=out / "keys" / "keyring.toml", info=json.loads(info.read_text()))
 
 
 class Provider:
@@ -145,6 +150,21 @@ def sign(b: dict[str, Any], keys: list[Path]) -> dict[str, Any]:
     from phase_core import envelope, identity
 
     return envelope.sign("boot_manifest", b, [identity.load(k) for k in keys])
+
+
+# -- on-demand tests: deselected unless PHASE_BOOT_ON_DEMAND=1 (boot/README.md) ------
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "on_demand: a slow boot test run only with "
+                                       "PHASE_BOOT_ON_DEMAND=1 (boot/README.md)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PHASE_BOOT_ON_DEMAND") == "1":
+        return
+    drop = [i for i in items if i.get_closest_marker("on_demand")]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if not i.get_closest_marker("on_demand")]
 
 
 # -- boot/test prints each test with its time (PHASE_BOOT_TIMES=1) -----------------

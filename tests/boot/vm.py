@@ -78,6 +78,12 @@ def run(log_path: Path, *, kernel: Path | None = None, initrd: Path | None = Non
         args += ["-netdev", f"tap,id=n0,ifname={net},script=no,downscript=no",
                  "-device", "virtio-net-pci,netdev=n0"]
     args += extra or []
+    return watch(args, log_path, until=until, timeout_s=timeout_s, wrap=wrap)
+
+
+def watch(args: list[str], log_path: Path, *, until: str | None, timeout_s: float,
+          wrap: list[str] | None = None) -> VMRun:
+    """Run a QEMU command line under ``timeout``; stop at ``until``, its exit or the deadline."""
     cmd = [*(wrap or []), "timeout", "--kill-after=5", str(int(timeout_s) + 5), *args]
     pattern = re.compile(until) if until else None
     start = time.monotonic()

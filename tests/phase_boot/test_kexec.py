@@ -104,6 +104,7 @@ def test_exec_without_a_loaded_kernel_is_unavailable(tmp_path: Path, libc: FakeL
 def test_load_errors_are_named(bt: Boot, monkeypatch: pytest.MonkeyPatch, err: int, code: int,
                                slug: str) -> None:
     monkeypatch.setattr(kexec, "_libc", lambda: FakeLibc(fail=err))
+    monkeypatch.setattr(kexec, "KEXEC_TOOLS", bt.dir / "no-kexec")  # no fallback here
     bt.files()
     bt.manifest()
     keep, summary = bt.dir / "keep.json", bt.dir / "summary.txt"

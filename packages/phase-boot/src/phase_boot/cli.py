@@ -6,7 +6,9 @@ then the "verified" boot_manifest record with its signed "envelope"). For the
 newest boot manifest of --channel and --arch it verifies the envelope again
 (keyring, boot-signer threshold, validity window, rollback mark in --state),
 hashes the kernel and initramfs files again against the ids and sizes the
-manifest signs, hands them to kexec_file_load(2) and reboots into them.
+manifest signs, hands them to kexec_file_load(2) and reboots into them. (A
+kernel without kexec_file_load gets kexec_load(2) through kexec-tools, from
+sealed copies of the same descriptors.)
 Given --load-only it stops after loading; `phase-boot exec` then reboots into
 the loaded kernel (so the caller can unmount its disks in between).
 
@@ -62,8 +64,8 @@ Exit status:
       missing, or no keyring.
   69  `exec`: no kernel is loaded.
   70  internal error (a bug).
-  74  I/O error: kexec_file_load or the reboot failed, or --keep could not
-      be written.
+  74  I/O error: kexec_file_load (or kexec) or the reboot failed, or --keep
+      could not be written.
   78  bad keyring or state file; kexec not permitted on this machine.
   Otherwise the worst upstream error's exit_code, when nothing was loaded.
 """

@@ -3,7 +3,10 @@
 The kernel reads both files from the descriptors it is given (from offset 0),
 so the descriptors phase-boot hashed are the ones loaded. arm64's
 kexec_file_load takes an uncompressed ``Image``: a gzip'd vmlinuz is
-inflated into a memfd first (capped).
+inflated into a memfd first (capped). A kernel without kexec_file_load
+(ENOSYS: Debian 12's arm64 kernel) gets kexec_load(2) through the image's
+kexec-tools instead, fed from sealed copies of the same descriptors
+(kexec_tools.py).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from phase_boot import kexec_tools
 from phase_core.errors import ConfigError, IOFailure, PhaseError, Rejected, TooLarge, Unavailable
 
 SYS_KEXEC_FILE_LOAD = {"x86_64": 320, "aarch64": 294}
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
 KEXEC_LOADED = Path("/sys/kernel/kexec_loaded")
+KEXEC_TOOLS = Path("/usr/sbin/kexec")  # in the image on arm64 (boot/build)
 MAX_IMAGE_BYTES = 256 << 20
 REFUSED = {errno.ENOEXEC, errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
            getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
@@ -47,6 +52,9 @@ def load(kernel_fd: int, initrd_fd: int, cmdline: str, *, arch: str | None = Non
         rc = libc.syscall(ctypes.c_long(nr), ctypes.c_int(kfd), ctypes.c_int(initrd_fd),
                           ctypes.c_ulong(len(cmd)), ctypes.c_char_p(cmd), ctypes.c_ulong(0))
         err = ctypes.get_errno() if rc != 0 else 0
+        if rc != 0 and err == errno.ENOSYS and KEXEC_TOOLS.exists():
+            kexec_tools.load(kfd, initrd_fd, cmdline, kexec=str(KEXEC_TOOLS))
+            return
     finally:
         if kfd != kernel_fd:
             os.close(kfd)
