@@ -21,6 +21,7 @@ from phase_core.errors import ConfigError, IOFailure, PhaseError, Rejected, TooL
 SYS_KEXEC_FILE_LOAD = {"x86_64": 320, "aarch64": 294}
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
 KEXEC_LOADED = Path("/sys/kernel/kexec_loaded")
+LOCKDOWN = Path("/sys/kernel/security/lockdown")  # "none [integrity] confidentiality"
 MAX_IMAGE_BYTES = 256 << 20
 REFUSED = {errno.ENOEXEC, errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
            getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
@@ -51,12 +52,33 @@ def load(kernel_fd: int, initrd_fd: int, cmdline: str, *, arch: str | None = Non
         if kfd != kernel_fd:
             os.close(kfd)
     if rc != 0:
-        raise load_error(err)
+        raise load_error(err, lockdown=lockdown_mode() if err == errno.EPERM else None)
 
 
-def load_error(err: int) -> PhaseError:
-    """Our error for a kexec_file_load errno."""
+def lockdown_mode(path: Path | None = None) -> str | None:
+    """The kernel's lockdown mode (``integrity`` under Secure Boot), None if unknown/off."""
+    try:
+        text = (path if path is not None else LOCKDOWN).read_text(errors="replace")[:200]
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    mode = text[start + 1:end] if 0 <= start < end else ""
+    return mode if mode and mode != "none" else None
+
+
+def load_error(err: int, *, lockdown: str | None = None) -> PhaseError:
+    """Our error for a kexec_file_load errno (``lockdown``: the kernel's lockdown mode)."""
     what = f"kexec_file_load failed: {os.strerror(err)} (errno {err})"
+    if err == errno.EPERM and lockdown:
+        # kernel/kexec_file.c: a kernel image whose signature does not verify against
+        # the built-in, secondary or platform (firmware db) keyring is refused under
+        # lockdown with EPERM: the image was judged, not the caller.
+        return Rejected(f"{what}: kernel lockdown ({lockdown}) refused the kernel image: "
+                        "it is not signed by a key the running kernel trusts",
+                        slug="kexec_unsigned",
+                        hint="sign the kernel named by the manifest with a key in the "
+                             "firmware's db (boot/build --secure-boot-keys) or the "
+                             "kernel's built-in keys")
     if err == errno.EPERM:
         return ConfigError(what, slug="kexec_not_permitted",
                            hint="kexec is disabled (/proc/sys/kernel/kexec_load_disabled) or "
