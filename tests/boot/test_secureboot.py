@@ -34,7 +34,7 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 SB_TOOLS = ("sbsign", "sbattach", "sbverify", "openssl", "objcopy", "mcopy")
 # the test's cmdline, signed into the UKI: the provider, a stop that powers off, one try
-SB_CHAIN = "phase.rescue=poweroff phase.retries=1 phase.discover_timeout=10"
+SB_CHAIN = "panic=-1 phase.rescue=poweroff phase.retries=1 phase.discover_timeout=10"
 REFUSED = r"Access Denied|Security Violation"
 
 
@@ -200,6 +200,8 @@ def test_sb_3_lockdown_refuses_an_unsigned_next_kernel_and_stops(
     assert "PHASE-BOOT rescue reason=rejected" in marks, r.explain()
     stopped = [ln for ln in r.log.splitlines() if "STOPPED:" in ln]
     assert stopped and "kexec_unsigned" in stopped[-1], r.explain()
-    assert "kernel lockdown (integrity) refused the kernel image" in stopped[-1], r.explain()
+    # Debian's kernel enforces signed kexec under Secure Boot (the IMA arch policy), so
+    # the refusal is its ENODATA, "no signature"; a kernel that only locks down says EPERM
+    assert "refused the kernel image" in stopped[-1], r.explain()
     assert "PHASE-BOOT poweroff" in marks, r.explain()  # the rescue path, no hang
     print(f"refused under lockdown, rescue path in {r.seconds:.1f} s")

@@ -100,6 +100,7 @@ def test_exec_without_a_loaded_kernel_is_unavailable(tmp_path: Path, libc: FakeL
 @pytest.mark.parametrize("err,code,slug", [
     (errno.EPERM, 78, "kexec_not_permitted"), (errno.ENOSYS, 78, "kexec_unsupported"),
     (errno.ENOEXEC, 1, "kexec_refused"), (129, 1, "kexec_refused"),
+    (errno.ENODATA, 1, "kexec_unsigned"),
     (errno.ENOMEM, 74, "kexec_failed")])
 def test_load_errors_are_named(bt: Boot, monkeypatch: pytest.MonkeyPatch, err: int, code: int,
                                slug: str) -> None:

@@ -23,6 +23,8 @@ LINUX_REBOOT_CMD_KEXEC = 0x45584543
 KEXEC_LOADED = Path("/sys/kernel/kexec_loaded")
 LOCKDOWN = Path("/sys/kernel/security/lockdown")  # "none [integrity] confidentiality"
 MAX_IMAGE_BYTES = 256 << 20
+_SIGN_HINT = ("sign the kernel the manifest names with a key in the firmware's db "
+              "(boot/build --secure-boot-keys) or one of the kernel's built-in keys")
 REFUSED = {errno.ENOEXEC, errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
            getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
 
@@ -75,10 +77,13 @@ def load_error(err: int, *, lockdown: str | None = None) -> PhaseError:
         # lockdown with EPERM: the image was judged, not the caller.
         return Rejected(f"{what}: kernel lockdown ({lockdown}) refused the kernel image: "
                         "it is not signed by a key the running kernel trusts",
-                        slug="kexec_unsigned",
-                        hint="sign the kernel named by the manifest with a key in the "
-                             "firmware's db (boot/build --secure-boot-keys) or the "
-                             "kernel's built-in keys")
+                        slug="kexec_unsigned", hint=_SIGN_HINT)
+    if err == errno.ENODATA:
+        # the PE signature table is empty, and the kernel enforces signed kexec images
+        # (x86 under Secure Boot: the IMA arch policy sets it; or KEXEC_SIG_FORCE)
+        return Rejected(f"{what}: the running kernel refused the kernel image: it carries "
+                        "no signature and this kernel requires signed kernels (Secure Boot)",
+                        slug="kexec_unsigned", hint=_SIGN_HINT)
     if err == errno.EPERM:
         return ConfigError(what, slug="kexec_not_permitted",
                            hint="kexec is disabled (/proc/sys/kernel/kexec_load_disabled) or "
