@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,9 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 SB_TOOLS = ("sbsign", "sbattach", "sbverify", "openssl", "objcopy", "mcopy")
 # the test's cmdline, signed into the UKI: the provider, a stop that powers off, one try
 SB_CHAIN = "panic=-1 phase.rescue=poweroff phase.retries=1 phase.discover_timeout=10"
-REFUSED = r"Access Denied|Security Violation"
+# systemd-boot's words when the firmware's LoadImage refuses the entry's UKI
+REFUSED = (r"Error loading \\EFI\\phase\\phase-boot-internet\.efi: "
+           r"(Access Denied|Security Violation)")
 
 
 def secure_boot_args(vars_fd: Path) -> list[str]:
@@ -86,7 +89,7 @@ class SecureBoot:
 
 
 @pytest.fixture(scope="module")
-def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> SecureBoot:
+def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBoot]:
     require_sb_tools()
     tmp = tmp_path_factory.mktemp("secureboot")
     prov = Provider(tmp / "provider")
@@ -109,7 +112,7 @@ def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> SecureBoot:
     secs = time.monotonic() - start
     print(f"keys + signing step in {secs:.1f} s")
     try:
-        yield SecureBoot(keys, dest, prov, secs)  # type: ignore[misc]
+        yield SecureBoot(keys, dest, prov, secs)
     finally:
         prov.close()
 
@@ -180,7 +183,6 @@ def test_sb_2_firmware_refuses_a_tampered_or_unsigned_uki(sb: SecureBoot,
     for case, r in runs.items():
         assert r.matched, f"{case}: the firmware did not refuse the UKI\n{r.explain()}"
         assert "Linux version" not in r.log and "PHASE-BOOT" not in r.log, r.explain()
-        assert "phase-boot-internet.efi" in r.log, r.explain()  # systemd-boot names it
     print(f"2 refusals in {time.monotonic() - start:.1f} s")
 
 
