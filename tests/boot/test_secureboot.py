@@ -117,7 +117,7 @@ def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
         prov.close()
 
 
-def publish(sb: SecureBoot, tmp: Path, kernel: Path, tag: str, built: Built) -> int:
+def publish(sb: SecureBoot, kernel: Path, tag: str, built: Built) -> int:
     from plasmd.provider import sign_boot_manifest
 
     env = sign_boot_manifest(kernel=kernel, initramfs=built.stage2, cmdline=stage2_cmdline(tag),
@@ -146,7 +146,7 @@ def strip_signature(src: Path, dest: Path) -> Path:
 # -- 1 -------------------------------------------------------------------------------
 def test_sb_1_signed_chain_boots_locked_down_and_kexecs_a_db_signed_kernel(
         sb: SecureBoot, built: Built, tmp_path: Path) -> None:
-    version = publish(sb, tmp_path, sb.signed_kernel, "sb-chain-ok", built)
+    version = publish(sb, sb.signed_kernel, "sb-chain-ok", built)
     r = boot(sb, tmp_path, "sb1-chain", r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|Kernel panic")
     log, marks = r.log, r.markers()
     # the firmware enforced Secure Boot, and the kernel saw it and locked itself down
@@ -186,24 +186,63 @@ def test_sb_2_firmware_refuses_a_tampered_or_unsigned_uki(sb: SecureBoot,
     print(f"2 refusals in {time.monotonic() - start:.1f} s")
 
 
-# -- 3 -------------------------------------------------------------------------------
-def test_sb_3_lockdown_refuses_an_unsigned_next_kernel_and_stops(
-        sb: SecureBoot, built: Built, tmp_path: Path) -> None:
+# -- 3 and 4 ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kexec_refusals(sb: SecureBoot, built: Built,
+                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, vm.VMRun]:
+    """Valid manifests naming kernels the locked-down kernel must refuse, one boot each."""
+    tmp = tmp_path_factory.mktemp("kexec-refusals")
     # Debian's kernel carries Debian's signature, which the kernel's built-in keys
     # accept: without it the image is unsigned (and still hashes as the manifest says)
-    unsigned = strip_signature(built.kernel, tmp_path / "vmlinuz.unsigned")
-    publish(sb, tmp_path, unsigned, "sb-unsigned", built)
-    r = boot(sb, tmp_path, "sb3-unsigned-kernel",
-             r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|Kernel panic")
+    unsigned = strip_signature(built.kernel, tmp / "vmlinuz.unsigned")
+    stranger = tmp / "stranger"
+    subprocess.run(["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-sha256",
+                    "-days", "30", "-nodes", "-subj", "/CN=not enrolled", "-keyout",
+                    f"{stranger}.key", "-out", f"{stranger}.crt"], check=True,
+                   capture_output=True)
+    foreign = tmp / "vmlinuz.foreign"
+    subprocess.run(["sbsign", "--key", f"{stranger}.key", "--cert", f"{stranger}.crt",
+                    "--output", str(foreign), str(unsigned)], check=True, capture_output=True)
+    kernels = {"unsigned": unsigned, "foreign": foreign}
+
+    def one(case: str) -> vm.VMRun:
+        return boot(sb, tmp, f"sb34-{case}", r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|"
+                    r"Kernel panic")
+
+    # the UKI's signed cmdline names one provider: its manifest is switched per boot,
+    # so the two boots share it one after the other, each published just before
+    runs: dict[str, vm.VMRun] = {}
+    start = time.monotonic()
+    for case, kernel in kernels.items():
+        publish(sb, kernel, f"sb-{case}", built)
+        runs[case] = one(case)
+    print(f"{len(runs)} kexec refusal boots in {time.monotonic() - start:.1f} s")
+    return runs
+
+
+def _refused(r: vm.VMRun, slug: str, words: str) -> None:
     marks = r.markers()
     assert "PHASE-BOOT lockdown mode=integrity" in marks, r.explain()
     assert not any(m.startswith(("PHASE-STAGE2-OK", "PHASE-BOOT kexec")) for m in marks), \
         r.explain()
     assert "PHASE-BOOT rescue reason=rejected" in marks, r.explain()
     stopped = [ln for ln in r.log.splitlines() if "STOPPED:" in ln]
-    assert stopped and "kexec_unsigned" in stopped[-1], r.explain()
+    assert stopped and f"{slug}: kexec_file_load failed" in stopped[-1], r.explain()
+    assert words in stopped[-1], r.explain()
+    assert "PHASE-BOOT poweroff" in marks, r.explain()  # the rescue path, no hang
+
+
+def test_sb_3_lockdown_refuses_an_unsigned_next_kernel_and_stops(
+        kexec_refusals: dict[str, vm.VMRun]) -> None:
     # Debian's kernel enforces signed kexec under Secure Boot (the IMA arch policy), so
     # the refusal is its ENODATA, "no signature"; a kernel that only locks down says EPERM
-    assert "refused the kernel image" in stopped[-1], r.explain()
-    assert "PHASE-BOOT poweroff" in marks, r.explain()  # the rescue path, no hang
-    print(f"refused under lockdown, rescue path in {r.seconds:.1f} s")
+    r = kexec_refusals["unsigned"]
+    _refused(r, "kexec_unsigned", "it carries no signature")
+    print(f"unsigned kernel refused, rescue path in {r.seconds:.1f} s")
+
+
+def test_sb_4_lockdown_refuses_a_kernel_signed_by_a_key_not_enrolled(
+        kexec_refusals: dict[str, vm.VMRun]) -> None:
+    r = kexec_refusals["foreign"]
+    _refused(r, "kexec_refused", "not made by a key it trusts")
+    print(f"foreign-signed kernel refused, rescue path in {r.seconds:.1f} s")

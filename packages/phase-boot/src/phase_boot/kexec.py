@@ -25,8 +25,9 @@ LOCKDOWN = Path("/sys/kernel/security/lockdown")  # "none [integrity] confidenti
 MAX_IMAGE_BYTES = 256 << 20
 _SIGN_HINT = ("sign the kernel the manifest names with a key in the firmware's db "
               "(boot/build --secure-boot-keys) or one of the kernel's built-in keys")
-REFUSED = {errno.ENOEXEC, errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
-           getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
+SIG_REFUSED = {errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
+               getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
+REFUSED = {errno.ENOEXEC, *SIG_REFUSED}
 
 
 def _libc() -> Any:
@@ -91,6 +92,10 @@ def load_error(err: int, *, lockdown: str | None = None) -> PhaseError:
     if err == errno.ENOSYS:
         return ConfigError(what, slug="kexec_unsupported",
                            hint="this kernel was built without CONFIG_KEXEC_FILE")
+    if err in SIG_REFUSED:
+        return Rejected(f"{what}: the running kernel refused the kernel image's signature: "
+                        "not made by a key it trusts, or not matching the image",
+                        slug="kexec_refused", hint=_SIGN_HINT)
     if err in REFUSED:
         return Rejected(what, slug="kexec_refused",
                         hint="the running kernel refused the image: not a kernel for this "
