@@ -88,18 +88,10 @@ class SecureBoot:
         return disk, vars_fd
 
 
-@pytest.fixture(scope="module")
-def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBoot]:
-    require_sb_tools()
-    tmp = tmp_path_factory.mktemp("secureboot")
+def signed_image(built: Built, tmp: Path, keys: Path) -> SecureBoot:
+    """A provider, and the signing step of boot/build with its URL in the signed cmdline."""
     prov = Provider(tmp / "provider")
     start = time.monotonic()
-    keys = built.out / "secureboot-keys"
-    for _ in range(2):  # the second run proves boot/keys leaves a complete set alone
-        r = subprocess.run([str(BOOT / "keys"), str(keys)], capture_output=True, text=True,
-                           check=False)
-        assert r.returncode == 0 and "DEVELOPMENT ONLY" in r.stderr, r.stderr
-    assert "already" in r.stderr
     dest = tmp / "signed"
     r = subprocess.run(["sh", str(BOOT / "lib" / "secureboot.sh"), f"--keys={keys}",
                         f"--out={built.out}", f"--dest={dest}", "--modes=internet",
@@ -109,12 +101,24 @@ def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
         prov.close()
         pytest.fail(f"boot/lib/secureboot.sh failed (exit {r.returncode}):\n{r.stderr[-3000:]}",
                     pytrace=False)
-    secs = time.monotonic() - start
-    print(f"keys + signing step in {secs:.1f} s")
+    return SecureBoot(keys, dest, prov, time.monotonic() - start)
+
+
+@pytest.fixture(scope="module")
+def sb(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBoot]:
+    require_sb_tools()
+    keys = built.out / "secureboot-keys"
+    for _ in range(2):  # the second run proves boot/keys leaves a complete set alone
+        r = subprocess.run([str(BOOT / "keys"), str(keys)], capture_output=True, text=True,
+                           check=False)
+        assert r.returncode == 0 and "DEVELOPMENT ONLY" in r.stderr, r.stderr
+    assert "already" in r.stderr
+    image = signed_image(built, tmp_path_factory.mktemp("secureboot"), keys)
+    print(f"signing step in {image.seconds:.1f} s")
     try:
-        yield SecureBoot(keys, dest, prov, secs)
+        yield image
     finally:
-        prov.close()
+        image.provider.close()
 
 
 def publish(sb: SecureBoot, kernel: Path, tag: str, built: Built) -> int:
@@ -203,21 +207,24 @@ def kexec_refusals(sb: SecureBoot, built: Built,
     foreign = tmp / "vmlinuz.foreign"
     subprocess.run(["sbsign", "--key", f"{stranger}.key", "--cert", f"{stranger}.crt",
                     "--output", str(foreign), str(unsigned)], check=True, capture_output=True)
-    kernels = {"unsigned": unsigned, "foreign": foreign}
+    # the provider is in the UKI's signed cmdline: a second signed image with its own
+    # provider lets the two boots run side by side
+    other = signed_image(built, tmp / "other", sb.keys)
+    images = {"unsigned": (sb, unsigned), "foreign": (other, foreign)}
 
     def one(case: str) -> vm.VMRun:
-        return boot(sb, tmp, f"sb34-{case}", r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|"
+        image, kernel = images[case]
+        publish(image, kernel, f"sb-{case}", built)
+        return boot(image, tmp, f"sb34-{case}", r"PHASE-STAGE2-OK.*|PHASE-BOOT poweroff|"
                     r"Kernel panic")
 
-    # the UKI's signed cmdline names one provider: its manifest is switched per boot,
-    # so the two boots share it one after the other, each published just before
-    runs: dict[str, vm.VMRun] = {}
-    start = time.monotonic()
-    for case, kernel in kernels.items():
-        publish(sb, kernel, f"sb-{case}", built)
-        runs[case] = one(case)
-    print(f"{len(runs)} kexec refusal boots in {time.monotonic() - start:.1f} s")
-    return runs
+    try:
+        start = time.monotonic()
+        runs = parallel({case: functools.partial(one, case) for case in images})
+        print(f"{len(runs)} kexec refusal boots in {time.monotonic() - start:.1f} s")
+        return runs
+    finally:
+        other.provider.close()
 
 
 def _refused(r: vm.VMRun, slug: str, words: str) -> None:
