@@ -100,11 +100,15 @@ def test_exec_without_a_loaded_kernel_is_unavailable(tmp_path: Path, libc: FakeL
 @pytest.mark.parametrize("err,code,slug", [
     (errno.EPERM, 78, "kexec_not_permitted"), (errno.ENOSYS, 78, "kexec_unsupported"),
     (errno.ENOEXEC, 1, "kexec_refused"), (129, 1, "kexec_refused"),
+    (errno.ENODATA, 1, "kexec_unsigned"),
     (errno.ENOMEM, 74, "kexec_failed")])
 def test_load_errors_are_named(bt: Boot, monkeypatch: pytest.MonkeyPatch, err: int, code: int,
                                slug: str) -> None:
     monkeypatch.setattr(kexec, "_libc", lambda: FakeLibc(fail=err))
     monkeypatch.setattr(kexec, "KEXEC_TOOLS", bt.dir / "no-kexec")  # no fallback here
+    lockdown = bt.dir / "lockdown"
+    lockdown.write_text("[none] integrity confidentiality\n")  # not the host's
+    monkeypatch.setattr(kexec, "LOCKDOWN", lockdown)
     bt.files()
     bt.manifest()
     keep, summary = bt.dir / "keep.json", bt.dir / "summary.txt"
@@ -112,6 +116,32 @@ def test_load_errors_are_named(bt: Boot, monkeypatch: pytest.MonkeyPatch, err: i
     assert r.code == code and slug in r.error_slugs
     assert not keep.exists()  # nothing loaded, nothing kept as "last booted"
     assert summary.read_text().startswith(f"{slug}: kexec_file_load failed")
+
+
+@pytest.mark.parametrize("mode", ["integrity", "confidentiality"])
+def test_eperm_under_lockdown_is_an_unsigned_kernel(bt: Boot, monkeypatch: pytest.MonkeyPatch,
+                                                    mode: str) -> None:
+    """Under lockdown the kernel refuses an image it cannot verify with EPERM."""
+    monkeypatch.setattr(kexec, "_libc", lambda: FakeLibc(fail=errno.EPERM))
+    lockdown = bt.dir / "lockdown"
+    lockdown.write_text(" ".join(f"[{m}]" if m == mode else m
+                                 for m in ("none", "integrity", "confidentiality")) + "\n")
+    monkeypatch.setattr(kexec, "LOCKDOWN", lockdown)
+    bt.files()
+    bt.manifest()
+    summary = bt.dir / "summary.txt"
+    r = bt.run("--load-only", f"--summary={summary}")
+    assert r.code == 1 and "kexec_unsigned" in r.error_slugs
+    assert f"kernel lockdown ({mode}) refused" in summary.read_text()
+
+
+def test_lockdown_mode_reads_the_bracketed_word(tmp_path: Path) -> None:
+    f = tmp_path / "lockdown"
+    assert kexec.lockdown_mode(f) is None  # no securityfs: unknown
+    f.write_text("[none] integrity confidentiality\n")
+    assert kexec.lockdown_mode(f) is None
+    f.write_text("none [integrity] confidentiality\n")
+    assert kexec.lockdown_mode(f) == "integrity"
 
 
 def test_unknown_arch_has_no_syscall(libc: FakeLibc) -> None:

@@ -56,7 +56,8 @@ Exit status:
   1   rejected: a bad or untrusted signature, too few signers, expired or not
       yet valid, rolled back, a manifest for another channel or arch, or a
       file that does not hash to the id and size the manifest signs
-      (digest_mismatch); or the kernel refused the image.
+      (digest_mismatch); or the kernel refused the image (kexec_refused;
+      kexec_unsigned: not signed by a key it trusts, under Secure Boot).
   64  usage error.
   65  malformed input (a bad record, or a verified record without its
       envelope).

@@ -26,9 +26,13 @@ SYS_KEXEC_FILE_LOAD = {"x86_64": 320, "aarch64": 294}
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
 KEXEC_LOADED = Path("/sys/kernel/kexec_loaded")
 KEXEC_TOOLS = Path("/usr/sbin/kexec")  # in the image on arm64 (boot/build)
+LOCKDOWN = Path("/sys/kernel/security/lockdown")  # "none [integrity] confidentiality"
 MAX_IMAGE_BYTES = 256 << 20
-REFUSED = {errno.ENOEXEC, errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
-           getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
+_SIGN_HINT = ("sign the kernel the manifest names with a key in the firmware's db "
+              "(boot/build --secure-boot-keys) or one of the kernel's built-in keys")
+SIG_REFUSED = {errno.EBADMSG, getattr(errno, "EKEYREJECTED", 129),
+               getattr(errno, "EKEYREVOKED", 128), getattr(errno, "ENOKEY", 126)}
+REFUSED = {errno.ENOEXEC, *SIG_REFUSED}
 
 
 def _libc() -> Any:
@@ -59,12 +63,36 @@ def load(kernel_fd: int, initrd_fd: int, cmdline: str, *, arch: str | None = Non
         if kfd != kernel_fd:
             os.close(kfd)
     if rc != 0:
-        raise load_error(err)
+        raise load_error(err, lockdown=lockdown_mode() if err == errno.EPERM else None)
 
 
-def load_error(err: int) -> PhaseError:
-    """Our error for a kexec_file_load errno."""
+def lockdown_mode(path: Path | None = None) -> str | None:
+    """The kernel's lockdown mode (``integrity`` under Secure Boot), None if unknown/off."""
+    try:
+        text = (path if path is not None else LOCKDOWN).read_text(errors="replace")[:200]
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    mode = text[start + 1:end] if 0 <= start < end else ""
+    return mode if mode and mode != "none" else None
+
+
+def load_error(err: int, *, lockdown: str | None = None) -> PhaseError:
+    """Our error for a kexec_file_load errno (``lockdown``: the kernel's lockdown mode)."""
     what = f"kexec_file_load failed: {os.strerror(err)} (errno {err})"
+    if err == errno.EPERM and lockdown:
+        # kernel/kexec_file.c: a kernel image whose signature does not verify against
+        # the built-in, secondary or platform (firmware db) keyring is refused under
+        # lockdown with EPERM: the image was judged, not the caller.
+        return Rejected(f"{what}: kernel lockdown ({lockdown}) refused the kernel image: "
+                        "it is not signed by a key the running kernel trusts",
+                        slug="kexec_unsigned", hint=_SIGN_HINT)
+    if err == errno.ENODATA:
+        # the PE signature table is empty, and the kernel enforces signed kexec images
+        # (x86 under Secure Boot: the IMA arch policy sets it; or KEXEC_SIG_FORCE)
+        return Rejected(f"{what}: the running kernel refused the kernel image: it carries "
+                        "no signature and this kernel requires signed kernels (Secure Boot)",
+                        slug="kexec_unsigned", hint=_SIGN_HINT)
     if err == errno.EPERM:
         return ConfigError(what, slug="kexec_not_permitted",
                            hint="kexec is disabled (/proc/sys/kernel/kexec_load_disabled) or "
@@ -72,6 +100,10 @@ def load_error(err: int) -> PhaseError:
     if err == errno.ENOSYS:
         return ConfigError(what, slug="kexec_unsupported",
                            hint="this kernel was built without CONFIG_KEXEC_FILE")
+    if err in SIG_REFUSED:
+        return Rejected(f"{what}: the running kernel refused the kernel image's signature: "
+                        "not made by a key it trusts, or not matching the image",
+                        slug="kexec_refused", hint=_SIGN_HINT)
     if err in REFUSED:
         return Rejected(what, slug="kexec_refused",
                         hint="the running kernel refused the image: not a kernel for this "
