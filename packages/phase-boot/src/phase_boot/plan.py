@@ -156,7 +156,8 @@ def cmdline(body: dict[str, Any], mode: str | None, local: tuple[str, ...] = ())
 def proxy_words(mode: str | None, proxy: str | None, tor: bool) -> tuple[str, ...]:
     """The kernel arguments that keep the next stage in private mode over the same proxy:
     ``phase.proxy=URL``, or ``phase.tor=1`` (that stage starts its own tor). ``ValueError``
-    says what is wrong: a proxy outside private mode, both at once, or a bad URL."""
+    says what is wrong: a proxy outside private mode, both at once, or a bad URL. A login
+    in the URL goes along, readable in /proc/cmdline as it was on this stage's."""
     from phase_core import proxy as proxies
 
     if proxy is None and not tor:
@@ -168,8 +169,5 @@ def proxy_words(mode: str | None, proxy: str | None, tor: bool) -> tuple[str, ..
         if proxy is not None:
             raise ValueError("give --tor or --proxy, not both")
         return ("phase.tor=1",)
-    p = proxies.parse(str(proxy), "--proxy")
-    if p.username is not None:
-        raise ValueError("--proxy: a user name and password would be readable in the next "
-                         "kernel's /proc/cmdline; use a proxy without a login")
-    return (f"phase.proxy={p.name}",)
+    proxies.parse(str(proxy), "--proxy")  # no spaces: one kernel argument, as given
+    return (f"phase.proxy={proxy}",)
