@@ -36,27 +36,27 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every frame the VM sends enters ns P through tap0's ingress hook, before anything else
 # sees it. Named counters (g_: "arp" alone is a keyword), first match wins; g_elsewhere
 # takes the rest.
-RULES = """
-table netdev phaseguest {
-    counter g_arp { }
-    counter g_dhcp { }
-    counter g_to_proxy { }
-    counter g_ipv6 { }
-    counter g_dns { }
-    counter g_mdns { }
-    counter g_elsewhere { }
-    chain guest {
+RULES = f"""
+table netdev phaseguest {{
+    counter g_arp {{ }}
+    counter g_dhcp {{ }}
+    counter g_to_proxy {{ }}
+    counter g_ipv6 {{ }}
+    counter g_dns {{ }}
+    counter g_mdns {{ }}
+    counter g_elsewhere {{ }}
+    chain guest {{
         type filter hook ingress device "tap0" priority 0; policy accept;
         ether type arp counter name "g_arp" accept
         udp sport 68 udp dport 67 counter name "g_dhcp" accept
-        ip daddr %(gw)s tcp dport %(port)d counter name "g_to_proxy" accept
+        ip daddr {GW} tcp dport {PROXY_PORT} counter name "g_to_proxy" accept
         ether type ip6 counter name "g_ipv6" accept
-        meta l4proto { tcp, udp } th dport 53 counter name "g_dns" accept
+        meta l4proto {{ tcp, udp }} th dport 53 counter name "g_dns" accept
         udp dport 5353 counter name "g_mdns" accept
         counter name "g_elsewhere"
-    }
-}
-""" % {"gw": GW, "port": PROXY_PORT}
+    }}
+}}
+"""
 
 
 def missing() -> str | None:

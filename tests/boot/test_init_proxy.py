@@ -31,7 +31,8 @@ done
 [ "${STUB_TOR_DIES:-0}" = 1 ] && { echo "[err] Could not bind to 127.0.0.1:9050" > "$log"; exit 1; }
 echo "Nov 30 11:00:00.000 [notice] Bootstrapped 5% (conn): Connecting to a relay" > "$log"
 if [ "${STUB_TOR_SILENT:-0}" = 1 ]; then
-    echo "Nov 30 11:00:02.000 [warn] Problem bootstrapping. Stuck at 5% (conn): Connecting to a relay. (No route to host; NOROUTE)" >> "$log"
+    echo "Nov 30 11:00:02.000 [warn] Problem bootstrapping. Stuck at 5% (conn):" \
+        "Connecting to a relay. (No route to host; NOROUTE)" >> "$log"
 else
     echo "Nov 30 11:00:03.000 [notice] Bootstrapped 100% (done): Done" >> "$log"
 fi
