@@ -9,6 +9,8 @@ counts every frame the guest sends (tests/boot/proxy_netns.py draws the network)
 - ``phase.tor=1``: the image's real tor starts and opens its SOCKS port, but cannot
   reach the Tor network (nothing here routes anywhere): the console says so within
   ``phase.tor_timeout``, and the boot stops at the rescue path instead of hanging.
+- the control: the same private boot without a proxy, in the same network, is counted
+  sending DNS queries, mDNS and IPv6 frames, so the counters would see a leak.
 """
 
 from __future__ import annotations
@@ -73,8 +75,11 @@ def runs(built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
         "tor": functools.partial(one, "tor", f"{CHAIN} phase.provider={proxy_netns.PROVIDER}"
                                  " phase.tor=1 phase.tor_timeout=20 phase.retries=1",
                                  NODE_DONE, 300),
+        "direct": functools.partial(one, "direct", f"{CHAIN} phase.provider="
+                                    f"{proxy_netns.PROVIDER} phase.retries=1 "
+                                    "phase.discover_timeout=5", NODE_DONE, 300),
     })
-    print(f"2 private-mode boots in {time.monotonic() - start:.1f} s: "
+    print(f"3 private-mode boots in {time.monotonic() - start:.1f} s: "
           + ", ".join(f"{k} {v['run'].seconds:.1f} s, frames {v['counters']}"
                       for k, v in out.items()))
     return out
@@ -138,3 +143,13 @@ def test_tor_that_cannot_reach_the_network_says_so_and_stops(runs: dict[str, Any
     assert seen["elsewhere"] > 0, seen
     assert {k: seen[k] for k in ("to_proxy", "dns", "mdns", "ipv6")} == {
         "to_proxy": 0, "dns": 0, "mdns": 0, "ipv6": 0}, seen
+
+
+def test_the_counters_see_a_boot_without_the_proxy(runs: dict[str, Any]) -> None:
+    """The control: without phase.proxy the same boot looks the provider's name up in
+    DNS, browses mDNS and brings IPv6 up, and the counters catch each."""
+    r: vm.VMRun = runs["direct"]["run"]
+    assert "PHASE-BOOT rescue reason=unavailable" in r.markers(), r.explain()
+    seen = runs["direct"]["counters"]
+    assert seen["dns"] > 0 and seen["mdns"] > 0 and seen["ipv6"] > 0, seen
+    assert seen["to_proxy"] == 0, seen
