@@ -107,10 +107,11 @@ def test_an_ipv6_proxy_keeps_ipv6(sb: Sandbox) -> None:  # noqa: F811
 
 
 def test_without_a_proxy_nothing_changes(sb: Sandbox) -> None:  # noqa: F811
-    o = sb.run(f"{BASE} {PROVIDER}")
+    o = with_proc(sb).run(f"{BASE} {PROVIDER}")
     assert "--via=mdns" in o.called("phase-discover")[0].split()
-    assert not [c for c in o.calls if "--proxy" in c]
+    assert not [c for c in o.calls if "--proxy" in c or "--tor" in c]
     assert not [m for m in o.marks() if m.startswith("PHASE-BOOT proxy")]
+    assert not ipv6_disabled(sb)
 
 
 def test_phase_tor_starts_tor_and_uses_it_as_the_proxy(sb: Sandbox) -> None:  # noqa: F811
