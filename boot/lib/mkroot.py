@@ -295,6 +295,7 @@ def main() -> int:
     (root / "init").chmod(0o755)
     copy(files / "udhcpc.script", libdir / "udhcpc.script")
     (libdir / "udhcpc.script").chmod(0o755)
+    copy(files / "proxy.sh", libdir / "proxy.sh")  # sourced by /init (private mode over a proxy)
     if "phase-boot" not in tools:
         log("the phase-boot wheel installed no phase-boot command; /init needs it")
         return 1

@@ -488,7 +488,7 @@ def test_init_is_posix_sh_and_shellcheck_clean() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("shellcheck is not installed (.ci/apt-packages.txt)")
         pytest.skip("shellcheck is not installed")
-    files = [INIT, *(ROOT / "boot").glob("lib/*.sh"), LIB / "udhcpc.script",
+    files = [INIT, *(ROOT / "boot").glob("lib/*.sh"), LIB / "udhcpc.script", LIB / "proxy.sh",
              *(ROOT / "boot" / p for p in ("build", "test", "write-usb", "release"))]
     files = [f for f in files if f.exists()]
     r = subprocess.run(["shellcheck", "-x", "-s", "sh", *map(str, files)], cwd=ROOT / "boot",

@@ -36,6 +36,11 @@ Options:
                      machine's).
   --mode=<mode>      Append phase.mode=<mode> to the kernel command line
                      (internet, local or private).
+  --proxy=<url>      With --mode=private: append phase.proxy=<url>
+                     (socks5h://IP:PORT, no login), so the next stage keeps
+                     private mode over that SOCKS5 proxy.
+  --tor              With --mode=private: append phase.tor=1 (the next stage
+                     starts its own tor as the proxy).
   --now=<time>       Verify as of this RFC 3339 UTC time (default: the clock).
   --keep=<path>      Once loaded, write the signed manifest to <path>
                      (atomically): the verified cache for the next boot.

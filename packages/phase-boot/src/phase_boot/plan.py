@@ -19,7 +19,9 @@ from phase_core.documents import Policy, Verified, verify
 from phase_core.errors import DigestMismatch, IOFailure, MissingInput, PhaseError, Rejected
 
 CHUNK = 1 << 20
-LOCAL_KEYS = ("phase.mode", "phase.channel")
+# The local choices: a signed cmdline's words for these keys are dropped, and the
+# person at the machine's (--mode, the manifest's channel, private mode's proxy) appended.
+LOCAL_KEYS = ("phase.mode", "phase.channel", "phase.proxy", "phase.tor")
 
 
 @dataclass
@@ -85,7 +87,8 @@ def verified(cands: list[Candidate], policy: Policy, channel: str | None, arch: 
     return ok
 
 
-def prepare(v: Verified, blobs: Mapping[str, str], mode: str | None) -> Plan:
+def prepare(v: Verified, blobs: Mapping[str, str], mode: str | None,
+            local: tuple[str, ...] = ()) -> Plan:
     """Open and hash the kernel and initramfs; raise if either is missing or wrong."""
     body = v.body
     opened: list[File] = []
@@ -96,7 +99,7 @@ def prepare(v: Verified, blobs: Mapping[str, str], mode: str | None) -> Plan:
         for f in opened:
             os.close(f.fd)
         raise
-    return Plan(v, opened[0], opened[1], cmdline(body, mode))
+    return Plan(v, opened[0], opened[1], cmdline(body, mode, local))
 
 
 def open_checked(name: str, art: dict[str, Any], blobs: Mapping[str, str]) -> File:
@@ -139,10 +142,32 @@ def _sha256_fd(fd: int, size: int) -> tuple[str, int]:
     return "sha256:" + h.hexdigest(), n
 
 
-def cmdline(body: dict[str, Any], mode: str | None) -> str:
-    """The signed cmdline plus only the local choices (mode, channel), which override it."""
+def cmdline(body: dict[str, Any], mode: str | None, local: tuple[str, ...] = ()) -> str:
+    """The signed cmdline plus only the local choices, which override it: the mode, the
+    channel, and ``local`` (``proxy_words``: private mode's proxy for the next stage)."""
     words = [w for w in body["cmdline"].split() if w.split("=", 1)[0] not in LOCAL_KEYS]
     if mode is not None:
         words.append(f"phase.mode={mode}")
     words.append(f"phase.channel={body['channel']}")
+    words += local
     return " ".join(words)
+
+
+def proxy_words(mode: str | None, proxy: str | None, tor: bool) -> tuple[str, ...]:
+    """The kernel arguments that keep the next stage in private mode over the same proxy:
+    ``phase.proxy=URL``, or ``phase.tor=1`` (that stage starts its own tor). ``ValueError``
+    says what is wrong: a proxy outside private mode, both at once, or a bad URL. A login
+    in the URL goes along, readable in /proc/cmdline as it was on this stage's."""
+    from phase_core import proxy as proxies
+
+    if proxy is None and not tor:
+        return ()
+    if mode != "private":
+        raise ValueError("--proxy and --tor need --mode=private (the other modes discover "
+                         "over mDNS and the DHT, which cannot go through a proxy)")
+    if tor:
+        if proxy is not None:
+            raise ValueError("give --tor or --proxy, not both")
+        return ("phase.tor=1",)
+    proxies.parse(str(proxy), "--proxy")  # no spaces: one kernel argument, as given
+    return (f"phase.proxy={proxy}",)

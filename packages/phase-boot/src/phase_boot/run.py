@@ -32,6 +32,7 @@ class Options:
     channel: str | None
     arch: str
     mode: str | None
+    local: tuple[str, ...]
     keep: Path | None
     summary: Path | None
     logs: list[Path]
@@ -52,13 +53,18 @@ def options(args: dict[str, Any]) -> Options:
         raise UsageError(e.message) from None
     if mode is not None and mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}")
+    try:
+        local = plan.proxy_words(mode, args["--proxy"], bool(args["--tor"]))
+    except ValueError as e:
+        raise UsageError(str(e), hint="e.g. --mode=private --proxy=socks5h://10.0.2.2:1080"
+                         ) from None
     phase_home = home.resolve(args["--home"])
     keyring = Keyring.load(Path(args["--keys"]) if args["--keys"] else
                            home.keyring_path(phase_home))
     state = Path(args["--state"]) if args["--state"] else home.state_path(phase_home)
     now = parse_time(args["--now"], "--now") if args["--now"] else wall_now()
     policy = Policy(keyring, now, expected_type=boot.TYPE, marks=StateStore(state).marks())
-    return Options(policy, channel, arch, mode,
+    return Options(policy, channel, arch, mode, local,
                    Path(args["--keep"]) if args["--keep"] else None,
                    Path(args["--summary"]) if args["--summary"] else None,
                    [Path(p) for p in args["--log"]], bool(args["--dry-run"]),
@@ -79,7 +85,7 @@ def main(args: dict[str, Any]) -> int:
 
     for v in plan.verified(inp.candidates, opts.policy, opts.channel, opts.arch, problem):
         try:
-            chosen = plan.prepare(v, inp.blobs, opts.mode)
+            chosen = plan.prepare(v, inp.blobs, opts.mode, opts.local)
         except PhaseError as e:
             problem(e)
             continue
