@@ -46,6 +46,7 @@ TYPE = "disagreement"
 MAX_BYTES = 4 << 20
 MAX_LINE_BYTES = 64 << 10
 VERDICTS = ("outvoted", "reexec", "disputed")
+COUNTED = ("outvoted", "reexec")  # the verdicts that show a worker wrong
 
 
 class LogTampered(Rejected):
@@ -67,10 +68,13 @@ class DisagreementLog:
 
     # -- reading ------------------------------------------------------------------
     def counts(self) -> Counter[str]:
-        """Entries per worker node id, over both files, after ``verify``."""
+        """Entries that show a worker wrong (``outvoted``, ``reexec``), per node id,
+        over both files, after ``verify``. ``disputed`` entries are kept as evidence
+        but not counted: no one knows which side of a dispute lied."""
         c: Counter[str] = Counter()
         for body in self.verify():
-            c[str(body["node"])] += 1
+            if body.get("verdict") in COUNTED:
+                c[str(body["node"])] += 1
         return c
 
     def verify(self) -> list[dict[str, Any]]:
