@@ -28,9 +28,9 @@ def test_no_option_or_config_key_reaches_it() -> None:
 
 
 def test_a_lie_is_signed_and_verifies_but_names_flipped_bytes(tmp_path: object) -> None:
+    from phase_core.cas import ContentStore
     from plasm_exec.api import Executor
     from plasm_exec.job import execute_job
-    from phase_core.cas import ContentStore
     from tests.plasmd.conftest import HELLO
 
     me, worker = Identity.generate(), Identity.generate()

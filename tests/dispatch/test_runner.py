@@ -20,9 +20,8 @@ EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 class Nodes:
     """Answers every attempt after a turn of the loop, with a fixed output."""
 
-    addresses: dict[str, str] = {}
-
     def __init__(self, fail_on: str | None = None) -> None:
+        self.addresses: dict[str, str] = {}
         self.fail_on = fail_on
         self.attempts: list[tuple[int, str]] = []
 
