@@ -160,8 +160,16 @@ class Scheduler:
         the jobs waiting for a placement would not fill every free slot."""
         if len(self.tasks) >= self.max_pending:
             return False
-        free = sum(n.room() for n in self._usable(0.0, ignore_down=True))
-        return len(self.ready) <= max(1, free)
+        waiting = len(self.ready)
+        if waiting <= 1:
+            return True
+        free = 0
+        for n in self.nodes.values():
+            if n.flagged < self.avoid_flagged:
+                free += max(0, int(n.window) - n.in_flight)
+                if free >= waiting:
+                    return True
+        return False
 
     def add_job(self, index: int, job_id: str, requirements: dict[str, Any]) -> None:
         if index in self.tasks:
@@ -223,9 +231,9 @@ class Scheduler:
         best: Node | None = None
         best_score: tuple[float, ...] = ()
         for n in usable:
-            if n.room() <= 0 or not self._eligible(t, n, now):
+            if int(n.window) <= n.in_flight or not self._eligible(t, n, now):
                 continue
-            score = (n.flagged, n.in_flight / max(n.window, 1.0), n.rtt_ewma or 0.0)
+            score = (n.flagged, n.in_flight / n.window, n.rtt_ewma or 0.0)
             if best is None or score < best_score:
                 best, best_score = n, score
         return best
@@ -308,7 +316,8 @@ class Scheduler:
     def _settle(self, t: Task, now: float, exhausted: bool = False) -> list[Event]:
         left = 0 if exhausted else self.max_attempts - t.attempts
         possible = len(t.running) + min(left, self.replicas - len(t.votes) - len(t.running))
-        if not exhausted and not self._could_place(t, now):
+        if (possible > len(t.running) and len(t.votes) < self.quorum
+                and not self._could_place(t, now)):
             possible = len(t.running)
         d = q.decide(t.votes, self.quorum, max(0, possible))
         if isinstance(d, q.Accept):
