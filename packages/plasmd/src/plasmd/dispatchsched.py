@@ -26,6 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plasmd import quorum as q
+from plasmd.dispatchevents import (
+    Accepted,
+    Disputed,
+    Dissent,
+    Event,
+    Failed,
+    Place,
+    Retired,
+)
+
+__all__ = ["BUSY", "JOB_BAD", "KINDS", "NODE_FAULT", "REFUSED", "Accepted", "Disputed",
+           "Dissent", "Event", "Failed", "Node", "Place", "Retired", "Scheduler", "Task"]
 
 # failure kinds the caller reports
 BUSY = "busy"  # queue_full: not a run, back off this node
@@ -73,53 +85,6 @@ class Task:
     ended: bool = False  # its final event was given
 
 
-# events
-@dataclass(frozen=True)
-class Place:
-    index: int
-    node: str
-
-
-@dataclass(frozen=True)
-class Accepted:
-    index: int
-    decision: q.Accept
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Disputed:
-    index: int
-    decision: q.Disputed
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Failed:
-    index: int
-    slug: str
-    message: str
-    errors: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Dissent:
-    """A replica that ended after its job was accepted, with another output."""
-
-    index: int
-    node: str
-    key: q.Key
-    accepted: q.Key
-
-
-@dataclass(frozen=True)
-class Retired:
-    """Nothing of the job runs any more: its memory may go."""
-
-    index: int
-
-
-Event = Place | Accepted | Disputed | Failed | Dissent | Retired
 
 
 class Scheduler:
