@@ -185,6 +185,15 @@ def test_flagged_nodes_are_used_last_and_avoided_past_the_limit() -> None:
     assert places(s.placements(0)) == [(0, "clean"), (1, "once")]
 
 
+def test_a_job_fails_clearly_when_every_node_is_avoided() -> None:
+    s = ds.Scheduler(avoid_flagged=1)
+    s.add_node("liar", "h1", flagged=1)
+    s.add_job(0, "j0", {})
+    ev = s.placements(0)
+    assert isinstance(ev[0], ds.Failed) and "--avoid-after" in ev[0].message
+    assert ev[1:] == [ds.Retired(0)]
+
+
 def test_requirements_are_matched_against_capabilities() -> None:
     s = ds.Scheduler(fits=lambda req, caps: caps is not None and caps["arch"] == req["arch"])
     s.add_node("x86", "h1", caps={"arch": "x86_64"})

@@ -300,8 +300,12 @@ class Scheduler:
         if isinstance(d, q.Disputed):
             t.ended = True
             return [Disputed(t.index, d, t.attempts), Retired(t.index)] if self._pop(t) else []
-        why = ("no node left to try" if not self._could_place(t, now)
-               else f"{t.attempts} attempts, the cap")
+        if self._could_place(t, now):
+            why = f"{t.attempts} attempts, the cap"
+        elif self.nodes and all(n.flagged >= self.avoid_flagged for n in self.nodes.values()):
+            why = "every node is avoided for its disagreements on record (--avoid-after)"
+        else:
+            why = "no node left to try"
         return self._fail(t, "no_quorum" if t.votes else "unavailable",
                           f"{len(t.votes)} of {self.quorum} agreeing receipts ({why})")
 
