@@ -146,3 +146,23 @@ def test_ctrl_c_writes_what_ended_reports_the_rest_and_exits_130(
     assert sorted(int(x["index"]) for x in recs) == [0, 1, 2, 3, 4]  # type: ignore[call-overload]
     assert [x["error"] for x in recs[2:]] == ["interrupted"] * 3
     assert all(x["exit_code"] == 130 for x in recs[2:])
+
+
+def test_an_attempt_past_its_deadline_is_retried_on_another_node(
+        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+    nodes = start_workers(tmp_path, 2)
+    stop_all.extend(nodes)
+    me = identity.load(client_home / "key")
+    spin = EXAMPLES / "spin.wasm"
+    env = make_manifest(me, spin.read_bytes(), None, argv=["spin.wasm"],
+                        limits=dict(manifest.DEFAULT_LIMITS, wall_ms=60_000))
+    line = json.dumps({"v": 1, "type": "job", "manifest": env, "module_path": str(spin)})
+    r = _run(client_home, [n.peer for n in nodes], line + "\n", "--job-timeout=2s",
+             "--max-attempts=3")
+    assert r.returncode == 69, r.stderr[-2000:]
+    check_stdout(r.stdout)
+    [rec] = records(r.stdout)
+    assert rec["error"] == "unavailable" and rec["index"] == 0
+    tried = rec["attempts"]
+    assert [a["error"] for a in tried] == ["timeout", "timeout"]  # type: ignore[index]
+    assert {a["node"] for a in tried} == {n.node_id for n in nodes}  # type: ignore[index]
