@@ -166,3 +166,23 @@ def test_an_attempt_past_its_deadline_is_retried_on_another_node(
     tried = rec["attempts"]
     assert [a["error"] for a in tried] == ["timeout", "timeout"]  # type: ignore[index]
     assert {a["node"] for a in tried} == {n.node_id for n in nodes}  # type: ignore[index]
+
+
+def test_results_come_in_completion_order_with_their_input_index(
+        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+    nodes = start_workers(tmp_path, 2)
+    stop_all.extend(nodes)
+    me = identity.load(client_home / "key")
+    spin = EXAMPLES / "spin.wasm"
+    slow = make_manifest(me, spin.read_bytes(), None, argv=["spin.wasm"],
+                         limits=dict(manifest.DEFAULT_LIMITS, fuel=3_000_000_000))
+    quick, ids = hello_jobs(client_home, 3, tmp_path / "in")
+    lines = [json.dumps({"v": 1, "type": "job", "manifest": slow,
+                         "module_path": str(spin)}), *quick]
+    r = _run(client_home, [n.peer for n in nodes], "\n".join(lines) + "\n")
+    assert r.returncode == 1, r.stderr[-2000:]  # the spinning job runs out of fuel
+    recs = [x for x in records(r.stdout) if x["type"] == "job_result"]
+    assert [x["index"] for x in recs][-1] == 0  # the first line ends last
+    assert recs[-1]["ended"] == "out_of_fuel"
+    assert sorted(x["index"] for x in recs[:-1]) == [1, 2, 3]  # type: ignore[type-var]
+    assert all(x["job"] == ids[int(x["index"]) - 1] for x in recs[:-1])  # type: ignore[call-overload]
