@@ -8,9 +8,10 @@ import base64
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
-from phase_core import identity
+from phase_core import identity, timefmt
 from plasmd.disagreelog import DisagreementLog, log_path
 from tests.conftest import script
 from tests.dispatch.conftest import hello_jobs, records, start_workers
@@ -55,6 +56,7 @@ def test_500_jobs_on_8_workers_two_killed_mid_batch_lose_none(
         if len(got) == 100:  # mid-batch: both have jobs in flight now
             for n in killed:
                 n.proc.send_signal(signal.SIGKILL)
+            killed_at = time.time()
     err = p.stderr.read() if p.stderr else ""
     assert p.wait(120) == 0, err[-3000:]
     out = "".join(got)
@@ -63,8 +65,10 @@ def test_500_jobs_on_8_workers_two_killed_mid_batch_lose_none(
     assert [r["type"] for r in recs] == ["job_result"] * 500  # exactly once each
     _check_results(recs, ids, "job")
     dead = {n.node_id for n in killed}
-    late = [r for r in recs[100:] if r["worker"] in dead]
-    assert len(late) <= 16, "results kept coming from killed workers"
+    for r in recs:  # nothing from a dead worker but what it finished before it died
+        if r["worker"] in dead:
+            done = timefmt.parse_time(r["envelope"]["body"]["completed"])  # type: ignore[index]
+            assert done <= killed_at + 1
     assert any(int(r["attempts"]) > 1 for r in recs)  # type: ignore[call-overload]
     # no surviving worker ran a job twice
     for n in nodes:
