@@ -186,3 +186,21 @@ def test_results_come_in_completion_order_with_their_input_index(
     assert recs[-1]["ended"] == "out_of_fuel"
     assert sorted(x["index"] for x in recs[:-1]) == [1, 2, 3]  # type: ignore[type-var]
     assert all(x["job"] == ids[int(x["index"]) - 1] for x in recs[:-1])  # type: ignore[call-overload]
+
+
+def test_distinct_addresses_will_not_take_three_replicas_from_one_host(
+        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+    """Three node ids on one machine (one address) fill one replica slot, not three."""
+    nodes = start_workers(tmp_path, 3)
+    stop_all.extend(nodes)
+    lines, _ = hello_jobs(client_home, 2, tmp_path / "in")
+    peers = [n.peer for n in nodes]
+    r = _run(client_home, peers, "\n".join(lines) + "\n", "--replicas=3",
+             "--distinct-addresses")
+    assert r.returncode == 69, r.stderr[-2000:]
+    recs = records(r.stdout)
+    assert [x["error"] for x in recs] == ["no_quorum", "no_quorum"]
+    assert all(len(x["attempts"]) == 0 for x in recs)  # type: ignore[arg-type]
+    r = _run(client_home, peers, "\n".join(hello_jobs(client_home, 2, tmp_path / "in2",
+                                                      tag="b")[0]) + "\n", "--replicas=3")
+    assert r.returncode == 0, r.stderr[-2000:]  # without the option, they count as three
