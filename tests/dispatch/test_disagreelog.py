@@ -129,3 +129,10 @@ def test_lines_are_signed_envelopes_of_type_disagreement(dlog: DisagreementLog) 
     assert obj["signatures"][0]["key"] == dlog.identity.node_id
     assert set(obj["body"]) >= {"seq", "prev", "at", "job", "node", "verdict", "got",
                                 "accepted", "agreeing", "receipt", "address"}
+
+
+def test_an_overlong_line_is_refused_without_reading_it_whole(dlog: DisagreementLog) -> None:
+    with open(dlog.path, "ab") as f:
+        f.write(b"x" * (1 << 20) + b"\n")
+    with pytest.raises(LogTampered, match="line 4 is cut or too long"):
+        dlog.verify()

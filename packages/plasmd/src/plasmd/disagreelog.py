@@ -102,7 +102,7 @@ class DisagreementLog:
         bodies: list[dict[str, Any]] = []
         seq, prev = -1, expect_prev
         with open(path, "rb") as f:
-            for n, line in enumerate(f, 1):
+            for n, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
                 if len(line) > MAX_LINE_BYTES or not line.endswith(b"\n"):
                     raise self._tampered(f"{path.name} line {n} is cut or too long")
                 b = self._signed_body(line, f"{path.name} line {n}")
@@ -135,7 +135,8 @@ class DisagreementLog:
 
     def _head(self) -> tuple[int, str] | None:
         try:
-            h = json.loads(self.head_path.read_bytes())
+            with open(self.head_path, "rb") as f:
+                h = json.loads(f.read(4096))
             return int(h["seq"]), str(h["hash"])
         except FileNotFoundError:
             return None
