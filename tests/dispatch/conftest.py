@@ -8,6 +8,7 @@ import selectors
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def hello_jobs(home: Path, n: int, where: Path, tag: str = "job") -> tuple[list[
     return lines, ids
 
 
-def records(text: str) -> list[dict[str, object]]:
+def records(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from phase_core import identity, timefmt
 from plasmd.disagreelog import DisagreementLog, log_path
@@ -25,13 +26,13 @@ def _dispatch(home: Path, peers: list[str], *args: str) -> subprocess.Popen[str]
                             stderr=subprocess.PIPE, text=True)
 
 
-def _check_results(recs: list[dict[str, object]], ids: list[str], tag: str) -> None:
+def _check_results(recs: list[dict[str, Any]], ids: list[str], tag: str) -> None:
     """One job_result per input line, its index naming that line's job, the output
     right for that job."""
     results = [r for r in recs if r["type"] == "job_result"]
-    assert sorted(int(r["index"]) for r in results) == list(range(len(ids)))  # type: ignore[call-overload]
+    assert sorted(int(r["index"]) for r in results) == list(range(len(ids)))
     for r in results:
-        i = int(r["index"])  # type: ignore[call-overload]
+        i = int(r["index"])
         assert r["line"] == i + 1
         assert r["job"] == ids[i]
         out = base64.b64decode(str(r["stdout_b64"])).decode()
@@ -39,7 +40,7 @@ def _check_results(recs: list[dict[str, object]], ids: list[str], tag: str) -> N
 
 
 def test_500_jobs_on_8_workers_two_killed_mid_batch_lose_none(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 8)
     stop_all.extend(nodes)
     lines, ids = hello_jobs(client_home, 500, tmp_path / "in")
@@ -67,21 +68,21 @@ def test_500_jobs_on_8_workers_two_killed_mid_batch_lose_none(
     dead = {n.node_id for n in killed}
     for r in recs:  # nothing from a dead worker but what it finished before it died
         if r["worker"] in dead:
-            done = timefmt.parse_time(r["envelope"]["body"]["completed"])  # type: ignore[index]
+            done = timefmt.parse_time(r["envelope"]["body"]["completed"])
             assert done <= killed_at + 1
-    assert any(int(r["attempts"]) > 1 for r in recs)  # type: ignore[call-overload]
+    assert any(int(r["attempts"]) > 1 for r in recs)
     # no surviving worker ran a job twice
     for n in nodes:
         if n in killed:
             continue
-        r = subprocess.run([script("plasmd"), "receipts", f"--home={n.home}"],
-                           capture_output=True, text=True, timeout=60)
-        jobs_run = [json.loads(x)["job"] for x in r.stdout.splitlines()]
+        listed = subprocess.run([script("plasmd"), "receipts", f"--home={n.home}"],
+                                capture_output=True, text=True, timeout=60)
+        jobs_run = [json.loads(x)["job"] for x in listed.stdout.splitlines()]
         assert len(jobs_run) == len(set(jobs_run))
 
 
 def test_a_liar_is_outvoted_at_3_of_2_recorded_and_avoided_next_time(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 8, liars=1)
     stop_all.extend(nodes)
     liar = nodes[0].node_id
@@ -95,8 +96,8 @@ def test_a_liar_is_outvoted_at_3_of_2_recorded_and_avoided_next_time(
     assert [r["type"] for r in recs] == ["job_result"] * 120
     _check_results(recs, ids, "job")  # no flipped output was accepted
     for r in recs:
-        assert liar not in r["agreed"]  # type: ignore[operator]
-        assert len(r["agreed"]) >= 2 and len(set(r["agreed"])) == len(r["agreed"])  # type: ignore[arg-type]
+        assert liar not in r["agreed"]
+        assert len(r["agreed"]) >= 2 and len(set(r["agreed"])) == len(r["agreed"])
     # the lies are in the signed log, and nothing else is
     me = identity.load(client_home / "key")
     entries = DisagreementLog(log_path(client_home), me).verify()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import script
 from tests.dispatch.conftest import hello_jobs, records
@@ -16,7 +17,7 @@ ENV = {"PHASE_DHT_UPKEEP_S": "1"}
 
 
 def test_jobs_go_to_the_workers_the_dht_finds(tmp_path: Path, client_home: Path,
-                                              stop_all: list) -> None:  # type: ignore[type-arg]
+                                              stop_all: list[Any]) -> None:
     first_home = tmp_path / "n0"
     prepare_home(first_home, mode="internet", mdns=False, open=True)
     first = start_node(first_home, env=ENV)
@@ -38,7 +39,7 @@ def test_jobs_go_to_the_workers_the_dht_finds(tmp_path: Path, client_home: Path,
     assert r.returncode == 0, r.stderr[-3000:]
     check_stdout(r.stdout)
     recs = records(r.stdout)
-    assert sorted(int(x["index"]) for x in recs) == list(range(40))  # type: ignore[call-overload]
-    assert all(x["job"] == ids[int(x["index"])] for x in recs)  # type: ignore[call-overload]
+    assert sorted(int(x["index"]) for x in recs) == list(range(40))
+    assert all(x["job"] == ids[int(x["index"])] for x in recs)
     used = {x["worker"] for x in recs}
     assert used <= everyone and len(used) >= 2  # spread over what discovery found

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from phase_core import identity, manifest
 from plasmd.disagreelog import DisagreementLog, log_path
@@ -26,7 +27,7 @@ def _run(home: Path, peers: list[str], text: str, *args: str
 
 
 def test_malformed_lines_get_an_error_record_each_and_nothing_is_lost(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 2)
     stop_all.extend(nodes)
     good, ids = hello_jobs(client_home, 4, tmp_path / "in")
@@ -40,13 +41,13 @@ def test_malformed_lines_get_an_error_record_each_and_nothing_is_lost(
     assert r.returncode == 65, r.stderr[-2000:]
     check_stdout(r.stdout)
     recs = records(r.stdout)
-    results = {int(x["index"]): x for x in recs if x["type"] == "job_result"}  # type: ignore[call-overload]
+    results = {int(x["index"]): x for x in recs if x["type"] == "job_result"}
     errors = [x for x in recs if x["type"] == "error"]
     # indexes count the lines that are (or should have been) jobs, in input order
     assert {i: x["job"] for i, x in results.items()} == {0: ids[0], 2: ids[1], 4: ids[2],
                                                           5: ids[3]}
     assert {i: x["line"] for i, x in results.items()} == {0: 1, 2: 3, 4: 7, 5: 9}
-    bad = {int(e["index"]): e for e in errors if "index" in e}  # type: ignore[call-overload]
+    bad = {int(e["index"]): e for e in errors if "index" in e}
     assert bad[1]["error"] == "malformed" and bad[1]["line"] == 2
     assert bad[3]["line"] == 4 and bad[3]["exit_code"] == 65
     assert "manifest" in str(bad[3]["message"])
@@ -68,7 +69,7 @@ def _det_jobs(home: Path, n: int, tag: str) -> list[str]:
 
 
 def test_a_dispute_is_reported_with_every_receipt_or_settled_by_reexecution(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 2, liars=1)
     stop_all.extend(nodes)
     liar, honest = nodes[0].node_id, nodes[1].node_id
@@ -79,9 +80,9 @@ def test_a_dispute_is_reported_with_every_receipt_or_settled_by_reexecution(
     check_stdout(r.stdout)
     recs = records(r.stdout)
     disputed = [x for x in recs if x["type"] == "disputed"]
-    assert sorted(int(x["index"]) for x in disputed) == [0, 1, 2]  # type: ignore[call-overload]
+    assert sorted(int(x["index"]) for x in disputed) == [0, 1, 2]
     for x in disputed:
-        assert {rc["worker"] for rc in x["receipts"]} == {liar, honest}  # type: ignore[attr-defined]
+        assert {rc["worker"] for rc in x["receipts"]} == {liar, honest}
     assert [x["error"] for x in recs if x["type"] == "error"] == ["disputed"] * 3
     me = identity.load(client_home / "key")
     entries = DisagreementLog(log_path(client_home), me).verify()
@@ -113,7 +114,7 @@ def test_a_quorum_that_is_not_a_majority_is_a_usage_error(client_home: Path) -> 
 
 
 def test_ctrl_c_writes_what_ended_reports_the_rest_and_exits_130(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 1)
     stop_all.extend(nodes)
     quick, _ = hello_jobs(client_home, 2, tmp_path / "in")
@@ -135,7 +136,8 @@ def test_ctrl_c_writes_what_ended_reports_the_rest_and_exits_130(
     p.stdin.write("\n".join(slow) + "\n")
     p.stdin.flush()
     for _ in range(600):  # the spinning guests are running on the worker
-        if nodes[0].status()["jobs"]["running"] >= 1:  # type: ignore[index]
+        jobs: Any = nodes[0].status()["jobs"]
+        if jobs["running"] >= 1:
             break
         time.sleep(0.1)
     p.send_signal(signal.SIGINT)
@@ -143,13 +145,13 @@ def test_ctrl_c_writes_what_ended_reports_the_rest_and_exits_130(
     assert p.returncode == 130, err[-2000:]
     recs = [json.loads(x) for x in first] + records(rest)
     check_stdout("".join(first) + rest)
-    assert sorted(int(x["index"]) for x in recs) == [0, 1, 2, 3, 4]  # type: ignore[call-overload]
+    assert sorted(int(x["index"]) for x in recs) == [0, 1, 2, 3, 4]
     assert [x["error"] for x in recs[2:]] == ["interrupted"] * 3
     assert all(x["exit_code"] == 130 for x in recs[2:])
 
 
 def test_an_attempt_past_its_deadline_is_retried_on_another_node(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 2)
     stop_all.extend(nodes)
     me = identity.load(client_home / "key")
@@ -164,12 +166,12 @@ def test_an_attempt_past_its_deadline_is_retried_on_another_node(
     [rec] = records(r.stdout)
     assert rec["error"] == "unavailable" and rec["index"] == 0
     tried = rec["attempts"]
-    assert [a["error"] for a in tried] == ["timeout", "timeout"]  # type: ignore[index]
-    assert {a["node"] for a in tried} == {n.node_id for n in nodes}  # type: ignore[index]
+    assert [a["error"] for a in tried] == ["timeout", "timeout"]
+    assert {a["node"] for a in tried} == {n.node_id for n in nodes}
 
 
 def test_results_come_in_completion_order_with_their_input_index(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 2)
     stop_all.extend(nodes)
     me = identity.load(client_home / "key")
@@ -184,12 +186,12 @@ def test_results_come_in_completion_order_with_their_input_index(
     recs = [x for x in records(r.stdout) if x["type"] == "job_result"]
     assert [x["index"] for x in recs][-1] == 0  # the first line ends last
     assert recs[-1]["ended"] == "out_of_fuel"
-    assert sorted(x["index"] for x in recs[:-1]) == [1, 2, 3]  # type: ignore[type-var]
-    assert all(x["job"] == ids[int(x["index"]) - 1] for x in recs[:-1])  # type: ignore[call-overload]
+    assert sorted(x["index"] for x in recs[:-1]) == [1, 2, 3]
+    assert all(x["job"] == ids[int(x["index"]) - 1] for x in recs[:-1])
 
 
 def test_distinct_addresses_will_not_take_three_replicas_from_one_host(
-        tmp_path: Path, client_home: Path, stop_all: list) -> None:  # type: ignore[type-arg]
+        tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     """Three node ids on one machine (one address) fill one replica slot, not three."""
     nodes = start_workers(tmp_path, 3)
     stop_all.extend(nodes)
@@ -200,7 +202,7 @@ def test_distinct_addresses_will_not_take_three_replicas_from_one_host(
     assert r.returncode == 69, r.stderr[-2000:]
     recs = records(r.stdout)
     assert [x["error"] for x in recs] == ["no_quorum", "no_quorum"]
-    assert all(len(x["attempts"]) == 0 for x in recs)  # type: ignore[arg-type]
+    assert all(len(x["attempts"]) == 0 for x in recs)
     r = _run(client_home, peers, "\n".join(hello_jobs(client_home, 2, tmp_path / "in2",
                                                       tag="b")[0]) + "\n", "--replicas=3")
     assert r.returncode == 0, r.stderr[-2000:]  # without the option, they count as three

@@ -3,6 +3,8 @@ or a config key; its receipts verify, its output is wrong."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from phase_core import receipt
@@ -27,7 +29,7 @@ def test_no_option_or_config_key_reaches_it() -> None:
     assert not any("liar" in k for k in config.KEYS)
 
 
-def test_a_lie_is_signed_and_verifies_but_names_flipped_bytes(tmp_path: object) -> None:
+def test_a_lie_is_signed_and_verifies_but_names_flipped_bytes(tmp_path: Path) -> None:
     from phase_core.cas import ContentStore
     from plasm_exec.api import Executor
     from plasm_exec.job import execute_job
@@ -36,7 +38,7 @@ def test_a_lie_is_signed_and_verifies_but_names_flipped_bytes(tmp_path: object) 
     me, worker = Identity.generate(), Identity.generate()
     module = HELLO.read_bytes()
     env = make_manifest(me, module, b"abc", argv=["hello.wasm"])
-    cas = ContentStore(tmp_path / "cas")  # type: ignore[operator]
+    cas = ContentStore(tmp_path / "cas")
     cas.put_bytes(module)
     cas.put_bytes(b"abc")
     from phase_core import timefmt

@@ -4,6 +4,7 @@ windows, replicas on distinct nodes, and bounded memory for a million jobs."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from plasmd import dispatchsched as ds
 from plasmd import quorum as q
@@ -12,8 +13,8 @@ A = ("exited", 0, "sha256:" + "a" * 64, "sha256:" + "e" * 64)
 B = ("exited", 0, "sha256:" + "b" * 64, "sha256:" + "e" * 64)
 
 
-def sched(nodes: int = 3, capacity: int = 4, **kw: object) -> ds.Scheduler:
-    s = ds.Scheduler(**kw)  # type: ignore[arg-type]
+def sched(nodes: int = 3, capacity: int = 4, **kw: Any) -> ds.Scheduler:
+    s = ds.Scheduler(**kw)
     for i in range(nodes):
         s.add_node(f"n{i}", f"10.0.0.{i}", capacity=capacity)
     return s

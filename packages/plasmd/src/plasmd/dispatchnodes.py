@@ -42,7 +42,7 @@ def capacity_of(caps: dict[str, Any] | None, cap: int | None) -> int:
     if cap is not None:
         return cap
     if caps and isinstance(caps.get("cpu_cores"), int) and caps["cpu_cores"] > 0:
-        return min(64, 8 * caps["cpu_cores"])
+        return min(64, 8 * int(caps["cpu_cores"]))
     return DEFAULT_CAPACITY
 
 
