@@ -86,7 +86,7 @@ def main(home: Path, args: dict[str, Any]) -> int:
                      "bootstrap": list(args.get("--bootstrap") or []),
                      "interfaces": list(args.get("--interface") or []) or None,
                      "timeout_s": dt / 1000}
-    ident = _node_key(home, "the jobs must be signed by this home's node key")
+    ident = _node_key(home, "then sign the jobs with its key")
     from plasm_exec.jobpipe import open_jobs
 
     src = open_jobs(args.get("--jobs") or "-")
