@@ -10,6 +10,7 @@ Usage:
   plasmd status [options]
   plasmd submit <module> [<arg>...] [--peer=PEER] [--bootstrap=ADDR]... [--interface=IF]... [--env=KV]... [options]
   plasmd submit --jobs=FILE --peer=PEER [--max-in-flight=N] [options]
+  plasmd dispatch [--peer=PEER] [--bootstrap=ADDR]... [--interface=IF]... [--jobs=FILE] [options]
   plasmd receipts [--verify | --repair] [options]
   plasmd boot-sign --kernel=FILE --initramfs=FILE (--key=FILE)... [--mirror=URL]... [options]
   plasmd (-h | --help)
@@ -32,6 +33,14 @@ Commands:
             With --jobs: run many signed jobs (job records, JSON lines; - for
             stdin) on --peer over one connection, batching them; print one
             job_result record per job as each ends (docs/pipeline.md).
+  dispatch  Spread many signed jobs (the input of submit --jobs; default
+            stdin) over the --peer nodes, or the nodes discovery finds; print
+            one job_result per job as each settles, with its input index.
+            Retries elsewhere on timeout, reject or a node that dies. With
+            replicas (--replicas=N --quorum=K) it runs each job on N distinct
+            nodes and accepts K agreeing outputs, else a disputed record. Disagreeing
+            workers go to <home>/dispatch/disagreements.jsonl, signed, and
+            later dispatches avoid them (docs/dispatch.md).
   receipts  List the node's receipt log; --verify checks the hash chain (edits,
             reordering, truncation) and every receipt's signature. --repair
             (with no node running on the home) keeps every entry that chains
@@ -55,6 +64,7 @@ Options:
   --if-missing          init: succeed quietly if the home is already set up.
   --peer=PEER           [<node-id>@]<host>:<port>. With a node id the handshake
                         must prove it; without, the id learned is reported.
+                        dispatch: several, separated by commas.
   --bootstrap=ADDR      submit without --peer: a DHT node host:port (repeatable).
   --interface=IF        submit without --peer: browse mDNS on this interface
                         (repeatable; default: every up, non-loopback one).
@@ -66,6 +76,25 @@ Options:
                         manifest must be signed by this home's node key; module
                         and stdin come from module_path/stdin_path or the store.
   --max-in-flight=N     submit --jobs: jobs queued or running at once [default: 64].
+  --replicas=N          dispatch: run each job on N distinct nodes [default: 1].
+  --quorum=K            dispatch: receipts that must agree (a majority of N;
+                        default N/2+1).
+  --distinct-addresses  dispatch: the replicas of a job also run on distinct
+                        hosts (not only distinct node ids).
+  --settle=HOW          dispatch: none, or reexec (re-run a disputed job here;
+                        needs --deterministic) [default: none].
+  --max-attempts=N      dispatch: placements per job, replicas included
+                        (default: N+3).
+  --job-timeout=D       dispatch: one attempt's deadline (default: the job's
+                        wall-clock limit + 30s).
+  --max-per-node=N      dispatch: jobs in flight per node at most (default: 8
+                        per core the node advertises, else 16).
+  --max-pending=N       dispatch: jobs held at once (read, not yet settled)
+                        [default: 256].
+  --avoid-after=N       dispatch: skip nodes with N disagreements on record;
+                        fewer only lower their priority [default: 3].
+  --retry-same-node     dispatch: a retry may go to a node tried before when no
+                        other is left (a job it ran is refused as a replay).
   --receipt=FILE        Write the verified receipt here.
   --manifest-out=FILE   Write the signed job manifest here (before submitting), to
                         check the receipt's binding to the job later, offline.
@@ -75,7 +104,8 @@ Options:
   --timeout=DURATION    The job's wall-clock limit: 30s, 1500ms, 2m (a bare
                         number is seconds) [default: 30s].
   --max-output=SIZE     stdout+stderr limit [default: 16M].
-  --deterministic       Ask for the determinism profile.
+  --deterministic       Ask for the determinism profile (dispatch: the jobs are
+                        deterministic, so a re-run may settle a dispute).
   --json                Print a job_result record instead of the guest's raw stdout.
   --ephemeral-key       Sign with a throw-away key instead of the home's node key.
   --verify              receipts: verify the log and the receipts.
@@ -98,6 +128,9 @@ Options:
 Exit status:
   submit --jobs: 0 every job exited 0; else the worst of its jobs (1 a job
     failed, was rejected or did not verify; 75 busy; 65 a bad record ...).
+  dispatch: 0 every job exited 0; else the worst of its jobs (1 a job failed,
+    was rejected or disputed; 69 no node could run it; 65 a bad record; 130
+    interrupted: every job not yet settled gets an interrupted error record).
   submit: the guest's exit code (0-125); when a fence ended the run 134 trapped,
     151 out of fuel, 152 timeout, 153 memory limit, 154 output limit; 1 the job
     was rejected or the receipt did not verify; 69 the node is unreachable;

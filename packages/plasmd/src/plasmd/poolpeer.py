@@ -57,6 +57,7 @@ class Peer:
         self.unanswered = 0  # streams sent that have had no answer yet
         self.held_since = 0.0  # when the oldest queued job was queued
         self.peer_id: str | None = None
+        self.record: dict[str, Any] | None = None  # its signed node record, once asked
         self.serving: dict[str, list[Any]] = {}  # content id → [jobs using it, bytes]
         self.sender = asyncio.create_task(self._send_loop())
 
@@ -80,6 +81,7 @@ class Peer:
                 q.start()
                 await send_out(stream, q.outbox())
                 rec = q.receive(await asyncio.wait_for(stream.recv(), 15))
+            self.record = rec["record"]
             feats = rec["record"]["body"].get("capabilities", {}).get("features", [])
             self.batch_ok = isinstance(feats, list) and FEATURE in feats
         except (PhaseError, TimeoutError, AttributeError) as e:

@@ -46,6 +46,10 @@ def dispatch(args: dict[str, Any]) -> int:
         from plasmd import submitcmd
 
         return submitcmd.submit(home, args)
+    if args["dispatch"]:
+        from plasmd import dispatchcmd
+
+        return dispatchcmd.main(home, args)
     if args["receipts"]:
         return receipts(home, args)
     if args["boot-sign"]:

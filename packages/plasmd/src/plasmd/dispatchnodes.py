@@ -1,0 +1,147 @@
+"""The dispatcher's nodes: one warm ``plasmd.pool.Pool`` per worker, found by
+``--peer`` or by discovery (mDNS and the DHT, ``submit.first_discovered``).
+
+Each worker gets a pool of its own, so the scheduler decides which node runs
+which job; inside a pool, jobs bound for that worker share one QUIC connection
+and go out in ``batch`` frames when it advertises ``job-batch``. The pools do
+not retry (the scheduler does, elsewhere). Every receipt is verified by the pool
+(``submit.check_outcome``) before it counts as a vote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from phase_core import log
+from phase_core.errors import JobFailed, PhaseError, TempFailure, Timeout
+from phase_core.identity import Identity
+from plasmd import dispatchsched as ds
+from plasmd.pool import Job, Pool
+from plasmd.submit import JobRejected, Outcome, record_addresses
+
+# reject reasons that are the job's fault: no node would take it
+JOB_FAULTS = frozenset({"invalid_request", "expired", "too_large"})
+DEFAULT_CAPACITY = 16
+
+
+def classify(e: PhaseError) -> str:
+    """The scheduler's failure kind for an attempt's error."""
+    if isinstance(e, TempFailure) and e.slug == "queue_full":
+        return ds.BUSY
+    if isinstance(e, JobRejected):
+        return ds.JOB_BAD if e.slug in JOB_FAULTS else ds.REFUSED
+    if isinstance(e, JobFailed):
+        return ds.REFUSED
+    return ds.NODE_FAULT  # unreachable, timeout, protocol, a receipt that did not verify
+
+
+def capacity_of(caps: dict[str, Any] | None, cap: int | None) -> int:
+    """Jobs in flight a node may get: ``--max-per-node``, else 8 per advertised core."""
+    if cap is not None:
+        return cap
+    if caps and isinstance(caps.get("cpu_cores"), int) and caps["cpu_cores"] > 0:
+        return min(64, 8 * int(caps["cpu_cores"]))
+    return DEFAULT_CAPACITY
+
+
+def fits(requirements: dict[str, Any], caps: dict[str, Any] | None) -> bool:
+    """A node's signed capabilities meet a job's requirements (unknown: let it say)."""
+    from plasmd.capabilities import unmet
+
+    if not caps:
+        return True
+    try:
+        return unmet(requirements, caps) is None
+    except (KeyError, TypeError):
+        return True
+
+
+class Nodes:
+    def __init__(self, identity: Identity, *, on_node: Callable[..., None],
+                 max_per_node: int | None = None) -> None:
+        from phase_core.aio.stream import Limits
+
+        self.identity = identity
+        self.on_node = on_node  # (node_id, host, address, capacity, caps)
+        self.max_per_node = max_per_node
+        # a worker that dies mid-job is noticed within seconds
+        self.limits = Limits(idle_timeout_s=6, keepalive_s=1.5, handshake_timeout_s=6)
+        self.pools: dict[str, Pool] = {}
+        self.addresses: dict[str, str] = {}
+
+    def _pool(self, peer: str) -> Pool:
+        return Pool(self.identity, [peer], max_in_flight=4096, retries=0, limits=self.limits)
+
+    async def add_peer(self, text: str, timeout_s: float = 10) -> str | None:
+        """Connect to a ``--peer``, learn its node id and capabilities; None if it
+        does not answer (logged)."""
+        from plasmd.submit import parse_peer
+
+        _, host, port = parse_peer(text)
+        pool = self._pool(text)
+        peer = pool._peers[0]
+        try:
+            await asyncio.wait_for(peer._connection(), timeout_s)
+            if peer.asked is not None:
+                await asyncio.wait_for(asyncio.shield(peer.asked), timeout_s)
+        except (PhaseError, TimeoutError) as e:
+            log.get().warning("dispatch.peer_unreachable", peer=text,
+                              error=getattr(e, "slug", "timeout"))
+            await pool.close()
+            return None
+        node_id = peer.peer_id
+        assert node_id is not None
+        if node_id in self.pools:  # the same node under two addresses
+            await pool.close()
+            return node_id
+        caps = (peer.record or {}).get("body", {}).get("capabilities")
+        self._added(node_id, host, f"{host}:{port}", pool, caps)
+        return node_id
+
+    def add_record(self, rec: dict[str, Any]) -> None:
+        """A node record discovery found (its signature checked by phase-discover)."""
+        from plasmd.hostport import parse_hostport
+
+        node_id = str(rec.get("node_id", ""))
+        addrs = record_addresses(rec)
+        if node_id in self.pools or not addrs:
+            return
+        try:
+            host, _port = parse_hostport(addrs[0])
+        except PhaseError:
+            return
+        pool = self._pool(f"{node_id}@{addrs[0]}")
+        self._added(node_id, host, addrs[0], pool, rec.get("capabilities"))
+
+    def _added(self, node_id: str, host: str, address: str, pool: Pool,
+               caps: dict[str, Any] | None) -> None:
+        self.pools[node_id] = pool
+        self.addresses[node_id] = address
+        cap = capacity_of(caps if isinstance(caps, dict) else None, self.max_per_node)
+        log.get().info("dispatch.node_added", node=node_id, address=address, capacity=cap)
+        self.on_node(node_id, host, address, cap, caps if isinstance(caps, dict) else None)
+
+    async def run(self, node_id: str, job: Job, timeout_s: float) -> Outcome:
+        """One attempt of ``job`` on ``node_id``: its verified outcome, or raise."""
+        fut = await self.pools[node_id].submit(job)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise Timeout(f"no result from {node_id[:16]} within {timeout_s:.0f} s") from None
+
+    async def discover(self, *, via: str, bootstrap: list[str], interfaces: list[str] | None,
+                       timeout_s: float) -> None:
+        """Add every node discovery finds within ``timeout_s``."""
+        from plasmd.submit import first_discovered
+
+        async def found(rec: dict[str, Any]) -> None:
+            self.add_record(rec)
+            return None
+
+        await first_discovered({}, via=via, bootstrap=bootstrap, interfaces=interfaces,
+                               timeout_s=timeout_s, attempt=found)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
