@@ -8,8 +8,8 @@ own user) or the client's own signed manifest is checked against the bytes.
 Placement: ``self``, and a ``peer`` that names this node, run on this node's job
 threads with a remote job's admission, replay record, fences and durable receipt
 log, without a QUIC hop to itself (``plasmd.localrun``); other peers and
-``capabilities`` go out over the node's warm connections (``plasmd.outgoing``). Every outcome is verified (``submit.check_outcome``) before
-it is returned.
+``capabilities`` go out over the node's warm connections (``plasmd.outgoing``).
+Every outcome is verified (``submit.check_outcome``) before it is returned.
 """
 
 from __future__ import annotations
