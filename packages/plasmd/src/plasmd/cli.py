@@ -28,7 +28,8 @@ Commands:
             a node rejects or fails), verify the receipt, print the guest's
             stdout (stderr to stderr) and exit with the guest's status. When a
             plasmd runs for --home, the job goes to it over the control socket
-            and its warm connections carry it (not with --ephemeral-key).
+            (not with --ephemeral-key): it runs the job itself when --peer names
+            that node, else its warm connection to the peer carries it.
             With --jobs: run many signed jobs (job records, JSON lines; - for
             stdin) on --peer over one connection, batching them; print one
             job_result record per job as each ends (docs/pipeline.md).
