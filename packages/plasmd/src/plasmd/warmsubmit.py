@@ -152,7 +152,8 @@ class _Warm:
 
     # -- the job ------------------------------------------------------------------------
     def request(self) -> dict[str, Any]:
-        """The local node API's ``submit``, as ``plasmd.client.Client`` builds it."""
+        """The local node API's ``submit``, as ``plasmd.client.Client`` builds it
+        (without progress records, which the command does not show)."""
         a = self.args
         module = a["<module>"]
         req: dict[str, Any] = {"v": 1, "type": "submit",
@@ -170,6 +171,7 @@ class _Warm:
             req["deterministic"] = True
         req["where"] = {"peer": a["--peer"]}
         req["submitter"] = "node"
+        req["progress"] = False  # the command shows none: two lines (and wake-ups) fewer
         return req
 
     def run(self, sock: Any) -> int:
