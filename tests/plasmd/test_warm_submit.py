@@ -235,3 +235,18 @@ def test_a_line_that_is_not_json_is_a_protocol_violation(line):
 
     with pytest.raises(ProtocolViolation):
         warmsubmit._Warm(_json, _socket, "/nowhere", {}).decode(line)
+
+
+@pytest.mark.parametrize("extra", [[], ["--env=A=1"]], ids=["warm path", "general path"])
+def test_stdin_and_module_redirected_from_files_are_ours_not_the_nodes(node_factory,
+                                                                      tmp_path, extra):
+    """``--stdin=/dev/stdin < file``: the node must read that file, not its own stdin."""
+    n = node_factory("local")
+    (tmp_path / "in.txt").write_bytes(b"from a file")
+    with open(tmp_path / "in.txt", "rb") as f:
+        r = warm(n.home, HELLO, "--stdin=/dev/stdin", f"--peer={n.peer}", *extra, stdin=f)
+    assert (r.returncode, r.stdout) == (0, b"elif a morf"), r.stderr[-2000:]
+    with open(HELLO, "rb") as f:
+        r = warm(n.home, "/dev/stdin", f"--stdin={tmp_path / 'in.txt'}", f"--peer={n.peer}",
+                 *extra, stdin=f)
+    assert (r.returncode, r.stdout) == (0, b"elif a morf"), r.stderr[-2000:]

@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from plasmd.fastargs import fast_args, peer_form
-from plasmd.warmsubmit import finish
+from plasmd.warmsubmit import finish, node_path
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -86,8 +86,8 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
         kw["deterministic"] = True
     if args["--stdin"]:
         path = args["--stdin"]
-        if os.path.isfile(path):
-            kw["stdin"] = path  # the node reads it (or this process, direct)
+        if node_path(path) is not None:
+            kw["stdin"] = node_path(path)  # the node reads it (or this process, direct)
         else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
             try:
                 with open(path, "rb") as f:
@@ -97,7 +97,7 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
 
                 raise MissingInput(f"no such file: {path}") from None
     module: str | bytes = args["<module>"]
-    if not os.path.isfile(module):
+    if node_path(module) is None or os.path.abspath(module).startswith(("/proc/", "/dev/")):
         from plasm_exec.run import read_module
 
         module = read_module(module)  # a pipe's bytes, or it says what is wrong

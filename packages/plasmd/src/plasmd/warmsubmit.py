@@ -48,6 +48,18 @@ def home_dir(explicit: str | os.PathLike[str] | None) -> str:
     return os.path.join(os.path.expanduser("~"), ".local", "share", "phase")
 
 
+def node_path(path: str) -> str | None:
+    """The absolute path the node should open for the file ``path`` names, or None
+    when the bytes must travel instead: a pipe, a terminal, a deleted file. A name
+    like ``/dev/stdin`` or ``/proc/self/fd/0`` is resolved to the file behind it
+    (``--stdin=/dev/stdin < file``): opened by the node, it would be the node's."""
+    real = os.path.realpath(path)
+    if real.startswith(("/proc/", "/dev/")) or not os.path.isfile(real):
+        return None
+    full = os.path.abspath(path)
+    return real if full.startswith(("/proc/", "/dev/")) else full
+
+
 def finish(code: int) -> NoReturn:
     """Flush what we wrote, then leave without the interpreter's teardown (module
     finalisers, the GC of every object): nothing of ours is left unwritten, since
@@ -72,6 +84,7 @@ def main(argv: list[str]) -> int | None:
             or not peer_form(args["--peer"]) or any(args[k] for k in LIMIT_OPTIONS)
             or (os.environ.get("PHASE_LOG_FORMAT") or "auto").strip().lower()
             not in ("json", "text", "auto") or not os.path.isfile(args["<module>"])
+            or os.path.abspath(args["<module>"]).startswith(("/proc/", "/dev/"))
             or (args["--stdin"] and not os.path.exists(args["--stdin"]))):
         return None
     try:
@@ -159,11 +172,11 @@ class _Warm:
         req: dict[str, Any] = {"v": 1, "type": "submit",
                                "module": {"path": os.path.abspath(module)}}
         if a["--stdin"]:
-            path = a["--stdin"]
-            if os.path.isfile(path):
-                req["stdin"] = {"path": os.path.abspath(path)}  # the node reads it
+            path = node_path(a["--stdin"])
+            if path is not None:
+                req["stdin"] = {"path": path}  # the node reads it
             else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
-                req["stdin"] = {"b64": _b64(_read_capped(path))}
+                req["stdin"] = {"b64": _b64(_read_capped(a["--stdin"]))}
         req["argv0"] = os.path.basename(module)
         if a["<arg>"]:
             req["args"] = list(a["<arg>"])
