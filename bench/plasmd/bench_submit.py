@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
 BIN = Path(sys.executable).parent
 RAW = Path(__file__).with_name("raw_oneshot.py")
 EXPECT = b"dlroW ,olleH"
+OUT = Path(tempfile.gettempdir())  # where each command's stdout and stderr go (main sets it)
 
 
 def bench_env() -> dict[str, str]:
@@ -83,18 +83,30 @@ def node(root: Path, name: str, *flags: str, bin_dir: Path = BIN,
 
 def timed(cmd: list[str], expect: bytes, stdin: Path | None = None,
           env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall ms, CPU ms of the process: user + system, from the kernel)."""
-    with open(stdin or os.devnull, "rb") as f:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """(wall ms, CPU ms of the process: user + system, from the kernel).
+
+    Started as a shell starts a command (``posix_spawn``, output to files, one
+    ``wait4``), not through ``subprocess.run``: its pipes, reader threads and the
+    fork of this process added 8-12 ms to every sample on the loaded machine, a
+    constant that weighed most on the shortest command."""
+    out, err = OUT / "stdout", OUT / "stderr"
+    fds = [os.open(stdin or os.devnull, os.O_RDONLY),
+           os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+           os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)]
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, env={**bench_env(), **(env or {})},
-                           stdin=f)
+        pid = os.posix_spawnp(cmd[0], cmd, {**bench_env(), **(env or {})},
+                              file_actions=actions)
+        _, status, usage = os.wait4(pid, 0)
         dt = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0 or expect not in r.stdout:
-        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-1500:]!r}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return dt * 1000, cpu * 1000
+    finally:
+        for fd in fds:
+            os.close(fd)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or expect not in out.read_bytes():
+        raise SystemExit(f"{' '.join(cmd)} failed ({code}): {err.read_bytes()[-1500:]!r}")
+    return dt * 1000, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 # -- the raw aioquic echo server ------------------------------------------------------
@@ -159,8 +171,9 @@ def main() -> None:
     if a.raw_server:
         asyncio.run(raw_server_main())
         return
+    global OUT
     with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
-        root = Path(tmp)
+        root = OUT = Path(tmp)
         procs = []
         try:
             worker, w = node(root, "worker", "--open")
