@@ -13,10 +13,17 @@ loaded machine distorts less).
    ``bench/plasmd/raw_oneshot.py`` (import aioquic, handshake, 1 KiB each way,
    CONNECTION_CLOSE, exit) talking to a raw aioquic echo server process (this
    script with ``--raw-server``). Goal <= 1.3x.
-2. warm local: the same ``plasmd submit`` from a home where a plasmd runs: the job
-   goes over the control socket (docs/local-api.md) and the daemon's warm
-   connection to the worker; against a cold ``plasm-exec run hello.wasm`` (the
-   module's compiled code cached). Goal <= 0.5x.
+2. warm local: ``plasmd submit --peer=<the home's own node>`` from a home where a
+   plasmd runs: the job goes over the control socket (docs/local-api.md) and the
+   node runs it on itself (its warm executor, no QUIC hop); against a cold
+   ``plasm-exec run hello.wasm`` (the module's compiled code cached). Goal <= 0.5x.
+3. warm, to another node: the same, with ``--peer=<worker>``: the home's plasmd
+   carries the job over its warm QUIC connection to the worker; the same
+   reference and goal.
+
+``--before BIN`` adds each row's command from another checkout's venv (its plasmd,
+and for the warm rows a plasmd of its own started for another home), in the same
+rounds: a change's before and after, side by side.
 
 The worker is ``plasmd start --open`` on 127.0.0.1 in a throw-away home. Bytecode
 caches are written first (PYTHONDONTWRITEBYTECODE is dropped), as for an installed
@@ -30,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -47,6 +53,7 @@ HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
 BIN = Path(sys.executable).parent
 RAW = Path(__file__).with_name("raw_oneshot.py")
 EXPECT = b"dlroW ,olleH"
+OUT = Path(tempfile.gettempdir())  # where each command's stdout and stderr go (main sets it)
 
 
 def bench_env() -> dict[str, str]:
@@ -54,9 +61,10 @@ def bench_env() -> dict[str, str]:
             if k not in ("PYTHONDONTWRITEBYTECODE", "PHASE_HOME", "PHASE_LOG_FORMAT")}
 
 
-def start(cmd: list[str], err: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start(cmd: list[str], err: Path, env: dict[str, str] | None = None
+          ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(err, "wb"),
-                            env=bench_env())
+                            env={**bench_env(), **(env or {})})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -64,28 +72,41 @@ def start(cmd: list[str], err: Path) -> tuple[subprocess.Popen[bytes], dict[str,
     return proc, json.loads(line)
 
 
-def node(root: Path, name: str, *flags: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def node(root: Path, name: str, *flags: str, bin_dir: Path = BIN,
+         env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     home = root / name
-    subprocess.run([str(BIN / "plasmd"), "init", "-q", f"--home={home}",
-                    "--listen=127.0.0.1:0"], env=bench_env(), check=True)
-    return start([str(BIN / "plasmd"), "start", f"--home={home}", *flags],
-                 root / f"{name}.stderr")
+    subprocess.run([str(bin_dir / "plasmd"), "init", "-q", f"--home={home}",
+                    "--listen=127.0.0.1:0"], env={**bench_env(), **(env or {})}, check=True)
+    return start([str(bin_dir / "plasmd"), "start", f"--home={home}", *flags],
+                 root / f"{name}.stderr", env)
 
 
 def timed(cmd: list[str], expect: bytes, stdin: Path | None = None,
           env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall ms, CPU ms of the process: user + system, from the kernel)."""
-    with open(stdin or os.devnull, "rb") as f:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """(wall ms, CPU ms of the process: user + system, from the kernel).
+
+    Started as a shell starts a command (``posix_spawn``, output to files, one
+    ``wait4``), not through ``subprocess.run``: its pipes, reader threads and the
+    fork of this process added 8-12 ms to every sample on the loaded machine, a
+    constant that weighed most on the shortest command."""
+    out, err = OUT / "stdout", OUT / "stderr"
+    fds = [os.open(stdin or os.devnull, os.O_RDONLY),
+           os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+           os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)]
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, env={**bench_env(), **(env or {})},
-                           stdin=f)
+        pid = os.posix_spawnp(cmd[0], cmd, {**bench_env(), **(env or {})},
+                              file_actions=actions)
+        _, status, usage = os.wait4(pid, 0)
         dt = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0 or expect not in r.stdout:
-        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-1500:]!r}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return dt * 1000, cpu * 1000
+    finally:
+        for fd in fds:
+            os.close(fd)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or expect not in out.read_bytes():
+        raise SystemExit(f"{' '.join(cmd)} failed ({code}): {err.read_bytes()[-1500:]!r}")
+    return dt * 1000, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 # -- the raw aioquic echo server ------------------------------------------------------
@@ -126,12 +147,16 @@ async def raw_server_main() -> None:
 
 # -- the run ---------------------------------------------------------------------------
 
-ROWS = [
-    ("cold plasmd submit", "cold plasmd submit --peer, no local daemon",
-     "raw aioquic one-shot client", 1.3),
-    ("warm local plasmd submit", "plasmd submit --peer handed to the home's running plasmd",
-     "cold plasm-exec run hello.wasm", 0.5),
-]
+ROWS = {  # key: (row, measurement, reference key, reference, goal)
+    "cold": ("cold plasmd submit", "cold plasmd submit --peer, no local daemon",
+             "raw", "raw aioquic one-shot client", 1.3),
+    "warm": ("warm local plasmd submit",
+             "plasmd submit --peer=<the home's node> handed to the home's running plasmd",
+             "exec", "cold plasm-exec run hello.wasm", 0.5),
+    "remote": ("warm plasmd submit to another node",
+               "plasmd submit --peer=<another node> handed to the home's running plasmd",
+               "exec", "cold plasm-exec run hello.wasm", 0.5),
+}
 
 
 def main() -> None:
@@ -140,19 +165,20 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="one JSON line per row")
     ap.add_argument("--before", metavar="BIN", type=Path,
                     help="also time the plasmd of another checkout's venv (its bin/ "
-                         "directory) on the cold row: the before of a change, same run")
+                         "directory) on every row: the before of a change, same run")
     ap.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.raw_server:
         asyncio.run(raw_server_main())
         return
+    global OUT
     with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
-        root = Path(tmp)
+        root = OUT = Path(tmp)
         procs = []
         try:
             worker, w = node(root, "worker", "--open")
             procs.append(worker)
-            local, _ = node(root, "local")  # a running node on the warm client's home
+            local, me = node(root, "local")  # a running node on the warm client's home
             procs.append(local)
             subprocess.run([str(BIN / "plasmd"), "init", "-q", f"--home={root / 'cold'}",
                             "--listen=127.0.0.1:0"], env=bench_env(), check=True)
@@ -160,20 +186,23 @@ def main() -> None:
             procs.append(raw)
             stdin = root / "in.txt"
             stdin.write_bytes(b"Hello, World")
-            peer = f"{w['node_id']}@{w['listen'][0].removeprefix('quic://')}"
-            submit = [str(BIN / "plasmd"), "submit", str(HELLO), f"--stdin={stdin}",
-                      f"--peer={peer}"]
             cmds = {
-                "cold": ([*submit, f"--home={root / 'cold'}"], EXPECT, None),
+                "cold": submit_cmd(BIN, root / "cold", stdin, w),
                 "raw": ([sys.executable, str(RAW), str(r["port"])], b"ok", None),
-                "warm": ([*submit, f"--home={root / 'local'}"], EXPECT, None),
+                "warm": submit_cmd(BIN, root / "local", stdin, me),
+                "remote": submit_cmd(BIN, root / "local", stdin, w),
                 "exec": ([str(BIN / "plasm-exec"), "run", f"--home={root / 'cold'}",
                           str(HELLO)], EXPECT, stdin),
             }
             if a.before is not None:  # its bytecode goes to a cache of our own
-                cmds["before"] = ([str(a.before / "plasmd"), *submit[1:],
-                                   f"--home={root / 'cold'}"], EXPECT, None,
-                                  {"PYTHONPYCACHEPREFIX": str(root / "pycache")})
+                env = {"PYTHONPYCACHEPREFIX": str(root / "pycache")}
+                old, old_me = node(root, "local-before", bin_dir=a.before, env=env)
+                procs.append(old)
+                cmds["cold:before"] = submit_cmd(a.before, root / "cold", stdin, w, env)
+                cmds["warm:before"] = submit_cmd(a.before, root / "local-before", stdin,
+                                                 old_me, env)
+                cmds["remote:before"] = submit_cmd(a.before, root / "local-before", stdin,
+                                                   w, env)
             times: dict[str, list[float]] = {k: [] for k in cmds}
             cpus: dict[str, list[float]] = {k: [] for k in cmds}
             for spec in cmds.values():  # bytecode, compile cache, warm connection
@@ -190,17 +219,15 @@ def main() -> None:
                 stop(p)
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
-    pairs = [("cold", "raw"), ("warm", "exec")]
-    rows = list(ROWS)
-    if "before" in med:
-        rows.append(("cold plasmd submit, before", f"the same with {a.before}/plasmd",
-                     "raw aioquic one-shot client", 1.3))
-        pairs.append(("before", "raw"))
     load = os.getloadavg()[0]
     if not a.json:
         print(f"{a.runs} interleaved runs, medians; load {load:.2f}")
-        print(f"{'row':28} {'ours':>9} {'reference':>32} {'ref':>9} {'ratio':>6} goal")
-    for (row, measurement, reference, goal), (ours, ref) in zip(rows, pairs, strict=True):
+        print(f"{'row':36} {'ours':>9} {'reference':>32} {'ref':>9} {'ratio':>6} goal")
+    for ours in [k for k in cmds if k.split(":")[0] in ROWS]:
+        key, _, before = ours.partition(":")
+        row, measurement, ref, reference, goal = ROWS[key]
+        if before:
+            row, measurement = f"{row}, before", f"{measurement} ({a.before}/plasmd)"
         ratio = med[ours] / med[ref]
         rec = {"row": row, "measurement": measurement, "ours_ms": round(med[ours], 1),
                "reference": reference, "reference_ms": round(med[ref], 1),
@@ -211,10 +238,18 @@ def main() -> None:
         if a.json:
             print(json.dumps(rec))
         else:
-            print(f"{row:28} {med[ours]:7.1f}ms {reference:>32} {med[ref]:7.1f}ms "
+            print(f"{row:36} {med[ours]:7.1f}ms {reference:>32} {med[ref]:7.1f}ms "
                   f"{ratio:5.2f}x <= {goal}x {'met' if rec['met'] else 'NOT met'}"
                   f"   (CPU {cpu_med[ours]:.0f} / {cpu_med[ref]:.0f} ms = "
                   f"{rec['cpu_ratio']:.2f}x)")
+
+
+def submit_cmd(bin_dir: Path, home: Path, stdin: Path, peer: dict[str, Any],
+               env: dict[str, str] | None = None) -> tuple[Any, ...]:
+    """``plasmd submit hello.wasm`` from ``home`` to the node ``peer`` started as."""
+    to = f"{peer['node_id']}@{peer['listen'][0].removeprefix('quic://')}"
+    return ([str(bin_dir / "plasmd"), "submit", str(HELLO), f"--stdin={stdin}",
+             f"--peer={to}", f"--home={home}"], EXPECT, None, env)
 
 
 if __name__ == "__main__":

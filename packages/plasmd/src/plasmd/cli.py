@@ -29,7 +29,8 @@ Commands:
             a node rejects or fails), verify the receipt, print the guest's
             stdout (stderr to stderr) and exit with the guest's status. When a
             plasmd runs for --home, the job goes to it over the control socket
-            and its warm connections carry it (not with --ephemeral-key).
+            (not with --ephemeral-key): it runs the job itself when --peer names
+            that node, else its warm connection to the peer carries it.
             With --jobs: run many signed jobs (job records, JSON lines; - for
             stdin) on --peer over one connection, batching them; print one
             job_result record per job as each ends (docs/pipeline.md).
@@ -149,9 +150,12 @@ Exit status:
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from plasmd import __version__
+
+TYPE_CHECKING = False  # a warm submit never imports typing (plasmd.warmsubmit)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def main(args: dict[str, Any]) -> int:
@@ -161,12 +165,16 @@ def main(args: dict[str, Any]) -> int:
 
 
 def entry() -> None:
-    if sys.argv[1:2] == ["submit"]:  # the common forms skip docopt (plasmd.submitcmd)
-        from plasmd import submitcmd
+    if sys.argv[1:2] == ["submit"]:  # the common forms skip docopt
+        from plasmd import warmsubmit
 
-        code = submitcmd.fast_main(sys.argv[2:])
+        code = warmsubmit.main(sys.argv[2:])  # handed to the home's running plasmd
+        if code is None:
+            from plasmd import submitcmd
+
+            code = submitcmd.fast_main(sys.argv[2:])
         if code is not None:
-            submitcmd.finish(code)
+            warmsubmit.finish(code)
     from phase_core.cli.runner import entry as _entry
 
     _entry("plasmd", __doc__ or "", __version__, main)

@@ -14,24 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from phase_core.errors import ProtocolViolation, Timeout, Unavailable
 from plasmd.result import NodeError, Result
+from plasmd.warmsubmit import home_dir as home_dir  # the one definition, re-exported
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_ANSWER = 64 << 20  # a job_result line: the output limit (16 MiB default), base64
 Progress = Callable[[dict[str, Any]], None] | None
-
-
-def home_dir(explicit: str | os.PathLike[str] | None) -> str:
-    """The Phase home as ``phase_core.home.resolve`` finds it (a test keeps the two
-    equal), without importing pathlib: a warm submit imports as little as it can."""
-    if explicit:
-        return os.fspath(explicit)
-    for var, sub in (("PHASE_HOME", ""), ("XDG_DATA_HOME", "phase")):
-        value = os.environ.get(var)
-        if value:
-            return os.path.join(value, sub) if sub else value
-    return os.path.join(os.path.expanduser("~"), ".local", "share", "phase")
 
 
 def addresses(home: str | Path) -> list[str]:

@@ -5,11 +5,11 @@ stdin by path, content id or inline bytes, under the caps; then the manifest is
 signed by this node's key (only when the client names that key and is the node's
 own user) or the client's own signed manifest is checked against the bytes.
 
-Placement: ``self`` runs on this node's worker threads under the node's slots,
-queue and drain like a remote job, and appends the receipt to the node's log;
-``peer`` and ``capabilities`` go out over the node's warm connections
-(``plasmd.outgoing``). Every outcome is verified (``submit.check_outcome``) before
-it is returned.
+Placement: ``self``, and a ``peer`` that names this node, run on this node's job
+threads with a remote job's admission, replay record, fences and durable receipt
+log, without a QUIC hop to itself (``plasmd.localrun``); other peers and
+``capabilities`` go out over the node's warm connections (``plasmd.outgoing``).
+Every outcome is verified (``submit.check_outcome``) before it is returned.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from phase_core.errors import (
     MissingInput,
     PhaseError,
     Rejected,
-    TempFailure,
     TooLarge,
 )
 from plasmd import localreq as rq
@@ -218,7 +217,12 @@ class LocalJobs:
         if "node" in w:
             out = await self.here(p, run, emit)
         elif "peer" in w:
-            out = await self.peer(p, w["peer"], emit)
+            from plasmd.localrun import names_self
+
+            if names_self(self.node, w["peer"]):  # no QUIC hop to itself
+                out = await self.here(p, run, emit)
+            else:
+                out = await self.peer(p, w["peer"], emit)
         else:
             from plasmd.placement import anywhere
 
@@ -228,54 +232,11 @@ class LocalJobs:
         return Result.from_outcome(out, p.manifest).record()
 
     async def here(self, p: Prepared, run: JobRun, emit: Emit) -> Any:
-        """On this node's job threads, under its slots, queue and drain."""
-        from phase_core import timefmt
-        from plasm_exec.job import verify_manifest
-        from plasmd.submit import check_outcome
+        """On this node's job threads, under its slots, queue and drain, with a
+        remote job's admission, replay record and durability (``plasmd.localrun``)."""
+        from plasmd.localrun import run_here
 
-        node = self.node
-        loop = asyncio.get_running_loop()
-        verified = await loop.run_in_executor(
-            None, lambda: verify_manifest(p.manifest, keyring=None, now=timefmt.now()))
-        for cid, data in p.blobs.items():
-            if not node._have(cid):
-                await loop.run_in_executor(None, node.cas.put_bytes, data, cid)
-        if node.draining:
-            raise TempFailure("the node is shutting down", slug="shutting_down")
-        if node.queued + node.running >= node.config.workers + node.config.queue:
-            raise TempFailure("every worker and queue slot is taken", slug="queue_full")
-        node.queued += 1
-        node._idle.clear()
-        started = False
-        try:
-            emit({"stage": "queued"})
-            async with node._slots:
-                node.queued -= 1
-                started = True
-                node.running += 1
-                run.here = True
-                emit({"stage": "running"})
-                try:
-                    result = await asyncio.shield(loop.run_in_executor(
-                        node._pool, node._execute, p.manifest, verified, run.cancel))
-                finally:
-                    node.running -= 1
-                    run.here = False
-        except Interrupted:
-            node.counters.inc("jobs_cancelled")
-            raise Cancelled("the job was cancelled; the guest was stopped and nothing "
-                            "was recorded") from None
-        finally:
-            if not started:
-                node.queued -= 1
-            if node.queued == 0 and node.running == 0:
-                node._idle.set()
-        node.counters.inc("jobs_done")
-        node.counters.inc("local_jobs")
-        node.counters.inc(f"ended_{result.result.outcome.ended}")
-        body = verified.body
-        return check_outcome(node.identity.node_id, verified.id, body, result.receipt,
-                             result.result.stdout or b"", result.result.stderr or b"")
+        return await run_here(self.node, p, run, emit)
 
     async def peer(self, p: Prepared, text: str, emit: Emit) -> Any:
         from plasmd.submit import parse_peer

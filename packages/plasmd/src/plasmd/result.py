@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from phase_core.errors import PhaseError
+from plasmd.warmsubmit import FENCE_EXIT
 
 __all__ = ["NodeError", "Result", "exit_status"]
 
@@ -22,10 +23,6 @@ class NodeError(PhaseError):
         self.job: str | None = record.get("job")
 
 
-# how a fence-ended run exits: plasm-exec's table (plasm_exec.run.FENCE_EXIT; a test
-# keeps the two equal), here so that a warm submit need not import plasm-exec
-FENCE_EXIT = {"trapped": 134, "out_of_fuel": 151, "timeout": 152, "memory_limit": 153,
-              "output_limit": 154}
 
 
 def exit_status(ended: str, exit_code: int | None) -> int:

@@ -5,68 +5,26 @@ When a plasmd runs for the home, the job goes to it over the control socket
 process dials the peer itself (QUIC/Noise, then a prompt CONNECTION_CLOSE).
 
 Starting fast matters here (docs/performance.md, "Cold and local submit"): the
-common forms of the command line are parsed by hand (``fast_args``; anything
-else goes through docopt as before), nothing is imported before it is needed, and
-the process ends with ``os._exit`` once its output is flushed (``finish``).
+common forms of the command line are parsed by hand (``plasmd.fastargs``; anything
+else goes through docopt as before), the common warm forms never get here
+(``plasmd.warmsubmit`` handles them with the fewest imports), nothing is imported
+before it is needed, and the process ends with ``os._exit`` once its output is
+flushed (``finish``).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import TYPE_CHECKING, Any
+
+from plasmd.fastargs import fast_args, peer_form
+from plasmd.warmsubmit import finish, node_path
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-# the options fast_args understands; any other goes the docopt way
-_VALUED = {"--home", "--peer", "--stdin", "--receipt", "--manifest-out", "--env",
-           "--max-memory", "--fuel", "--timeout", "--max-output"}
-_FLAGS = {"--json", "--deterministic", "--ephemeral-key", "-q", "--quiet", "-v",
-          "--verbose", "-vv"}
-_PEER = re.compile(r"(?:[0-9a-f]{64}@)?[^@\s]+:[0-9]{1,5}")
-
-
-def fast_args(argv: list[str]) -> dict[str, Any] | None:
-    """docopt's answer for ``plasmd submit <module> [<arg>...]`` with the common
-    options, or None when the line has anything else (docopt then parses it)."""
-    args: dict[str, Any] = {k: None for k in _VALUED}
-    args.update({"--env": [], "--json": False, "--deterministic": False,
-                 "--ephemeral-key": False, "--quiet": False, "--verbose": 0,
-                 "--bootstrap": [], "--interface": [], "--via": "both",
-                 "--discover-timeout": "5s", "<arg>": [], "<module>": None})
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            return None
-        if a.startswith("-") and a != "-":  # options may come anywhere, as in docopt
-            name, eq, value = a.partition("=")
-            if name in _VALUED and eq:
-                if name == "--env":
-                    args["--env"].append(value)
-                elif args[name] is not None:
-                    return None  # given twice: let docopt say so
-                else:
-                    args[name] = value
-            elif a in _FLAGS:
-                if a in ("-v", "--verbose", "-vv"):
-                    args["--verbose"] += 2 if a == "-vv" else 1
-                elif a in ("-q", "--quiet"):
-                    args["--quiet"] = True
-                else:
-                    args[a] = True
-            else:
-                return None
-        elif args["<module>"] is None:
-            args["<module>"] = a
-        else:
-            args["<arg>"].append(a)
-        i += 1
-    if args["<module>"] is None or any(args[k] == "" for k in _VALUED if k != "--env"):
-        return None
-    return args
+__all__ = ["fast_args", "fast_main", "finish", "submit"]
 
 
 def fast_main(argv: list[str]) -> int | None:
@@ -94,21 +52,6 @@ def fast_main(argv: list[str]) -> int | None:
         return 130
 
 
-def finish(code: int) -> None:
-    """Flush what we wrote, then leave without the interpreter's teardown (module
-    finalisers, the GC of every object): nothing of ours is left unwritten, since
-    stdout and stderr are flushed here and every file was written atomically."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        code = 141
-    try:
-        sys.stderr.flush()
-    except OSError:
-        pass
-    os._exit(code)
-
-
 def submit(home: str | Path, args: dict[str, Any]) -> int:
     from phase_core.errors import UsageError
     from plasmd.client import Client
@@ -118,7 +61,7 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
     if args.get("--jobs") is not None:  # many signed jobs through a Pool
         return _submit_many(home, args)
     peer = args["--peer"]
-    if peer is not None and not _PEER.fullmatch(peer):
+    if peer is not None and not peer_form(peer):
         from plasmd.run import _flag
         from plasmd.submit import parse_peer
 
@@ -143,8 +86,8 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
         kw["deterministic"] = True
     if args["--stdin"]:
         path = args["--stdin"]
-        if os.path.isfile(path):
-            kw["stdin"] = path  # the node reads it (or this process, direct)
+        if node_path(path) is not None:
+            kw["stdin"] = node_path(path)  # the node reads it (or this process, direct)
         else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
             try:
                 with open(path, "rb") as f:
@@ -154,7 +97,7 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
 
                 raise MissingInput(f"no such file: {path}") from None
     module: str | bytes = args["<module>"]
-    if not os.path.isfile(module):
+    if node_path(module) is None or os.path.abspath(module).startswith(("/proc/", "/dev/")):
         from plasm_exec.run import read_module
 
         module = read_module(module)  # a pipe's bytes, or it says what is wrong

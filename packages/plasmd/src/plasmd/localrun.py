@@ -1,0 +1,130 @@
+"""A local API job that runs on this node itself (docs/local-api.md): ``where`` is
+``self``, or a ``peer`` that names this node (its id, or one of its addresses).
+
+No QUIC hop to itself: the job goes straight to the node's job threads and warm
+executor, with the guarantees of a job a peer sends (docs/protocol.md):
+
+1. admitted as one from this node's own key (``Node._admit``: not draining, the
+   requirements fit this host, module and stdin under the caps, a worker or queue
+   slot free); a refusal is the error a remote worker's reject would be;
+2. on one job thread, in one hop: the manifest verified (signatures, schema,
+   validity window), its id recorded durably in the replay journal before the
+   guest starts (a replay is refused), the guest run in a guest slot under its
+   fences, the receipt appended to the receipt log and made durable
+   (``Node._execute``), and the receipt checked like any worker's
+   (``plasmd.submit.check_outcome``), all before the loop sends the result.
+
+Access to the control socket authorizes the job here, whoever signed it (the
+node's key, or a group member's own): its signer is the submitter the replay
+journal remembers it under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from phase_core.errors import Interrupted, PhaseError, TempFailure
+
+__all__ = ["names_self", "run_here"]
+
+
+def names_self(node: Any, text: str) -> bool:
+    """``[<node-id>@]host:port`` names this node: its id, or (no id) an address it
+    listens on. A malformed peer is not this node (the remote path reports it)."""
+    from plasmd.submit import parse_peer
+
+    try:
+        node_id, host, port = parse_peer(text)
+    except PhaseError:
+        return False
+    if node_id is not None:
+        return bool(node_id == node.identity.node_id)
+    for addr in node.addresses:
+        try:
+            _, h, p = parse_peer(addr)
+        except PhaseError:
+            continue
+        if (h, p) == (host, port):
+            return True
+    return False
+
+
+def _refusal(reason: str, message: str) -> PhaseError:
+    """What a remote worker's reject would have raised (``plasmd.submit``)."""
+    from phase_core.protocol.jobs_client import RETRYABLE
+    from plasmd.submit import JobRejected
+
+    cls = TempFailure if reason in RETRYABLE else JobRejected
+    return cls(message, slug=reason)
+
+
+async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
+    """Run a prepared job (``plasmd.localjobs.Prepared``) on this node; the checked
+    ``plasmd.submit.Outcome``."""
+    from phase_core.protocol.jobs import offer_for
+    from plasmd.localjobs import Cancelled
+
+    body = p.manifest["body"]
+    stdin = body.get("stdin")
+    offer = offer_for(p.manifest, p.job, len(p.blobs[body["module"]]),
+                      len(p.blobs[stdin]) if stdin is not None else 0)
+    reason, why = node._admit(node.identity.node_id, offer)
+    if reason is not None:
+        node.counters.inc(f"rejected_{reason}")
+        raise _refusal(reason, why)
+    node.queued += 1
+    node._idle.clear()
+    started = False
+    loop = asyncio.get_running_loop()
+    try:
+        emit({"stage": "queued"})
+        async with node._slots:
+            node.queued -= 1
+            started = True
+            node.running += 1
+            run.here = True
+            emit({"stage": "running"})
+            try:
+                out = await asyncio.shield(loop.run_in_executor(
+                    node._pool, _one_hop, node, p, run.cancel))
+            finally:
+                node.running -= 1
+                run.here = False
+    except Interrupted:
+        node.counters.inc("jobs_cancelled")
+        raise Cancelled("the job was cancelled; the guest was stopped and nothing "
+                        "was recorded") from None
+    finally:
+        if not started:
+            node.queued -= 1
+        if node.queued == 0 and node.running == 0:
+            node._idle.set()
+    if isinstance(out, tuple):
+        node.counters.inc(f"rejected_{out[0]}")
+        raise _refusal(*out)
+    node.counters.inc("jobs_done")
+    node.counters.inc("local_jobs")
+    node.counters.inc(f"ended_{out.body['ended']}")
+    return out
+
+
+def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
+    """On a job thread: verify, record, run, log durably, check. A refusal is
+    ``(reason, message)``; a manifest that does not verify raises its error."""
+    from phase_core import timefmt
+    from plasm_exec.job import verify_manifest
+    from plasmd.submit import check_outcome
+
+    verified = verify_manifest(p.manifest, keyring=None, now=timefmt.now())
+    keys = [t.key for t in verified.signers]
+    me = node.identity.node_id
+    reject = node._record_run(me if me in keys else keys[0], verified)
+    if reject is not None:
+        return reject
+    for cid, data in p.blobs.items():
+        if not node._have(cid):
+            node.cas.put_bytes(data, cid)
+    result = node._execute(p.manifest, verified, cancel)
+    return check_outcome(me, verified.id, verified.body, result.receipt,
+                         result.result.stdout or b"", result.result.stderr or b"")
