@@ -242,3 +242,24 @@ def test_files_the_node_cannot_see_are_sent_as_bytes(tmp_path):
         assert asyncio.run(go()) == b"dlroW ,olleH"
     finally:
         node.stop()
+
+
+def test_a_stdin_named_dev_stdin_is_the_callers_not_the_nodes(node_factory, tmp_path):
+    """``stdin="/dev/stdin"`` in a program whose stdin is a file: the daemon must get
+    that file's bytes (or its real path), never open its own stdin."""
+    import subprocess
+    import sys
+
+    n = node_factory("local")
+    (tmp_path / "in.txt").write_bytes(b"from the caller")
+    code = ("import sys; from plasmd.client import Client; "
+            f"r = Client({str(n.home)!r}, mode='daemon').submit({str(HELLO)!r}, "
+            "stdin='/dev/stdin'); sys.stdout.buffer.write(r.stdout)")
+    with open(tmp_path / "in.txt", "rb") as f:
+        r = subprocess.run([sys.executable, "-c", code], stdin=f, capture_output=True,
+                           timeout=120)
+    assert (r.returncode, r.stdout) == (0, b"rellac eht morf"), r.stderr[-2000:]
+    code = code.replace("'/dev/stdin'", "open('/dev/stdin', 'rb').name")  # same name
+    r = subprocess.run([sys.executable, "-c", code], input=b"through a pipe",
+                       capture_output=True, timeout=120)
+    assert (r.returncode, r.stdout) == (0, b"epip a hguorht"), r.stderr[-2000:]

@@ -171,4 +171,9 @@ def submit_async(module: str | Path | bytes, *, home: str | Path | None = None,
 def _blob(x: str | Path | bytes) -> dict[str, str]:
     if isinstance(x, bytes):
         return {"b64": base64.b64encode(x).decode("ascii")}
-    return {"path": os.path.abspath(os.fspath(x))}
+    from plasmd.warmsubmit import node_path, read_capped
+
+    path = node_path(os.fspath(x))  # /dev/stdin would be the node's own stdin
+    if path is None:
+        return {"b64": base64.b64encode(read_capped(os.fspath(x))).decode("ascii")}
+    return {"path": path}

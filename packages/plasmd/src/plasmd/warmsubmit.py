@@ -176,7 +176,7 @@ class _Warm:
             if path is not None:
                 req["stdin"] = {"path": path}  # the node reads it
             else:  # a pipe (/dev/stdin, <(...)): its bytes, read here, once
-                req["stdin"] = {"b64": _b64(_read_capped(a["--stdin"]))}
+                req["stdin"] = {"b64": _b64(read_capped(a["--stdin"]))}
         req["argv0"] = os.path.basename(module)
         if a["<arg>"]:
             req["args"] = list(a["<arg>"])
@@ -316,11 +316,11 @@ def _inlined(req: dict[str, Any]) -> dict[str, Any]:
     for k in ("module", "stdin"):
         spec = out.get(k)
         if isinstance(spec, dict) and "path" in spec:
-            out[k] = {"b64": _b64(_read_capped(spec["path"]))}
+            out[k] = {"b64": _b64(read_capped(spec["path"]))}
     return out
 
 
-def _read_capped(path: str) -> bytes:
+def read_capped(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_INLINE + 1)
