@@ -7,6 +7,13 @@ over a ``Lane``: a stand-in for that stream which hands the job's ``run`` to
 the path, passes its answers to the batch machine and reports the submitter's
 departure as the end of the stream. Answers go out as each job ends.
 
+Jobs whose module and stdin the node holds take a shorter road with the same
+checks (``plasmd.batchrun``): each is admitted here as ``_job`` would admit it,
+then the batch's jobs are verified and recorded in one hop to a job thread (one
+journal flush for all of them), and run by up to ``workers`` job threads, each
+taking the next job; each answer leaves once its receipt is durable. Only jobs
+that need a fetch go through ``_job``.
+
 A peer's jobs in flight on batch streams are capped (``MAX_BATCH_JOBS_PER_PEER``,
 the number of one-job streams the transport lets a peer keep open); a job over
 the cap is refused ``queue_full`` on its own, like a job the queue has no room for.
@@ -16,11 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 import weakref
 from typing import Any
 
+from phase_core import log
 from phase_core.errors import PhaseError, ProtocolViolation, Unavailable
+from phase_core.protocol import jobs
 from phase_core.protocol.jobs import SendBlob
 from phase_core.protocol.jobs_batch import BatchJob, BatchResponder
 from phase_core.protocol.jobs_worker import Offered, Responder
@@ -65,7 +75,9 @@ class BatchStream:
         self.stream = stream
         self.machine = BatchResponder(time.monotonic)
         self.gone = asyncio.Event()
+        self.cancel = threading.Event()  # set with ``gone``: stops the batch's guests
         self._lock = asyncio.Lock()
+        self._sender: asyncio.Task[None] | None = None
 
     async def out(self, job: str, item: Any) -> None:
         if not self.machine.job_out(job, item):
@@ -76,6 +88,23 @@ class BatchStream:
     async def flush(self) -> None:
         async with self._lock:
             await send_out(self.stream, self.machine.outbox())
+
+    def send_soon(self) -> None:
+        """Send what the machine queued, from a task (one for many answers)."""
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        async with self._lock:
+            while out := self.machine.outbox():
+                try:
+                    await send_out(self.stream, out)
+                except PhaseError:  # the submitter went away: answers are orphaned
+                    return
+
+    async def sent(self) -> None:
+        if self._sender is not None:
+            await self._sender
 
     async def watch(self) -> None:
         """The submitter sends nothing after the batch; the end of its half means it
@@ -91,6 +120,7 @@ class BatchStream:
             self.machine.receive(msg)
         finally:
             self.gone.set()
+            self.cancel.set()
 
 
 async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> None:
@@ -114,9 +144,12 @@ async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> N
         runnable.append(job)
     watch = asyncio.create_task(b.watch())
     try:
+        here, fetch = _split(node, peer, b, runnable, in_flight)
         await b.flush()  # the jobs refused at once
-        done = await asyncio.gather(*(_one(node, peer, b, job, in_flight)
-                                      for job in runnable), return_exceptions=True)
+        tasks = [_one(node, peer, b, job, in_flight) for job in fetch]
+        if here:
+            tasks.append(_here(node, peer, b, here, in_flight))
+        done = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         watch.cancel()
         await asyncio.wait([watch])
@@ -138,6 +171,131 @@ async def _one(node: Any, peer: str, b: BatchStream, job: BatchJob,
         assert isinstance(ev, Offered)
         await node._job(peer, r, ev, Lane(b, job))
     finally:
-        in_flight[peer] -= 1
-        if not in_flight[peer]:
-            del in_flight[peer]
+        _left(in_flight, peer)
+
+
+def _split(node: Any, peer: str, b: BatchStream, runnable: list[BatchJob],
+           in_flight: collections.Counter[str]) -> tuple[list[BatchJob], list[BatchJob]]:
+    """(jobs for ``_here``, jobs for ``_job``): a job whose module and stdin are here is
+    admitted now as ``Node._job`` admits (refused: answered at once); one that needs a
+    fetch goes through ``_job``."""
+    if not callable(getattr(node, "inputs_here", None)):
+        return [], runnable
+    here, fetch = [], []
+    for job in runnable:
+        if not node.inputs_here(job.offer):
+            fetch.append(job)
+            continue
+        reason, why = node._admit(peer, job.offer)
+        if reason is not None:
+            node.counters.inc(f"rejected_{reason}")
+            log.get().info("job.rejected", peer=peer, job=job.job, reason=reason)
+            b.machine.reject(job.job, reason, why)
+            _left(in_flight, peer)
+            continue
+        node.queued += 1
+        node._idle.clear()
+        here.append(job)
+    return here, fetch
+
+
+def _left(in_flight: collections.Counter[str], peer: str, n: int = 1) -> None:
+    in_flight[peer] -= n
+    if not in_flight[peer]:
+        del in_flight[peer]
+
+
+async def _here(node: Any, peer: str, b: BatchStream, here: list[BatchJob],
+                in_flight: collections.Counter[str]) -> None:
+    """Run the admitted jobs ``here`` through ``batchrun.Work``; answer each as it ends."""
+    from plasmd.batchrun import Mailbox, Work
+
+    loop = asyncio.get_running_loop()
+    state = ["queued"] * len(here)  # → "running" → "ended"
+    left = [len(here)]
+    ended = asyncio.Event()
+
+    def drain(events: list[tuple[Any, ...]]) -> None:
+        for ev in events:
+            i = ev[1]
+            if state[i] == "ended":
+                continue
+            if ev[0] == "started":
+                state[i] = "running"
+                node.queued -= 1
+                node.running += 1
+                continue
+            if state[i] == "running":
+                node.running -= 1
+            else:
+                node.queued -= 1
+            state[i] = "ended"
+            left[0] -= 1
+            _answer(node, peer, b, here[i].job, ev[2])
+        if node.queued == 0 and node.running == 0:
+            node._idle.set()
+        b.send_soon()
+        if not left[0]:
+            ended.set()
+
+    work = Work(node, peer, [(j.offer, j.run["manifest"]) for j in here], b.cancel,
+                Mailbox(loop, drain))
+
+    async def hop(fn: Any) -> None:
+        async with node._slots:
+            await loop.run_in_executor(node._pool, fn)
+
+    try:
+        await hop(work.prepare)
+        await asyncio.gather(*(hop(work.run)
+                               for _ in range(min(node.config.workers, len(work.todo)))))
+        await ended.wait()  # the last receipts' flush, then their answers
+        await b.sent()
+    finally:
+        b.cancel.set()  # (a no-op once every job ended)
+        for i, st in enumerate(state):  # only if this task was cancelled midway
+            if st == "running":
+                node.running -= 1
+            elif st == "queued":
+                node.queued -= 1
+            state[i] = "ended"
+        if node.queued == 0 and node.running == 0:
+            node._idle.set()
+        _left(in_flight, peer, len(here))
+
+
+def _answer(node: Any, peer: str, b: BatchStream, job_id: str, outcome: Any) -> None:
+    """One job's end, counted and logged as ``Node._job`` does, queued on the batch."""
+    from plasmd.jobthread import Refused
+
+    if isinstance(outcome, Refused):
+        node.counters.inc(f"rejected_{outcome.reason}")
+        log.get().info("job.rejected", peer=peer, job=job_id, reason=outcome.reason,
+                       stage="run")
+        b.machine.job_out(job_id, jobs.reject(job_id, outcome.reason, outcome.message))
+    elif isinstance(outcome, PhaseError):
+        if b.cancel.is_set():
+            node.counters.inc("jobs_cancelled")
+            log.get().info("job.cancelled", peer=peer, job=job_id, error=outcome.slug,
+                           message="the submitter went away; the guest was stopped and "
+                                   "nothing was recorded")
+            return
+        node.counters.inc("jobs_failed")
+        log.get().warning("job.failed", peer=peer, job=job_id, **outcome.to_record())
+        b.machine.job_out(job_id, jobs.error(outcome.slug, outcome.message))
+    else:
+        _verified, result = outcome
+        ended = result.result.outcome.ended
+        node.counters.inc("jobs_done")
+        node.counters.inc(f"ended_{ended}")
+        m = b.machine
+        if not (m.job_out(job_id, {"type": "result", "job": job_id, "receipt": result.receipt})
+                and m.job_out(job_id, SendBlob(result.result.stdout or b""))
+                and m.job_out(job_id, SendBlob(result.result.stderr or b""))):
+            node.counters.inc("jobs_orphaned")
+            log.get().info("job.orphaned", peer=peer, job=job_id, error="submitter_gone",
+                           message="the submitter left before the result was delivered; "
+                                   "the receipt is in the log")
+            return
+        log.get().info("job.done", peer=peer, job=job_id, ended=ended,
+                       exit_code=result.result.outcome.exit_code)

@@ -128,17 +128,23 @@ class JobThread:
         """On a job thread: run the guest (in one of the ``workers`` guest slots),
         then log the receipt durably (outside the slot: the next guest starts while
         this one waits for its flush)."""
+        result = self._run_guest(manifest_env, verified, cancel)
+        self.receipts.append(result.receipt)
+        return result
+
+    def _run_guest(self, manifest_env: dict[str, Any], verified: documents.Verified,
+                   cancel: threading.Event | None = None) -> Any:
+        """The guest under its fences, in one of the ``workers`` guest slots, and its
+        signed receipt (a ``JobResult``; the receipt is not logged yet)."""
         from plasm_exec.job import execute_job
 
         with self._guests:
             self.counters.inc("wasm_runs")
-            result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                                 identity=self.identity, now=timefmt.now(),
-                                 ceilings=self.config.ceilings, verified=verified,
-                                 store_outputs=False,  # outputs go to the submitter only
-                                 cancel=cancel, stdin_blob=self._stdin_blob)
-        self.receipts.append(result.receipt)
-        return result
+            return execute_job(manifest_env, executor=self.executor, cas=self.cas,
+                               identity=self.identity, now=timefmt.now(),
+                               ceilings=self.config.ceilings, verified=verified,
+                               store_outputs=False,  # outputs go to the submitter only
+                               cancel=cancel, stdin_blob=self._stdin_blob)
 
     def _flush_counts(self) -> dict[str, int]:
         """Group commit at work: lines made durable and the fdatasyncs that did it."""

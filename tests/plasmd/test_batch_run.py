@@ -1,0 +1,283 @@
+"""A batch's jobs on the job threads (``plasmd.batchrun``): shared flushes, the same
+per-job checks, and no receipt handed on before its log entry is durable.
+
+In-process tests drive ``GroupSync.later``, ``StateStore.record_jobs``,
+``ReceiptLog.append_later`` and ``batchrun.Work`` with gated or failing flushes; a
+process test kills a worker with SIGKILL right after a batching ``Pool`` got a
+receipt, and finds every receipt handed out in the log after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phase_core import timefmt
+from phase_core.errors import Interrupted, IOFailure, Replay
+from phase_core.groupsync import GroupSync
+from phase_core.identity import Identity
+from phase_core.state import StateStore
+from plasmd.batchrun import Work
+from plasmd.jobthread import Refused
+from plasmd.pool import Job, Pool
+from plasmd.receiptlog import Entry, ReceiptLog
+from plasmd.submit import make_manifest
+from tests.phase_core.net.conftest import run
+from tests.plasmd.conftest import HELLO, init_home, start_node
+from tests.plasmd.test_job_path import (
+    STDIN,
+    WAIT_S,
+    GatedSync,
+    failing_sync,
+    logged_receipts,
+    make_node,
+    offer_of,
+)
+
+
+class CountingSync:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        os.fdatasync(fd)
+
+
+class Events:
+    """A ``Mailbox`` stand-in: events from the job threads, in order."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Any, ...]] = []
+        self.cond = threading.Condition()
+
+    def put(self, *event: Any) -> None:
+        with self.cond:
+            self.got.append(event)
+            self.cond.notify_all()
+
+    def ends(self, n: int) -> dict[int, Any]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: sum(e[0] == "done" for e in self.got) >= n,
+                                      WAIT_S)
+            return {e[1]: e[2] for e in self.got if e[0] == "done"}
+
+
+# -- the flusher thread ---------------------------------------------------------------------
+
+def test_later_calls_back_only_after_the_flush_that_covers_it(tmp_path: Path) -> None:
+    gate = GatedSync()
+    sync = GroupSync("test", gate)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    called: list[Any] = []
+    done = threading.Event()
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: (called.append(err), done.set()))
+        assert gate.entered.wait(WAIT_S)  # the flusher's flush is under way (and held)
+        os.write(fd, b"b\n")
+        t2 = sync.ticket()
+        second = threading.Event()
+        sync.later(fd, t2, lambda err: (called.append(err), second.set()))
+        assert not done.is_set() and called == []  # nothing before the flush returns
+        gate.release.set()
+        assert done.wait(WAIT_S) and second.wait(WAIT_S)
+        assert called == [None, None] and sync._synced >= t2
+    finally:
+        os.close(fd)
+
+
+def test_later_reports_a_failed_flush_to_every_waiter(tmp_path: Path) -> None:
+    sync = GroupSync("test", failing_sync)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    got: list[Any] = []
+    done = threading.Event()
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: (got.append(err), done.set()))
+        assert done.wait(WAIT_S)
+        assert isinstance(got[0], IOFailure)
+        with pytest.raises(IOFailure):  # and later writers fail too
+            sync.wait(fd, sync.ticket())
+    finally:
+        os.close(fd)
+
+
+def test_append_later_hands_the_entry_on_only_once_durable(tmp_path: Path) -> None:
+    gate = GatedSync()
+    log = ReceiptLog(tmp_path / "r.jsonl", GroupSync("test log", gate))
+    got: list[Any] = []
+    done = threading.Event()
+    log.append_later({"n": 0}, lambda e: (got.append(e), done.set()))
+    assert gate.entered.wait(WAIT_S)
+    assert (tmp_path / "r.jsonl").read_bytes().count(b"\n") == 1  # written, not flushed
+    assert not done.is_set()
+    gate.release.set()
+    assert done.wait(WAIT_S)
+    assert isinstance(got[0], Entry) and got[0].seq == 0
+    assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [{"n": 0}]
+
+
+# -- the journal: one append, one flush ------------------------------------------------------
+
+def test_record_jobs_shares_one_flush_and_refuses_a_replay_alone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    counting = CountingSync()
+    store.journal_sync = GroupSync("test journal", counting)
+    now = timefmt.now()
+    store.record_job("sub", "old", now + 60, now)
+    assert counting.calls == 1
+    errs = store.record_jobs("sub", [("a", now + 60), ("old", now + 60), ("b", now + 60),
+                                     ("a", now + 60)], now)
+    assert counting.calls == 2  # one flush for the whole call
+    assert errs[0] is None and errs[2] is None
+    assert isinstance(errs[1], Replay) and isinstance(errs[3], Replay)
+    again = StateStore(tmp_path / "state.json")  # a restart reads the journal
+    assert [e is None for e in again.record_jobs("sub", [("a", now + 60), ("b", now + 60),
+                                                        ("c", now + 60)], now)] \
+        == [False, False, True]
+
+
+# -- Work: the batch's jobs, each checked on its own ------------------------------------------
+
+def _work(node: Any, sub: Identity, envs: list[dict[str, Any]], events: Events,
+          cancel: threading.Event | None = None) -> Work:
+    return Work(node, sub.node_id, [(offer_of(e), e) for e in envs],
+                cancel or threading.Event(), events)  # type: ignore[arg-type]
+
+
+def test_work_checks_each_job_alone_and_shares_the_journal_flush(tmp_path: Path) -> None:
+    log = ReceiptLog(tmp_path / "r.jsonl")
+    node, sub = make_node(tmp_path, log)
+    counting = CountingSync()
+    node.state.journal_sync = GroupSync("test journal", counting)
+    module = HELLO.read_bytes()
+    envs = [make_manifest(sub, module, STDIN, argv=["hello.wasm", str(i)]) for i in range(4)]
+    forged = make_manifest(sub, module, STDIN, argv=["forged"])
+    sig = forged["signatures"][0]["sig"]
+    forged["signatures"][0]["sig"] = ("0" if sig[0] != "0" else "1") + sig[1:]
+    node.run_one(sub.node_id, offer_of(envs[3]), envs[3])  # already ran: a replay now
+    flushes = counting.calls
+    ev = Events()
+    w = _work(node, sub, [envs[0], forged, envs[1], envs[3], envs[2]], ev)
+    w.prepare()
+    assert counting.calls == flushes + 1  # three job ids, one journal flush
+    assert len(w.todo) == 3
+    w.run()
+    ends = ev.ends(5)
+    assert isinstance(ends[1], Refused) and ends[1].reason == "invalid_request"
+    assert isinstance(ends[3], Refused) and ends[3].reason == "replay"
+    for i in (0, 2, 4):
+        verified, result = ends[i]
+        assert result.result.stdout == b"dlroW ,olleH"
+        assert result.receipt["body"]["job"] == verified.id
+    started = [e[1] for e in ev.got if e[0] == "started"]
+    assert sorted(started) == [0, 2, 4]
+    logged = [e.receipt["body"]["job"] for e in ReceiptLog(tmp_path / "r.jsonl").entries()]
+    assert logged[1:] == [ends[i][0].id for i in (0, 2, 4)]  # every receipt, durable, once
+
+
+def test_work_answers_nothing_before_its_receipt_is_durable(tmp_path: Path) -> None:
+    gate = GatedSync()
+    node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl", GroupSync("t", gate)))
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    ev = Events()
+    w = _work(node, sub, [env], ev)
+    w.prepare()
+    w.run()  # returns once the guest ran and its receipt was written
+    assert gate.entered.wait(WAIT_S)
+    assert [e[0] for e in ev.got] == ["started"]  # no answer while the flush is held
+    gate.release.set()
+    verified, result = ev.ends(1)[0]
+    assert result.receipt["body"]["job"] == verified.id
+
+
+def test_work_fails_the_job_whose_receipt_cannot_be_made_durable(tmp_path: Path) -> None:
+    node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl",
+                                               GroupSync("t", failing_sync)))
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    ev = Events()
+    w = _work(node, sub, [env], ev)
+    w.prepare()
+    w.run()
+    assert isinstance(ev.ends(1)[0], IOFailure)
+
+
+def test_work_does_not_start_a_job_once_the_submitter_is_gone(tmp_path: Path) -> None:
+    log = ReceiptLog(tmp_path / "r.jsonl")
+    node, sub = make_node(tmp_path, log)
+    envs = [make_manifest(sub, HELLO.read_bytes(), STDIN, argv=[str(i)]) for i in range(3)]
+    cancel = threading.Event()
+    ev = Events()
+    w = _work(node, sub, envs, ev, cancel)
+    w.prepare()
+    cancel.set()
+    w.run()
+    ends = ev.ends(3)
+    assert all(isinstance(x, Interrupted) for x in ends.values())
+    assert not any(e[0] == "started" for e in ev.got)
+    assert list(log.entries()) == []
+
+
+# -- kill -9 under batching ------------------------------------------------------------------
+
+async def pool_many(peer: str, n: int, concurrency: int, on_receipt: Any) -> int:
+    ident = Identity.generate()
+    module = HELLO.read_bytes()
+    todo = iter(range(n))
+    from phase_core.aio.stream import Limits
+
+    async with Pool(ident, [peer], limits=Limits(idle_timeout_s=3, keepalive_s=1)) as pool:
+        async def loop() -> None:
+            for i in todo:
+                env = make_manifest(ident, module, STDIN, argv=["hello.wasm", str(i)])
+                job = Job(env, {env["body"]["module"]: module, env["body"]["stdin"]: STDIN})
+                try:
+                    out = await (await pool.submit(job))
+                except Exception:
+                    return
+                if on_receipt(out.receipt):
+                    return
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return pool.stats["batches"]
+
+
+def test_every_receipt_a_batching_pool_got_survives_kill_9(tmp_path: Path) -> None:
+    """64 submitters on a batching Pool; SIGKILL the worker the moment the client holds
+    its k-th receipt; after a restart the log holds every receipt handed out."""
+    home = tmp_path / "worker"
+    init_home(home)
+    handed_out: list[dict[str, Any]] = []
+    batches = 0
+    for round_no, kill_after in enumerate((1, 30, 90)):
+        w = start_node(home, "--open", "--workers=2", init=False)
+        got: list[dict[str, Any]] = []
+        try:
+            def on_receipt(receipt: dict[str, Any], w: Any = w, k: int = kill_after,
+                           got: list[dict[str, Any]] = got) -> bool:
+                if len(got) < k:
+                    got.append(receipt)
+                    if len(got) == k:
+                        os.kill(w.proc.pid, signal.SIGKILL)  # at once: no clean stop
+                return len(got) >= k
+
+            batches += run(pool_many(w.peer, 600, 64, on_receipt), timeout=180)
+            assert w.proc.wait(30) == -signal.SIGKILL, f"round {round_no}: not killed"
+        finally:
+            w.stop()
+        handed_out += got
+        r = start_node(home, "--open", init=False)  # the restart repairs and checks
+        r.stop()
+        logged = {json.dumps(x, sort_keys=True) for x in logged_receipts(home)}
+        missing = [x for x in handed_out if json.dumps(x, sort_keys=True) not in logged]
+        assert missing == [], f"round {round_no}: {len(missing)} receipts lost"
+    assert len(handed_out) == 1 + 30 + 90
+    assert batches > 0  # the receipts came through batch streams
