@@ -281,3 +281,45 @@ def test_every_receipt_a_batching_pool_got_survives_kill_9(tmp_path: Path) -> No
         assert missing == [], f"round {round_no}: {len(missing)} receipts lost"
     assert len(handed_out) == 1 + 30 + 90
     assert batches > 0  # the receipts came through batch streams
+
+
+# -- the one-job path: a run that never comes ------------------------------------------------
+
+class SilentStream:
+    """A job stream whose submitter sends nothing after its offer."""
+
+    connection = None
+
+    def __init__(self, on_send: Any) -> None:
+        self.sent: list[Any] = []
+        self.on_send = on_send
+
+    async def recv(self) -> dict[str, Any] | None:
+        await asyncio.Event().wait()  # never
+        return None
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        self.sent.append(msg)
+        self.on_send()
+
+    def abort(self, code: int = 0) -> None:
+        pass
+
+
+def test_a_job_whose_run_never_comes_fails_at_its_deadline(tmp_path: Path) -> None:
+    from phase_core.protocol.jobs_worker import RUN_WAIT_S, Offered, Responder
+
+    node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl"))
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    clock = [1000.0]
+    r = Responder(lambda: clock[0])
+    ev = r.receive(offer_of(env))
+    assert isinstance(ev, Offered)
+
+    def later() -> None:  # the accept went out, and then the whole wait for run passed
+        clock[0] += RUN_WAIT_S
+
+    stream = SilentStream(later)
+    run(asyncio.wait_for(node._job(sub.node_id, r, ev, stream), WAIT_S), timeout=WAIT_S + 30)
+    assert [m["type"] for m in stream.sent] == ["accept", "error"]
+    assert node.counters.c["jobs_failed"] == 1 and node.queued == 0 and node.running == 0
