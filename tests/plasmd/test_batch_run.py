@@ -323,3 +323,21 @@ def test_a_job_whose_run_never_comes_fails_at_its_deadline(tmp_path: Path) -> No
     run(asyncio.wait_for(node._job(sub.node_id, r, ev, stream), WAIT_S), timeout=WAIT_S + 30)
     assert [m["type"] for m in stream.sent] == ["accept", "error"]
     assert node.counters.c["jobs_failed"] == 1 and node.queued == 0 and node.running == 0
+
+
+def test_a_failing_callback_does_not_stop_the_flusher(tmp_path: Path) -> None:
+    sync = GroupSync("test", CountingSync())
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    done = threading.Event()
+
+    def bad(err: Any) -> None:
+        raise RuntimeError("a bug in a caller")
+
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), bad)
+        os.write(fd, b"b\n")
+        sync.later(fd, sync.ticket(), lambda err: done.set())
+        assert done.wait(WAIT_S)
+    finally:
+        os.close(fd)

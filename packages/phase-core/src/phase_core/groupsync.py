@@ -109,7 +109,12 @@ class GroupSync:
             except IOFailure as e:
                 err = e
             for _, _, done in batch:
-                done(err)
+                try:
+                    done(err)
+                except Exception as e:  # a caller's bug must not stop everyone's flushes
+                    from phase_core import log
+                    log.get().error("groupsync.callback_failed", file=self.name,
+                                    error=repr(e))
 
     def reset(self) -> None:
         """The file was rewritten whole (compaction, repair) and made durable by that."""
