@@ -1,18 +1,16 @@
-"""A ``batch`` stream on the worker: each job goes through the node's one-job path.
+"""A ``batch`` stream on the worker: each job keeps the checks of the one-job path.
 
-``jobs_batch.BatchResponder`` checks the batch and merges the answers; every
-job of it runs through ``Node._job`` exactly as if it had come on a stream of
-its own (admission, verification, replay check, fences, durable receipt),
-over a ``Lane``: a stand-in for that stream which hands the job's ``run`` to
-the path, passes its answers to the batch machine and reports the submitter's
-departure as the end of the stream. Answers go out as each job ends.
-
-Jobs whose module and stdin the node holds take a shorter road with the same
-checks (``plasmd.batchrun``): each is admitted here as ``_job`` would admit it,
+``jobs_batch.BatchResponder`` checks the batch and merges the answers. A job whose
+module and stdin the node holds is admitted here as ``Node._job`` admits a job;
 then the batch's jobs are verified and recorded in one hop to a job thread (one
-journal flush for all of them), and run by up to ``workers`` job threads, each
-taking the next job; each answer leaves once its receipt is durable. Only jobs
-that need a fetch go through ``_job``.
+journal flush for all of them) and run by up to ``workers`` job threads, each
+taking the next job; each answer leaves once its receipt is durable
+(``plasmd.batchhere`` on the event loop, ``plasmd.batchrun`` on the job threads).
+
+A job that needs a fetch runs through ``Node._job`` as if it had come on a stream
+of its own, over a ``Lane``: a stand-in for that stream which hands the job's
+``run`` to the path, passes its answers to the batch machine and reports the
+submitter's departure as the end of the stream. Answers go out as each job ends.
 
 A peer's jobs in flight on batch streams are capped (``MAX_BATCH_JOBS_PER_PEER``,
 the number of one-job streams the transport lets a peer keep open); a job over
@@ -30,7 +28,6 @@ from typing import Any
 
 from phase_core import log
 from phase_core.errors import PhaseError, ProtocolViolation, Unavailable
-from phase_core.protocol import jobs
 from phase_core.protocol.jobs import SendBlob
 from phase_core.protocol.jobs_batch import BatchJob, BatchResponder
 from phase_core.protocol.jobs_worker import Offered, Responder
@@ -207,95 +204,9 @@ def _left(in_flight: collections.Counter[str], peer: str, n: int = 1) -> None:
 
 async def _here(node: Any, peer: str, b: BatchStream, here: list[BatchJob],
                 in_flight: collections.Counter[str]) -> None:
-    """Run the admitted jobs ``here`` through ``batchrun.Work``; answer each as it ends."""
-    from plasmd.batchrun import Mailbox, Work
-
-    loop = asyncio.get_running_loop()
-    state = ["queued"] * len(here)  # → "running" → "ended"
-    left = [len(here)]
-    ended = asyncio.Event()
-
-    def drain(events: list[tuple[Any, ...]]) -> None:
-        for ev in events:
-            i = ev[1]
-            if state[i] == "ended":
-                continue
-            if ev[0] == "started":
-                state[i] = "running"
-                node.queued -= 1
-                node.running += 1
-                continue
-            if state[i] == "running":
-                node.running -= 1
-            else:
-                node.queued -= 1
-            state[i] = "ended"
-            left[0] -= 1
-            _answer(node, peer, b, here[i].job, ev[2])
-        if node.queued == 0 and node.running == 0:
-            node._idle.set()
-        b.send_soon()
-        if not left[0]:
-            ended.set()
-
-    work = Work(node, peer, [(j.offer, j.run["manifest"]) for j in here], b.cancel,
-                Mailbox(loop, drain))
-
-    async def hop(fn: Any) -> None:
-        async with node._slots:
-            await loop.run_in_executor(node._pool, fn)
+    from plasmd.batchhere import run_here
 
     try:
-        await hop(work.prepare)
-        await asyncio.gather(*(hop(work.run)
-                               for _ in range(min(node.config.workers, len(work.todo)))))
-        await ended.wait()  # the last receipts' flush, then their answers
-        await b.sent()
+        await run_here(node, peer, b, here)
     finally:
-        b.cancel.set()  # (a no-op once every job ended)
-        for i, st in enumerate(state):  # only if this task was cancelled midway
-            if st == "running":
-                node.running -= 1
-            elif st == "queued":
-                node.queued -= 1
-            state[i] = "ended"
-        if node.queued == 0 and node.running == 0:
-            node._idle.set()
         _left(in_flight, peer, len(here))
-
-
-def _answer(node: Any, peer: str, b: BatchStream, job_id: str, outcome: Any) -> None:
-    """One job's end, counted and logged as ``Node._job`` does, queued on the batch."""
-    from plasmd.jobthread import Refused
-
-    if isinstance(outcome, Refused):
-        node.counters.inc(f"rejected_{outcome.reason}")
-        log.get().info("job.rejected", peer=peer, job=job_id, reason=outcome.reason,
-                       stage="run")
-        b.machine.job_out(job_id, jobs.reject(job_id, outcome.reason, outcome.message))
-    elif isinstance(outcome, PhaseError):
-        if b.cancel.is_set():
-            node.counters.inc("jobs_cancelled")
-            log.get().info("job.cancelled", peer=peer, job=job_id, error=outcome.slug,
-                           message="the submitter went away; the guest was stopped and "
-                                   "nothing was recorded")
-            return
-        node.counters.inc("jobs_failed")
-        log.get().warning("job.failed", peer=peer, job=job_id, **outcome.to_record())
-        b.machine.job_out(job_id, jobs.error(outcome.slug, outcome.message))
-    else:
-        _verified, result = outcome
-        ended = result.result.outcome.ended
-        node.counters.inc("jobs_done")
-        node.counters.inc(f"ended_{ended}")
-        m = b.machine
-        if not (m.job_out(job_id, {"type": "result", "job": job_id, "receipt": result.receipt})
-                and m.job_out(job_id, SendBlob(result.result.stdout or b""))
-                and m.job_out(job_id, SendBlob(result.result.stderr or b""))):
-            node.counters.inc("jobs_orphaned")
-            log.get().info("job.orphaned", peer=peer, job=job_id, error="submitter_gone",
-                           message="the submitter left before the result was delivered; "
-                                   "the receipt is in the log")
-            return
-        log.get().info("job.done", peer=peer, job=job_id, ended=ended,
-                       exit_code=result.result.outcome.exit_code)
