@@ -1,6 +1,7 @@
 """Batching: hello jobs/s and CPU per job at 64 concurrent submitters, with and without.
 
     .venv/bin/python bench/plasmd/bench_batch.py [--quick] [--json] [--rounds=N]
+        [--before DIR]
 
 A real worker (``plasmd start --open --listen=127.0.0.1:0`` in a throw-away home) and
 one load process (this script with ``--load``): 64 concurrent asyncio submitters, each
@@ -12,9 +13,14 @@ Two modes, interleaved in rounds, each on a fresh worker:
 - ``one-per-stream``: ``max_batch=1``, the same Pool sending one job per stream (what a
   worker without the ``job-batch`` feature gets).
 
-CPU per job: the worker's from /proc (all its threads), the load process's from
-getrusage, both over the timed run only. Medians of the rounds. ``--json`` prints one
-JSON line per row.
+CPU per job: the worker's from /proc (all its threads, and split: its event loop's
+thread, the rest), the load process's from getrusage, both over the timed run only;
+UDP datagrams per job from /proc/net/snmp (both processes, loopback: each datagram is
+counted once sent and once received). Medians of the rounds. ``--json`` prints one
+JSON line per row. ``--before DIR`` also runs every round against the sources of an
+earlier checkout (``git archive <commit> | tar -x -C DIR``; its packages go first on
+``PYTHONPATH``, for the worker and the load process), interleaved with ours, and adds
+its numbers to each row (``before_*``).
 """
 
 from __future__ import annotations
@@ -42,26 +48,43 @@ GOAL = 1000.0
 CONCURRENCY = 64
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in ("PYTHONDONTWRITEBYTECODE", "PHASE_HOME")}
+def env(tree: Path | None = None) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("PYTHONDONTWRITEBYTECODE", "PHASE_HOME")}
+    if tree is not None:
+        e["PYTHONPATH"] = os.pathsep.join(sorted(str(p) for p in
+                                                 (tree / "packages").glob("*/src")))
+    return e
+
+
+def udp_datagrams() -> int:
+    """Datagrams received on this host so far (loopback: equal to those sent)."""
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
+             if ln.startswith("Udp:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:], strict=True))["InDatagrams"])
 
 
 class Worker:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, tree: Path | None = None) -> None:
         home = root / name
         subprocess.run([str(BIN / "plasmd"), "init", "-q", f"--home={home}",
-                        "--listen=127.0.0.1:0"], env=env(), check=True)
+                        "--listen=127.0.0.1:0"], env=env(tree), check=True)
         self.stderr = open(root / f"{name}.stderr", "wb")
         self.proc = subprocess.Popen([str(BIN / "plasmd"), "start", f"--home={home}", "--open"],
-                                     stdout=subprocess.PIPE, stderr=self.stderr, env=env())
+                                     stdout=subprocess.PIPE, stderr=self.stderr, env=env(tree))
         started = read_line(self.proc, 60, "plasmd start")
         port = int(started["listen"][0].rsplit(":", 1)[1])
         self.peer = f"{started['node_id']}@127.0.0.1:{port}"
 
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_s(self, task: str = "") -> float:
+        """CPU of the process (all threads), or of one thread (``task``: its id)."""
+        where = f"/proc/{self.proc.pid}" + (f"/task/{task}" if task else "")
+        fields = Path(f"{where}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK
+
+    def loop_cpu_s(self) -> float:
+        """CPU of the worker's main thread: its event loop (networking, the job exchange)."""
+        return self.cpu_s(str(self.proc.pid))
 
     def close(self) -> None:
         stop(self.proc)
@@ -120,19 +143,21 @@ async def load_main(peer: str, jobs: int, max_batch: int, concurrency: int) -> N
 
 
 def one_run(root: Path, name: str, jobs: int, max_batch: int,
-            concurrency: int = CONCURRENCY) -> dict[str, Any]:
-    w = Worker(root, name)
+            concurrency: int = CONCURRENCY, tree: Path | None = None) -> dict[str, Any]:
+    w = Worker(root, name, tree)
     try:
         load = subprocess.Popen([sys.executable, __file__, "--load", w.peer, str(jobs),
                                  str(max_batch), str(concurrency)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, env=env())
+                                stdout=subprocess.PIPE, env=env(tree))
         read_line(load, 300, "the load process")
         assert load.stdin is not None
-        c0 = w.cpu_s()
+        c0, l0, u0 = w.cpu_s(), w.loop_cpu_s(), udp_datagrams()
         load.stdin.write(b"go\n")
         load.stdin.flush()
         res = read_line(load, 900, "the load process")
         res["worker_cpu_s"] = w.cpu_s() - c0
+        res["loop_cpu_s"] = w.loop_cpu_s() - l0
+        res["datagrams"] = udp_datagrams() - u0
         load.wait(60)
     finally:
         w.close()
@@ -141,8 +166,15 @@ def one_run(root: Path, name: str, jobs: int, max_batch: int,
     n = max(1, res["jobs"])
     res["jobs_per_s"] = res["jobs"] / res["seconds"]
     res["worker_ms"] = res["worker_cpu_s"] / n * 1000
+    res["loop_ms"] = res["loop_cpu_s"] / n * 1000
     res["client_ms"] = res["client_cpu_s"] / n * 1000
+    res["datagrams_per_job"] = res["datagrams"] / n
     return res
+
+
+def medians(rs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("jobs_per_s", "worker_ms", "loop_ms", "client_ms", "p50_ms", "datagrams_per_job")
+    return {k: statistics.median(x[k] for x in rs) for k in keys}
 
 
 def main() -> None:
@@ -151,6 +183,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="one JSON line per row")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--before", metavar="DIR", type=Path,
+                    help="also run every round against the sources in DIR (an earlier "
+                         "checkout), interleaved, and report before -> after")
     ap.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.load:
@@ -159,36 +194,51 @@ def main() -> None:
     rounds = a.rounds or (1 if a.quick else 3)
     jobs = a.jobs or (600 if a.quick else 3000)
     modes = {"batching": 64, "one-per-stream": 1}
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-    lone: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    trees: dict[str, Path | None] = {"after": None}
+    if a.before is not None:
+        trees = {"before": a.before.resolve(), "after": None}
+    runs = {(t, m): [] for t in trees for m in modes}  # type: dict[tuple[str, str], list[Any]]
+    lone = {(t, m): [] for t in trees for m in modes}  # type: dict[tuple[str, str], list[Any]]
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         for r in range(rounds):
-            for mode, mb in modes.items():
-                runs[mode].append(one_run(Path(tmp), f"{mode}-{r}", jobs, mb))
-                lone[mode].append(one_run(Path(tmp), f"{mode}-lone-{r}", jobs // 4, mb, 1))
-    keys = ("jobs_per_s", "worker_ms", "client_ms", "p50_ms")
-    med = {m: {k: statistics.median(x[k] for x in rs) for k in keys} for m, rs in runs.items()}
-    med1 = {m: {k: statistics.median(x[k] for x in rs) for k in keys} for m, rs in lone.items()}
-    ref = med["one-per-stream"]["jobs_per_s"]
+            for t, tree in trees.items():
+                for mode, mb in modes.items():
+                    runs[t, mode].append(one_run(Path(tmp), f"{t}-{mode}-{r}", jobs, mb,
+                                                 tree=tree))
+                    lone[t, mode].append(one_run(Path(tmp), f"{t}-{mode}-lone-{r}", jobs // 4,
+                                                 mb, 1, tree=tree))
+    med = {k: medians(v) for k, v in runs.items()}
+    med1 = {k: medians(v) for k, v in lone.items()}
+    ref = med["after", "one-per-stream"]["jobs_per_s"]
     rows = []
     for mode in modes:
-        ours = med[mode]["jobs_per_s"]
-        stats = runs[mode][-1]["stats"]
-        rows.append({"row": f"throughput-64-{mode}",
-                     "measurement": f"hello jobs/s at {CONCURRENCY} concurrent submitters, "
-                                    f"Pool, {mode}",
-                     "ours_jobs_per_s": round(ours, 1),
-                     "reference": f"one-per-stream {ref:.1f} jobs/s",
-                     "ratio": round(ours / ref, 2), "goal": "≥ 1000 jobs/s",
-                     "met": ours >= GOAL,
-                     "worker_cpu_ms_per_job": round(med[mode]["worker_ms"], 2),
-                     "client_cpu_ms_per_job": round(med[mode]["client_ms"], 2),
-                     "jobs_per_batch": round(stats.get("batched_jobs", 0)
-                                             / max(1, stats.get("batches", 0)), 1),
-                     "p50_ms": round(med[mode]["p50_ms"], 2),
-                     "rounds": rounds, "jobs": jobs})
-    ref1 = med1["one-per-stream"]
-    ours1 = med1["batching"]
+        m = med["after", mode]
+        stats = runs["after", mode][-1]["stats"]
+        row = {"row": f"throughput-64-{mode}",
+               "measurement": f"hello jobs/s at {CONCURRENCY} concurrent submitters, "
+                              f"Pool, {mode}",
+               "ours_jobs_per_s": round(m["jobs_per_s"], 1),
+               "reference": f"one-per-stream {ref:.1f} jobs/s",
+               "ratio": round(m["jobs_per_s"] / ref, 2), "goal": "≥ 1000 jobs/s",
+               "met": m["jobs_per_s"] >= GOAL,
+               "worker_cpu_ms_per_job": round(m["worker_ms"], 2),
+               "loop_cpu_ms_per_job": round(m["loop_ms"], 2),
+               "client_cpu_ms_per_job": round(m["client_ms"], 2),
+               "datagrams_per_job": round(m["datagrams_per_job"], 2),
+               "jobs_per_batch": round(stats.get("batched_jobs", 0)
+                                       / max(1, stats.get("batches", 0)), 1),
+               "p50_ms": round(m["p50_ms"], 2), "rounds": rounds, "jobs": jobs}
+        if "before" in trees:
+            b = med["before", mode]
+            row.update({"before_jobs_per_s": round(b["jobs_per_s"], 1),
+                        "before_worker_cpu_ms_per_job": round(b["worker_ms"], 2),
+                        "before_loop_cpu_ms_per_job": round(b["loop_ms"], 2),
+                        "before_client_cpu_ms_per_job": round(b["client_ms"], 2),
+                        "before_datagrams_per_job": round(b["datagrams_per_job"], 2),
+                        "before_p50_ms": round(b["p50_ms"], 2)})
+        rows.append(row)
+    ref1 = med1["after", "one-per-stream"]
+    ours1 = med1["after", "batching"]
     rows.append({"row": "lone-job-batching",
                  "measurement": "hello jobs/s with 1 submitter (one job at a time), Pool "
                                 "with batching: a lone job is never held",
@@ -206,12 +256,12 @@ def main() -> None:
         return
     print(f"hello at {CONCURRENCY} concurrent submitters, {jobs} jobs, median of {rounds} "
           f"round(s)")
-    print(f"   {'mode':16s} {'jobs/s':>8s} {'ratio':>6s} {'worker ms/job':>14s} "
-          f"{'client ms/job':>14s} {'jobs/batch':>10s}")
-    for row, mode in zip(rows, modes, strict=False):
-        print(f"   {mode:16s} {row['ours_jobs_per_s']:8.0f} {row['ratio']:6.2f} "
-              f"{row['worker_cpu_ms_per_job']:14.2f} {row['client_cpu_ms_per_job']:14.2f} "
-              f"{row['jobs_per_batch']:10.1f}")
+    print(f"   {'version':7s} {'mode':16s} {'jobs/s':>7s} {'worker ms/job':>14s} "
+          f"{'(its loop)':>10s} {'client ms/job':>14s} {'datagrams':>9s} {'p50 ms':>7s}")
+    for (t, mode), m in med.items():
+        print(f"   {t:7s} {mode:16s} {m['jobs_per_s']:7.0f} {m['worker_ms']:14.2f} "
+              f"{m['loop_ms']:10.2f} {m['client_ms']:14.2f} {m['datagrams_per_job']:9.2f} "
+              f"{m['p50_ms']:7.0f}")
     print(f"   goal ≥ {GOAL:.0f} jobs/s: " + ("met" if rows[0]["met"] else "MISSED"))
     lone_row = rows[-1]
     print(f"one submitter, {jobs // 4} jobs: batching {lone_row['ours_jobs_per_s']:.0f} jobs/s "

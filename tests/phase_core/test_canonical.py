@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -8,6 +9,7 @@ from phase_core.canonical import (
     MAX_DEPTH,
     MAX_INT,
     canonical,
+    check,
     check_content_id,
     content_id,
     parse,
@@ -87,3 +89,34 @@ def test_content_ids():
                 "sha256:" + "0" * 63, None, 5]:
         with pytest.raises(BadContentId):
             check_content_id(bad)
+
+
+class _D(dict):  # subclasses take check's slower path; the rules are the same
+    pass
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ({"a": [1, {"b": 1.5}]}, "floating-point"),
+    ({"a": [{"b": "x\ud800"}]}, "lone surrogate"),
+    ({"a": {"é": 1}}, "not an ASCII string"),
+    ({"a": {1: 1}}, "not an ASCII string"),
+    ([[{"a": -(2 ** 53)}]], "out of range"),
+    ([0, b"bytes"], "bytes is not a JSON value"),
+    (_D(a=_D(b=2.0)), "floating-point"),
+    (_D({"é": 1}), "not an ASCII string"),
+    (["x\udfff"], "lone surrogate"),
+])
+def test_check_finds_a_bad_value_at_any_depth_and_in_subclasses(value, why):
+    with pytest.raises(Malformed, match=why):
+        check(value)
+
+
+def test_check_accepts_every_json_shape_and_counts_depth_through_lists():
+    check({"s": "ünïcode ✓", "i": 2 ** 53 - 1, "n": None, "t": True, "l": [[], {}, ""],
+           "d": _D(x=[_D()])})
+    deep: Any = 1
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    check(deep)
+    with pytest.raises(Malformed, match="nesting"):
+        check([deep])

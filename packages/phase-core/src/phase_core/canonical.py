@@ -99,33 +99,66 @@ def parse(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> JSON:
 def check(value: JSON) -> None:
     """Raise ``Malformed`` unless ``value`` obeys the canonical input rules."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    push, pop = stack.append, stack.pop
     while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
+        v, depth = pop()
+        t = type(v)
+        if t is dict or t is list:  # (the common shapes first; subclasses below)
             if depth > MAX_DEPTH:
                 raise Malformed(f"nesting deeper than {MAX_DEPTH} levels")
-            for k, item in v.items():
-                if not isinstance(k, str) or not k.isascii():
-                    raise Malformed(f"object key {k!r} is not an ASCII string")
-                stack.append((item, depth + 1))
-        elif isinstance(v, list):
-            if depth > MAX_DEPTH:
-                raise Malformed(f"nesting deeper than {MAX_DEPTH} levels")
-            stack.extend((item, depth + 1) for item in v)
-        elif isinstance(v, str):
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                raise Malformed("string contains a lone surrogate") from None
-        elif isinstance(v, bool) or v is None:
-            pass
-        elif isinstance(v, int):
-            if not -MAX_INT <= v <= MAX_INT:
-                raise Malformed(f"integer {v} is out of range (max ±{MAX_INT})")
-        elif isinstance(v, float):
-            raise Malformed("floating-point numbers are not allowed; use an integer")
+            depth += 1
+            for k, item in (v.items() if t is dict else enumerate(v)):
+                if t is dict and (type(k) is not str or not k.isascii()):
+                    if not isinstance(k, str) or not k.isascii():
+                        raise Malformed(f"object key {k!r} is not an ASCII string")
+                ti = type(item)
+                if ti is str:
+                    if not item.isascii():
+                        _check_str(item)
+                elif ti is int:
+                    if not -MAX_INT <= item <= MAX_INT:
+                        raise Malformed(f"integer {item} is out of range (max ±{MAX_INT})")
+                elif ti is not bool and item is not None:
+                    push((item, depth))
+        elif t is str:
+            if not v.isascii():
+                _check_str(v)
         else:
-            raise Malformed(f"{type(v).__name__} is not a JSON value")
+            _check_other(v, depth, push)
+
+
+def _check_str(v: str) -> None:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Malformed("string contains a lone surrogate") from None
+
+
+def _check_other(v: Any, depth: int, push: Any) -> None:
+    """``check`` for the rarer types: subclasses of dict, list and str, scalars."""
+    if isinstance(v, dict):
+        if depth > MAX_DEPTH:
+            raise Malformed(f"nesting deeper than {MAX_DEPTH} levels")
+        for k, item in v.items():
+            if not isinstance(k, str) or not k.isascii():
+                raise Malformed(f"object key {k!r} is not an ASCII string")
+            push((item, depth + 1))
+    elif isinstance(v, list):
+        if depth > MAX_DEPTH:
+            raise Malformed(f"nesting deeper than {MAX_DEPTH} levels")
+        for item in v:
+            push((item, depth + 1))
+    elif isinstance(v, str):
+        _check_str(v)
+    elif isinstance(v, bool) or v is None:
+        pass
+    elif isinstance(v, int):
+        if not -MAX_INT <= v <= MAX_INT:
+            raise Malformed(f"integer {v} is out of range (max ±{MAX_INT})")
+    elif isinstance(v, float):
+        raise Malformed("floating-point numbers are not allowed; use an integer")
+    else:
+        raise Malformed(f"{type(v).__name__} is not a JSON value")
 
 
 def canonical(value: JSON) -> bytes:

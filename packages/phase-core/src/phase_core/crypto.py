@@ -6,6 +6,8 @@ translated to ours here.
 
 from __future__ import annotations
 
+import functools
+
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
@@ -30,7 +32,14 @@ def public_key(seed: bytes) -> bytes:
 def sign(seed: bytes, message: bytes) -> bytes:
     """Plain Ed25519 (no pre-hash) signature of ``message``."""
     _check_len(seed, SEED_BYTES, "secret key")
-    return nacl.signing.SigningKey(seed).sign(message).signature
+    return _signing_key(bytes(seed)).sign(message).signature
+
+
+@functools.lru_cache(maxsize=16)
+def _signing_key(seed: bytes) -> nacl.signing.SigningKey:
+    """The expanded key of ``seed`` (deriving it costs about as much as a signature;
+    a node signs every receipt with one key). The seed is in memory already."""
+    return nacl.signing.SigningKey(seed)
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> None:

@@ -13,6 +13,11 @@ the ticket was taken is on disk. A failed flush is not retried: on Linux the
 dirty pages may already be dropped, so a later successful flush would prove
 nothing. Every waiter of that flush and every later one gets ``IOFailure``
 (the writer must stop; a restart re-reads the file from disk).
+
+A writer that has more to do than wait (the next guest to run) hands its ticket
+to ``later`` instead: a flusher thread makes it durable, sharing the flush with
+everything written meanwhile, and only then calls the writer's callback. The
+promise is the same; only the waiting moves to another thread.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from phase_core.errors import IOFailure
 
@@ -37,6 +43,8 @@ class GroupSync:
         self._failed: str | None = None
         self.flushes = 0  # for status and benchmarks: flushes made
         self.covered = 0  # tickets those flushes made durable
+        self._later: list[tuple[int, int, Callable[[IOFailure | None], Any]]] = []
+        self._flusher: threading.Thread | None = None
 
     def ticket(self) -> int:
         """Call right after the write (under the writer's own lock, so tickets follow
@@ -75,6 +83,38 @@ class GroupSync:
             self._cond.notify_all()
             if self._failed is not None:
                 raise IOFailure(self._failed)
+
+    def later(self, fd: int, ticket: int, done: Callable[[IOFailure | None], Any]) -> None:
+        """Make ``ticket``'s write durable on the flusher thread, then call
+        ``done(None)`` there (``done(IOFailure)`` if the flush failed). ``fd`` must stay
+        open until ``done`` is called. Callbacks run in ticket order, after the flush
+        that covers them, and must not block."""
+        with self._cond:
+            self._later.append((ticket, fd, done))
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_later, daemon=True,
+                                                 name="groupsync-flusher")
+                self._flusher.start()
+            self._cond.notify_all()
+
+    def _flush_later(self) -> None:
+        while True:
+            with self._cond:
+                while not self._later:
+                    self._cond.wait()
+                batch, self._later = self._later, []
+            err: IOFailure | None = None
+            try:
+                self.wait(batch[-1][1], max(t for t, _, _ in batch))
+            except IOFailure as e:
+                err = e
+            for _, _, done in batch:
+                try:
+                    done(err)
+                except Exception as e:  # a caller's bug must not stop everyone's flushes
+                    from phase_core import log
+                    log.get().error("groupsync.callback_failed", file=self.name,
+                                    error=repr(e))
 
     def reset(self) -> None:
         """The file was rewritten whole (compaction, repair) and made durable by that."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from phase_core.documents import Mark
-from phase_core.errors import ConfigError, IOFailure, Replay, Rollback, TempFailure
+from phase_core.errors import ConfigError, IOFailure, PhaseError, Replay, Rollback, TempFailure
 from phase_core.fsutil import fsync_dir, locked, make_dirs, open_nofollow, write_atomic
 from phase_core.groupsync import GroupSync
 from phase_core.oserrors import from_oserror, fs_errors
@@ -112,13 +112,24 @@ class StateStore:
 
     def record_job(self, submitter: str, job_id: str, expires: int, now: int) -> None:
         """Remember an accepted job; raise ``Replay`` if it was seen before."""
-        if expires - now > MAX_JOB_LIFETIME_S:
-            raise Replay("job manifest lifetime is longer than the replay window "
-                         f"({MAX_JOB_LIFETIME_S} s)")
+        (err,) = self.record_jobs(submitter, [(job_id, expires)], now)
+        if err is not None:
+            raise err
+
+    def record_jobs(self, submitter: str, jobs: list[tuple[str, int]], now: int
+                    ) -> list[PhaseError | None]:
+        """Remember several accepted jobs (``(job_id, expires)``) of one submitter at
+        once: one append and one shared flush for all of them. Returns, per job, None
+        (recorded, durable when this returns) or the error that refused it alone
+        (``Replay``, or ``TempFailure`` for too many unexpired jobs); a failed write or
+        flush raises for all of them."""
+        errors: list[PhaseError | None] = []
+        lines = bytearray()
         with self._jlock:
             if self.path is None:
-                self._admit(submitter, job_id, expires, now)
-                return
+                for job_id, expires in jobs:
+                    errors.append(self._admit_one(submitter, job_id, expires, now))
+                return errors
             journal = self.path.with_name(self.path.name + ".jobs")
             make_dirs(self.path.parent)
             with locked(self.path.with_name(self.path.name + ".jobs.lock")):
@@ -126,24 +137,43 @@ class StateStore:
                 try:
                     with fs_errors(journal, "append to the job journal"):
                         self._catch_up(fd)
-                        self._admit(submitter, job_id, expires, now)
-                        line = json.dumps({"s": submitter, "j": job_id, "e": expires},
-                                          separators=(",", ":")).encode() + b"\n"
-                        os.write(fd, line)
-                    ticket = self.journal_sync.ticket()
-                    self._journal_pos += len(line)
-                    self._journal_lines += 1
+                        for job_id, expires in jobs:
+                            err = self._admit_one(submitter, job_id, expires, now)
+                            errors.append(err)
+                            if err is None:
+                                lines += json.dumps({"s": submitter, "j": job_id, "e": expires},
+                                                    separators=(",", ":")).encode() + b"\n"
+                        if lines:
+                            os.write(fd, lines)
+                    ticket = self.journal_sync.ticket() if lines else 0
+                    self._journal_pos += len(lines)
+                    self._journal_lines += sum(e is None for e in errors)
                 except BaseException:
                     os.close(fd)
                     raise
                 if self._journal_lines > self._compact_at:
                     self._compact(journal, now)  # durable by itself
                     self.journal_sync.reset()
+        if not lines:
+            os.close(fd)
+            return errors
         # durable before this returns; concurrent callers share one fdatasync
         try:
             self.journal_sync.wait(fd, ticket)
         finally:
             os.close(fd)
+        return errors
+
+    def _admit_one(self, submitter: str, job_id: str, expires: int, now: int
+                   ) -> PhaseError | None:
+        if expires - now > MAX_JOB_LIFETIME_S:
+            return Replay("job manifest lifetime is longer than the replay window "
+                          f"({MAX_JOB_LIFETIME_S} s)")
+        try:
+            self._admit(submitter, job_id, expires, now)
+        except (Replay, TempFailure) as e:
+            return e
+        return None
 
     @staticmethod
     def _open_journal(journal: Path) -> int:

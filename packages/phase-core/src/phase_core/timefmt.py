@@ -5,6 +5,7 @@ Times are handled as integer Unix seconds; the clock is always injected.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
@@ -18,6 +19,11 @@ def parse_time(value: object, what: str = "time") -> int:
     """Unix seconds of an RFC 3339 UTC time string, or raise ``Malformed``."""
     if not isinstance(value, str):
         raise Malformed(f"{what} must be an RFC 3339 UTC time string like 2026-11-27T03:26:44Z")
+    secs = _parsed(value) if len(value) == 20 else None
+    return secs if secs is not None else _parse(value, what)
+
+
+def _parse(value: str, what: str) -> int:
     m = _RE.fullmatch(value)
     if m is None:
         raise Malformed(f"{what} {value[:40]!r} is not of the form YYYY-MM-DDTHH:MM:SSZ")
@@ -29,6 +35,16 @@ def parse_time(value: object, what: str = "time") -> int:
     except (ValueError, OverflowError):
         raise Malformed(f"{what} {value!r} is not a valid date and time") from None
     return secs
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(value: str) -> int | None:
+    """``parse_time`` of a well-formed time, remembered (a node parses the same few
+    times many times a second); None for anything else (``parse_time`` says why)."""
+    try:
+        return _parse(value, "time")
+    except Malformed:
+        return None
 
 
 def _timegm(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:

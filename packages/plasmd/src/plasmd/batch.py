@@ -1,11 +1,16 @@
-"""A ``batch`` stream on the worker: each job goes through the node's one-job path.
+"""A ``batch`` stream on the worker: each job keeps the checks of the one-job path.
 
-``jobs_batch.BatchResponder`` checks the batch and merges the answers; every
-job of it runs through ``Node._job`` exactly as if it had come on a stream of
-its own (admission, verification, replay check, fences, durable receipt),
-over a ``Lane``: a stand-in for that stream which hands the job's ``run`` to
-the path, passes its answers to the batch machine and reports the submitter's
-departure as the end of the stream. Answers go out as each job ends.
+``jobs_batch.BatchResponder`` checks the batch and merges the answers. A job whose
+module and stdin the node holds is admitted here as ``Node._job`` admits a job;
+then the batch's jobs are verified and recorded in one hop to a job thread (one
+journal flush for all of them) and run by up to ``workers`` job threads, each
+taking the next job; each answer leaves once its receipt is durable
+(``plasmd.batchhere`` on the event loop, ``plasmd.batchrun`` on the job threads).
+
+A job that needs a fetch runs through ``Node._job`` as if it had come on a stream
+of its own, over a ``Lane``: a stand-in for that stream which hands the job's
+``run`` to the path, passes its answers to the batch machine and reports the
+submitter's departure as the end of the stream. Answers go out as each job ends.
 
 A peer's jobs in flight on batch streams are capped (``MAX_BATCH_JOBS_PER_PEER``,
 the number of one-job streams the transport lets a peer keep open); a job over
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 import weakref
 from typing import Any
 
+from phase_core import log
 from phase_core.errors import PhaseError, ProtocolViolation, Unavailable
 from phase_core.protocol.jobs import SendBlob
 from phase_core.protocol.jobs_batch import BatchJob, BatchResponder
@@ -65,7 +72,9 @@ class BatchStream:
         self.stream = stream
         self.machine = BatchResponder(time.monotonic)
         self.gone = asyncio.Event()
+        self.cancel = threading.Event()  # set with ``gone``: stops the batch's guests
         self._lock = asyncio.Lock()
+        self._sender: asyncio.Task[None] | None = None
 
     async def out(self, job: str, item: Any) -> None:
         if not self.machine.job_out(job, item):
@@ -76,6 +85,23 @@ class BatchStream:
     async def flush(self) -> None:
         async with self._lock:
             await send_out(self.stream, self.machine.outbox())
+
+    def send_soon(self) -> None:
+        """Send what the machine queued, from a task (one for many answers)."""
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        async with self._lock:
+            while out := self.machine.outbox():
+                try:
+                    await send_out(self.stream, out)
+                except PhaseError:  # the submitter went away: answers are orphaned
+                    return
+
+    async def sent(self) -> None:
+        if self._sender is not None:
+            await self._sender
 
     async def watch(self) -> None:
         """The submitter sends nothing after the batch; the end of its half means it
@@ -91,6 +117,7 @@ class BatchStream:
             self.machine.receive(msg)
         finally:
             self.gone.set()
+            self.cancel.set()
 
 
 async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> None:
@@ -114,9 +141,12 @@ async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> N
         runnable.append(job)
     watch = asyncio.create_task(b.watch())
     try:
+        here, fetch = _split(node, peer, b, runnable, in_flight)
         await b.flush()  # the jobs refused at once
-        done = await asyncio.gather(*(_one(node, peer, b, job, in_flight)
-                                      for job in runnable), return_exceptions=True)
+        tasks = [_one(node, peer, b, job, in_flight) for job in fetch]
+        if here:
+            tasks.append(_here(node, peer, b, here, in_flight))
+        done = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         watch.cancel()
         await asyncio.wait([watch])
@@ -138,6 +168,45 @@ async def _one(node: Any, peer: str, b: BatchStream, job: BatchJob,
         assert isinstance(ev, Offered)
         await node._job(peer, r, ev, Lane(b, job))
     finally:
-        in_flight[peer] -= 1
-        if not in_flight[peer]:
-            del in_flight[peer]
+        _left(in_flight, peer)
+
+
+def _split(node: Any, peer: str, b: BatchStream, runnable: list[BatchJob],
+           in_flight: collections.Counter[str]) -> tuple[list[BatchJob], list[BatchJob]]:
+    """(jobs for ``_here``, jobs for ``_job``): a job whose module and stdin are here is
+    admitted now as ``Node._job`` admits (refused: answered at once); one that needs a
+    fetch goes through ``_job``."""
+    if not callable(getattr(node, "inputs_here", None)):
+        return [], runnable
+    here, fetch = [], []
+    for job in runnable:
+        if not node.inputs_here(job.offer):
+            fetch.append(job)
+            continue
+        reason, why = node._admit(peer, job.offer)
+        if reason is not None:
+            node.counters.inc(f"rejected_{reason}")
+            log.get().info("job.rejected", peer=peer, job=job.job, reason=reason)
+            b.machine.reject(job.job, reason, why)
+            _left(in_flight, peer)
+            continue
+        node.queued += 1
+        node._idle.clear()
+        here.append(job)
+    return here, fetch
+
+
+def _left(in_flight: collections.Counter[str], peer: str, n: int = 1) -> None:
+    in_flight[peer] -= n
+    if not in_flight[peer]:
+        del in_flight[peer]
+
+
+async def _here(node: Any, peer: str, b: BatchStream, here: list[BatchJob],
+                in_flight: collections.Counter[str]) -> None:
+    from plasmd.batchhere import run_here
+
+    try:
+        await run_here(node, peer, b, here)
+    finally:
+        _left(in_flight, peer, len(here))

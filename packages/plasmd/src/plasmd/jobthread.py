@@ -129,6 +129,14 @@ class JobThread:
         """On a job thread: run the guest (in one of the ``workers`` guest slots),
         then log the receipt durably (outside the slot: the next guest starts while
         this one waits for its flush)."""
+        result = self._run_guest(manifest_env, verified, cancel)
+        self.receipts.append(result.receipt)
+        return result
+
+    def _run_guest(self, manifest_env: dict[str, Any], verified: documents.Verified,
+                   cancel: threading.Event | None = None) -> Any:
+        """The guest under its fences, in one of the ``workers`` guest slots, and its
+        signed receipt (a ``JobResult``; the receipt is not logged yet)."""
         from plasm_exec.job import execute_job
 
         with self._guests:
@@ -140,7 +148,6 @@ class JobThread:
                                  cancel=cancel, stdin_blob=self._stdin_blob)
         if liar.enabled():  # tests only: PHASE_TEST_LIAR=1 in the environment (liar.py)
             result = liar.lie(result, self.identity)
-        self.receipts.append(result.receipt)
         return result
 
     def _flush_counts(self) -> dict[str, int]:

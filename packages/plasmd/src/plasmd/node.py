@@ -236,7 +236,8 @@ class Node(JobThread):
             r.accept()
             await send_out(stream, r.outbox())
             try:
-                msg = await asyncio.wait_for(stream.recv(), r.time_left())
+                async with asyncio.timeout(r.time_left()):  # (no task, unlike wait_for)
+                    msg = await stream.recv()
             except TimeoutError:
                 r.deadline_passed(f"no run within {RUN_WAIT_S:g} s of accept")
             run = r.receive(msg)

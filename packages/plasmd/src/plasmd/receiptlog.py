@@ -93,6 +93,34 @@ class ReceiptLog:
         its own fdatasync: a crash may leave it naming an earlier entry, and
         ``repair()`` (run at every start) adopts the durable entries that chain
         from it."""
+        fd, ticket, entry = self._write(receipt)
+        self.sync.wait(fd, ticket)
+        self._advance_head(entry.seq, entry.hash)
+        return entry
+
+    def append_later(self, receipt: dict[str, Any],
+                     done: Callable[[Entry | IOFailure], Any]) -> None:
+        """Append one receipt envelope and return at once; ``done(entry)`` is called
+        (on the flusher thread) once its line is durable, ``done(error)`` if it cannot
+        be made durable. The caller hands the receipt on only from ``done``. A write
+        that fails raises here."""
+        fd, ticket, entry = self._write(receipt)
+
+        def flushed(err: IOFailure | None) -> None:
+            if err is not None:
+                done(err)
+                return
+            try:
+                self._advance_head(entry.seq, entry.hash)
+            except IOFailure as e:  # as append() would raise it
+                done(e)
+                return
+            done(entry)
+
+        self.sync.later(fd, ticket, flushed)
+
+    def _write(self, receipt: dict[str, Any]) -> tuple[int, int, Entry]:
+        """Write one entry (not yet durable): its descriptor, ticket and entry."""
         with self._lock:
             seq = self._seq + 1
             rec = {"v": 1, "type": "receipt_log_entry", "seq": seq, "prev": self._last,
@@ -108,10 +136,8 @@ class ReceiptLog:
                 raise IOFailure(f"cannot append to {self.path}: {e.strerror}") from None
             ticket = self.sync.ticket()
             h = line_hash(line)
-            self._seq, self._last = seq, h
-        self.sync.wait(fd, ticket)
-        self._advance_head(seq, h)
-        return Entry(seq, rec["prev"], receipt, h)
+            prev, self._seq, self._last = self._last, seq, h
+        return fd, ticket, Entry(seq, prev, receipt, h)
 
     def _open(self) -> int:
         """The log's append descriptor (called under ``_lock``)."""

@@ -12,8 +12,10 @@ pyproject and covered by tests:
    make us buffer more than the windows in ``Limits``;
 4. the sender's buffered byte count, so that a writer waits (and finally drops
    the connection) when the peer stops reading;
-5. the 1-RTT space's ACK timer: when application data is sent, a pending
-   (delayed) ACK is sent in the same packet rather than in one of its own.
+5. the 1-RTT space's ACK timer and delay: when application data is sent, a
+   pending (delayed) ACK is sent in the same packet rather than in one of its
+   own; once authenticated, an ACK waits up to ``ACK_DELAY_S`` for data to ride
+   on, or until ``ACK_EVERY`` datagrams arrived unacknowledged.
 
 Everything else is plumbing: the decisions live in ``protocol.noise`` (who
 the peer is), ``protocol.framing`` (what it sent) and ``aio.endpoint`` (which
@@ -69,6 +71,14 @@ S_REFUSED = 0x10  # stream refused: busy, or no handler
 S_CANCELLED = 0x11  # stream aborted by the application
 S_ERROR = 0x12  # the handler failed
 
+# An ACK with nothing to ride on waits this long (aioquic: 1 ms; we advertise the
+# default max_ack_delay of 25 ms, so the peer's loss timers allow for it) ...
+ACK_DELAY_S = 0.02
+# ... or until this many datagrams arrived since the last ACK, so that bulk
+# transfers keep their ACK clock (RFC 9000 section 13.2.2 suggests one ACK per two
+# packets; fewer ACKs slow the sender's window growth a little, on any path).
+ACK_EVERY = 10
+
 def _quic_config(ep: _Endpoint, is_client: bool) -> Any:
     lim = ep.limits
     cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
@@ -105,6 +115,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
         self._violated = False
         self._hs_fin = False
         self._ack_now = False  # application data is queued: send pending ACKs with it
+        self._unacked = 0  # datagrams received since our last ACK (1-RTT, authenticated)
         self.closing = False
         self._early = bytearray()  # stream 0 bytes that beat the TLS completion event
         self._consumed_total = 0
@@ -168,6 +179,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
     # -- aioquic entry points: nothing may escape from here ---------------------
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self._unacked += 1
         if self.addr is None:
             self.addr = addr
             if not self.is_client:
@@ -205,12 +217,14 @@ class _PhaseProtocol(QuicConnectionProtocol):
     def transmit(self) -> None:
         """Send what is queued. When application data goes out, an ACK that aioquic
         would delay (by up to 1 ms, then send in a packet of its own) rides along."""
-        if self._ack_now:
-            self._ack_now = False
-            space = self._quic._spaces.get(Epoch.ONE_RTT)
-            if space is not None and space.ack_at is not None:
-                space.ack_at = self._loop.time()
+        space = self._quic._spaces.get(Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and (
+                self._ack_now or self._unacked >= ACK_EVERY):
+            space.ack_at = self._loop.time()
+        self._ack_now = False
         super().transmit()
+        if space is not None and space.ack_at is None:
+            self._unacked = 0
 
     def _send_soon(self) -> None:
         self._ack_now = True
@@ -341,6 +355,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
     def _established(self, peer: str) -> None:
         self.peer_id = peer
         self._authed = True
+        self._quic._ack_delay = ACK_DELAY_S  # (private: see the module docstring)
         lim = self.endpoint.limits
         self._conn_window = (lim.connection_window_bytes if self.priority else
                              min(lim.other_connection_window_bytes, lim.connection_window_bytes))

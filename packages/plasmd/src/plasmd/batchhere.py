@@ -1,0 +1,115 @@
+"""The event loop's side of a batch's jobs that run here (``plasmd.batchrun``).
+
+``plasmd.batch`` admits the jobs of a ``batch`` stream whose module and stdin the
+node holds and hands them to ``run_here``: one hop to a job thread verifies and
+records them all (``Work.prepare``), up to ``workers`` runners run them
+(``Work.run``), and the events the threads send through the ``Mailbox`` keep the
+node's ``queued`` / ``running`` counts and answer each job as it ends, counted and
+logged as ``Node._job`` counts and logs a job on a stream of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from phase_core import log
+from phase_core.errors import PhaseError
+from phase_core.protocol import jobs
+from phase_core.protocol.jobs import SendBlob
+from phase_core.protocol.jobs_batch import BatchJob
+from plasmd.batchrun import Mailbox, Work
+from plasmd.jobthread import Refused
+
+__all__ = ["run_here"]
+
+
+async def run_here(node: Any, peer: str, b: Any, here: list[BatchJob]) -> None:
+    """Run the admitted jobs ``here`` of the batch stream ``b`` (``plasmd.batch``)
+    through ``batchrun.Work``; answer each as it ends."""
+    loop = asyncio.get_running_loop()
+    state = ["queued"] * len(here)  # → "running" → "ended"
+    left = [len(here)]
+    ended = asyncio.Event()
+
+    def drain(events: list[tuple[Any, ...]]) -> None:
+        for ev in events:
+            i = ev[1]
+            if state[i] == "ended":
+                continue
+            if ev[0] == "started":
+                state[i] = "running"
+                node.queued -= 1
+                node.running += 1
+                continue
+            if state[i] == "running":
+                node.running -= 1
+            else:
+                node.queued -= 1
+            state[i] = "ended"
+            left[0] -= 1
+            _answer(node, peer, b, here[i].job, ev[2])
+        if node.queued == 0 and node.running == 0:
+            node._idle.set()
+        b.send_soon()
+        if not left[0]:
+            ended.set()
+
+    work = Work(node, peer, [(j.offer, j.run["manifest"]) for j in here], b.cancel,
+                Mailbox(loop, drain))
+
+    async def hop(fn: Any) -> None:
+        async with node._slots:
+            await loop.run_in_executor(node._pool, fn)
+
+    try:
+        await hop(work.prepare)
+        await asyncio.gather(*(hop(work.run)
+                               for _ in range(min(node.config.workers, len(work.todo)))))
+        await ended.wait()  # the last receipts' flush, then their answers
+        await b.sent()
+    finally:
+        b.cancel.set()  # (a no-op once every job ended)
+        for i, st in enumerate(state):  # only if this task was cancelled midway
+            if st == "running":
+                node.running -= 1
+            elif st == "queued":
+                node.queued -= 1
+            state[i] = "ended"
+        if node.queued == 0 and node.running == 0:
+            node._idle.set()
+
+
+def _answer(node: Any, peer: str, b: Any, job_id: str, outcome: Any) -> None:
+    """One job's end, counted and logged as ``Node._job`` does, queued on the batch."""
+    if isinstance(outcome, Refused):
+        node.counters.inc(f"rejected_{outcome.reason}")
+        log.get().info("job.rejected", peer=peer, job=job_id, reason=outcome.reason,
+                       stage="run")
+        b.machine.job_out(job_id, jobs.reject(job_id, outcome.reason, outcome.message))
+    elif isinstance(outcome, PhaseError):
+        if b.cancel.is_set():
+            node.counters.inc("jobs_cancelled")
+            log.get().info("job.cancelled", peer=peer, job=job_id, error=outcome.slug,
+                           message="the submitter went away; the guest was stopped and "
+                                   "nothing was recorded")
+            return
+        node.counters.inc("jobs_failed")
+        log.get().warning("job.failed", peer=peer, job=job_id, **outcome.to_record())
+        b.machine.job_out(job_id, jobs.error(outcome.slug, outcome.message))
+    else:
+        _verified, result = outcome
+        ended = result.result.outcome.ended
+        node.counters.inc("jobs_done")
+        node.counters.inc(f"ended_{ended}")
+        m = b.machine
+        if not (m.job_out(job_id, {"type": "result", "job": job_id, "receipt": result.receipt})
+                and m.job_out(job_id, SendBlob(result.result.stdout or b""))
+                and m.job_out(job_id, SendBlob(result.result.stderr or b""))):
+            node.counters.inc("jobs_orphaned")
+            log.get().info("job.orphaned", peer=peer, job=job_id, error="submitter_gone",
+                           message="the submitter left before the result was delivered; "
+                                   "the receipt is in the log")
+            return
+        log.get().info("job.done", peer=peer, job=job_id, ended=ended,
+                       exit_code=result.result.outcome.exit_code)

@@ -1,0 +1,142 @@
+"""A batch's jobs on the job threads: few hops, shared flushes, answers as jobs end.
+
+``plasmd.batch`` hands the jobs of one ``batch`` stream whose module and stdin
+are here to a ``Work``, instead of one job-thread hop (and one set of asyncio
+tasks) per job. Each job is still checked and run exactly as ``run_one`` does
+it, on its own:
+
+1. ``prepare`` (one hop for the whole batch): verify every manifest (signed by
+   the peer, the job that was offered), then record every verified job id in
+   the replay journal with one append and one shared flush
+   (``StateStore.record_jobs``): each id is durable before any guest runs, and
+   a replay is refused alone.
+2. ``run`` (on up to ``workers`` job threads, each taking the next job): run
+   the guest under its own fences in a guest slot and sign its receipt, then
+   ``ReceiptLog.append_later``: the receipt leaves only once its log entry is
+   durable, from the flusher thread, while this thread runs the next guest.
+
+Threads report to the event loop through a ``Mailbox`` (one wake-up of the loop
+per drain, not per event): a job starting its guest, and each job's end (its
+verified job and ``JobResult``, a ``Refused``, or the ``PhaseError`` it failed
+with). The submitter going away sets ``cancel``: a running guest stops, a job
+not started yet is not run, and nothing more is logged for them.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from phase_core import timefmt
+from phase_core.errors import Interrupted, PhaseError, Rejected
+from phase_core.protocol import jobs
+from plasmd.jobthread import Refused
+
+__all__ = ["Mailbox", "Work"]
+
+
+class Mailbox:
+    """Events from job threads to the event loop: ``drain(events)`` runs on the loop,
+    scheduled once for however many events arrived meanwhile."""
+
+    def __init__(self, loop: Any, drain: Callable[[list[tuple[Any, ...]]], None]) -> None:
+        self._loop = loop
+        self._drain = drain
+        self._lock = threading.Lock()
+        self._events: list[tuple[Any, ...]] = []
+
+    def put(self, *event: Any) -> None:
+        with self._lock:
+            self._events.append(event)
+            first = len(self._events) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the node stopped
+                self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+        self._drain(events)
+
+
+class Work:
+    """The jobs ``items`` (index → offer and ``run`` manifest) of one batch from ``peer``.
+    Events: ``("started", i)`` and ``("done", i, outcome)``."""
+
+    def __init__(self, node: Any, peer: str, items: list[tuple[dict[str, Any], dict[str, Any]]],
+                 cancel: threading.Event, mailbox: Mailbox) -> None:
+        self.node = node
+        self.peer = peer
+        self.items = items
+        self.cancel = cancel
+        self.mailbox = mailbox
+        self.todo: collections.deque[tuple[int, Any]] = collections.deque()
+
+    def prepare(self) -> None:
+        """On a job thread: verify every job, record the verified ones (one flush)."""
+        node, put = self.node, self.mailbox.put
+        ok: list[tuple[int, Any]] = []
+        for i, (offer, env) in enumerate(self.items):
+            verified, reject = node._verify_run(self.peer, env)
+            if reject is None:
+                assert verified is not None
+                mismatch = jobs.matches_offer(offer, verified.body, verified.id)
+                if mismatch is not None:
+                    reject = ("invalid_request", mismatch)
+            if reject is not None:
+                put("done", i, Refused(*reject))
+            else:
+                ok.append((i, verified))
+        if not ok:
+            return
+        try:
+            errors = node.state.record_jobs(
+                self.peer, [(v.id, timefmt.parse_time(v.body["expires"])) for _, v in ok],
+                timefmt.now())
+        except PhaseError as e:  # the journal cannot be written or flushed: none may run
+            for i, _ in ok:
+                put("done", i, e)
+            return
+        for (i, verified), err in zip(ok, errors, strict=True):
+            if err is None:
+                self.todo.append((i, verified))
+            elif isinstance(err, Rejected):
+                node.counters.inc("replays")
+                put("done", i, Refused("replay", err.message))
+            else:  # too many unexpired jobs from this submitter
+                put("done", i, Refused("queue_full", err.message))
+
+    def run(self) -> None:
+        """On a job thread: take the next recorded job, run it, log its receipt (the
+        answer leaves once that is durable); until none is left."""
+        node, put = self.node, self.mailbox.put
+        while True:
+            try:
+                i, verified = self.todo.popleft()
+            except IndexError:
+                return
+            if self.cancel.is_set():
+                put("done", i, Interrupted("the submitter went away before the job started"))
+                continue
+            put("started", i)
+            try:
+                result = node._run_guest(self.items[i][1], verified, self.cancel)
+                self._log(i, verified, result)
+            except PhaseError as e:
+                put("done", i, e)
+
+    def _log(self, i: int, verified: Any, result: Any) -> None:
+        put = self.mailbox.put
+        append_later = getattr(self.node.receipts, "append_later", None)
+        if append_later is None:  # an in-memory log (private mode): nothing to flush
+            self.node.receipts.append(result.receipt)
+            put("done", i, (verified, result))
+            return
+
+        def durable(got: Any) -> None:
+            put("done", i, got if isinstance(got, PhaseError) else (verified, result))
+
+        append_later(result.receipt, durable)

@@ -1,0 +1,112 @@
+"""Flushes shared with a flusher thread and with a whole batch: ``GroupSync.later``,
+``ReceiptLog.append_later`` and ``StateStore.record_jobs`` (the parts
+``plasmd.batchrun`` stands on), with gated, counting or failing flushes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phase_core import timefmt
+from phase_core.errors import IOFailure, Replay
+from phase_core.groupsync import GroupSync
+from phase_core.state import StateStore
+from plasmd.receiptlog import Entry, ReceiptLog
+from tests.plasmd.test_batch_run import CountingSync
+from tests.plasmd.test_job_path import WAIT_S, GatedSync, failing_sync
+
+# -- the flusher thread ---------------------------------------------------------------------
+
+def test_later_calls_back_only_after_the_flush_that_covers_it(tmp_path: Path) -> None:
+    gate = GatedSync()
+    sync = GroupSync("test", gate)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    called: list[Any] = []
+    done = threading.Event()
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: (called.append(err), done.set()))
+        assert gate.entered.wait(WAIT_S)  # the flusher's flush is under way (and held)
+        os.write(fd, b"b\n")
+        t2 = sync.ticket()
+        second = threading.Event()
+        sync.later(fd, t2, lambda err: (called.append(err), second.set()))
+        assert not done.is_set() and called == []  # nothing before the flush returns
+        gate.release.set()
+        assert done.wait(WAIT_S) and second.wait(WAIT_S)
+        assert called == [None, None] and sync._synced >= t2
+    finally:
+        os.close(fd)
+
+
+def test_later_reports_a_failed_flush_to_every_waiter(tmp_path: Path) -> None:
+    sync = GroupSync("test", failing_sync)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    got: list[Any] = []
+    done = threading.Event()
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: (got.append(err), done.set()))
+        assert done.wait(WAIT_S)
+        assert isinstance(got[0], IOFailure)
+        with pytest.raises(IOFailure):  # and later writers fail too
+            sync.wait(fd, sync.ticket())
+    finally:
+        os.close(fd)
+
+
+def test_append_later_hands_the_entry_on_only_once_durable(tmp_path: Path) -> None:
+    gate = GatedSync()
+    log = ReceiptLog(tmp_path / "r.jsonl", GroupSync("test log", gate))
+    got: list[Any] = []
+    done = threading.Event()
+    log.append_later({"n": 0}, lambda e: (got.append(e), done.set()))
+    assert gate.entered.wait(WAIT_S)
+    assert (tmp_path / "r.jsonl").read_bytes().count(b"\n") == 1  # written, not flushed
+    assert not done.is_set()
+    gate.release.set()
+    assert done.wait(WAIT_S)
+    assert isinstance(got[0], Entry) and got[0].seq == 0
+    assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [{"n": 0}]
+
+
+# -- the journal: one append, one flush ------------------------------------------------------
+
+def test_record_jobs_shares_one_flush_and_refuses_a_replay_alone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    counting = CountingSync()
+    store.journal_sync = GroupSync("test journal", counting)
+    now = timefmt.now()
+    store.record_job("sub", "old", now + 60, now)
+    assert counting.calls == 1
+    errs = store.record_jobs("sub", [("a", now + 60), ("old", now + 60), ("b", now + 60),
+                                     ("a", now + 60)], now)
+    assert counting.calls == 2  # one flush for the whole call
+    assert errs[0] is None and errs[2] is None
+    assert isinstance(errs[1], Replay) and isinstance(errs[3], Replay)
+    again = StateStore(tmp_path / "state.json")  # a restart reads the journal
+    assert [e is None for e in again.record_jobs("sub", [("a", now + 60), ("b", now + 60),
+                                                        ("c", now + 60)], now)] \
+        == [False, False, True]
+
+
+def test_a_failing_callback_does_not_stop_the_flusher(tmp_path: Path) -> None:
+    sync = GroupSync("test", CountingSync())
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    done = threading.Event()
+
+    def bad(err: Any) -> None:
+        raise RuntimeError("a bug in a caller")
+
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), bad)
+        os.write(fd, b"b\n")
+        sync.later(fd, sync.ticket(), lambda err: done.set())
+        assert done.wait(WAIT_S)
+    finally:
+        os.close(fd)
