@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from phase_core.cli.pipeline import Stage
-from phase_core.errors import DigestMismatch, InputError, MissingInput, PhaseError
+from phase_core.errors import InputError, PhaseError
 from plasmd.pool import Job
 from plasmd.submit import Outcome
 
@@ -39,7 +39,7 @@ class BlobCache:
         self._size = 0
 
     def get(self, cid: str | None, path: Path | None) -> dict[str, bytes]:
-        from phase_core.canonical import content_id
+        from plasmd.submitmany import read_blob
 
         if cid is None:
             return {}
@@ -47,21 +47,7 @@ class BlobCache:
         if data is not None:
             self._bytes.move_to_end(cid)
             return {cid: data}
-        if path is not None:
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise MissingInput(f"no such file: {path}") from None
-            except OSError as e:
-                raise InputError(f"cannot read {path}: {e.strerror}") from None
-            if content_id(data) != cid:
-                raise DigestMismatch(f"{path} is not {cid}, which the manifest names")
-        elif self.cas is not None and self.cas.has(cid):
-            data = self.cas.path_for(cid).read_bytes()
-        else:
-            raise MissingInput(f"{cid} is not in the store and the record gives no path",
-                               hint="add module_path/stdin_path, or put it in the store "
-                                    "(phase-fetch)")
+        data = read_blob(cid, path, self.cas)[cid]
         self._bytes[cid] = data
         self._size += len(data)
         while self._size > self.max_bytes and len(self._bytes) > 1:

@@ -48,7 +48,9 @@ def job_result(out: Outcome) -> dict[str, Any]:
             "stderr_b64": base64.b64encode(out.stderr).decode(), "envelope": out.receipt}
 
 
-def _blob(cid: str | None, path: Path | None, cas: Any) -> dict[str, bytes]:
+def read_blob(cid: str | None, path: Path | None, cas: Any) -> dict[str, bytes]:
+    """A job's module or stdin bytes by content id: from ``path`` (checked against
+    ``cid``), else from the store ``cas`` (None: no store)."""
     from phase_core.canonical import content_id
 
     if cid is None:
@@ -63,7 +65,7 @@ def _blob(cid: str | None, path: Path | None, cas: Any) -> dict[str, bytes]:
         if content_id(data) != cid:
             raise DigestMismatch(f"{path} is not {cid}, which the manifest names")
         return {cid: data}
-    if not cas.has(cid):
+    if cas is None or not cas.has(cid):
         raise MissingInput(f"{cid} is not in the store and the record gives no path",
                            hint="add module_path/stdin_path, or put it in the store "
                                 "(phase-fetch)")
@@ -83,8 +85,8 @@ def _jobs(stage: Stage, src: IO[bytes], cas: Any) -> Iterator[tuple[int, Job | P
             if not isinstance(env, dict) or not isinstance(env.get("body"), dict):
                 raise InputError("the record has no signed job manifest")
             body = env["body"]
-            blobs = {**_blob(body.get("module"), module_path, cas),
-                     **_blob(body.get("stdin"), stdin_path, cas)}
+            blobs = {**read_blob(body.get("module"), module_path, cas),
+                     **read_blob(body.get("stdin"), stdin_path, cas)}
             yield lineno, Job(env, blobs)
         except PhaseError as e:
             yield lineno, e
