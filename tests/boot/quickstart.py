@@ -103,9 +103,10 @@ def prepare(script: str) -> tuple[str, int, list[str]]:
     return script, port, subs
 
 
-def run(name: str, log_path: Path, *, until: str, timeout_s: float) -> Run:
+def run(name: str, log_path: Path, *, until: str, timeout_s: float,
+        readme: Path = README) -> Run:
     """Run block NAME; stop at ``until`` (a regex on the log), its end, or the deadline."""
-    script, port, subs = prepare(block(name))
+    script, port, subs = prepare(block(name, readme))
     path = log_path.with_suffix(".sh")
     path.write_text(script)
     pattern = re.compile(until)
