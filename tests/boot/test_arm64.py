@@ -1,10 +1,11 @@
 """Phase Boot on arm64: qemu-system-aarch64 -machine virt, TCG, AAVMF (UEFI).
 
-CI runs one boot (``node_run``): the arm64 initramfs under AAVMF in local mode finds a
-host provider, verifies, fetches and kexecs into the node image (the same initramfs with
-``phase.stage=node``), which runs the hello job on its plasmd and writes the receipt to
-the cache partition; the host's phase-verify then checks that receipt against the node's
-key read from the disk. The other arm64 boots are marked ``on_demand`` (deselected
+CI runs one boot (``node_run``), boot/README.md's arm64 quickstart run as written: the
+arm64 initramfs under AAVMF in local mode finds the host provider, verifies, fetches and
+kexecs into the node image (the same initramfs with ``phase.stage=node``), which runs
+the hello job on its plasmd and writes the receipt to the cache partition; the host's
+phase-verify then checks that receipt against the node's key read from the disk.
+The other arm64 boots are marked ``on_demand`` (deselected
 unless PHASE_BOOT_ON_DEMAND=1; boot/README.md has the commands and times).
 
 Debian 12's arm64 kernel has no kexec_file_load, so the kexec here is phase-boot's
@@ -25,25 +26,23 @@ from typing import Any
 
 import pytest
 
-from tests.boot import vm_arm64
+from tests.boot import quickstart, vm_arm64
 from tests.boot.conftest import BOOT, ROOT, Built, build_if_stale
 from tests.boot.test_qemu import log_path, parallel
-from tests.boot.vm import HOST_FROM_GUEST, free_port
 
 pytestmark = pytest.mark.slow
 
 ARCH = "aarch64"
 OUT = Path(os.environ.get("PHASE_BOOT_OUT_AARCH64", BOOT / "out" / "aarch64"))
-# boot/README.md's arm64 quickstart signs "console=ttyAMA0 phase.stage=node"; the test
-# adds panic=-1 (no hang on a panic) and phase.halt=1 (power off after the hello job)
-NODE_CMDLINE = f"console={vm_arm64.CONSOLE} panic=-1 quiet phase.stage=node phase.halt=1"
 # TCG on arm64 is slow: a longer discovery deadline than x86_64's, still bounded
 CHAIN = "phase.rescue=poweroff phase.retries=2 phase.discover_timeout=30"
-NODE_TIMEOUT_S = 900
+# the quickstart block: build, release, provider, then the boot; bounded
+QUICKSTART_TIMEOUT_S = 1200
+QUICKSTART_OUT = BOOT / "out" / "aarch64"  # the block's paths
+QUICKSTART_DISK = Path("/tmp/arm64-disk.img")  # the block's copy of the disk
 
 
-@pytest.fixture(scope="session")
-def built64() -> Built:
+def require_arm64_tools() -> None:
     missing = vm_arm64.tools_missing()
     if missing:
         msg = (f"arm64 boot toolchain missing: {', '.join(missing)} (install the packages "
@@ -51,50 +50,32 @@ def built64() -> Built:
         if os.environ.get("CI") == "true":
             pytest.fail(msg + "; CI must run the arm64 boot tests", pytrace=False)
         pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def built64() -> Built:
+    require_arm64_tools()
     return build_if_stale(OUT, f"--arch={ARCH}")
 
 
-class CliProvider:
-    """boot/release, then ``python -m plasmd.provider serve``: boot/README.md's commands."""
-
-    def __init__(self, built: Built, tmp: Path, cmdline: str) -> None:
-        self.port = free_port()
-        url = f"http://{HOST_FROM_GUEST}:{self.port}"
-        rel = tmp / "release"
-        subprocess.run([str(BOOT / "release"), f"--mirror={url}", f"--cmdline={cmdline}",
-                        f"--dir={rel}"], check=True, capture_output=True,
-                       env={**os.environ, "PHASE_BOOT_OUT": str(built.out)})
-        self.manifest = json.loads((rel / "boot-manifest.json").read_text())
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/python"), "-m", "plasmd.provider", "serve",
-             f"--cas={rel}/cas", f"--manifests={rel}/manifests", f"--port={self.port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # its "provider" record: it is listening
-        assert '"provider"' in line, line
-        self.guest_url = url
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def node_run(built64: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The CI boot: local mode, full chain into the node image, hello job, power-off."""
-    tmp = tmp_path_factory.mktemp("arm64-node")
-    prov = CliProvider(built64, tmp, NODE_CMDLINE)
-    disk = tmp / "local.img"
-    subprocess.run(["cp", "--sparse=always", str(built64.disk), str(disk)], check=True)
-    try:
-        r = vm_arm64.run(log_path("arm64-node-local"), kernel=built64.kernel,
-                         initrd=built64.initramfs, disk=disk,
-                         append=f"phase.mode=local phase.provider={prov.guest_url} {CHAIN}",
-                         until=r"PHASE-BOOT poweroff|Kernel panic", timeout_s=NODE_TIMEOUT_S)
-    finally:
-        prov.close()
-    print(f"arm64: discover → verify → fetch → kexec → node → hello in {r.seconds:.1f} s")
-    return {"run": r, "disk": disk, "version": prov.manifest["body"]["version"]}
+def node_run() -> dict[str, Any]:
+    """The CI boot: boot/README.md's arm64 quickstart run with ``sh`` as written
+    (tests/boot/quickstart.py): apt-get, boot/build, boot/release, the provider on 8080,
+    AAVMF and QEMU in local mode; the chain kexecs into the node image, which runs the
+    hello job on its plasmd, writes the receipt to the cache partition and powers off."""
+    require_arm64_tools()
+    assert str(QUICKSTART_DISK) in quickstart.block("arm64")
+    r = quickstart.run("arm64", log_path("arm64-quickstart"),
+                       until=r"PHASE-BOOT poweroff|PHASE-BOOT rescue[^\n]*\n|Kernel panic",
+                       timeout_s=QUICKSTART_TIMEOUT_S)
+    assert r.matched, r.explain()
+    assert not r.left_running, f"still running after the kill: {r.left_running}"
+    assert quickstart.port_free(r.port), f"port {r.port} still held after the run"
+    env = json.loads((QUICKSTART_OUT / "release" / "boot-manifest.json").read_text())
+    print(f"arm64 quickstart (substitutions: {r.substitutions or 'none'}): build, release, "
+          f"discover → verify → fetch → kexec → node → hello in {r.seconds:.1f} s")
+    return {"run": r, "disk": QUICKSTART_DISK, "version": env["body"]["version"]}
 
 
 def test_arm64_chain_discover_verify_fetch_kexec(node_run: dict[str, Any]) -> None:
