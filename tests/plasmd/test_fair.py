@@ -49,6 +49,35 @@ def test_no_starvation_and_fifo_within_a_key() -> None:
     assert q.waiting("B") == 0
 
 
+def test_one_job_at_a_time_does_not_pass_a_backlog() -> None:
+    """A key that keeps exactly one job waiting (and so keeps coming back new)
+    alternates with a backlogged key; it never jumps it."""
+    q: FairQueue[str] = FairQueue()
+    for i in range(10):
+        q.push("A", f"a{i}")
+    q.push("C", "c0")
+    served = []
+    for i in range(1, 9):
+        key, item = q.pop()
+        served.append(item)
+        if key == "C":
+            q.push("C", f"c{i}")
+    assert served == ["a0", "c0", "a1", "c2", "a2", "c4", "a3", "c6"]
+
+
+def test_a_newcomer_goes_before_a_backlogs_next_job() -> None:
+    q: FairQueue[str] = FairQueue()
+    for i in range(5):
+        q.push("A", f"a{i}")
+    assert q.pop() == ("A", "a0")
+    q.push("B", "b0")
+    assert drain(q) == ["b0", "a1", "a2", "a3", "a4"]
+    q.charge("A")  # A took a free slot without waiting
+    q.push("A", "a5")
+    q.push("B", "b1")
+    assert drain(q) == ["b1", "a5"]
+
+
 def test_remove_a_waiter() -> None:
     q: FairQueue[str] = FairQueue()
     q.push("A", "a0")
@@ -89,7 +118,8 @@ def test_slots_hand_over_round_robin_and_cancel() -> None:
         return order, slots.free
 
     order, free = asyncio.run(main())
-    assert order == ["a0", "a1", "b0", "a2", "a3", "a4", "a5"]
+    # a0 took the free slot: the newcomer B goes before A's next job
+    assert order == ["a0", "b0", "a1", "a2", "a3", "a4", "a5"]
     assert free == 1  # every slot came back
 
 
@@ -125,7 +155,7 @@ def test_gate_threads_round_robin_and_cancel() -> None:
     hold.set()
     for t in threads:
         t.join(60)
-    assert order == ["a0", "cancelled c0", "a1", "b0", "a2"]
+    assert order == ["a0", "cancelled c0", "b0", "a1", "a2"]
     assert gate.waiting() == 0
     with gate.slot("X"):  # the slot came back
         pass

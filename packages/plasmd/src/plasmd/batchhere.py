@@ -4,9 +4,10 @@
 node holds and hands them to ``run_here``: one hop to a job thread verifies and
 records them all (``Work.prepare``), up to ``workers`` runners run them
 (``Work.run``; a runner gives its job thread up when another submitter waits for
-one, and takes one again in the round robin: ``plasmd.fair``), and the events the threads send through the ``Mailbox`` keep the
-node's ``queued`` / ``running`` counts and answer each job as it ends, counted and
-logged as ``Node._job`` counts and logs a job on a stream of its own.
+one, and takes one again in the round robin: ``plasmd.fair``), and the events
+the threads send through the ``Mailbox`` keep the node's ``queued`` / ``running``
+counts and answer each job as it ends, counted and logged as ``Node._job`` counts
+and logs a job on a stream of its own.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 A submitter with a backlog (a batch of 500 jobs, or 500 streams) must not make
 every other submitter wait behind it. ``FairQueue`` is the sans-I/O order: the
-waiters of each key (a submitter's node id) in arrival order, and the keys in a
-ring; ``pop`` takes the head of the next key's line, so a newcomer waits behind
-at most one waiter of each other active key (round robin by job count: deficit
-round robin with a quantum of one job).
+waiters of each key (a submitter's node id) in arrival order, served round-robin
+across keys by job count (start-time fair queueing, one job per turn), so a
+newcomer waits for the slots in use to free up, not behind anyone's backlog, and
+submitters with backlogs alternate.
 
 Two gates use it, both handing a freed slot straight to the next waiter:
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Generic, TypeVar
@@ -33,34 +34,70 @@ CANCEL_POLL_S = 0.05  # how often a waiting guest looks at its job's cancel flag
 
 
 class FairQueue(Generic[T]):
-    """Waiters per key, served round-robin across keys, in arrival order within one."""
+    """Waiters per key, served round-robin across keys, in arrival order within one.
+
+    Start-time fair queueing with a cost of one job: each key's head waiter has a
+    tag; ``pop`` serves the smallest (ties: the tag given first), the virtual time
+    becomes that tag and the key's next waiter gets the tag after it. A key that
+    comes (back) starts at the virtual time, or after its last service if that is
+    later: a newcomer is served before a backlogged key's next job, and a key that
+    keeps one job waiting at a time alternates with the others, never passes them."""
 
     def __init__(self) -> None:
-        self._lines: collections.OrderedDict[str, collections.deque[T]] = \
-            collections.OrderedDict()
+        self._lines: dict[str, collections.deque[T]] = {}
+        self._head: dict[str, tuple[int, int]] = {}  # key → (tag, seq) of its head
+        self._heap: list[tuple[int, int, str]] = []
+        self._after: dict[str, int] = {}  # key → the tag after its last service
+        self._now = 0
+        self._seq = 0
         self._n = 0
 
     def __len__(self) -> int:
         return self._n
 
+    def _schedule(self, key: str, tag: int) -> None:
+        self._seq += 1
+        self._head[key] = (tag, self._seq)
+        heapq.heappush(self._heap, (tag, self._seq, key))
+
     def push(self, key: str, item: T) -> None:
-        """``item`` waits at the end of ``key``'s line (a new key joins the ring last)."""
-        self._lines.setdefault(key, collections.deque()).append(item)
+        """``item`` waits at the end of ``key``'s line."""
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = collections.deque()
+            self._schedule(key, max(self._now, self._after.pop(key, 0)))
+        line.append(item)
         self._n += 1
 
-    def pop(self) -> tuple[str, T]:
-        """The next waiter: the head of the next key's line; that key moves to the end
-        of the ring. Raises ``IndexError`` when nobody waits."""
+    def charge(self, key: str) -> None:
+        """``key`` took a slot without waiting (nobody waited): its next waiter comes
+        after a newcomer's. Only the last such grant counts."""
         if not self._lines:
-            raise IndexError("nobody waits")
-        key, line = next(iter(self._lines.items()))
-        item = line.popleft()
-        self._n -= 1
-        if line:
-            self._lines.move_to_end(key)
-        else:
-            del self._lines[key]
-        return key, item
+            self._after = {key: self._now + 1}
+
+    def pop(self) -> tuple[str, T]:
+        """The next waiter. Raises ``IndexError`` when nobody waits."""
+        while self._heap:
+            tag, seq, key = heapq.heappop(self._heap)
+            if self._head.get(key) != (tag, seq):
+                continue  # stale: that key's line emptied or was rescheduled
+            line = self._lines[key]
+            item = line.popleft()
+            self._n -= 1
+            self._now = tag
+            if line:
+                self._schedule(key, tag + 1)
+            else:
+                self._forget(key)
+                self._after[key] = tag + 1
+                if len(self._after) > 2 * len(self._lines) + 64:  # those due anyway
+                    self._after = {k: t for k, t in self._after.items() if t > self._now}
+            return key, item
+        raise IndexError("nobody waits")
+
+    def _forget(self, key: str) -> None:
+        del self._lines[key]
+        del self._head[key]
 
     def remove(self, key: str, item: T) -> bool:
         """Take a waiter out (its job was cancelled); False if it was not waiting."""
@@ -70,7 +107,7 @@ class FairQueue(Generic[T]):
         line.remove(item)
         self._n -= 1
         if not line:
-            del self._lines[key]
+            self._forget(key)
         return True
 
     def waiting(self, key: str) -> int:
@@ -94,6 +131,7 @@ class FairSlots:
     async def take(self, key: str) -> AsyncIterator[None]:
         if self.free > 0 and not len(self.queue):
             self.free -= 1
+            self.queue.charge(key)
         else:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.queue.push(key, fut)
@@ -142,6 +180,7 @@ class FairGate:
         with self._cond:
             if self._free > 0 and not len(self._queue):
                 self._free -= 1
+                self._queue.charge(key)
             else:
                 w = _Waiter()
                 self._queue.push(key, w)
