@@ -19,6 +19,9 @@ Admission, in order, before any blob is fetched or any wasm runs:
    be signed by the peer that offered it, match the offer, and not be a
    replay (job ids are remembered per submitter until they expire, on disk
    except in private mode). Limits are clamped to the operator's ceilings.
+
+Admitted jobs wait for a job thread (``_slots``) and then a guest slot
+(``_guests``), both handed out round-robin per submitter (``plasmd.fair``).
 """
 
 from __future__ import annotations
