@@ -3,9 +3,11 @@
 ``plasmd.batch`` admits the jobs of a ``batch`` stream whose module and stdin the
 node holds and hands them to ``run_here``: one hop to a job thread verifies and
 records them all (``Work.prepare``), up to ``workers`` runners run them
-(``Work.run``), and the events the threads send through the ``Mailbox`` keep the
-node's ``queued`` / ``running`` counts and answer each job as it ends, counted and
-logged as ``Node._job`` counts and logs a job on a stream of its own.
+(``Work.run``; a runner gives its job thread up when another submitter waits for
+one, and takes one again in the round robin: ``plasmd.fair``), and the events
+the threads send through the ``Mailbox`` keep the node's ``queued`` / ``running``
+counts and answer each job as it ends, counted and logged as ``Node._job`` counts
+and logs a job on a stream of its own.
 """
 
 from __future__ import annotations
@@ -58,13 +60,22 @@ async def run_here(node: Any, peer: str, b: Any, here: list[BatchJob]) -> None:
     work = Work(node, peer, [(j.offer, j.run["manifest"]) for j in here], b.cancel,
                 Mailbox(loop, drain))
 
-    async def hop(fn: Any) -> None:
-        async with node._slots:
-            await loop.run_in_executor(node._pool, fn)
+    slots = node._slots
+
+    async def hop(fn: Any, *args: Any) -> None:
+        async with slots.take(peer):
+            await loop.run_in_executor(node._pool, fn, *args)
+
+    def give_way() -> bool:  # (read on a job thread: a hint, checked again by the loop)
+        return bool(slots.others_waiting(peer))
+
+    async def runner() -> None:
+        while work.todo:  # it gave way to another submitter: queue again behind it
+            await hop(work.run, give_way)
 
     try:
         await hop(work.prepare)
-        await asyncio.gather(*(hop(work.run)
+        await asyncio.gather(*(runner()
                                for _ in range(min(node.config.workers, len(work.todo)))))
         await ended.wait()  # the last receipts' flush, then their answers
         await b.sent()

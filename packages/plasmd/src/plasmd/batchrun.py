@@ -11,9 +11,12 @@ it, on its own:
    (``StateStore.record_jobs``): each id is durable before any guest runs, and
    a replay is refused alone.
 2. ``run`` (on up to ``workers`` job threads, each taking the next job): run
-   the guest under its own fences in a guest slot and sign its receipt, then
+   the guest under its own fences in a guest slot (taken per job, round-robin
+   with other submitters' jobs: ``plasmd.fair``) and sign its receipt, then
    ``ReceiptLog.append_later``: the receipt leaves only once its log entry is
    durable, from the flusher thread, while this thread runs the next guest.
+   A runner gives its job thread up between two jobs when another submitter
+   waits for one, and queues again behind it.
 
 Threads report to the event loop through a ``Mailbox`` (one wake-up of the loop
 per drain, not per event): a job starting its guest, and each job's end (its
@@ -109,11 +112,13 @@ class Work:
             else:  # too many unexpired jobs from this submitter
                 put("done", i, Refused("queue_full", err.message))
 
-    def run(self) -> None:
+    def run(self, give_way: Callable[[], bool] = lambda: False) -> None:
         """On a job thread: take the next recorded job, run it, log its receipt (the
-        answer leaves once that is durable); until none is left."""
+        answer leaves once that is durable); until none is left, or ``give_way()``
+        says another submitter waits for a job thread (the caller then queues this
+        runner again behind it: ``plasmd.fair``)."""
         node, put = self.node, self.mailbox.put
-        while True:
+        while not give_way():
             try:
                 i, verified = self.todo.popleft()
             except IndexError:
@@ -123,7 +128,7 @@ class Work:
                 continue
             put("started", i)
             try:
-                result = node._run_guest(self.items[i][1], verified, self.cancel)
+                result = node._run_guest(self.items[i][1], verified, self.cancel, self.peer)
                 self._log(i, verified, result)
             except PhaseError as e:
                 put("done", i, e)

@@ -88,6 +88,9 @@ Options:
                         (default: N+3).
   --job-timeout=D       dispatch: one attempt's deadline (default: the job's
                         wall-clock limit + 30s).
+  --job-deadline=D      dispatch: a job not settled D after it was read fails
+                        with `deadline` (exit 75), its attempts listed
+                        (default: none; --max-attempts bounds a job).
   --max-per-node=N      dispatch: jobs in flight per node at most (default: 8
                         per core the node advertises, else 16).
   --max-pending=N       dispatch: jobs held at once (read, not yet settled)

@@ -48,6 +48,8 @@ class Dispatcher:
         self._index = 0
         self._errors: dict[int, dict[str, PhaseError]] = {}
         self._settling: set[int] = set()
+        self._running: dict[int, set[asyncio.Task[Any]]] = {}  # index → its attempts
+        self._cut: set[int] = set()  # jobs past their deadline: their attempts stop
         self._crash: BaseException | None = None
 
     # -- the main loop ------------------------------------------------------------
@@ -72,10 +74,13 @@ class Dispatcher:
                 self._changed.clear()
                 waiter = asyncio.create_task(self._changed.wait())
                 stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait([waiter, stopper, feeder],
-                                   return_when=asyncio.FIRST_COMPLETED)
+                due = self.sched.next_deadline()
+                await asyncio.wait([waiter, stopper, feeder], return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=None if due is None else max(0.0, due - loop.time()))
                 waiter.cancel()
                 stopper.cancel()
+                if due is not None and loop.time() >= due:
+                    self._pump()  # a job's deadline passed: it fails (Scheduler.expire)
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
@@ -118,7 +123,8 @@ class Dispatcher:
                            **job.to_record()})
                 continue
             self.jobs[index] = (line, job)
-            self.sched.add_job(index, job.id, job.manifest["body"].get("requirements") or {})
+            self.sched.add_job(index, job.id, job.manifest["body"].get("requirements") or {},
+                               asyncio.get_running_loop().time())
             self.most_live = max(self.most_live, len(self.jobs))
             self._pump()
         self._input_done = True
@@ -150,7 +156,8 @@ class Dispatcher:
         entries: list[dict[str, Any]] = []
         for ev in events:
             if isinstance(ev, ds.Place):
-                self._spawn(self._attempt(ev.index, ev.node))
+                task = self._spawn(self._attempt(ev.index, ev.node))
+                self._running.setdefault(ev.index, set()).add(task)
             elif isinstance(ev, ds.Accepted):
                 entries += self._accepted(ev)
             elif isinstance(ev, ds.Disputed) and self.settle is not None:
@@ -160,6 +167,10 @@ class Dispatcher:
                 entries += self._disputed(ev, None)
             elif isinstance(ev, ds.Failed):
                 self._failed(ev)
+                if ev.slug == "deadline":  # stop its attempts still running
+                    self._cut.add(ev.index)
+                    for task in self._running.get(ev.index, ()):
+                        task.cancel()
             elif isinstance(ev, ds.Dissent):
                 out = self.outcomes[ev.index][ev.node]
                 entries.append(self._entry(ev.index, out, "outvoted", ev.accepted,
@@ -167,14 +178,17 @@ class Dispatcher:
             elif isinstance(ev, ds.Retired) and ev.index not in self._settling:
                 self.jobs.pop(ev.index, None)
                 self.outcomes.pop(ev.index, None)
+                self._running.pop(ev.index, None)
+                self._cut.discard(ev.index)
                 self.reported.discard(ev.index)
         if entries and self.dlog is not None:
             self.dlog.append(entries)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._task_done)
+        return t
 
     def _task_done(self, t: asyncio.Task[Any]) -> None:
         self._tasks.discard(t)
@@ -205,6 +219,11 @@ class Dispatcher:
         timeout = self.job_timeout_s or job.timeout_s
         try:
             out = await self.nodes.run(node, job, timeout)
+        except asyncio.CancelledError:
+            if index not in self._cut:
+                raise
+            # its deadline passed (reported): the attempt ends here, no fault of the node
+            evs = self.sched.on_failure(index, node, ds.REFUSED, "deadline", loop.time())
         except PhaseError as e:
             kind = _classify(e)
             log.get().info("dispatch.attempt_failed", index=index, node=node, kind=kind,
@@ -278,7 +297,9 @@ class Dispatcher:
         line, job = self.jobs[ev.index]
         errs = self._errors.get(ev.index, {})
         code = exitcodes.UNAVAILABLE
-        if ev.slug not in ("unavailable", "no_quorum"):  # the job itself was refused
+        if ev.slug == "deadline":  # --job-deadline: a later try may do
+            code = exitcodes.TEMPFAIL
+        elif ev.slug not in ("unavailable", "no_quorum"):  # the job itself was refused
             code = next((e.exit_code for e in errs.values() if e.slug == ev.slug),
                         exitcodes.REJECTED)
         self.reported.add(ev.index)

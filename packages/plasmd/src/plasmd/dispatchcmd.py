@@ -58,10 +58,15 @@ def options(args: dict[str, Any]) -> dict[str, Any]:
     timeout = None
     if args.get("--job-timeout"):
         timeout = units.parse_duration(args["--job-timeout"], "--job-timeout") / 1000
+    deadline = None
+    if args.get("--job-deadline"):
+        deadline = units.parse_duration(args["--job-deadline"], "--job-deadline") / 1000
+        if deadline <= 0:
+            raise UsageError("--job-deadline must be positive", hint="e.g. --job-deadline=10m")
     if args.get("--via", "both") not in ("mdns", "dht", "both"):
         raise UsageError("--via is mdns, dht or both")
     return {"replicas": replicas, "quorum": quorum, "settle": settle,
-            "max_attempts": attempts, "job_timeout_s": timeout,
+            "max_attempts": attempts, "job_timeout_s": timeout, "job_deadline_s": deadline,
             "max_per_node": _count(args, "--max-per-node", None),
             "max_pending": _count(args, "--max-pending", 256),
             "avoid_after": _count(args, "--avoid-after", 3),
@@ -121,7 +126,7 @@ async def run(home: Path, ident: Any, peers: list[str], src: Any, out: Any,
                          distinct_hosts=opts["distinct_hosts"],
                          same_node_retry=opts["same_node_retry"],
                          max_pending=opts["max_pending"], avoid_flagged=opts["avoid_after"],
-                         fits=fits)
+                         fits=fits, deadline_s=opts["job_deadline_s"])
     holder: list[Dispatcher] = []
 
     def on_node(node_id: str, host: str, address: str, capacity: int,

@@ -5,7 +5,8 @@ Each worker gets a pool of its own, so the scheduler decides which node runs
 which job; inside a pool, jobs bound for that worker share one QUIC connection
 and go out in ``batch`` frames when it advertises ``job-batch``. The pools do
 not retry (the scheduler does, elsewhere). Every receipt is verified by the pool
-(``submit.check_outcome``) before it counts as a vote.
+(``submit.check_outcome``) before it counts as a vote. A discovered node is
+dialled at its record's addresses in order until one answers (``add_record``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from plasmd.submit import JobRejected, Outcome, record_addresses
 # reject reasons that are the job's fault: no node would take it
 JOB_FAULTS = frozenset({"invalid_request", "expired", "too_large"})
 DEFAULT_CAPACITY = 16
+MAX_ADDRESSES = 4  # of a discovered node's record, tried in order
+ADDRESS_TIMEOUT_S = 6.0  # to connect and prove the node's key, per address
 
 
 def classify(e: PhaseError) -> str:
@@ -70,6 +73,7 @@ class Nodes:
         self.limits = Limits(idle_timeout_s=6, keepalive_s=1.5, handshake_timeout_s=6)
         self.pools: dict[str, Pool] = {}
         self.addresses: dict[str, str] = {}
+        self._dialling: set[str] = set()  # discovered nodes being connected to
 
     def _pool(self, peer: str) -> Pool:
         return Pool(self.identity, [peer], max_in_flight=4096, retries=0, limits=self.limits)
@@ -82,14 +86,7 @@ class Nodes:
         _, host, port = parse_peer(text)
         pool = self._pool(text)
         peer = pool._peers[0]
-        try:
-            await asyncio.wait_for(peer._connection(), timeout_s)
-            if peer.asked is not None:
-                await asyncio.wait_for(asyncio.shield(peer.asked), timeout_s)
-        except (PhaseError, TimeoutError) as e:
-            log.get().warning("dispatch.peer_unreachable", peer=text,
-                              error=getattr(e, "slug", "timeout"))
-            await pool.close()
+        if not await self._connect(pool, text, timeout_s):
             return None
         node_id = peer.peer_id
         assert node_id is not None
@@ -100,20 +97,51 @@ class Nodes:
         self._added(node_id, host, f"{host}:{port}", pool, caps)
         return node_id
 
-    def add_record(self, rec: dict[str, Any]) -> None:
-        """A node record discovery found (its signature checked by phase-discover)."""
+    async def _connect(self, pool: Pool, text: str, timeout_s: float) -> bool:
+        """Connect ``pool`` to its peer and learn its record; False (the pool closed,
+        logged) if it does not answer within ``timeout_s``."""
+        peer = pool._peers[0]
+        try:
+            await asyncio.wait_for(peer._connection(), timeout_s)
+            if peer.asked is not None:
+                await asyncio.wait_for(asyncio.shield(peer.asked), timeout_s)
+        except (PhaseError, TimeoutError) as e:
+            log.get().warning("dispatch.peer_unreachable", peer=text,
+                              error=getattr(e, "slug", "timeout"))
+            await pool.close()
+            return False
+        return True
+
+    async def add_record(self, rec: dict[str, Any],
+                         timeout_s: float = ADDRESS_TIMEOUT_S) -> str | None:
+        """A node record discovery found (its signature checked by phase-discover):
+        its addresses are tried in order (the first ``MAX_ADDRESSES``) until one
+        connects and the node proves its key there. The node id, or None."""
         from plasmd.hostport import parse_hostport
 
         node_id = str(rec.get("node_id", ""))
-        addrs = record_addresses(rec)
-        if node_id in self.pools or not addrs:
-            return
+        addrs = record_addresses(rec)[:MAX_ADDRESSES]
+        if node_id in self.pools or node_id in self._dialling or not addrs:
+            return None
+        self._dialling.add(node_id)
         try:
-            host, _port = parse_hostport(addrs[0])
-        except PhaseError:
-            return
-        pool = self._pool(f"{node_id}@{addrs[0]}")
-        self._added(node_id, host, addrs[0], pool, rec.get("capabilities"))
+            for addr in addrs:
+                try:
+                    host, _port = parse_hostport(addr)
+                except PhaseError:
+                    continue
+                pool = self._pool(f"{node_id}@{addr}")
+                if not await self._connect(pool, f"{node_id}@{addr}", timeout_s):
+                    continue
+                if node_id in self.pools:  # (added meanwhile)
+                    await pool.close()
+                    return node_id
+                self._added(node_id, host, addr, pool, rec.get("capabilities"))
+                return node_id
+            log.get().warning("dispatch.node_unreachable", node=node_id, addresses=addrs)
+            return None
+        finally:
+            self._dialling.discard(node_id)
 
     def _added(self, node_id: str, host: str, address: str, pool: Pool,
                caps: dict[str, Any] | None) -> None:
@@ -133,15 +161,23 @@ class Nodes:
 
     async def discover(self, *, via: str, bootstrap: list[str], interfaces: list[str] | None,
                        timeout_s: float) -> None:
-        """Add every node discovery finds within ``timeout_s``."""
+        """Add every node discovery finds within ``timeout_s`` (each dialled while
+        discovery goes on; this returns once every one is added or given up)."""
         from plasmd.submit import first_discovered
 
+        dialling: set[asyncio.Task[str | None]] = set()
+
         async def found(rec: dict[str, Any]) -> None:
-            self.add_record(rec)
+            dialling.add(asyncio.create_task(self.add_record(rec)))
             return None
 
-        await first_discovered({}, via=via, bootstrap=bootstrap, interfaces=interfaces,
-                               timeout_s=timeout_s, attempt=found)
+        try:
+            await first_discovered({}, via=via, bootstrap=bootstrap, interfaces=interfaces,
+                                   timeout_s=timeout_s, attempt=found)
+            await asyncio.gather(*dialling)
+        finally:
+            for t in dialling:
+                t.cancel()
 
     async def close(self) -> None:
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)

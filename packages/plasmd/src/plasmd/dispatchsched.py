@@ -16,6 +16,9 @@ Per job: ``replicas`` placements on distinct nodes (and distinct hosts with
 ``max_attempts`` placements in all; ``quorum.decide`` says when it is settled.
 A node never gets the same job twice (a ``queue_full`` refusal is not a run
 and does not count), unless ``same_node_retry`` and no other node is left.
+With ``deadline_s``, a job not settled that long after it was read fails with
+``deadline`` (its attempts still running are left to end; their answers no
+longer count).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class Task:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (node, slug)
     accepted: q.Key | None = None
     ended: bool = False  # its final event was given
+    deadline: float | None = None  # when it fails unsettled (``deadline_s``)
 
 
 
@@ -91,8 +95,8 @@ class Scheduler:
     def __init__(self, *, replicas: int = 1, quorum: int = 1, max_attempts: int | None = None,
                  distinct_hosts: bool = False, same_node_retry: bool = False,
                  max_pending: int = 256, avoid_flagged: int = 3,
-                 fits: Callable[[dict[str, Any], dict[str, Any] | None], bool] | None = None
-                 ) -> None:
+                 fits: Callable[[dict[str, Any], dict[str, Any] | None], bool] | None = None,
+                 deadline_s: float | None = None) -> None:
         why = q.check_params(replicas, quorum)
         if why is not None:
             raise ValueError(why)
@@ -105,6 +109,9 @@ class Scheduler:
         self.max_pending = max_pending
         self.avoid_flagged = avoid_flagged
         self.fits = fits or (lambda _req, _caps: True)
+        if deadline_s is not None and deadline_s <= 0:
+            raise ValueError("--job-deadline must be positive")
+        self.deadline_s = deadline_s
         self.nodes: dict[str, Node] = {}
         self.tasks: dict[int, Task] = {}
         self.ready: collections.deque[int] = collections.deque()  # tasks wanting a placement
@@ -136,11 +143,34 @@ class Scheduler:
                     return True
         return False
 
-    def add_job(self, index: int, job_id: str, requirements: dict[str, Any]) -> None:
+    def add_job(self, index: int, job_id: str, requirements: dict[str, Any],
+                now: float = 0.0) -> None:
         if index in self.tasks:
             raise ValueError(f"job index {index} given twice")
-        self.tasks[index] = Task(index, job_id, requirements)
+        self.tasks[index] = Task(index, job_id, requirements, deadline=(
+            now + self.deadline_s if self.deadline_s is not None else None))
         self.ready.append(index)
+
+    def next_deadline(self) -> float | None:
+        """When the next live job's deadline passes (the caller wakes up then)."""
+        return min((t.deadline for t in self.tasks.values() if t.deadline is not None
+                    and not t.ended and t.accepted is None), default=None)
+
+    def expire(self, now: float) -> list[Event]:
+        """Fail every job whose deadline passed unsettled (``placements`` asks first)."""
+        out: list[Event] = []
+        for t in list(self.tasks.values()):
+            if (t.deadline is None or t.deadline > now or t.ended
+                    or t.accepted is not None):
+                continue
+            self.ready = collections.deque(i for i in self.ready if i != t.index)
+            out += self._fail(t, "deadline",
+                              f"the job did not settle within its deadline of "
+                              f"{self.deadline_s:g} s (--job-deadline), after {t.attempts} "
+                              f"attempt(s), {len(t.votes)} of {self.quorum} agreeing "
+                              f"receipts",
+                              cut=tuple((n, "deadline") for n in sorted(t.running)))
+        return out
 
     @property
     def live(self) -> int:
@@ -148,8 +178,9 @@ class Scheduler:
 
     # -- placing ------------------------------------------------------------------
     def placements(self, now: float) -> list[Event]:
-        """Every placement that has room now, and the jobs that can never be placed."""
-        out: list[Event] = []
+        """Every placement that has room now, and the jobs that can never be placed
+        (or whose deadline passed)."""
+        out: list[Event] = self.expire(now)
         keep: collections.deque[int] = collections.deque()
         usable = self._usable(now)
         free = sum(n.room() for n in usable)
@@ -309,9 +340,11 @@ class Scheduler:
         return self._fail(t, "no_quorum" if t.votes else "unavailable",
                           f"{len(t.votes)} of {self.quorum} agreeing receipts ({why})")
 
-    def _fail(self, t: Task, slug: str, message: str) -> list[Event]:
+    def _fail(self, t: Task, slug: str, message: str,
+              cut: tuple[tuple[str, str], ...] = ()) -> list[Event]:
+        """The job fails; ``cut``: its attempts still running, stopped by the caller."""
         t.ended = True
-        ev: list[Event] = [Failed(t.index, slug, message, tuple(t.errors))]
+        ev: list[Event] = [Failed(t.index, slug, message, (*t.errors, *cut))]
         if not t.running and self._pop(t):
             ev.append(Retired(t.index))
         return ev

@@ -46,7 +46,7 @@ class JobThread:
     identity: Any
     counters: Any
     _executor: Any
-    _guests: Any  # a threading.BoundedSemaphore of ``workers``
+    _guests: Any  # a ``plasmd.fair.FairGate`` of ``workers`` guest slots
     executor: Any  # plasm-exec's Executor (a property of the node)
 
     # -- one job on a job thread ----------------------------------------------------
@@ -76,7 +76,7 @@ class JobThread:
         reject = self._record_run(peer, verified)
         if reject is not None:
             return Refused(*reject)
-        return verified, self._execute(manifest_env, verified, cancel)
+        return verified, self._execute(manifest_env, verified, cancel, peer)
 
     def _verify_run(self, peer: str, env: dict[str, Any]
                     ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
@@ -125,21 +125,22 @@ class JobThread:
         return path
 
     def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
-                 cancel: threading.Event | None = None) -> Any:
+                 cancel: threading.Event | None, submitter: str) -> Any:
         """On a job thread: run the guest (in one of the ``workers`` guest slots),
         then log the receipt durably (outside the slot: the next guest starts while
         this one waits for its flush)."""
-        result = self._run_guest(manifest_env, verified, cancel)
+        result = self._run_guest(manifest_env, verified, cancel, submitter)
         self.receipts.append(result.receipt)
         return result
 
     def _run_guest(self, manifest_env: dict[str, Any], verified: documents.Verified,
-                   cancel: threading.Event | None = None) -> Any:
+                   cancel: threading.Event | None, submitter: str) -> Any:
         """The guest under its fences, in one of the ``workers`` guest slots, and its
-        signed receipt (a ``JobResult``; the receipt is not logged yet)."""
+        signed receipt (a ``JobResult``; the receipt is not logged yet). Waiting
+        guests get the slots round-robin per ``submitter`` (``plasmd.fair``)."""
         from plasm_exec.job import execute_job
 
-        with self._guests:
+        with self._guests.slot(submitter, cancel):
             self.counters.inc("wasm_runs")
             result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
                                  identity=self.identity, now=timefmt.now(),

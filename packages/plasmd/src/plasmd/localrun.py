@@ -6,7 +6,9 @@ executor, with the guarantees of a job a peer sends (docs/protocol.md):
 
 1. admitted as one from this node's own key (``Node._admit``: not draining, the
    requirements fit this host, module and stdin under the caps, a worker or queue
-   slot free); a refusal is the error a remote worker's reject would be;
+   slot free); a refusal is the error a remote worker's reject would be; it waits
+   for a job thread and a guest slot in the round robin between submitters
+   (``plasmd.fair``), as its signer;
 2. on one job thread, in one hop: the manifest verified (signatures, schema,
    validity window), its id recorded durably in the replay journal before the
    guest starts (a replay is refused), the guest run in a guest slot under its
@@ -79,7 +81,7 @@ async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
     loop = asyncio.get_running_loop()
     try:
         emit({"stage": "queued"})
-        async with node._slots:
+        async with node._slots.take(_submitter(node, p.manifest)):
             node.queued -= 1
             started = True
             node.running += 1
@@ -109,6 +111,14 @@ async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
     return out
 
 
+def _submitter(node: Any, env: dict[str, Any]) -> str:
+    """Whom the job waits as, in the round robin between submitters (``plasmd.fair``):
+    this node if it signed, else the first signer (checked on the job thread)."""
+    keys = [s.get("key") for s in env.get("signatures", ()) if isinstance(s, dict)]
+    me = node.identity.node_id
+    return me if me in keys or not keys else str(keys[0])
+
+
 def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
     """On a job thread: verify, record, run, log durably, check. A refusal is
     ``(reason, message)``; a manifest that does not verify raises its error."""
@@ -119,12 +129,13 @@ def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
     verified = verify_manifest(p.manifest, keyring=None, now=timefmt.now())
     keys = [t.key for t in verified.signers]
     me = node.identity.node_id
-    reject = node._record_run(me if me in keys else keys[0], verified)
+    who = me if me in keys else keys[0]
+    reject = node._record_run(who, verified)
     if reject is not None:
         return reject
     for cid, data in p.blobs.items():
         if not node._have(cid):
             node.cas.put_bytes(data, cid)
-    result = node._execute(p.manifest, verified, cancel)
+    result = node._execute(p.manifest, verified, cancel, who)
     return check_outcome(me, verified.id, verified.body, result.receipt,
                          result.result.stdout or b"", result.result.stderr or b"")

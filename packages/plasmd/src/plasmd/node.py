@@ -19,6 +19,9 @@ Admission, in order, before any blob is fetched or any wasm runs:
    be signed by the peer that offered it, match the offer, and not be a
    replay (job ids are remembered per submitter until they expire, on disk
    except in private mode). Limits are clamped to the operator's ceilings.
+
+Admitted jobs wait for a job thread (``_slots``) and then a guest slot
+(``_guests``), both handed out round-robin per submitter (``plasmd.fair``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from phase_core.trust import Keyring
 from plasmd import capabilities
 from plasmd.blobs import VerifiedBlobs, answer_get, send_out
 from plasmd.config import Config
+from plasmd.fair import FairGate, FairSlots
 from plasmd.jobthread import JobThread, Refused
 
 MAX_MODULE_BYTES = 64 << 20
@@ -112,7 +116,8 @@ class Node(JobThread):
         self._executor = executor
         # guests: ``workers`` at a time (``_guests``); a few more job threads verify,
         # sign and wait for flushes meanwhile, so one fdatasync covers more jobs
-        self._guests = threading.BoundedSemaphore(config.workers)
+        # both are handed out round-robin per submitter (docs/threat-model.md)
+        self._guests = FairGate(config.workers)
         self._pool = ThreadPoolExecutor(max_workers=config.workers + SPARE_JOB_THREADS,
                                         thread_name_prefix="plasmd-job")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
@@ -122,7 +127,7 @@ class Node(JobThread):
         from phase_fetch.fetcher import sweep_leftovers
 
         sweep_leftovers(cas)  # what a killed node's fetches left; job fetches skip it
-        self._slots = asyncio.Semaphore(config.workers + SPARE_JOB_THREADS)
+        self._slots = FairSlots(config.workers + SPARE_JOB_THREADS)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -246,8 +251,8 @@ class Node(JobThread):
                 # the common case: one hop to a job thread does all of it (run_one)
                 watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
                 try:
-                    ran = await self._in_slot(slot, self.run_one, peer, offer, run.manifest,
-                                              cancel)
+                    ran = await self._in_slot(peer, slot, self.run_one, peer, offer,
+                                              run.manifest, cancel)
                 finally:
                     watch.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -306,9 +311,10 @@ class Node(JobThread):
             r.reject(why.reason, why.message)
         await send_out(stream, r.outbox())
 
-    async def _in_slot(self, slot: _Slot, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a job thread once a worker slot is free."""
-        async with self._slots:
+    async def _in_slot(self, peer: str, slot: _Slot, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a job thread once a job thread is free for ``peer``
+        (round-robin between submitters, ``plasmd.fair``)."""
+        async with self._slots.take(peer):
             self.queued -= 1
             self.running += 1
             slot.taken = True
@@ -338,7 +344,8 @@ class Node(JobThread):
         watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
         try:
             await self._fetch_inputs(peer, stream, offer, verified.body)
-            result = await self._in_slot(slot, self._execute, run.manifest, verified, cancel)
+            result = await self._in_slot(peer, slot, self._execute, run.manifest, verified,
+                                         cancel, peer)
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
