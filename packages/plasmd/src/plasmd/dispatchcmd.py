@@ -148,7 +148,7 @@ async def run(home: Path, ident: Any, peers: list[str], src: Any, out: Any,
 
                 raise Unavailable("no --peer answered", hint="check the addresses and "
                                   "that plasmd runs there")
-        blobs = io.BlobCache(ContentStore(homes.cas_path(home)))
+        blobs = io.BlobCache(ContentStore(homes.cas_path(home), create=False))
         reader = io.Reader(io.read_jobs(stage, src, blobs))
         status = await d.run(reader, discovery=discovery)
     finally:

@@ -16,38 +16,89 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from phase_core.cli.pipeline import Stage
-from phase_core.errors import InputError, PhaseError
+from phase_core.errors import DigestMismatch, InputError, MissingInput, PhaseError
 from plasmd.pool import Job
 from plasmd.submit import Outcome
 
 Item = tuple[int, Job | PhaseError]  # (input line, the job or what is wrong with it)
 
 
+def read_blob(cid: str | None, path: Path | None, cas: Any) -> dict[str, bytes]:
+    """A job's module or stdin bytes by content id: from ``path`` (checked against
+    ``cid``), else from the store ``cas`` (None: no store)."""
+    from phase_core.canonical import content_id
+
+    if cid is None:
+        return {}
+    if path is not None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise MissingInput(f"no such file: {path}") from None
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror}") from None
+        if content_id(data) != cid:
+            raise DigestMismatch(f"{path} is not {cid}, which the manifest names")
+        return {cid: data}
+    if cas is None or not cas.has(cid):
+        raise MissingInput(f"{cid} is not in the store and the record gives no path",
+                           hint="add module_path/stdin_path, or put it in the store "
+                                "(phase-fetch)")
+    return {cid: cas.path_for(cid).read_bytes()}
+
+
 class BlobCache:
-    """Module and stdin bytes by content id, the most recent ``max_bytes`` of them."""
+    """Module and stdin bytes by content id, the most recent ``max_bytes`` of them.
+
+    A file a record names is checked against its id once per file identity (device,
+    inode, size, mtime): a record naming another file, or the same file changed, is
+    read and checked again, so a wrong file is reported even when the right bytes are
+    cached."""
+
+    MAX_FILES = 4096
 
     def __init__(self, cas: Any, max_bytes: int = 64 << 20) -> None:
         self.cas = cas
         self.max_bytes = max_bytes
         self._bytes: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._size = 0
+        self._checked: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+
+    def _known_file(self, cid: str, path: Path) -> tuple[int, int, int, int] | None:
+        """The file's identity, if it was checked against ``cid`` and is unchanged."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return key if self._checked.get((cid, str(path))) == key else None
 
     def get(self, cid: str | None, path: Path | None) -> dict[str, bytes]:
-        from plasmd.submitmany import read_blob
-
         if cid is None:
             return {}
         data = self._bytes.get(cid)
-        if data is not None:
+        if data is not None and (path is None or self._known_file(cid, path)):
             self._bytes.move_to_end(cid)
             return {cid: data}
         data = read_blob(cid, path, self.cas)[cid]
+        if path is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if len(self._checked) >= self.MAX_FILES:
+                    self._checked.clear()
+                self._checked[(cid, str(path))] = (st.st_dev, st.st_ino, st.st_size,
+                                                   st.st_mtime_ns)
+        if cid in self._bytes:
+            self._bytes.move_to_end(cid)
+            return {cid: self._bytes[cid]}
         self._bytes[cid] = data
         self._size += len(data)
         while self._size > self.max_bytes and len(self._bytes) > 1:

@@ -27,8 +27,9 @@ from typing import IO, Any
 from phase_core import exitcodes, log
 from phase_core.cli.jsonl import write_record
 from phase_core.cli.pipeline import Stage
-from phase_core.errors import DigestMismatch, InputError, MissingInput, PhaseError
+from phase_core.errors import PhaseError
 from phase_core.identity import Identity
+from plasmd.dispatchio import BlobCache, read_jobs
 from plasmd.pool import Job, Pool
 from plasmd.submit import Outcome
 
@@ -48,52 +49,6 @@ def job_result(out: Outcome) -> dict[str, Any]:
             "stderr_b64": base64.b64encode(out.stderr).decode(), "envelope": out.receipt}
 
 
-def read_blob(cid: str | None, path: Path | None, cas: Any) -> dict[str, bytes]:
-    """A job's module or stdin bytes by content id: from ``path`` (checked against
-    ``cid``), else from the store ``cas`` (None: no store)."""
-    from phase_core.canonical import content_id
-
-    if cid is None:
-        return {}
-    if path is not None:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise MissingInput(f"no such file: {path}") from None
-        except OSError as e:
-            raise InputError(f"cannot read {path}: {e.strerror}") from None
-        if content_id(data) != cid:
-            raise DigestMismatch(f"{path} is not {cid}, which the manifest names")
-        return {cid: data}
-    if cas is None or not cas.has(cid):
-        raise MissingInput(f"{cid} is not in the store and the record gives no path",
-                           hint="add module_path/stdin_path, or put it in the store "
-                                "(phase-fetch)")
-    return {cid: cas.path_for(cid).read_bytes()}
-
-
-def _jobs(stage: Stage, src: IO[bytes], cas: Any) -> Iterator[tuple[int, Job | PhaseError]]:
-    """The input's jobs, read and checked (on a thread)."""
-    from plasm_exec.jobpipe import job_of
-
-    for lineno, rec in stage.read(src):
-        if isinstance(rec, PhaseError):
-            yield lineno, rec
-            continue
-        try:
-            env, module_path, stdin_path = job_of(rec)
-            if not isinstance(env, dict) or not isinstance(env.get("body"), dict):
-                raise InputError("the record has no signed job manifest")
-            body = env["body"]
-            blobs = {**read_blob(body.get("module"), module_path, cas),
-                     **read_blob(body.get("stdin"), stdin_path, cas)}
-            yield lineno, Job(env, blobs)
-        except PhaseError as e:
-            yield lineno, e
-        except (KeyError, TypeError) as e:
-            yield lineno, InputError(f"not a job manifest: {e!r}"[:200])
-
-
 async def run(identity: Identity, peers: list[str], src: IO[bytes], out: IO[str] | None,
               *, cas: Any, max_in_flight: int) -> int:
     loop = asyncio.get_running_loop()
@@ -109,7 +64,7 @@ async def run(identity: Identity, peers: list[str], src: IO[bytes], out: IO[str]
     lines: dict[int, int] = {}  # the map's index → input line
 
     async def jobs() -> AsyncIterator[Job]:
-        it = _jobs(stage, src, cas)
+        it = read_jobs(stage, src, BlobCache(cas))
         while (item := await loop.run_in_executor(None, _next, it)) is not None:
             lineno, job = item
             if isinstance(job, PhaseError):
