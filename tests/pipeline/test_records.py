@@ -20,6 +20,8 @@ NOT_PRINTED_HERE = {
     "node_record": "a bare node record envelope: travels inside node records and the DHT",
     "boot_manifest": "a bare boot manifest envelope: plasmd boot-sign",
     "kexec": "phase-boot: tests/phase_boot, and the boot chains of tests/pipeline",
+    "disputed": "plasmd dispatch with a lying worker (PHASE_TEST_LIAR=1, test-only): "
+                "tests/dispatch/test_dispatch_cli.py checks its stdout against the schemas",
     **{t: "the local node API's answers on plasmd's control socket, not a tool's stdout: "
           "tests/plasmd/test_local_api.py checks each against its schema"
        for t in ("job_accepted", "job_progress", "cancelled", "receipts_end")},
