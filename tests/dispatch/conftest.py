@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from phase_core import envelope, identity
+from phase_core import envelope, identity, manifest
 from plasmd.submit import make_manifest
 from tests.conftest import script
-from tests.plasmd.conftest import HELLO, NodeProc, init_home, prepare_home
+from tests.plasmd.conftest import EXAMPLES, HELLO, NodeProc, init_home, prepare_home
 
 
 def start_workers(root: Path, n: int, *, liars: int = 0, timeout: float = 120
@@ -72,6 +72,15 @@ def hello_jobs(home: Path, n: int, where: Path, tag: str = "job") -> tuple[list[
         lines.append(json.dumps({"v": 1, "type": "job", "manifest": env,
                                  "module_path": str(HELLO), "stdin_path": str(path)}))
     return lines, ids
+
+
+def spin_job(home: Path, **limits: int) -> str:
+    """A job record running spin.wasm (it loops until a fence ends it) under the
+    default limits with ``limits`` changed, signed by ``home``'s key."""
+    spin = EXAMPLES / "spin.wasm"
+    env = make_manifest(identity.load(home / "key"), spin.read_bytes(), None,
+                        argv=["spin.wasm"], limits=dict(manifest.DEFAULT_LIMITS, **limits))
+    return json.dumps({"v": 1, "type": "job", "manifest": env, "module_path": str(spin)})
 
 
 def records(text: str) -> list[dict[str, Any]]:

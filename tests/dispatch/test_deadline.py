@@ -11,14 +11,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from phase_core import identity, manifest
+from phase_core import identity
 from plasmd import dispatchsched as ds
 from plasmd.dispatchnodes import Nodes
 from plasmd.pool import Job
 from plasmd.submit import make_manifest
 from tests.conftest import script
-from tests.dispatch.conftest import records, start_workers
-from tests.plasmd.conftest import EXAMPLES, HELLO
+from tests.dispatch.conftest import records, spin_job, start_workers
+from tests.plasmd.conftest import HELLO
 from tests.records import check_stdout
 
 A = ("exited", 0, "sha256:" + "a" * 64, "sha256:" + "e" * 64)
@@ -60,11 +60,7 @@ def test_dispatch_ends_a_job_at_its_deadline_exit_75(tmp_path: Path, client_home
                                                      stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 1)
     stop_all.extend(nodes)
-    me = identity.load(client_home / "key")
-    spin = EXAMPLES / "spin.wasm"
-    env = make_manifest(me, spin.read_bytes(), None, argv=["spin.wasm"],
-                        limits=dict(manifest.DEFAULT_LIMITS, wall_ms=600_000))
-    line = json.dumps({"v": 1, "type": "job", "manifest": env, "module_path": str(spin)})
+    line = spin_job(client_home, wall_ms=600_000)
     # each attempt may take 10 minutes: only the job's deadline ends it
     r = subprocess.run([script("plasmd"), "dispatch", f"--home={client_home}",
                         f"--peer={nodes[0].peer}", "--job-deadline=3s"],

@@ -14,7 +14,7 @@ from phase_core import identity, manifest
 from plasmd.disagreelog import DisagreementLog, log_path
 from plasmd.submit import make_manifest
 from tests.conftest import script
-from tests.dispatch.conftest import hello_jobs, records, start_workers
+from tests.dispatch.conftest import hello_jobs, records, spin_job, start_workers
 from tests.plasmd.conftest import EXAMPLES, HELLO
 from tests.records import check_stdout
 
@@ -154,11 +154,7 @@ def test_an_attempt_past_its_deadline_is_retried_on_another_node(
         tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 2)
     stop_all.extend(nodes)
-    me = identity.load(client_home / "key")
-    spin = EXAMPLES / "spin.wasm"
-    env = make_manifest(me, spin.read_bytes(), None, argv=["spin.wasm"],
-                        limits=dict(manifest.DEFAULT_LIMITS, wall_ms=60_000))
-    line = json.dumps({"v": 1, "type": "job", "manifest": env, "module_path": str(spin)})
+    line = spin_job(client_home, wall_ms=60_000)
     r = _run(client_home, [n.peer for n in nodes], line + "\n", "--job-timeout=2s",
              "--max-attempts=3")
     assert r.returncode == 69, r.stderr[-2000:]
@@ -174,13 +170,8 @@ def test_results_come_in_completion_order_with_their_input_index(
         tmp_path: Path, client_home: Path, stop_all: list[Any]) -> None:
     nodes = start_workers(tmp_path, 2)
     stop_all.extend(nodes)
-    me = identity.load(client_home / "key")
-    spin = EXAMPLES / "spin.wasm"
-    slow = make_manifest(me, spin.read_bytes(), None, argv=["spin.wasm"],
-                         limits=dict(manifest.DEFAULT_LIMITS, fuel=3_000_000_000))
     quick, ids = hello_jobs(client_home, 3, tmp_path / "in")
-    lines = [json.dumps({"v": 1, "type": "job", "manifest": slow,
-                         "module_path": str(spin)}), *quick]
+    lines = [spin_job(client_home, fuel=3_000_000_000), *quick]
     r = _run(client_home, [n.peer for n in nodes], "\n".join(lines) + "\n")
     assert r.returncode == 1, r.stderr[-2000:]  # the spinning job runs out of fuel
     recs = [x for x in records(r.stdout) if x["type"] == "job_result"]
