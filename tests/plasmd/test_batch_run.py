@@ -10,7 +10,6 @@ the log after the restart.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading
@@ -31,8 +30,8 @@ from tests.plasmd.test_job_path import (
     STDIN,
     WAIT_S,
     GatedSync,
+    assert_logged_after_restart,
     failing_sync,
-    logged_receipts,
     make_node,
     offer_of,
 )
@@ -195,11 +194,7 @@ def test_every_receipt_a_batching_pool_got_survives_kill_9(tmp_path: Path) -> No
         finally:
             w.stop()
         handed_out += got
-        r = start_node(home, "--open", init=False)  # the restart repairs and checks
-        r.stop()
-        logged = {json.dumps(x, sort_keys=True) for x in logged_receipts(home)}
-        missing = [x for x in handed_out if json.dumps(x, sort_keys=True) not in logged]
-        assert missing == [], f"round {round_no}: {len(missing)} receipts lost"
+        assert_logged_after_restart(home, handed_out, round_no)
     assert len(handed_out) == 1 + 30 + 90
     assert batches > 0  # the receipts came through batch streams
 

@@ -262,6 +262,17 @@ def logged_receipts(home: Path) -> list[dict[str, Any]]:
     return [e.receipt for e in ReceiptLog(home / "receipts.jsonl").entries()]
 
 
+def assert_logged_after_restart(home: Path, handed_out: list[dict[str, Any]],
+                                round_no: int) -> None:
+    """Restart the killed worker (the start repairs and checks its log), stop it, and
+    check that every receipt a client was handed is in the verified log."""
+    r = start_node(home, "--open", init=False)
+    r.stop()
+    logged = {json.dumps(x, sort_keys=True) for x in logged_receipts(home)}
+    missing = [x for x in handed_out if json.dumps(x, sort_keys=True) not in logged]
+    assert missing == [], f"round {round_no}: {len(missing)} receipts lost"
+
+
 def test_every_receipt_a_client_got_survives_kill_9(tmp_path):
     """Under concurrency (group commit at work), SIGKILL the worker the moment the
     client holds a receipt; after a restart the log holds every receipt handed out."""
@@ -284,11 +295,7 @@ def test_every_receipt_a_client_got_survives_kill_9(tmp_path):
         finally:
             w.stop()
         handed_out += got
-        r = start_node(home, "--open", init=False)  # the restart repairs and checks
-        r.stop()
-        logged = {json.dumps(x, sort_keys=True) for x in logged_receipts(home)}
-        missing = [x for x in handed_out if json.dumps(x, sort_keys=True) not in logged]
-        assert missing == [], f"round {round_no}: {len(missing)} receipts lost"
+        assert_logged_after_restart(home, handed_out, round_no)
     assert len(handed_out) >= 1 + 13 + 40
 
 
