@@ -100,13 +100,9 @@ def _answer(node: Any, peer: str, b: Any, job_id: str, outcome: Any) -> None:
         b.machine.job_out(job_id, jobs.reject(job_id, outcome.reason, outcome.message))
     elif isinstance(outcome, PhaseError):
         if b.cancel.is_set():
-            node.counters.inc("jobs_cancelled")
-            log.get().info("job.cancelled", peer=peer, job=job_id, error=outcome.slug,
-                           message="the submitter went away; the guest was stopped and "
-                                   "nothing was recorded")
+            node.note_cancelled(peer, job_id, outcome)
             return
-        node.counters.inc("jobs_failed")
-        log.get().warning("job.failed", peer=peer, job=job_id, **outcome.to_record())
+        node.note_failed(peer, job_id, outcome)
         b.machine.job_out(job_id, jobs.error(outcome.slug, outcome.message))
     else:
         _verified, result = outcome

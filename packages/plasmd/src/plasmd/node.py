@@ -281,10 +281,7 @@ class Node(JobThread):
             if isinstance(e, ProtocolViolation):
                 raise
             if cancel.is_set():
-                self.counters.inc("jobs_cancelled")
-                log.get().info("job.cancelled", peer=peer, job=job_id, error=e.slug,
-                               message="the submitter went away; the guest was stopped and "
-                                       "nothing was recorded")
+                self.note_cancelled(peer, job_id, e)
                 return
             if delivered:
                 self.counters.inc("jobs_orphaned")
@@ -292,8 +289,7 @@ class Node(JobThread):
                                message="the submitter left before the result was delivered; "
                                        "the receipt is in the log")
                 return
-            self.counters.inc("jobs_failed")
-            log.get().warning("job.failed", peer=peer, job=job_id, **e.to_record())
+            self.note_failed(peer, job_id, e)
             with contextlib.suppress(PhaseError):
                 r.error(e.slug, e.message)
                 await send_out(stream, r.outbox())
@@ -423,6 +419,18 @@ class Node(JobThread):
         for _, n in self.cas.list():  # one walk of the store
             blobs, size = blobs + 1, size + n
         return {"blobs": blobs, "bytes": size}
+
+    def note_cancelled(self, peer: str, job_id: str, e: PhaseError) -> None:
+        """A job whose submitter went away: counted and logged (every job path)."""
+        self.counters.inc("jobs_cancelled")
+        log.get().info("job.cancelled", peer=peer, job=job_id, error=e.slug,
+                       message="the submitter went away; the guest was stopped and "
+                               "nothing was recorded")
+
+    def note_failed(self, peer: str, job_id: str, e: PhaseError) -> None:
+        """A job that failed on this node: counted and logged (every job path)."""
+        self.counters.inc("jobs_failed")
+        log.get().warning("job.failed", peer=peer, job=job_id, **e.to_record())
 
     def status(self, server: Any = None) -> dict[str, Any]:
         st: dict[str, Any] = {
