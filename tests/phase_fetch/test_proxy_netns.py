@@ -41,6 +41,8 @@ PROXY = "socks5h://10.201.1.2:1080"
 HOST = "mirror.phase.test"
 PORT = 8080
 RULES = """
+define link_icmpv6 = { nd-router-solicit, nd-neighbor-solicit, mld-listener-report,
+                       mld2-listener-report }
 table inet phaseprobe {
     counter to_proxy { }
     counter dns { }
@@ -49,7 +51,8 @@ table inet phaseprobe {
     chain out {
         type filter hook output priority 0; policy accept;
         ip daddr 10.201.1.2 tcp dport 1080 counter name "to_proxy" accept
-        ip6 saddr { ::, fe80::/10 } ip6 daddr ff02::/16 icmpv6 type { nd-router-solicit, nd-neighbor-solicit, mld-listener-report, mld2-listener-report } counter name "link" accept
+        ip6 saddr { ::, fe80::/10 } ip6 daddr ff02::/16 icmpv6 type $link_icmpv6 \\
+            counter name "link" accept
         meta l4proto { tcp, udp } th dport 53 counter name "dns"
         counter name "elsewhere"
     }
