@@ -166,6 +166,24 @@ def test_distinct_addresses_keeps_replicas_on_distinct_hosts() -> None:
     assert len(p) == 3 and len(set(hosts)) == 3
 
 
+def test_distinct_addresses_compare_ipv6_by_its_64_and_mapped_ipv4_as_ipv4() -> None:
+    assert ds.site_of("2001:db8:1:2::10") == ds.site_of("2001:db8:1:2:ffff::1")
+    assert ds.site_of("[2001:db8:1:2::10]") == "2001:db8:1:2::/64"
+    assert ds.site_of("2001:db8:1:3::10") != ds.site_of("2001:db8:1:2::10")
+    assert ds.site_of("::ffff:10.0.0.9") == ds.site_of("10.0.0.9") == "10.0.0.9"
+    assert ds.site_of("10.0.0.9") != ds.site_of("10.0.0.10")  # IPv4 whole: a LAN's hosts
+    assert ds.site_of("Worker.Example.ORG") == "worker.example.org"
+    # a Sybil with many addresses in one /64 fills one replica slot
+    s = ds.Scheduler(replicas=3, quorum=2, distinct_hosts=True)
+    for i in range(5):
+        s.add_node(f"v6-{i}", f"2001:db8:1:2::{i + 1}")
+    s.add_node("a", "10.0.0.1")
+    s.add_node("b", "10.0.0.2")
+    s.add_job(0, "j0", {})
+    placed = [n for _, n in places(s.placements(0))]
+    assert len(placed) == 3 and sum(n.startswith("v6-") for n in placed) == 1
+
+
 def test_distinct_addresses_with_one_host_cannot_reach_the_quorum() -> None:
     s = ds.Scheduler(replicas=3, quorum=2, distinct_hosts=True)
     for i in range(4):

@@ -81,7 +81,8 @@ Options:
   --quorum=K            dispatch: receipts that must agree (a majority of N;
                         default N/2+1).
   --distinct-addresses  dispatch: the replicas of a job also run on distinct
-                        hosts (not only distinct node ids).
+                        hosts (not only distinct node ids): IPv4 addresses
+                        compared whole, IPv6 by their /64.
   --settle=HOW          dispatch: none, or reexec (re-run a disputed job here;
                         needs --deterministic) [default: none].
   --max-attempts=N      dispatch: placements per job, replicas included

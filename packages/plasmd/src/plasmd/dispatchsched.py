@@ -40,7 +40,8 @@ from plasmd.dispatchevents import (
 )
 
 __all__ = ["BUSY", "JOB_BAD", "KINDS", "NODE_FAULT", "REFUSED", "Accepted", "Disputed",
-           "Dissent", "Event", "Failed", "Node", "Place", "Retired", "Scheduler", "Task"]
+           "Dissent", "Event", "Failed", "Node", "Place", "Retired", "Scheduler", "Task",
+           "site_of"]
 
 # failure kinds the caller reports
 BUSY = "busy"  # queue_full: not a run, back off this node
@@ -53,10 +54,28 @@ DOWN_AFTER = 2  # consecutive faults
 DOWN_FOR_S = 30.0  # first back-off; doubles each time
 
 
+def site_of(host: str) -> str:
+    """What ``distinct_hosts`` compares (docs/dispatch.md): an IPv4 address whole
+    (also one written as IPv4-mapped IPv6), an IPv6 address by its /64 (what one
+    host, or one customer, is usually given), anything else as written, in lower
+    case."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return host.lower()
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 @dataclass
 class Node:
     id: str
-    host: str
+    host: str  # its site (``site_of``): two nodes at one site are one host
     capacity: int
     caps: dict[str, Any] | None = None  # signed capabilities from its node record
     window: float = 2.0
@@ -123,7 +142,7 @@ class Scheduler:
         if node_id in self.nodes:
             return
         capacity = max(1, capacity)
-        self.nodes[node_id] = Node(node_id, host, capacity, caps,
+        self.nodes[node_id] = Node(node_id, site_of(host), capacity, caps,
                                    window=float(max(1, min(capacity, capacity // 2 or 1))),
                                    flagged=flagged)
 
