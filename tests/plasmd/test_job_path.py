@@ -175,6 +175,60 @@ def test_run_one_fails_when_the_receipt_cannot_be_made_durable(tmp_path):
     assert isinstance(again, Refused) and again.reason == "replay"
 
 
+class OrderedLog(ReceiptLog):
+    """A receipt log that notes whether the job journal's flush was released when
+    each receipt was appended."""
+
+    def __init__(self, path: Path, journal_gate: GatedSync) -> None:
+        super().__init__(path)
+        self.gate = journal_gate
+        self.appended_before_journal_durable = 0
+
+    def append(self, receipt: dict[str, Any]) -> Any:
+        if not self.gate.release.is_set():
+            self.appended_before_journal_durable += 1
+        return super().append(receipt)
+
+
+def test_the_guest_runs_while_its_id_is_flushed_and_the_receipt_waits_for_it(tmp_path):
+    """The job id's journal flush overlaps the guest (docs/protocol.md); the receipt
+    is logged, and the result returned, only after that flush."""
+    gate = GatedSync()
+    log = OrderedLog(tmp_path / "r.jsonl", gate)
+    node, sub = make_node(tmp_path, log)
+    node.state.journal_sync = GroupSync("test journal", gate)
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(node.run_one(sub.node_id, offer_of(env),
+                                                                env)))
+    t.start()
+    assert gate.entered.wait(WAIT_S)  # the journal's flush is under way, and held
+    deadline = time.monotonic() + WAIT_S
+    while node.counters.c["wasm_runs"] < 1:  # the guest starts meanwhile
+        assert time.monotonic() < deadline, "the guest waited for the journal flush"
+        time.sleep(0.001)
+    assert t.is_alive() and out == []
+    gate.release.set()
+    t.join(WAIT_S)
+    (_, result), = out
+    assert result.result.stdout == b"dlroW ,olleH"
+    assert log.appended_before_journal_durable == 0
+    assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [result.receipt]
+
+
+def test_a_failed_journal_flush_fails_the_job_and_logs_no_receipt(tmp_path):
+    log = ReceiptLog(tmp_path / "r.jsonl")
+    node, sub = make_node(tmp_path, log)
+    node.state.journal_sync = GroupSync("test journal", failing_sync)
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    with pytest.raises(IOFailure, match="durable"):
+        node.run_one(sub.node_id, offer_of(env), env)
+    assert list(ReceiptLog(tmp_path / "r.jsonl").entries()) == []
+    other = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    with pytest.raises(IOFailure):  # and no later job runs past the lost flush
+        node.run_one(sub.node_id, offer_of(other), other)
+
+
 def test_run_one_runs_verifies_and_refuses_what_it_must(tmp_path):
     log = ReceiptLog(tmp_path / "r.jsonl")
     node, sub = make_node(tmp_path, log)
@@ -265,12 +319,17 @@ def logged_receipts(home: Path) -> list[dict[str, Any]]:
 def assert_logged_after_restart(home: Path, handed_out: list[dict[str, Any]],
                                 round_no: int) -> None:
     """Restart the killed worker (the start repairs and checks its log), stop it, and
-    check that every receipt a client was handed is in the verified log."""
+    check that every receipt a client was handed is in the verified log, and its job
+    id in the replay journal (so the job is refused if it is sent again)."""
     r = start_node(home, "--open", init=False)
     r.stop()
     logged = {json.dumps(x, sort_keys=True) for x in logged_receipts(home)}
     missing = [x for x in handed_out if json.dumps(x, sort_keys=True) not in logged]
     assert missing == [], f"round {round_no}: {len(missing)} receipts lost"
+    journal = (home / "state.json.jobs").read_text().splitlines()
+    recorded = {json.loads(line)["j"] for line in journal if line}
+    unrecorded = [x for x in handed_out if x["body"]["job"] not in recorded]
+    assert unrecorded == [], f"round {round_no}: {len(unrecorded)} job ids not in the journal"
 
 
 def test_every_receipt_a_client_got_survives_kill_9(tmp_path):

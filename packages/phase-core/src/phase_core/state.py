@@ -8,10 +8,11 @@ Two files, each updated under a flock:
   ``{"s": submitter, "j": job id, "e": expiry}`` each, durable (fdatasync'd)
   before ``record_job`` returns (concurrent appends share one fdatasync: group
   commit, ``phase_core.groupsync``), so a replayed ``run`` is refused, also
-  after a restart. An in-memory index mirrors it; entries leave when their
-  manifest expires, and the journal is compacted when most of it has expired.
-  Manifests whose lifetime exceeds ``MAX_JOB_LIFETIME_S`` are refused, which
-  bounds memory.
+  after a restart. ``begin_record_job`` refuses a replay at once and lets the
+  caller go on while the line is flushed (``Durable.wait`` for it). An in-memory
+  index mirrors it; entries leave when their manifest expires, and the journal
+  is compacted when most of it has expired. Manifests whose lifetime exceeds
+  ``MAX_JOB_LIFETIME_S`` are refused, which bounds memory.
 
 Callers verify first and record after: a rejected document never moves a mark.
 ``StateStore(None)`` keeps everything in memory (private mode).
@@ -37,6 +38,30 @@ MAX_JOBS_PER_SUBMITTER = 1_000_000
 MAX_JOURNAL_LINE = 512
 MAX_JOB_LIFETIME_S = 7 * 24 * 3600
 T = TypeVar("T")
+
+
+class Durable:
+    """A journal write on its way to disk (``StateStore.begin_record_job``)."""
+
+    DONE: Durable
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._failure: IOFailure | None = None
+
+    def finish(self, failure: IOFailure | None) -> None:
+        self._failure = failure
+        self._done.set()
+
+    def wait(self) -> None:
+        """Return once the write is durable; raise ``IOFailure`` if its flush failed."""
+        self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+
+
+Durable.DONE = Durable()
+Durable.DONE.finish(None)
 
 
 class StateStore:
@@ -123,13 +148,50 @@ class StateStore:
         (recorded, durable when this returns) or the error that refused it alone
         (``Replay``, or ``TempFailure`` for too many unexpired jobs); a failed write or
         flush raises for all of them."""
+        errors, fd, ticket = self._append_jobs(submitter, jobs, now)
+        if fd is not None:
+            # durable before this returns; concurrent callers share one fdatasync
+            try:
+                self.journal_sync.wait(fd, ticket)
+            finally:
+                os.close(fd)
+        return errors
+
+    def begin_record_job(self, submitter: str, job_id: str, expires: int, now: int
+                         ) -> Durable:
+        """``record_job`` without waiting for the flush: the id is remembered (a replay
+        is refused from now on) and its journal line written; the flush runs on the
+        journal's flusher thread, shared with other writers, while the caller goes on.
+        ``wait()`` on the result returns once the line is durable (``IOFailure`` if the
+        flush failed). Raises ``Replay`` / ``TempFailure`` like ``record_job``."""
+        (err,), fd, ticket = self._append_jobs(submitter, [(job_id, expires)], now)
+        if err is not None:
+            if fd is not None:
+                os.close(fd)
+            raise err
+        if fd is None:
+            return Durable.DONE
+        pending = Durable()
+
+        def done(failure: IOFailure | None) -> None:
+            os.close(fd)
+            pending.finish(failure)
+
+        self.journal_sync.later(fd, ticket, done)
+        return pending
+
+    def _append_jobs(self, submitter: str, jobs: list[tuple[str, int]], now: int
+                     ) -> tuple[list[PhaseError | None], int | None, int]:
+        """Admit and append; returns the errors per job and, when lines were written,
+        the open journal fd and the flush ticket that covers them (the caller makes
+        them durable and closes the fd)."""
         errors: list[PhaseError | None] = []
         lines = bytearray()
         with self._jlock:
             if self.path is None:
                 for job_id, expires in jobs:
                     errors.append(self._admit_one(submitter, job_id, expires, now))
-                return errors
+                return errors, None, 0
             journal = self.path.with_name(self.path.name + ".jobs")
             make_dirs(self.path.parent)
             with locked(self.path.with_name(self.path.name + ".jobs.lock")):
@@ -156,13 +218,8 @@ class StateStore:
                     self.journal_sync.reset()
         if not lines:
             os.close(fd)
-            return errors
-        # durable before this returns; concurrent callers share one fdatasync
-        try:
-            self.journal_sync.wait(fd, ticket)
-        finally:
-            os.close(fd)
-        return errors
+            return errors, None, 0
+        return errors, fd, ticket
 
     def _admit_one(self, submitter: str, job_id: str, expires: int, now: int
                    ) -> PhaseError | None:

@@ -141,7 +141,7 @@ class Reader:
         self._credit = threading.Semaphore(0)
         self._got: asyncio.Queue[Item | BaseException | None] = asyncio.Queue()
         self.read = 0  # items handed out
-        threading.Thread(target=self._run, name="dispatch-input", daemon=True).start()
+        threading.Thread(target=self._run, name="jobs-input", daemon=True).start()
 
     def _run(self) -> None:
         try:

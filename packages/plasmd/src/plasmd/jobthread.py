@@ -1,11 +1,12 @@
 """One job's work on a job thread, in one hop: ``JobThread.run_one``.
 
 The node's event loop hands each admitted job whose module and stdin are here to
-a job thread once; ``run_one`` then verifies the manifest, records its id durably
-(replay protection), runs the guest under its fences and logs the receipt
-durably, and the loop sends the result. Concurrent jobs share the flushes of the
-job journal and of the receipt log (group commit, ``phase_core.groupsync``): a
-receipt still leaves the node only after its log entry is durable.
+a job thread once; ``run_one`` then verifies the manifest, records its id
+(replay protection; the line is flushed while the guest runs under its fences),
+logs the receipt durably once the id is, and the loop sends the result.
+Concurrent jobs share the flushes of the job journal and of the receipt log
+(group commit, ``phase_core.groupsync``): a receipt still leaves the node only
+after its log entry, and its job id's journal line, are durable.
 
 ``JobThread`` is a part of ``plasmd.node.Node`` (the attributes it uses are the
 node's); it is its own module only to keep the node's module readable.
@@ -21,6 +22,7 @@ from typing import Any
 from phase_core import documents, manifest, timefmt
 from phase_core.errors import MissingInput, PhaseError, Rejected, TempFailure
 from phase_core.protocol import jobs
+from phase_core.state import Durable
 from plasmd import liar
 
 __all__ = ["JobThread", "Refused"]
@@ -73,10 +75,10 @@ class JobThread:
         mismatch = jobs.matches_offer(offer, verified.body, verified.id)
         if mismatch is not None:
             return Refused("invalid_request", mismatch)
-        reject = self._record_run(peer, verified)
-        if reject is not None:
-            return Refused(*reject)
-        return verified, self._execute(manifest_env, verified, cancel, peer)
+        recorded = self._record_run(peer, verified)
+        if isinstance(recorded, tuple):
+            return Refused(*recorded)
+        return verified, self._execute(manifest_env, verified, cancel, peer, recorded)
 
     def _verify_run(self, peer: str, env: dict[str, Any]
                     ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
@@ -98,17 +100,19 @@ class JobThread:
                                                 "that submits it")
         return verified, None
 
-    def _record_run(self, peer: str, verified: documents.Verified) -> tuple[str, str] | None:
-        """Remember the job id (durably) so it never runs twice (a thread)."""
+    def _record_run(self, peer: str, verified: documents.Verified
+                    ) -> tuple[str, str] | Durable:
+        """Remember the job id so it never runs twice (a thread): a replay is refused
+        at once; the journal line is made durable while the guest runs, and
+        ``_execute`` waits for it before the receipt is logged (docs/protocol.md)."""
         try:
             expires = timefmt.parse_time(verified.body["expires"])
-            self.state.record_job(peer, verified.id, expires, timefmt.now())
+            return self.state.begin_record_job(peer, verified.id, expires, timefmt.now())
         except Rejected as e:
             self.counters.inc("replays")
             return ("replay", e.message)
         except TempFailure as e:  # too many unexpired jobs from this submitter
             return ("queue_full", e.message)
-        return None
 
     def _have(self, cid: str) -> bool:
         """The blob is here already (a module may also be compiled and in memory:
@@ -125,11 +129,16 @@ class JobThread:
         return path
 
     def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
-                 cancel: threading.Event | None, submitter: str) -> Any:
-        """On a job thread: run the guest (in one of the ``workers`` guest slots),
-        then log the receipt durably (outside the slot: the next guest starts while
-        this one waits for its flush)."""
-        result = self._run_guest(manifest_env, verified, cancel, submitter)
+                 cancel: threading.Event | None, submitter: str, recorded: Durable) -> Any:
+        """On a job thread: run the guest (in one of the ``workers`` guest slots)
+        while its id's journal line is flushed, then, once that line is durable, log
+        the receipt durably (outside the slot: the next guest starts while this one
+        waits for its flush). A failed journal flush fails the job: no receipt is
+        logged or sent."""
+        try:
+            result = self._run_guest(manifest_env, verified, cancel, submitter)
+        finally:
+            recorded.wait()
         self.receipts.append(result.receipt)
         return result
 

@@ -150,7 +150,8 @@ class _Conn:
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), IDLE_S)
+                    async with asyncio.timeout(IDLE_S):  # (wait_for can drop a cancel)
+                        line = await reader.readline()
                 except TimeoutError:
                     if self.tasks:
                         continue

@@ -10,10 +10,10 @@ executor, with the guarantees of a job a peer sends (docs/protocol.md):
    for a job thread and a guest slot in the round robin between submitters
    (``plasmd.fair``), as its signer;
 2. on one job thread, in one hop: the manifest verified (signatures, schema,
-   validity window), its id recorded durably in the replay journal before the
-   guest starts (a replay is refused), the guest run in a guest slot under its
-   fences, the receipt appended to the receipt log and made durable
-   (``Node._execute``), and the receipt checked like any worker's
+   validity window), its id recorded in the replay journal (a replay is refused;
+   the line is flushed while the guest runs), the guest run in a guest slot under
+   its fences, the receipt appended to the receipt log and made durable once the
+   id is (``Node._execute``), and the receipt checked like any worker's
    (``plasmd.submit.check_outcome``), all before the loop sends the result.
 
 Access to the control socket authorizes the job here, whoever signed it (the
@@ -130,12 +130,12 @@ def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
     keys = [t.key for t in verified.signers]
     me = node.identity.node_id
     who = me if me in keys else keys[0]
-    reject = node._record_run(who, verified)
-    if reject is not None:
-        return reject
+    recorded = node._record_run(who, verified)
+    if isinstance(recorded, tuple):
+        return recorded
     for cid, data in p.blobs.items():
         if not node._have(cid):
             node.cas.put_bytes(data, cid)
-    result = node._execute(p.manifest, verified, cancel, who)
+    result = node._execute(p.manifest, verified, cancel, who, recorded)
     return check_outcome(me, verified.id, verified.body, result.receipt,
                          result.result.stdout or b"", result.result.stderr or b"")

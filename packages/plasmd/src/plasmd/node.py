@@ -327,21 +327,24 @@ class Node(JobThread):
         loop = asyncio.get_running_loop()
         verified, reject = await loop.run_in_executor(
             self._io, self._verify_run, peer, run.manifest)
+        recorded = None
         if verified is not None and not r.admit(verified.id, verified.body):
             reject = ("invalid_request", "")  # r queued the reject
         elif verified is not None:
-            reject = await loop.run_in_executor(self._io, self._record_run, peer, verified)
+            recorded = await loop.run_in_executor(self._io, self._record_run, peer, verified)
+            if isinstance(recorded, tuple):
+                reject = recorded
         if reject is not None:
             await self._refuse(peer, str(offer["job"]), r, stream, Refused(*reject))
             return None
-        assert verified is not None
+        assert verified is not None and recorded is not None and not isinstance(recorded, tuple)
         r.started()
         # from here the submitter must stay: if it goes away, stop the guest
         watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
         try:
             await self._fetch_inputs(peer, stream, offer, verified.body)
             result = await self._in_slot(peer, slot, self._execute, run.manifest, verified,
-                                         cancel, peer)
+                                         cancel, peer, recorded)
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -80,7 +80,8 @@ class Peer:
             async with stream:
                 q.start()
                 await send_out(stream, q.outbox())
-                rec = q.receive(await asyncio.wait_for(stream.recv(), 15))
+                async with asyncio.timeout(15):
+                    rec = q.receive(await stream.recv())
             self.record = rec["record"]
             feats = rec["record"]["body"].get("capabilities", {}).get("features", [])
             self.batch_ok = isinstance(feats, list) and FEATURE in feats
@@ -90,9 +91,15 @@ class Peer:
     async def _send_loop(self) -> None:
         """Send what is queued. A job goes at once when no stream to this worker awaits
         its first answer (a lone job is never held); otherwise queued jobs wait for that
-        answer, at most ``linger_s``, and then go together (Nagle's rule, per stream)."""
+        answer, at most ``linger_s``, and then go together (Nagle's rule, per stream).
+
+        Its waits use ``asyncio.timeout``, not ``wait_for``: on Python 3.11 a
+        ``wait_for`` whose awaited thing ends as the task is cancelled returns and
+        drops the cancellation, and this loop then waited for ever, holding up the
+        pool's ``close`` (a Ctrl-C of ``plasmd submit --jobs`` that never ended). A
+        closed pool ends the loop too."""
         pool = self.pool
-        while True:
+        while not pool._closed:
             await self.wake.wait()
             self.wake.clear()
             if not self.queue:
@@ -107,7 +114,8 @@ class Peer:
                 # more are queued: learn whether they may go as a batch (one round trip)
                 self._start_single(conn)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self.asked), 2)
+                    async with asyncio.timeout(2):  # (not wait_for: see _send_loop)
+                        await asyncio.shield(self.asked)
             if not self.batch_ok:
                 while self.queue:
                     self._start_single(conn)
@@ -117,7 +125,8 @@ class Peer:
                 left = self.held_since + pool.linger_s - time.monotonic()
                 if left > 0:  # let the batch fill until an answer comes, or the linger ends
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), left)
+                        async with asyncio.timeout(left):
+                            await self.wake.wait()
                     self.wake.set()
                     continue
             while self.queue:

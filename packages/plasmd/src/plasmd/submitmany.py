@@ -20,7 +20,7 @@ import asyncio
 import base64
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,13 +29,9 @@ from phase_core.cli.jsonl import write_record
 from phase_core.cli.pipeline import Stage
 from phase_core.errors import PhaseError
 from phase_core.identity import Identity
-from plasmd.dispatchio import BlobCache, read_jobs
+from plasmd.dispatchio import BlobCache, Reader, read_jobs
 from plasmd.pool import Job, Pool
 from plasmd.submit import Outcome
-
-
-def _next(it: Iterator[tuple[int, Job | PhaseError]]) -> tuple[int, Job | PhaseError] | None:
-    return next(it, None)
 
 
 def job_result(out: Outcome) -> dict[str, Any]:
@@ -51,7 +47,6 @@ def job_result(out: Outcome) -> dict[str, Any]:
 
 async def run(identity: Identity, peers: list[str], src: IO[bytes], out: IO[str] | None,
               *, cas: Any, max_in_flight: int) -> int:
-    loop = asyncio.get_running_loop()
     write_lock = threading.RLock()
 
     def emit(rec: dict[str, Any]) -> None:
@@ -64,8 +59,9 @@ async def run(identity: Identity, peers: list[str], src: IO[bytes], out: IO[str]
     lines: dict[int, int] = {}  # the map's index → input line
 
     async def jobs() -> AsyncIterator[Job]:
-        it = read_jobs(stage, src, BlobCache(cas))
-        while (item := await loop.run_in_executor(None, _next, it)) is not None:
+        # a daemon thread: a read blocked on a quiet stdin never holds up Ctrl-C
+        reader = Reader(read_jobs(stage, src, BlobCache(cas)))
+        while (item := await reader.next()) is not None:
             lineno, job = item
             if isinstance(job, PhaseError):
                 log.get().error("submit.bad_job", line=lineno, **job.to_record())
