@@ -186,12 +186,14 @@ async def run(opts: Options, emit: Callable[[dict[str, Any]], None]) -> int:
 
     left, reserve = opts.budget()
     try:
-        await asyncio.wait_for(consume(), left)
+        async with asyncio.timeout(left):
+            await consume()
     except TimeoutError:
         pass
     finally:
         try:
-            await asyncio.wait_for(gen.aclose(), reserve)
+            async with asyncio.timeout(reserve):
+                await gen.aclose()
         except (TimeoutError, RuntimeError):
             pass
     return count
@@ -238,7 +240,8 @@ class _Merge:
             await asyncio.gather(*self.tasks, return_exceptions=True)
             for close in self.closers:
                 try:
-                    await asyncio.wait_for(close(), CLEANUP_S / 2)
+                    async with asyncio.timeout(CLEANUP_S / 2):
+                        await close()
                 except Exception as e:
                     log.get().debug("phase-discover.cleanup_failed", error=repr(e)[:200])
 

@@ -102,9 +102,11 @@ class Nodes:
         logged) if it does not answer within ``timeout_s``."""
         peer = pool._peers[0]
         try:
-            await asyncio.wait_for(peer._connection(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await peer._connection()
             if peer.asked is not None:
-                await asyncio.wait_for(asyncio.shield(peer.asked), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(peer.asked)
         except (PhaseError, TimeoutError) as e:
             log.get().warning("dispatch.peer_unreachable", peer=text,
                               error=getattr(e, "slug", "timeout"))
@@ -155,7 +157,8 @@ class Nodes:
         """One attempt of ``job`` on ``node_id``: its verified outcome, or raise."""
         fut = await self.pools[node_id].submit(job)
         try:
-            return await asyncio.wait_for(fut, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await fut
         except TimeoutError:
             raise Timeout(f"no result from {node_id[:16]} within {timeout_s:.0f} s") from None
 

@@ -59,8 +59,8 @@ class Outgoing:
 
     async def connect(self, host: str, port: int, node_id: str | None) -> Any:
         try:
-            return await asyncio.wait_for(self.pool().get(host, port, node_id),
-                                          CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                return await self.pool().get(host, port, node_id)
         except TimeoutError:
             raise Timeout(f"no answer from {host}:{port} within {CONNECT_TIMEOUT_S:g} s"
                           ) from None
@@ -101,7 +101,8 @@ class Outgoing:
             q.start()
             for m in q.outbox():
                 await stream.send(m)
-            ans = q.receive(await asyncio.wait_for(stream.recv(), CONNECT_TIMEOUT_S))
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                ans = q.receive(await stream.recv())
         v = documents.verify(ans["record"], documents.Policy(  # self-signed
             Keyring(), timefmt.now(), expected_type=records.TYPE))
         if v.body.get("node_id") != conn.peer_id:

@@ -120,8 +120,8 @@ async def submit(identity: Identity, host: str, port: int, manifest_env: dict[st
     # a short idle timeout: a worker that dies mid-job is noticed in seconds
     cl = client or Client(identity, Limits(idle_timeout_s=10, keepalive_s=2), handler=serve)
     try:
-        conn = await asyncio.wait_for(
-            cl.connect(host, port, expected_node_id=expected_node_id), timeout=15)
+        async with asyncio.timeout(15):
+            conn = await cl.connect(host, port, expected_node_id=expected_node_id)
     except TimeoutError:
         raise Timeout(f"no answer from {host}:{port} within 15 s") from None
     worker.append(conn.peer_id)
@@ -229,7 +229,8 @@ async def first_discovered(want: dict[str, Any], *, via: str, bootstrap: list[st
     try:
         while (left := deadline - loop.time()) > 0:
             try:
-                rec = await asyncio.wait_for(gen.__anext__(), left)
+                async with asyncio.timeout(left):
+                    rec = await gen.__anext__()
             except (StopAsyncIteration, TimeoutError):
                 break
             out = await attempt(rec)
@@ -237,7 +238,8 @@ async def first_discovered(want: dict[str, Any], *, via: str, bootstrap: list[st
                 return out
     finally:
         try:
-            await asyncio.wait_for(gen.aclose(), 3)
+            async with asyncio.timeout(3):
+                await gen.aclose()
         except (TimeoutError, RuntimeError):
             pass
     return None

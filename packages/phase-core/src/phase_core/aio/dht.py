@@ -171,8 +171,8 @@ class DhtService(RecordsMixin):
             host, port = split_address(addr)
             start = time.monotonic()
             try:
-                ans = await asyncio.wait_for(
-                    self._ask(host, port, contact.node_id, msg, expect), wait)
+                async with asyncio.timeout(wait):
+                    ans = await self._ask(host, port, contact.node_id, msg, expect)
             except TimeoutError:
                 last = Unavailable(f"no answer from {addr} in {wait:g} s", slug="timeout")
                 continue
@@ -299,12 +299,13 @@ class DhtService(RecordsMixin):
         async def one(addr: str) -> None:
             host, port = split_address(addr)
             try:
-                stream = await asyncio.wait_for(self.pool.open_stream(host, port, None),
-                                                self.rpc_timeout_s)
+                async with asyncio.timeout(self.rpc_timeout_s):
+                    stream = await self.pool.open_stream(host, port, None)
                 peer = stream.peer_id
                 await stream.send(dht_node.ping(self.addresses))
                 stream.finish()
-                raw = await asyncio.wait_for(stream.recv(), self.rpc_timeout_s)
+                async with asyncio.timeout(self.rpc_timeout_s):
+                    raw = await stream.recv()
                 ans = parse_answer(raw, "dht_pong")
             except (PhaseError, TimeoutError) as e:
                 log.get().info("dht.bootstrap_failed", address=addr,

@@ -751,7 +751,8 @@ class Connection:
         if not self._proto._closed.is_set():
             self._proto._close(E_OK, "bye")
             try:
-                await asyncio.wait_for(self._proto.wait_closed(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._proto.wait_closed()
             except TimeoutError:  # pragma: no cover
                 pass
         if self._transport is not None:
@@ -882,8 +883,8 @@ class Client:
         assert isinstance(proto, _PhaseProtocol)
         try:
             proto.connect(addr)
-            await asyncio.wait_for(asyncio.shield(proto.ready),
-                                   ep.limits.handshake_timeout_s + 1.0)
+            async with asyncio.timeout(ep.limits.handshake_timeout_s + 1.0):
+                await asyncio.shield(proto.ready)
         except TimeoutError:
             proto._close(E_TIMEOUT, "handshake timeout")
             transport.close()

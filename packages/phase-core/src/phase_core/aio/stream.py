@@ -238,7 +238,8 @@ class Stream:
         try:
             if left <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(self._ch.read(), left)
+            async with asyncio.timeout(left):  # (wait_for can drop a cancellation)
+                return await self._ch.read()
         except TimeoutError:
             self._deadline = None
             self.abort()
