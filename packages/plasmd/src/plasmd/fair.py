@@ -159,10 +159,13 @@ class FairSlots:
 
 
 class _Waiter:
-    __slots__ = ("granted",)
+    """A thread waiting at a ``FairGate``, woken alone when it is granted a slot."""
 
-    def __init__(self) -> None:
+    __slots__ = ("granted", "wake")
+
+    def __init__(self, lock: threading.Lock) -> None:
         self.granted = False
+        self.wake = threading.Condition(lock)  # the gate's lock: no wake-up is lost
 
 
 class FairGate:
@@ -173,34 +176,34 @@ class FairGate:
     def __init__(self, n: int) -> None:
         self._free = n
         self._queue: FairQueue[_Waiter] = FairQueue()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def slot(self, key: str, cancel: threading.Event | None = None) -> Iterator[None]:
-        with self._cond:
+        with self._lock:
             if self._free > 0 and not len(self._queue):
                 self._free -= 1
                 self._queue.charge(key)
             else:
-                w = _Waiter()
+                w = _Waiter(self._lock)
                 self._queue.push(key, w)
                 while not w.granted:
                     if cancel is not None and cancel.is_set():
                         self._queue.remove(key, w)
                         raise Interrupted("the job was cancelled while it waited for a "
                                           "guest slot; nothing ran")
-                    self._cond.wait(CANCEL_POLL_S if cancel is not None else None)
+                    w.wake.wait(CANCEL_POLL_S if cancel is not None else None)
         try:
             yield
         finally:
-            with self._cond:
-                if len(self._queue):
+            with self._lock:
+                if len(self._queue):  # straight to the next waiter, and wake only it
                     _, nxt = self._queue.pop()
                     nxt.granted = True
-                    self._cond.notify_all()
+                    nxt.wake.notify()
                 else:
                     self._free += 1
 
     def waiting(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._queue)
