@@ -22,10 +22,12 @@ def test_ctrl_c_mid_stream(tmp_path: Path, node_factory: Any) -> None:
     init_home(client)
     me = identity.load(client / "key")
     hello = HELLO.read_bytes()
+    # unbuffered: readline() below must not read past the first line, since
+    # communicate() reads the pipe itself and would never see what a buffer held
     proc = subprocess.Popen([script("plasmd"), "submit", f"--home={client}", "--jobs=-",
                              f"--peer={node.peer}", "--max-in-flight=4"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, bufsize=0)
     assert proc.stdin is not None and proc.stdout is not None
     for i in range(8):
         env = make_manifest(me, hello, None, argv=["hello.wasm", str(i)])
