@@ -107,3 +107,54 @@ def test_second_submitter_does_not_wait_for_the_backlog(tmp_path: Path, node_fac
     modules = [e.receipt["body"]["module"] for e in
                ReceiptLog(node.home / "receipts.jsonl").entries()]
     assert len(modules) == BACKLOG + 1 + warm and len(set(modules)) == 2
+
+
+def test_one_backlog_leaves_the_last_slots_to_another_submitter(tmp_path: Path,
+                                                                 node_factory: Any) -> None:
+    """Admission (docs/threat-model.md): with 1 worker and the default queue of 64
+    (65 slots, the last 2 kept back), A's backlog of 70 is held to 63; B's job is
+    admitted meanwhile instead of refused ``queue_full``. Nothing stays counted."""
+    node = node_factory("worker", "--open", "--workers=1")
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    init_home(a_home)
+    a = identity.load(a_home / "key")
+    spin = SPIN.read_bytes()
+    lines = [json.dumps({"v": 1, "type": "job", "module_path": str(SPIN),
+                         "manifest": make_manifest(
+                             a, spin, None, argv=["spin.wasm", str(i)],
+                             limits=dict(manifest.DEFAULT_LIMITS, fuel=150_000_000))})
+             for i in range(71)]
+    first = tmp_path / "first.jsonl"  # A's first job brings the module
+    first.write_text(lines.pop() + "\n")
+    r = subprocess.run([script("plasmd"), "submit", f"--home={a_home}", f"--jobs={first}",
+                        f"--peer={node.peer}"], capture_output=True, timeout=300)
+    assert b'"job_result"' in r.stdout, r.stderr.decode()[-2000:]
+    proc = subprocess.Popen([script("plasmd"), "submit", f"--home={a_home}", "--jobs=-",
+                             f"--peer={node.peer}", "--max-in-flight=70"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(("\n".join(lines) + "\n").encode())
+        proc.stdin.flush()
+        for _ in range(100_000):  # until A holds all it may
+            st = control.query_home(node.home)
+            if st["counters"].get("refused_over_share", 0) > 0:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        else:
+            raise AssertionError(f"A was never held to its share: {st['jobs']}")
+        jobs = st["jobs"]
+        assert jobs["queued"] + jobs["running"] == 63 and jobs["submitters"] == 1, jobs
+        r = submit(b_home, node.peer, HELLO, stdin=b"fair", tmp=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        assert r.stdout == b"riaf"
+    finally:
+        proc.kill()  # A goes away: its jobs are cancelled
+        proc.communicate()
+    for _ in range(100_000):
+        jobs = control.query_home(node.home)["jobs"]
+        if jobs["queued"] == jobs["running"] == jobs["submitters"] == 0:
+            break
+    else:
+        raise AssertionError(f"jobs still counted after A left: {jobs}")

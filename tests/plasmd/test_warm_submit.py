@@ -61,6 +61,7 @@ def test_a_warm_submit_to_the_node_itself_needs_no_quic_and_its_receipt_verifies
     assert b"submit.peer_learned" in r.stderr
     st = n.status()
     assert st["counters"]["local_jobs"] == 2 and st["jobs"]["done"] == 2
+    assert st["jobs"]["submitters"] == 0  # no job left counted against its submitter
     assert st["counters"]["journal_lines_flushed"] == 2  # both ids recorded (replay)
     assert transport_unused(st), st
 

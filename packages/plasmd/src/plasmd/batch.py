@@ -191,6 +191,7 @@ def _split(node: Any, peer: str, b: BatchStream, runnable: list[BatchJob],
             _left(in_flight, peer)
             continue
         node.queued += 1
+        node.hold(peer)
         node._idle.clear()
         here.append(job)
     return here, fetch

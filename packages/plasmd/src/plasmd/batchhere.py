@@ -48,6 +48,7 @@ async def run_here(node: Any, peer: str, b: Any, here: list[BatchJob]) -> None:
                 node.running -= 1
             else:
                 node.queued -= 1
+            node.unhold(peer)
             state[i] = "ended"
             left[0] -= 1
             _answer(node, peer, b, here[i].job, ev[2])
@@ -86,6 +87,8 @@ async def run_here(node: Any, peer: str, b: Any, here: list[BatchJob]) -> None:
                 node.running -= 1
             elif st == "queued":
                 node.queued -= 1
+            if st != "ended":
+                node.unhold(peer)
             state[i] = "ended"
         if node.queued == 0 and node.running == 0:
             node._idle.set()

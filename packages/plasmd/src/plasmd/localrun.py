@@ -76,6 +76,7 @@ async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
         node.counters.inc(f"rejected_{reason}")
         raise _refusal(reason, why)
     node.queued += 1
+    node.hold(node.identity.node_id)
     node._idle.clear()
     started = False
     loop = asyncio.get_running_loop()
@@ -100,6 +101,7 @@ async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
     finally:
         if not started:
             node.queued -= 1
+        node.unhold(node.identity.node_id)
         if node.queued == 0 and node.running == 0:
             node._idle.set()
     if isinstance(out, tuple):

@@ -72,6 +72,10 @@ from plasmd.jobthread import JobThread, Refused
 MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
 SPARE_JOB_THREADS = 8  # job threads beyond the guest slots (they never run a guest)
+# the last 1/RESERVE_PART of the worker and queue slots (none below 32 slots) is kept
+# for submitters below an equal share, counting one more who may come
+# (docs/threat-model.md)
+RESERVE_PART = 32
 __all__ = ["MAX_MODULE_BYTES", "MAX_STDIN_BYTES", "MIN_PULL_RATE", "PULL_GRACE_S",
            "RUN_WAIT_S", "Node", "Refused"]
 T = TypeVar("T")
@@ -105,6 +109,7 @@ class Node(JobThread):
         self.counters = Counters()
         self.running = 0
         self.queued = 0
+        self.held: collections.Counter[str] = collections.Counter()  # admitted, not ended
         self.draining = False
         self.started = time.time()
         self.addresses: list[str] = []
@@ -233,6 +238,7 @@ class Node(JobThread):
             await send_out(stream, r.outbox())
             return
         self.queued += 1  # accepted, not running yet (until it takes a worker slot)
+        self.hold(peer)
         self._idle.clear()
         delivered = False
         slot = _Slot()  # taken: the job left the queue for a worker slot
@@ -296,6 +302,7 @@ class Node(JobThread):
         finally:
             if not slot.taken:
                 self.queued -= 1
+            self.unhold(peer)
             if self.queued == 0 and self.running == 0:
                 self._idle.set()
 
@@ -412,9 +419,29 @@ class Node(JobThread):
             return unmet, "the job's requirements do not fit this node"
         if offer["module_bytes"] > MAX_MODULE_BYTES or offer["stdin_bytes"] > MAX_STDIN_BYTES:
             return "too_large", "module or stdin over this node's caps"
-        if self.queued + self.running >= self.config.workers + self.config.queue:
+        capacity = self.config.workers + self.config.queue
+        free = capacity - self.queued - self.running
+        if free <= 0:
             return "queue_full", "every worker and queue slot is taken"
+        if free <= capacity // RESERVE_PART:
+            # the last slots go to submitters below their share, so one backlog
+            # cannot keep everyone else out (docs/threat-model.md)
+            # (a lone backlog leaves them too: the +1 is the next submitter to come)
+            if self.held.get(peer, 0) >= capacity // (len(self.held) + 1):
+                self.counters.inc("refused_over_share")
+                return "queue_full", ("this submitter holds its share of the worker and "
+                                      "queue slots; the last ones are kept for others")
         return None, ""
+
+    def hold(self, peer: str) -> None:
+        """``peer`` has one more admitted job (queued or running) on this node."""
+        self.held[peer] += 1
+
+    def unhold(self, peer: str) -> None:
+        """One of ``peer``'s admitted jobs ended (or was given up)."""
+        self.held[peer] -= 1
+        if self.held[peer] <= 0:
+            del self.held[peer]
 
     # -- status ----------------------------------------------------------------
     def _cache_use(self) -> dict[str, int]:
@@ -441,6 +468,7 @@ class Node(JobThread):
             "open": self.config.open, "listen": list(self.addresses),
             "uptime_s": int(time.time() - self.started),
             "jobs": {"running": self.running, "queued": self.queued,
+                     "submitters": len(self.held),  # with jobs queued or running
                      "done": self.counters.c["jobs_done"],
                      "failed": self.counters.c["jobs_failed"],
                      "rejected": sum(v for k, v in self.counters.c.items()
