@@ -29,15 +29,20 @@ def test_ctrl_c_mid_stream(tmp_path: Path, node_factory: Any) -> None:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, bufsize=0)
     assert proc.stdin is not None and proc.stdout is not None
-    for i in range(8):
-        env = make_manifest(me, hello, None, argv=["hello.wasm", str(i)])
-        proc.stdin.write((json.dumps({"v": 1, "type": "job", "manifest": env,
-                                      "module_path": str(HELLO)}) + "\n").encode())
-    proc.stdin.flush()  # stdin stays open: the user has more jobs to type
-    first = json.loads(proc.stdout.readline())
-    assert first["type"] == "job_result", first
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        for i in range(8):
+            env = make_manifest(me, hello, None, argv=["hello.wasm", str(i)])
+            proc.stdin.write((json.dumps({"v": 1, "type": "job", "manifest": env,
+                                          "module_path": str(HELLO)}) + "\n").encode())
+        proc.stdin.flush()  # stdin stays open: the user has more jobs to type
+        first = json.loads(proc.stdout.readline())
+        assert first["type"] == "job_result", first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:  # a client that did not stop is not left running after the test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     proc.stdin.close()
     assert proc.returncode == 130, err.decode()[-2000:]
     for line in out.decode().splitlines():
