@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phase_core.errors import Interrupted, MissingInput, UsageError
+from phase_core.errors import DigestMismatch, Interrupted, MissingInput, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
 from plasm_exec.values import Value
 
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
     from plasm_exec.signals import SignalGuard
 
 PROGRAMS_IN_MEMORY = 32
+# A stdin up to this size reaches the guest as bytes (an in-memory stream), a larger
+# one as a file. wasmtime reads a file stdin on its blocking-I/O threads, a hand-off
+# per read; bytes cost none (docs/performance.md). The rule is the size alone, so a
+# job's guest sees the same kind of stdin on every node.
+STDIN_IN_MEMORY = 1 << 20
 
 
 def module_id_of(wasm: bytes) -> str:
@@ -141,15 +147,18 @@ class Executor:
         return self.engine_mod.RunControl()
 
     def execute(self, prog: Program, spec: RunSpec, *, stdin_path: str, stdout_path: str,
-                stderr_path: str, control: RunControl | None = None) -> Outcome:
-        """The raw run: the caller owns the stdio paths."""
+                stderr_path: str, control: RunControl | None = None,
+                stdin_bytes: bytes | None = None) -> Outcome:
+        """The raw run: the caller owns the stdio paths (``stdin_bytes``, when given,
+        is the guest's stdin instead of ``stdin_path``)."""
         from phase_core import log
         log.get().debug("plasm.run.started", module=prog.module_id,
                         limits=dict(spec.limits))
         return self.runtime.execute(
             prog, argv=spec.argv, env=spec.env, limits=spec.limits,
             deterministic=spec.deterministic, dirs=spec.dirs, stdin_path=stdin_path,
-            stdout_path=stdout_path, stderr_path=stderr_path, control=control)
+            stdout_path=stdout_path, stderr_path=stderr_path, control=control,
+            stdin_bytes=stdin_bytes)
 
     def run(self, prog: Program, spec: RunSpec, *, stdin: bytes | Path | None = None,
             control: RunControl | None = None,
@@ -158,14 +167,14 @@ class Executor:
         """Run with stdin from bytes or a file, capturing stdout and stderr in memory.
 
         ``stdin_id``: the content id of a stdin file the caller has checked (a store
-        blob); without it the file is hashed here.
+        blob); without it the file is hashed here. A stdin of at most
+        ``STDIN_IN_MEMORY`` bytes is read and handed to the guest as bytes, hashed
+        as it is handed over (``DigestMismatch`` if it no longer has ``stdin_id``).
 
         ``cancel``: when another thread sets it, the guest is stopped at its next
         yield (an epoch tick or a fuel slice) and ``Interrupted`` (exit 130) is
         raised; there is no result to sign.
         """
-        import os
-
         from plasm_exec.capture import PipeCapture
         from plasm_exec.stdio import memfd
 
@@ -179,18 +188,33 @@ class Executor:
             ctl.cancel = cancel
         cap = PipeCapture(int(spec.limits["output_bytes"]), ctl)
         in_fd = None
+        data: bytes | None = None
+        stdin_path = "/dev/null"
         try:
             if isinstance(stdin, Path):
-                stdin_id = stdin_id or _file_id(stdin)
-                stdin_path = str(stdin)
+                data = _small_file(stdin)
+                if data is None:
+                    stdin_id = stdin_id or _file_id(stdin)
+                    stdin_path = str(stdin)
+                else:  # the bytes the guest gets are the ones hashed
+                    got = module_id_of(data)
+                    if stdin_id is not None and got != stdin_id:
+                        raise DigestMismatch(f"stdin {stdin_id} changed on disk: it now "
+                                             f"hashes to {got}")
+                    stdin_id = got
             else:
                 data = stdin or b""
                 stdin_id = module_id_of(data)
-                in_fd, stdin_path = memfd("plasm-stdin", data) if data else (None, "/dev/null")
+            if data is not None and len(data) > STDIN_IN_MEMORY:
+                in_fd, stdin_path = memfd("plasm-stdin", data)
+                data = None
+            elif not data:
+                data = None  # no stdin: /dev/null
+
             def go() -> Outcome:
                 return self.execute(prog, spec, stdin_path=stdin_path,
                                     stdout_path=cap.out_path, stderr_path=cap.err_path,
-                                    control=ctl)
+                                    control=ctl, stdin_bytes=data)
             # under the CLI's guard the guest runs in a worker thread, so a signal is
             # handled even while the guest sits in a blocking WASI call
             outcome = self.guard.in_worker(go) if self.guard is not None else go()
@@ -210,6 +234,20 @@ class Executor:
 
 def _as_output_limit(o: Outcome) -> Outcome:
     return o.replace(ended="output_limit", exit_code=None, trap=None, fuel_exact=False)
+
+
+def _small_file(path: Path) -> bytes | None:
+    """The file's bytes if it holds at most ``STDIN_IN_MEMORY`` (then the guest gets
+    them as an in-memory stdin), else None (the guest reads the file)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > STDIN_IN_MEMORY:
+                return None
+            data = f.read(STDIN_IN_MEMORY + 1)
+    except FileNotFoundError:
+        raise MissingInput(f"no such file: {path}") from None
+    return data if len(data) <= STDIN_IN_MEMORY else None
 
 
 def _file_id(path: Path) -> str:

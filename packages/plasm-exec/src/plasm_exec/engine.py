@@ -265,10 +265,13 @@ class Runtime:
                 limits: dict[str, int], deterministic: bool = False,
                 dirs: list[tuple[str, str, bool]] = (),  # type: ignore[assignment]
                 stdin_path: str = "/dev/null", stdout_path: str = "/dev/null",
-                stderr_path: str = "/dev/null", control: RunControl | None = None) -> Outcome:
+                stderr_path: str = "/dev/null", control: RunControl | None = None,
+                stdin_bytes: bytes | None = None) -> Outcome:
         """Run ``prog`` once under ``limits``; every fence outcome is an ``Outcome``.
 
         The caller owns the stdio paths (files, memfds or pipes as /dev/fd/N).
+        ``stdin_bytes``, when given, is the guest's stdin instead of ``stdin_path``:
+        a stream of those bytes, then end of file.
         """
         ctl = control or RunControl()
         fuel = int(limits["fuel"])
@@ -287,7 +290,10 @@ class Runtime:
         wasi = wt.WasiConfig()
         wasi.argv = list(argv)
         wasi.env = [(k, v) for k, v in env.items()]
-        wasi.stdin_file = stdin_path
+        if stdin_bytes is not None:
+            _stdin_bytes(wasi, stdin_bytes)
+        else:
+            wasi.stdin_file = stdin_path
         wasi.stdout_file = stdout_path
         wasi.stderr_file = stderr_path
         for host, guest, writable in dirs:
@@ -368,6 +374,16 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+def _stdin_bytes(wasi: Any, data: bytes) -> None:
+    """``data`` as the guest's stdin (wasmtime-py 50 ships the binding, not a wrapper).
+
+    The vector is a copy made by wasmtime; the config takes it over."""
+    vec = ffi.wasm_byte_vec_t()
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data),
+                          ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
 
 
 def _link(linker: Any, module: Any) -> Any:

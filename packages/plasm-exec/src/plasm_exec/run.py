@@ -191,6 +191,7 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     With a signal guard the guest runs in a worker thread and this (main) thread
     waits: a signal stops the guest, and ``Stop`` is raised once it has ended.
     """
+    from plasm_exec.api import STDIN_IN_MEMORY
     from plasm_exec.stdio import Budget, OutputTap, StdinPump, memfd
 
     ctl = ex.new_control()
@@ -204,9 +205,15 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     except OSError:
         st = None
     spool = st is None or spec.deterministic or stat.S_ISREG(st.st_mode)
-    if spool:  # a file, or the deterministic profile: the guest reads a fixed file
+    stdin_bytes = None
+    if spool:  # a file, or the deterministic profile: the guest reads fixed bytes
         data = _read_all(0) if st is not None else b""
-        copy_fd, stdin_path = memfd("plasm-stdin", data)
+        if len(data) <= STDIN_IN_MEMORY:  # as Executor.run hands over a stdin
+            stdin_bytes, stdin_path = data, "/dev/null"
+            if keep_stdin:  # the receipt stores it
+                copy_fd, _ = memfd("plasm-stdin", data)
+        else:
+            copy_fd, stdin_path = memfd("plasm-stdin", data)
         from phase_core.digest import content_id
         stdin_id = content_id(data)
     else:
@@ -223,7 +230,7 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     try:
         def go() -> Any:
             return ex.execute(prog, spec, stdin_path=stdin_path, stdout_path=out.path,
-                              stderr_path=err.path, control=ctl)
+                              stderr_path=err.path, control=ctl, stdin_bytes=stdin_bytes)
         outcome = guard.in_worker(go) if guard is not None else go()
     finally:
         out.finish()
