@@ -10,11 +10,12 @@ and the submitter's departure reaches every job still in flight.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import pytest
 
-from phase_core.errors import ProtocolViolation
+from phase_core.errors import ProtocolViolation, Unavailable
 from phase_core.protocol import framing
 from phase_core.protocol.jobs import SendBlob
 from phase_core.protocol.jobs_worker import Offered, Responder, RunArrived, SubmitterGone
@@ -153,3 +154,43 @@ def test_a_bad_batch_is_counted_and_refused_whole() -> None:
     asyncio.run(go())
 
 
+
+
+class AdmittingNode(FakeNode):
+    """Holds every job's module and stdin and admits all but the first, as ``Node`` does:
+    each admitted job is counted (``plasmd.admission``) until it ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued = self.running = 0
+        self.held: collections.Counter[str] = collections.Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.offers = 0
+
+    def inputs_here(self, offer: dict[str, Any]) -> bool:
+        return True
+
+    def _admit(self, peer: str, offer: dict[str, Any]) -> tuple[str | None, str]:
+        self.offers += 1
+        return ("too_large", "refused at once") if self.offers == 1 else (None, "")
+
+
+class BrokenStream(FakeStream):
+    async def send(self, msg: dict[str, Any]) -> None:
+        raise Unavailable("the connection is gone", slug="connection_lost")
+
+
+def test_a_stream_that_breaks_before_the_jobs_start_leaves_nothing_counted() -> None:
+    # the refusal of the first job is sent before the others start; the stream is
+    # gone by then: the two admitted jobs must not stay queued, held or in flight
+    async def go() -> None:
+        node = AdmittingNode()
+        with pytest.raises(Unavailable):
+            await batch.serve(node, "peer", frame(3), BrokenStream())
+        assert node.offers == 3 and not node.entered
+        assert (node.queued, node.running, dict(node.held)) == (0, 0, {})
+        assert node._idle.is_set()
+        assert batch._IN_FLIGHT[node] == {}
+
+    asyncio.run(go())

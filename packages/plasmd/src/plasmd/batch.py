@@ -31,6 +31,7 @@ from phase_core.errors import PhaseError, ProtocolViolation, Unavailable
 from phase_core.protocol.jobs import SendBlob
 from phase_core.protocol.jobs_batch import BatchJob, BatchResponder
 from phase_core.protocol.jobs_worker import Offered, Responder
+from plasmd.admission import Admission
 from plasmd.blobs import send_out
 
 MAX_BATCH_JOBS_PER_PEER = 256
@@ -130,26 +131,32 @@ async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> N
         raise
     node.counters.inc("batches")
     node.counters.inc("batch_jobs", len(message["jobs"]))
-    in_flight = _IN_FLIGHT.setdefault(node, collections.Counter())
+    share = _Share(_IN_FLIGHT.setdefault(node, collections.Counter()), peer)
     runnable = []
     for job in batch:
-        if in_flight[peer] >= MAX_BATCH_JOBS_PER_PEER:
+        if share.full():
             node.counters.inc("rejected_queue_full")
             b.machine.reject(job.job, "queue_full", "this peer has too many jobs in flight")
             continue
-        in_flight[peer] += 1
+        share.take(job)
         runnable.append(job)
     watch = asyncio.create_task(b.watch())
+    here: list[tuple[BatchJob, Admission]] = []
     try:
-        here, fetch = _split(node, peer, b, runnable, in_flight)
+        here, fetch = _split(node, peer, b, runnable, share)
         await b.flush()  # the jobs refused at once
-        tasks = [_one(node, peer, b, job, in_flight) for job in fetch]
+        tasks = [_one(node, peer, b, job, share) for job in fetch]
         if here:
-            tasks.append(_here(node, peer, b, here, in_flight))
+            tasks.append(_here(node, peer, b, here, share))
         done = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         watch.cancel()
         await asyncio.wait([watch])
+        # if the stream broke (or this task was cancelled) before every job got to
+        # its task, the rest are counted out here; each job only once
+        for _, adm in here:
+            adm.end()
+        share.release_all()
     errors = [e for e in done if isinstance(e, BaseException)]
     if not watch.cancelled() and isinstance(watch.exception(), ProtocolViolation):
         errors.insert(0, watch.exception())  # type: ignore[arg-type]
@@ -160,19 +167,18 @@ async def serve(node: Any, peer: str, message: dict[str, Any], stream: Any) -> N
         raise errors[0]  # a stream that failed under every job (logged by the transport)
 
 
-async def _one(node: Any, peer: str, b: BatchStream, job: BatchJob,
-               in_flight: collections.Counter[str]) -> None:
+async def _one(node: Any, peer: str, b: BatchStream, job: BatchJob, share: _Share) -> None:
     try:
         r = Responder(time.monotonic)
         ev = r.receive(job.offer)
         assert isinstance(ev, Offered)
         await node._job(peer, r, ev, Lane(b, job))
     finally:
-        _left(in_flight, peer)
+        share.release(job)
 
 
-def _split(node: Any, peer: str, b: BatchStream, runnable: list[BatchJob],
-           in_flight: collections.Counter[str]) -> tuple[list[BatchJob], list[BatchJob]]:
+def _split(node: Any, peer: str, b: BatchStream, runnable: list[BatchJob], share: _Share
+           ) -> tuple[list[tuple[BatchJob, Admission]], list[BatchJob]]:
     """(jobs for ``_here``, jobs for ``_job``): a job whose module and stdin are here is
     admitted now as ``Node._job`` admits (refused: answered at once); one that needs a
     fetch goes through ``_job``."""
@@ -188,26 +194,49 @@ def _split(node: Any, peer: str, b: BatchStream, runnable: list[BatchJob],
             node.counters.inc(f"rejected_{reason}")
             log.get().info("job.rejected", peer=peer, job=job.job, reason=reason)
             b.machine.reject(job.job, reason, why)
-            _left(in_flight, peer)
+            share.release(job)
             continue
-        node.queued += 1
-        node.hold(peer)
-        node._idle.clear()
-        here.append(job)
+        here.append((job, Admission(node, peer)))
     return here, fetch
 
 
-def _left(in_flight: collections.Counter[str], peer: str, n: int = 1) -> None:
-    in_flight[peer] -= n
-    if not in_flight[peer]:
-        del in_flight[peer]
+class _Share:
+    """The jobs of one batch counted in its peer's node-wide jobs in flight
+    (at most ``MAX_BATCH_JOBS_PER_PEER``); each is counted out once, however its
+    batch ends."""
+
+    def __init__(self, in_flight: collections.Counter[str], peer: str) -> None:
+        self.in_flight = in_flight
+        self.peer = peer
+        self._mine: set[int] = set()  # id() of the batch's jobs still counted
+
+    def full(self) -> bool:
+        return self.in_flight[self.peer] >= MAX_BATCH_JOBS_PER_PEER
+
+    def take(self, job: BatchJob) -> None:
+        self._mine.add(id(job))
+        self.in_flight[self.peer] += 1
+
+    def release(self, job: BatchJob) -> None:
+        if id(job) in self._mine:
+            self._mine.discard(id(job))
+            self.in_flight[self.peer] -= 1
+            if self.in_flight[self.peer] <= 0:
+                del self.in_flight[self.peer]
+
+    def release_all(self) -> None:
+        self.in_flight[self.peer] -= len(self._mine)
+        self._mine.clear()
+        if self.in_flight[self.peer] <= 0:
+            del self.in_flight[self.peer]
 
 
-async def _here(node: Any, peer: str, b: BatchStream, here: list[BatchJob],
-                in_flight: collections.Counter[str]) -> None:
+async def _here(node: Any, peer: str, b: BatchStream, here: list[tuple[BatchJob, Admission]],
+                share: _Share) -> None:
     from plasmd.batchhere import run_here
 
     try:
         await run_here(node, peer, b, here)
     finally:
-        _left(in_flight, peer, len(here))
+        for job, _ in here:
+            share.release(job)

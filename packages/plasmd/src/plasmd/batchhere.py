@@ -5,9 +5,9 @@ node holds and hands them to ``run_here``: one hop to a job thread verifies and
 records them all (``Work.prepare``), up to ``workers`` runners run them
 (``Work.run``; a runner gives its job thread up when another submitter waits for
 one, and takes one again in the round robin: ``plasmd.fair``), and the events
-the threads send through the ``Mailbox`` keep the node's ``queued`` / ``running``
-counts and answer each job as it ends, counted and logged as ``Node._job`` counts
-and logs a job on a stream of its own.
+the threads send through the ``Mailbox`` move each job's ``Admission`` (the
+node's ``queued`` / ``running`` counts) and answer each job as it ends, counted
+and logged as ``Node._job`` counts and logs a job on a stream of its own.
 """
 
 from __future__ import annotations
@@ -20,45 +20,38 @@ from phase_core.errors import PhaseError
 from phase_core.protocol import jobs
 from phase_core.protocol.jobs import SendBlob
 from phase_core.protocol.jobs_batch import BatchJob
+from plasmd.admission import Admission
 from plasmd.batchrun import Mailbox, Work
 from plasmd.jobthread import Refused
 
 __all__ = ["run_here"]
 
 
-async def run_here(node: Any, peer: str, b: Any, here: list[BatchJob]) -> None:
+async def run_here(node: Any, peer: str, b: Any,
+                   here: list[tuple[BatchJob, Admission]]) -> None:
     """Run the admitted jobs ``here`` of the batch stream ``b`` (``plasmd.batch``)
     through ``batchrun.Work``; answer each as it ends."""
     loop = asyncio.get_running_loop()
-    state = ["queued"] * len(here)  # → "running" → "ended"
+    adms = [adm for _, adm in here]  # queued → running → ended
     left = [len(here)]
     ended = asyncio.Event()
 
     def drain(events: list[tuple[Any, ...]]) -> None:
         for ev in events:
-            i = ev[1]
-            if state[i] == "ended":
+            adm = adms[ev[1]]
+            if adm.state == "ended":
                 continue
             if ev[0] == "started":
-                state[i] = "running"
-                node.queued -= 1
-                node.running += 1
+                adm.start()
                 continue
-            if state[i] == "running":
-                node.running -= 1
-            else:
-                node.queued -= 1
-            node.unhold(peer)
-            state[i] = "ended"
+            adm.end()
             left[0] -= 1
-            _answer(node, peer, b, here[i].job, ev[2])
-        if node.queued == 0 and node.running == 0:
-            node._idle.set()
+            _answer(node, peer, b, here[ev[1]][0].job, ev[2])
         b.send_soon()
         if not left[0]:
             ended.set()
 
-    work = Work(node, peer, [(j.offer, j.run["manifest"]) for j in here], b.cancel,
+    work = Work(node, peer, [(j.offer, j.run["manifest"]) for j, _ in here], b.cancel,
                 Mailbox(loop, drain))
 
     slots = node._slots
@@ -82,16 +75,8 @@ async def run_here(node: Any, peer: str, b: Any, here: list[BatchJob]) -> None:
         await b.sent()
     finally:
         b.cancel.set()  # (a no-op once every job ended)
-        for i, st in enumerate(state):  # only if this task was cancelled midway
-            if st == "running":
-                node.running -= 1
-            elif st == "queued":
-                node.queued -= 1
-            if st != "ended":
-                node.unhold(peer)
-            state[i] = "ended"
-        if node.queued == 0 and node.running == 0:
-            node._idle.set()
+        for adm in adms:  # only if this task was cancelled midway (else a no-op)
+            adm.end()
 
 
 def _answer(node: Any, peer: str, b: Any, job_id: str, outcome: Any) -> None:

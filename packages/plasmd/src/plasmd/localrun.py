@@ -27,6 +27,7 @@ import asyncio
 from typing import Any
 
 from phase_core.errors import Interrupted, PhaseError, TempFailure
+from plasmd.admission import Admission
 
 __all__ = ["names_self", "run_here"]
 
@@ -75,35 +76,26 @@ async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
     if reason is not None:
         node.counters.inc(f"rejected_{reason}")
         raise _refusal(reason, why)
-    node.queued += 1
-    node.hold(node.identity.node_id)
-    node._idle.clear()
-    started = False
+    adm = Admission(node, node.identity.node_id)
     loop = asyncio.get_running_loop()
     try:
         emit({"stage": "queued"})
         async with node._slots.take(_submitter(node, p.manifest)):
-            node.queued -= 1
-            started = True
-            node.running += 1
+            adm.start()
             run.here = True
             emit({"stage": "running"})
             try:
                 out = await asyncio.shield(loop.run_in_executor(
                     node._pool, _one_hop, node, p, run.cancel))
             finally:
-                node.running -= 1
+                adm.stop()
                 run.here = False
     except Interrupted:
         node.counters.inc("jobs_cancelled")
         raise Cancelled("the job was cancelled; the guest was stopped and nothing "
                         "was recorded") from None
     finally:
-        if not started:
-            node.queued -= 1
-        node.unhold(node.identity.node_id)
-        if node.queued == 0 and node.running == 0:
-            node._idle.set()
+        adm.end()
     if isinstance(out, tuple):
         node.counters.inc(f"rejected_{out[0]}")
         raise _refusal(*out)

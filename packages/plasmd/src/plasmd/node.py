@@ -64,6 +64,7 @@ from phase_core.protocol.jobs_worker import (
 from phase_core.state import StateStore
 from phase_core.trust import Keyring
 from plasmd import capabilities
+from plasmd.admission import Admission
 from plasmd.blobs import VerifiedBlobs, answer_get, send_out
 from plasmd.config import Config
 from plasmd.fair import FairGate, FairSlots
@@ -87,11 +88,6 @@ class Counters:
 
     def inc(self, key: str, n: int = 1) -> None:
         self.c[key] += n
-
-
-@dataclass
-class _Slot:
-    taken: bool = False
 
 
 class Node(JobThread):
@@ -237,11 +233,8 @@ class Node(JobThread):
             r.reject(reason, why)
             await send_out(stream, r.outbox())
             return
-        self.queued += 1  # accepted, not running yet (until it takes a worker slot)
-        self.hold(peer)
-        self._idle.clear()
+        adm = Admission(self, peer)  # queued until it takes a job thread
         delivered = False
-        slot = _Slot()  # taken: the job left the queue for a worker slot
         cancel = threading.Event()  # set when the submitter goes away
         try:
             r.accept()
@@ -257,7 +250,7 @@ class Node(JobThread):
                 # the common case: one hop to a job thread does all of it (run_one)
                 watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
                 try:
-                    ran = await self._in_slot(peer, slot, self.run_one, peer, offer,
+                    ran = await self._in_slot(adm, self.run_one, peer, offer,
                                               run.manifest, cancel)
                 finally:
                     watch.cancel()
@@ -271,7 +264,7 @@ class Node(JobThread):
                     raise InternalError("the job does not match its offer")
                 r.started()
             else:
-                fetched = await self._job_with_fetch(peer, r, offer, run, stream, cancel, slot)
+                fetched = await self._job_with_fetch(peer, r, offer, run, stream, cancel, adm)
                 if fetched is None:
                     return
                 verified, result = fetched
@@ -300,11 +293,7 @@ class Node(JobThread):
                 r.error(e.slug, e.message)
                 await send_out(stream, r.outbox())
         finally:
-            if not slot.taken:
-                self.queued -= 1
-            self.unhold(peer)
-            if self.queued == 0 and self.running == 0:
-                self._idle.set()
+            adm.end()
 
     async def _refuse(self, peer: str, job_id: str, r: Responder, stream: Any,
                       why: Refused) -> None:
@@ -314,21 +303,19 @@ class Node(JobThread):
             r.reject(why.reason, why.message)
         await send_out(stream, r.outbox())
 
-    async def _in_slot(self, peer: str, slot: _Slot, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a job thread once a job thread is free for ``peer``
-        (round-robin between submitters, ``plasmd.fair``)."""
-        async with self._slots.take(peer):
-            self.queued -= 1
-            self.running += 1
-            slot.taken = True
+    async def _in_slot(self, adm: Admission, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a job thread once a job thread is free for the admitted
+        job's submitter (round-robin between submitters, ``plasmd.fair``)."""
+        async with self._slots.take(adm.peer):
+            adm.start()
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
             finally:
-                self.running -= 1
+                adm.stop()
 
     async def _job_with_fetch(self, peer: str, r: Responder, offer: dict[str, Any],
                               run: RunArrived, stream: Any, cancel: threading.Event,
-                              slot: _Slot) -> tuple[documents.Verified, Any] | None:
+                              adm: Admission) -> tuple[documents.Verified, Any] | None:
         """A job whose module or stdin this node lacks: verify and record it, fetch
         the blobs from the submitter, then run it (None: it was refused)."""
         loop = asyncio.get_running_loop()
@@ -350,7 +337,7 @@ class Node(JobThread):
         watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
         try:
             await self._fetch_inputs(peer, stream, offer, verified.body)
-            result = await self._in_slot(peer, slot, self._execute, run.manifest, verified,
+            result = await self._in_slot(adm, self._execute, run.manifest, verified,
                                          cancel, peer, recorded)
         finally:
             watch.cancel()
@@ -432,16 +419,6 @@ class Node(JobThread):
                 return "queue_full", ("this submitter holds its share of the worker and "
                                       "queue slots; the last ones are kept for others")
         return None, ""
-
-    def hold(self, peer: str) -> None:
-        """``peer`` has one more admitted job (queued or running) on this node."""
-        self.held[peer] += 1
-
-    def unhold(self, peer: str) -> None:
-        """One of ``peer``'s admitted jobs ended (or was given up)."""
-        self.held[peer] -= 1
-        if self.held[peer] <= 0:
-            del self.held[peer]
 
     # -- status ----------------------------------------------------------------
     def _cache_use(self) -> dict[str, int]:
