@@ -15,6 +15,7 @@ from phase_core import timefmt
 from phase_core.errors import IOFailure, Replay
 from phase_core.groupsync import GroupSync
 from phase_core.state import StateStore
+from plasmd import receiptlog
 from plasmd.receiptlog import Entry, ReceiptLog
 from tests.plasmd.test_batch_run import CountingSync
 from tests.plasmd.test_job_path import WAIT_S, GatedSync, failing_sync
@@ -72,6 +73,35 @@ def test_append_later_hands_the_entry_on_only_once_durable(tmp_path: Path) -> No
     assert done.wait(WAIT_S)
     assert isinstance(got[0], Entry) and got[0].seq == 0
     assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [{"n": 0}]
+
+
+def test_the_head_is_rewritten_once_per_burst_and_names_its_last_entry(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    # the head is a hint (a start adopts the durable entries past it): under load it is
+    # rewritten at least every HEAD_EVERY entries, and once the burst ends it names the last
+    gate = GatedSync()
+    log = ReceiptLog(tmp_path / "r.jsonl", GroupSync("test log", gate))
+    gate.release.set()
+    log.append({"n": -1})  # the head file exists (its first write is made durable)
+    gate.release.clear()
+    gate.entered.clear()
+    heads: list[int] = []
+    write_head = log._write_head
+    monkeypatch.setattr(log, "_write_head",
+                        lambda seq, h, durable=True: (heads.append(seq),
+                                                      write_head(seq, h, durable=durable)))
+    done = threading.Semaphore(0)
+    n = 3 * receiptlog.HEAD_EVERY + 5
+    log.append_later({"n": 0}, lambda e: done.release())
+    assert gate.entered.wait(WAIT_S)  # its flush is held: the rest is written meanwhile
+    for i in range(1, n):
+        log.append_later({"n": i}, lambda e: done.release())
+    gate.release.set()
+    for _ in range(n):
+        assert done.acquire(timeout=WAIT_S)
+    assert heads and heads[-1] == n and len(heads) < n // 8
+    assert all(b - a <= receiptlog.HEAD_EVERY for a, b in zip([0, *heads], heads))
+    assert ReceiptLog(tmp_path / "r.jsonl").count == n + 1
 
 
 # -- the journal: one append, one flush ------------------------------------------------------
