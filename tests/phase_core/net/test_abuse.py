@@ -16,7 +16,7 @@ import pytest
 
 from phase_core.aio import certs, quic
 from phase_core.aio.stream import Limits, Stream
-from phase_core.errors import PhaseError, TempFailure, Unavailable
+from phase_core.errors import PhaseError, ProtocolViolation, TempFailure, Unavailable
 from phase_core.identity import Identity
 from tests.phase_core.net.conftest import (
     HOST,
@@ -340,3 +340,36 @@ def test_the_rest_of_a_refused_stream_is_dropped_not_handled_from_mid_frame() ->
     stats = run(main())
     assert stats.get("protocol_violations", 0) == 0
     assert stats["streams_accepted"] == 2  # the two pings, nothing from mid-frame
+
+
+def test_a_stream_whose_handler_never_ran_is_still_counted_out() -> None:
+    """Two streams of one peer dispatched in the same turn of the loop; the first
+    one's handler finds a protocol violation, and dropping the connection cancels the
+    second handler before it ever ran. Its place in the node's stream counts must be
+    given back all the same: otherwise each such connection would shrink the stream
+    pool of every peer for good."""
+    ran: list[str] = []
+
+    async def handler(peer: str, stream: Stream) -> None:
+        ran.append(peer)
+        raise ProtocolViolation("a bad first message", slug="bad_frame")
+
+    async def main() -> None:
+        server = await quic.listen(HOST, 0, Identity.generate(), handler)
+        conn = await quic.connect(HOST, server.port, Identity.generate())
+        try:
+            await eventually(lambda: len(server._ep.protocols) == 1)
+            (proto,) = server._ep.protocols
+            await eventually(lambda: proto.ready.done() and proto.peer_id is not None)
+            proto._on_stream_data(4, b"x", False)  # both arrive in one datagram
+            proto._on_stream_data(8, b"y", False)
+            assert server._ep.active_streams == 2
+            await eventually(lambda: server.connection_count == 0)
+            await eventually(lambda: server._ep.active_streams == 0, timeout=5)
+            assert dict(server._ep.streams_by_peer) == {}
+            assert ran == [proto.peer_id]  # the second handler never ran
+        finally:
+            await conn.close()
+            await server.close()
+
+    run(main())

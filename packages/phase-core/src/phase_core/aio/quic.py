@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ipaddress
 import socket
 import ssl
@@ -122,6 +123,7 @@ class _PhaseProtocol(QuicConnectionProtocol):
         # writers waiting for room: (their condition, their future), woken when it holds
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: dict[int, str] = {}  # stream id → peer, while counted as handled
         self._finished: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._keepalive: asyncio.TimerHandle | None = None
         self._authed = False
@@ -444,9 +446,13 @@ class _PhaseProtocol(QuicConnectionProtocol):
         ep.active_streams += 1
         ep.streams_by_peer[peer] += 1
         ep.stats["streams_accepted"] += 1
+        self._serving[ch.stream_id] = peer
         task = self._loop.create_task(self._run_handler(ep.handler, ch, peer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # a handler cancelled before it ran (the connection dropped in the same turn)
+        # never reaches its ``finally``: the stream is counted out here then
+        task.add_done_callback(functools.partial(self._handler_done, ch))
 
     async def _run_handler(self, handler: Handler, ch: _Channel, peer: str) -> None:
         stream = Stream(ch, peer, self.endpoint.limits, connection=Connection(self, None),
@@ -477,16 +483,28 @@ class _PhaseProtocol(QuicConnectionProtocol):
             log.get().error("net.handler_crashed", peer=peer, error=repr(e))
             stream.abort(S_ERROR)
         finally:
-            # bytes the handler left unread are dropped and credited (the window reopens)
-            ch.fail(Unavailable("the handler is done with this stream", slug="closed"))
-            self.endpoint.active_streams -= 1
-            self.endpoint.streams_by_peer[peer] -= 1
-            if self.endpoint.streams_by_peer[peer] <= 0:
-                del self.endpoint.streams_by_peer[peer]
-            self._channels.pop(ch.stream_id, None)
-            self._finished[ch.stream_id] = None  # late data or FIN is dropped, not re-handled
-            while len(self._finished) > 4 * self.endpoint.limits.max_streams_per_connection:
-                self._finished.popitem(last=False)
+            self._handler_gone(ch)
+
+    def _handler_done(self, ch: _Channel, task: asyncio.Task[None]) -> None:
+        self._handler_gone(ch)
+
+    def _handler_gone(self, ch: _Channel) -> None:
+        """A stream's handler ended (or was cancelled before it ran): its stream leaves
+        the counts, once."""
+        peer = self._serving.pop(ch.stream_id, None)
+        if peer is None:
+            return
+        # bytes the handler left unread are dropped and credited (the window reopens)
+        ch.fail(Unavailable("the handler is done with this stream", slug="closed"))
+        ep = self.endpoint
+        ep.active_streams -= 1
+        ep.streams_by_peer[peer] -= 1
+        if ep.streams_by_peer[peer] <= 0:
+            del ep.streams_by_peer[peer]
+        self._channels.pop(ch.stream_id, None)
+        self._finished[ch.stream_id] = None  # late data or FIN is dropped, not re-handled
+        while len(self._finished) > 4 * ep.limits.max_streams_per_connection:
+            self._finished.popitem(last=False)
 
     async def _drained(self, sid: int) -> None:
         """Wait until the peer has acknowledged what we sent on ``sid``; a peer that
