@@ -20,7 +20,7 @@ from phase_core.identity import load as load_identity
 from plasmd import fastargs, warmsubmit
 from plasmd.submit import make_manifest
 from tests.conftest import script
-from tests.plasmd.conftest import EXAMPLES, HELLO, start_node
+from tests.plasmd.conftest import EXAMPLES, HELLO, init_home, start_node
 from tests.plasmd.test_local_api import Api
 
 PEER_RE = re.compile(r"(?:[0-9a-f]{64}@)?[^@\s]+:[0-9]{1,5}")  # what --peer looked like
@@ -251,3 +251,26 @@ def test_stdin_and_module_redirected_from_files_are_ours_not_the_nodes(node_fact
         r = warm(n.home, "/dev/stdin", f"--stdin={tmp_path / 'in.txt'}", f"--peer={n.peer}",
                  *extra, stdin=f)
     assert (r.returncode, r.stdout) == (0, b"elif a morf"), r.stderr[-2000:]
+
+
+def test_no_node_found_is_said_in_the_commands_words_with_or_without_a_node(
+        node_factory, tmp_path):
+    """`plasmd submit` without --peer, discovery finding nobody (the DHT on loopback
+    only: a bootstrap port nobody listens on): the same hint whether the home's node
+    took the job (it looked) or no node runs for the home (the command looked)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]
+    n = node_factory("local")
+    cold = tmp_path / "cold"
+    init_home(cold)
+    for home in (n.home, cold):
+        r = warm(home, HELLO, "--via=dht", f"--bootstrap=127.0.0.1:{nobody}",
+                 "--discover-timeout=1s")
+        assert r.returncode == 69, r.stderr[-2000:]
+        err = json.loads(r.stderr.strip().splitlines()[-1])
+        assert err["error"] == "unavailable" and err["message"].startswith("no node")
+        assert err["hint"] == "pass --peer, --bootstrap or --interface", err
+    assert n.status()["counters"].get("local_jobs", 0) == 0

@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# what ``plasmd submit`` without --peer says when discovery found no node to take the job
+NO_NODE_HINT = "pass --peer, --bootstrap or --interface"
 
 
 class JobRejected(Rejected):
@@ -206,7 +208,7 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
         return out
     raise Unavailable("no node accepted the job" + (f" (tried {', '.join(tried)})" if tried
                                                     else ": none was found"),
-                      hint="pass --peer, --bootstrap or --interface")
+                      hint=NO_NODE_HINT)
 
 
 async def first_discovered(want: dict[str, Any], *, via: str, bootstrap: list[str],

@@ -53,7 +53,7 @@ def fast_main(argv: list[str]) -> int | None:
 
 
 def submit(home: str | Path, args: dict[str, Any]) -> int:
-    from phase_core.errors import UsageError
+    from phase_core.errors import PhaseError, UsageError
     from plasmd.client import Client
 
     if args["--via"] not in ("mdns", "dht", "both"):
@@ -119,7 +119,16 @@ def submit(home: str | Path, args: dict[str, Any]) -> int:
 
     # a throw-away key has no daemon to sign with: this process submits directly
     client = Client(home, mode="direct" if key is not None else "auto", key=key)
-    res = client.submit(module, on_progress=on_progress, **kw)
+    try:
+        res = client.submit(module, on_progress=on_progress, **kw)
+    except PhaseError as e:
+        if peer is None and e.slug == "unavailable" and e.message.startswith("no node"):
+            # the home's node found none: say it in this command's words, as the path
+            # without a node does (the node's hint names local-API fields)
+            from plasmd.submit import NO_NODE_HINT
+
+            e.hint = NO_NODE_HINT
+        raise
     if peer is not None and "@" not in peer:
         from phase_core import log
 
