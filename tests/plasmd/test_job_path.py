@@ -23,7 +23,7 @@ import pytest
 from phase_core import envelope, timefmt
 from phase_core.canonical import content_id
 from phase_core.cas import ContentStore
-from phase_core.errors import IOFailure, MissingInput
+from phase_core.errors import DigestMismatch, IOFailure, MissingInput
 from phase_core.groupsync import GroupSync
 from phase_core.identity import Identity
 from phase_core.protocol import jobs
@@ -261,6 +261,27 @@ def test_stdin_is_hashed_once_and_again_when_its_file_changes(tmp_path):
     with pytest.raises(MissingInput):
         node.run_one(sub.node_id, offer_of(env), env)
     assert node.blobs.hashed == 2 and not path.exists()  # quarantined, never run
+
+
+def test_stdin_edited_in_place_is_never_run_under_its_old_id(tmp_path):
+    # an edit that keeps the size and puts the modification time back is not seen by
+    # the file-identity check (docs/threat-model.md); the bytes the guest would get are
+    # hashed as they are handed over, so the job fails and the blob is quarantined
+    node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl"))
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    node.run_one(sub.node_id, offer_of(env), env)
+    path = node.cas.path_for(content_id(STDIN))
+    st = path.stat()
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as f:
+        f.write(b"Hello, Earth")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(path, st.st_mode)
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    with pytest.raises(DigestMismatch, match="changed on disk"):
+        node.run_one(sub.node_id, offer_of(env), env)
+    assert not path.exists()  # quarantined: the next job fetches it again
+    assert len(list(ReceiptLog(tmp_path / "r.jsonl").entries())) == 1
 
 
 # -- real workers -----------------------------------------------------------------------------

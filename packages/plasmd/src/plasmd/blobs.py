@@ -10,6 +10,7 @@ cost one hash and do not stall the node.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -109,6 +110,15 @@ class VerifiedBlobs:
         if key is None or self._ok.get(cid) != key or not verdict_fresh(key[3], self.clock()):
             return None
         return self.cas.path_for(cid)
+
+    def distrust(self, cid: str) -> None:
+        """The blob was read and did not hash to ``cid`` after all (changed in place
+        since its verdict): forget the verdict and let the store check it, which
+        quarantines a corrupt blob, so the next job fetches it again."""
+        with self._lock:
+            self._ok.pop(cid, None)
+        with contextlib.suppress(PhaseError):
+            self.cas.verify(cid)
 
     def verify(self, cid: str) -> Path | None:
         """The blob's path if it hashes to ``cid`` (hashing only if needed), else None."""

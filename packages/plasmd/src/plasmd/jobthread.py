@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from phase_core import documents, manifest, timefmt
-from phase_core.errors import MissingInput, PhaseError, Rejected, TempFailure
+from phase_core.errors import DigestMismatch, MissingInput, PhaseError, Rejected, TempFailure
 from phase_core.protocol import jobs
 from phase_core.state import Durable
 from plasmd import liar
@@ -151,11 +151,16 @@ class JobThread:
 
         with self._guests.slot(submitter, cancel):
             self.counters.inc("wasm_runs")
-            result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                                 identity=self.identity, now=timefmt.now(),
-                                 ceilings=self.config.ceilings, verified=verified,
-                                 store_outputs=False,  # outputs go to the submitter only
-                                 cancel=cancel, stdin_blob=self._stdin_blob)
+            try:
+                result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
+                                     identity=self.identity, now=timefmt.now(),
+                                     ceilings=self.config.ceilings, verified=verified,
+                                     store_outputs=False,  # outputs go to the submitter
+                                     cancel=cancel, stdin_blob=self._stdin_blob)
+            except DigestMismatch:  # the stdin read for the guest is not the one checked
+                if verified.body["stdin"] is not None:
+                    self.blobs.distrust(verified.body["stdin"])
+                raise
         if liar.enabled():  # tests only: PHASE_TEST_LIAR=1 in the environment (liar.py)
             result = liar.lie(result, self.identity)
         return result
