@@ -107,8 +107,8 @@ def test_bad_modules(executor, wasm, name, slug):
 
 
 def test_module_size_cap(executor, monkeypatch):
-    from plasm_exec import engine
-    monkeypatch.setattr(engine, "MAX_MODULE_BYTES", 10)
+    from plasm_exec import wasmheader
+    monkeypatch.setattr(wasmheader, "MAX_MODULE_BYTES", 10)
     with pytest.raises(TooLarge):
         executor.load(b"\0asm\x01\0\0\0" + b"\0" * 10)
 

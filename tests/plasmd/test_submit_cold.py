@@ -172,3 +172,25 @@ def test_leaving_with_os_exit_loses_nothing(node_factory, tmp_path, warm):
                        input=HELLO.read_bytes(), capture_output=True, timeout=180, env=env)
     assert (r.returncode, r.stdout) == (0, b""), r.stderr[-2000:]
 
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["no daemon", "through the home's node"])
+def test_a_file_that_is_not_a_module_is_refused_before_anything_is_sent(node_factory,
+                                                                         tmp_path, warm):
+    """A wrong file (WAT text, a native binary) as the module: the same clear local
+    error, exit 65 with a hint, whether a plasmd runs for the home or not; the worker
+    never hears of it (it used to answer "the worker could not run the job", exit 1)."""
+    worker = node_factory("worker", "--open")
+    home = node_factory("local").home if warm else tmp_path / "cold"
+    if not warm:
+        init_home(home)
+    (tmp_path / "x.wat").write_text("(module)\n")
+    for module in (tmp_path / "x.wat", "/bin/true"):
+        r = subprocess.run([script("plasmd"), "submit", f"--home={home}", str(module),
+                            f"--peer={worker.peer}"], capture_output=True, timeout=120)
+        assert r.returncode == 65, r.stderr[-2000:]
+        err = json.loads(r.stderr.strip().splitlines()[-1])
+        assert err["error"] == "bad_module" and "compiled .wasm" in err["hint"], err
+    st = worker.status()
+    assert st["jobs"]["done"] == 0 and st["connections"] == 0
+    assert st["transport"].get("connections_authenticated", 0) == 0, st["transport"]

@@ -45,16 +45,16 @@ import wasmtime as wt
 from wasmtime import _ffi as ffi
 from wasmtime import _func
 
-from phase_core.errors import InputError, Malformed, TooLarge
+from phase_core.errors import InputError, Malformed
 from plasm_exec import pollfence
 from plasm_exec.values import Frozen, Value
+from plasm_exec.wasmheader import check_header
 
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
 RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
 FUEL_SLICE = 1_000_000  # fuel per slice: a run checks whether to stop after each
 TICK_S = 0.01  # ... and at each epoch tick (a guest busy in host calls burns little fuel)
-MAX_MODULE_BYTES = 64 << 20
 PAGE = 65536
 # The memory fence covers all guest memory: one linear memory (multi-memory is
 # off, one instance per store) and at most MAX_TABLES tables, whose elements are
@@ -455,17 +455,6 @@ def _call(store: Any, func: Any, ctl: RunControl) -> bool:
 
 # wasmtime's words when instantiation asks for more than the store allows
 _LIMIT_ERRORS = ("exceeds memory limits", "exceeds table limits", "resource limit exceeded")
-
-
-def check_header(wasm: bytes) -> None:
-    if len(wasm) > MAX_MODULE_BYTES:
-        raise TooLarge(f"module is {len(wasm)} bytes, over the cap of {MAX_MODULE_BYTES}")
-    if len(wasm) < 8 or wasm[:4] != b"\0asm":
-        raise Malformed("not a WASM module (no \\0asm header)", slug="bad_module",
-                        hint="pass a compiled .wasm file, not WAT text or a native binary")
-    if wasm[4:8] != b"\x01\0\0\0":
-        raise Malformed("not a WASM core module version 1 (a component, or a newer format?)",
-                        slug="bad_module", hint="plasm-exec runs WASI preview1 core modules")
 
 
 def check_module(module: Any) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from phase_core import exitcodes, home, log, units
 from phase_core.errors import InputError, MissingInput, PhaseError, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
+from plasm_exec.wasmheader import MAX_MODULE_BYTES
 
 if TYPE_CHECKING:
     from plasm_exec.signals import SignalGuard
@@ -25,7 +26,6 @@ FENCE_EXIT = {
     "memory_limit": 153,
     "output_limit": 154,
 }
-MAX_MODULE_BYTES = 64 << 20
 
 
 # -- option parsing helpers ----------------------------------------------------

@@ -81,6 +81,11 @@ def parse_peer(text: str) -> tuple[str | None, str, int]:
 
 def make_manifest(identity: Identity, module: bytes, stdin: bytes | None,
                   **kw: Any) -> dict[str, Any]:
+    """A job manifest for ``module`` signed by ``identity``; a module that is not a
+    WASM core module is refused here (``bad_module``), before anything is sent."""
+    from plasm_exec.wasmheader import check_header
+
+    check_header(module)
     body = manifest.build(module=content_id(module),
                           stdin=content_id(stdin) if stdin is not None else None,
                           now=timefmt.now(), **kw)
