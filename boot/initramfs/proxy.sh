@@ -5,6 +5,7 @@
 # proxy on the next kernel's command line (phase-boot --proxy/--tor).
 #
 #   proxy_check         validate phase.proxy / phase.tor; 1 when no proxy is asked for
+#   proxy_no_dns        the guest's resolver asks no DNS server (the proxy resolves)
 #   proxy_quiet_links   no IPv6 autoconfiguration chatter (unless the proxy is IPv6)
 #   proxy_boot_arg      phase-boot's option that carries the proxy to the next stage
 #   tor_launch          start the image's tor (data in tmpfs)
@@ -15,6 +16,7 @@
 
 PROCNET=${PHASE_PROCNET:-/proc/net}
 PROCSYS=${PHASE_PROCSYS:-/proc/sys}
+SYSETC=${PHASE_SYSETC:-/etc}  # the resolver's configuration (nsswitch.conf, resolv.conf)
 TOR_PORT_WAIT=30  # seconds for tor to open its SOCKS port (it does so before bootstrapping)
 
 proxy_check() {
@@ -42,6 +44,17 @@ proxy_quiet_links() {
         echo 1 > "$PROCSYS/net/ipv6/conf/$c/disable_ipv6" 2>/dev/null
     done
     return 0
+}
+
+# Over a proxy the proxy resolves every host name (socks5h); nothing in the guest may
+# ask a DNS server (a lookup would name the provider, or this machine, on the wire):
+# the resolver reads /etc/hosts only, and DHCP's name servers are not written
+# (udhcpc.script reads PHASE_NO_DNS). Before any link is up.
+proxy_no_dns() {
+    echo "hosts: files" > "$SYSETC/nsswitch.conf"
+    : > "$SYSETC/resolv.conf"
+    PHASE_NO_DNS=1
+    export PHASE_NO_DNS
 }
 
 proxy_boot_arg() {
@@ -109,6 +122,7 @@ tor_wait_bootstrap() { # SECONDS
 node_proxy() {
     proxy_check || return 0
     proxy_quiet_links
+    proxy_no_dns
     PHASE_PROXY=$PROXY
     export PHASE_PROXY
     mark "proxy url=$PROXY tor=$TOR stage=node"

@@ -135,6 +135,13 @@ class Sandbox:
         p.write_text(json.dumps(verified()["envelope"]) + "\n")
         return p
 
+    @property
+    def sysetc(self) -> Path:
+        """Where the sandbox's /etc/nsswitch.conf and /etc/resolv.conf go."""
+        d = self.dir / "sysetc"
+        d.mkdir(exist_ok=True)
+        return d
+
     def run(self, cmdline: str) -> Outcome:
         (self.dir / "cmdline").write_text(cmdline + "\n")
         env = {
@@ -143,6 +150,7 @@ class Sandbox:
             "PHASE_CMDLINE_FILE": str(self.dir / "cmdline"), "PHASE_ETC": str(self.dir / "etc"),
             "PHASE_RUN": str(self.dir / "run"), "PHASE_LIB": str(LIB),
             "PHASE_SYSNET": str(self.dir / "net"), "PHASE_CACHE_MNT": str(self.dir / "cache"),
+            "PHASE_SYSETC": str(self.sysetc),
             "STUB_STDIN": "phase-verify phase-fetch phase-boot",
             **self.env,
         }

@@ -12,11 +12,12 @@ tor failing to reach the Tor network, in tests/boot/test_proxy_boot.py.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.boot.test_init_branches import CHAIN, Sandbox, sb  # noqa: F401 - a fixture
+from tests.boot.test_init_branches import CHAIN, LIB, Sandbox, sb  # noqa: F401 - a fixture
 
 BASE = "console=ttyS0 phase.rescue=poweroff phase.retries=2 phase.mode=private"
 PROVIDER = "phase.provider=http://provider.example:8080"
@@ -60,6 +61,12 @@ def ipv6_disabled(sb: Sandbox) -> bool:  # noqa: F811
                == "1" for c in ("all", "default"))
 
 
+def resolver_quiet(sb: Sandbox) -> bool:  # noqa: F811
+    """The guest's resolver reads /etc/hosts only and knows no name server."""
+    return ((sb.sysetc / "nsswitch.conf").read_text() == "hosts: files\n"
+            and (sb.sysetc / "resolv.conf").read_text() == "")
+
+
 # /init's waits poll once a second; here a poll takes 20 ms, so a stub tor that dies (or
 # never opens its port) has done so long before /init's 30 polls run out
 SLEEP = r"""#!/bin/sh
@@ -98,6 +105,7 @@ def test_phase_proxy_goes_to_discover_and_fetch_and_nothing_else_is_asked(sb: Sa
     # the kexec'd node stage stays behind the same proxy, and no IPv6 chatter leaves
     assert "--proxy=socks5h://10.0.2.2:1080" in o.called("phase-boot")[0].split()
     assert ipv6_disabled(sb)
+    assert resolver_quiet(sb)
 
 
 def test_an_ipv6_proxy_keeps_ipv6(sb: Sandbox) -> None:  # noqa: F811
@@ -112,6 +120,7 @@ def test_without_a_proxy_nothing_changes(sb: Sandbox) -> None:  # noqa: F811
     assert not [c for c in o.calls if "--proxy" in c or "--tor" in c]
     assert not [m for m in o.marks() if m.startswith("PHASE-BOOT proxy")]
     assert not ipv6_disabled(sb)
+    assert not (sb.sysetc / "nsswitch.conf").exists()
 
 
 def test_phase_tor_starts_tor_and_uses_it_as_the_proxy(sb: Sandbox) -> None:  # noqa: F811
@@ -215,6 +224,7 @@ def test_the_node_stage_keeps_the_proxy(sb: Sandbox) -> None:  # noqa: F811
     assert "PHASE-BOOT proxy url=socks5h://10.0.2.2:1080 tor=0 stage=node" in o.marks()
     assert "plasmd listens on loopback only and without mDNS" in o.out
     assert ipv6_disabled(sb)
+    assert resolver_quiet(sb)
     # every phase tool of the node stage gets the proxy (its HTTP goes through it)
     env = (sb.dir / "env.log").read_text().splitlines()
     assert env and set(env) == {"plasmd PHASE_PROXY=socks5h://10.0.2.2:1080"}
@@ -289,3 +299,27 @@ def test_mkroot_adds_tor_with_its_libraries_or_leaves_it_out(tmp_path: Path) -> 
     bare = tmp_path / "bare"
     mkroot.add_tor(bare, exe, mkroot.Closure(bare, [], "usr/lib/x"))
     assert not (bare / "usr/bin/tor").exists()
+
+
+@pytest.mark.parametrize("over_a_proxy", [False, True])
+def test_dhcp_writes_no_name_server_over_a_proxy(tmp_path: Path, over_a_proxy: bool) -> None:
+    """udhcpc's hook (the DHCP lease offers a name server): written without a proxy,
+    left out over one, where the proxy resolves every name (a QEMU boot over tor once
+    sent six DNS frames to the lease's server; what in the guest asked was not found)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "ip").write_text("#!/bin/sh\nexit 0\n")
+    (bin_ / "ip").chmod(0o755)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "PHASE_SYSETC": str(tmp_path),
+           "interface": "eth0", "ip": "10.0.2.15", "mask": "24", "router": "10.0.2.2",
+           "dns": "10.0.2.3", "domain": "example"}
+    if over_a_proxy:
+        env["PHASE_NO_DNS"] = "1"
+    r = subprocess.run(["sh", str(LIB / "udhcpc.script"), "bound"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    resolv = (tmp_path / "resolv.conf").read_text()
+    if over_a_proxy:
+        assert resolv == ""
+    else:
+        assert resolv == "search example\nnameserver 10.0.2.3\n"
