@@ -176,7 +176,6 @@ class Executor:
         raised; there is no result to sign.
         """
         from plasm_exec.capture import PipeCapture
-        from plasm_exec.stdio import memfd
 
         spec.check()
         ctl = control or self.new_control()
@@ -188,33 +187,24 @@ class Executor:
             ctl.cancel = cancel
         cap = PipeCapture(int(spec.limits["output_bytes"]), ctl)
         in_fd = None
-        data: bytes | None = None
-        stdin_path = "/dev/null"
         try:
-            if isinstance(stdin, Path):
-                data = _small_file(stdin)
-                if data is None:
-                    stdin_id = stdin_id or _file_id(stdin)
-                    stdin_path = str(stdin)
-                else:  # the bytes the guest gets are the ones hashed
-                    got = module_id_of(data)
-                    if stdin_id is not None and got != stdin_id:
-                        raise DigestMismatch(f"stdin {stdin_id} changed on disk: it now "
-                                             f"hashes to {got}")
-                    stdin_id = got
-            else:
-                data = stdin or b""
-                stdin_id = module_id_of(data)
-            if data is not None and len(data) > STDIN_IN_MEMORY:
-                in_fd, stdin_path = memfd("plasm-stdin", data)
-                data = None
-            elif not data:
-                data = None  # no stdin: /dev/null
+            data = _small_file(stdin) if isinstance(stdin, Path) else stdin or b""
+            if data is None:  # a file over STDIN_IN_MEMORY: the guest reads it
+                assert isinstance(stdin, Path)
+                stdin_id = stdin_id or _file_id(stdin)
+                in_bytes, stdin_path = None, str(stdin)
+            else:  # the bytes the guest gets are the ones hashed
+                got = module_id_of(data)
+                if isinstance(stdin, Path) and stdin_id is not None and got != stdin_id:
+                    raise DigestMismatch(f"stdin {stdin_id} changed on disk: it now "
+                                         f"hashes to {got}")
+                stdin_id = got
+                in_bytes, in_fd, stdin_path = guest_stdin(data)
 
             def go() -> Outcome:
                 return self.execute(prog, spec, stdin_path=stdin_path,
                                     stdout_path=cap.out_path, stderr_path=cap.err_path,
-                                    control=ctl, stdin_bytes=data)
+                                    control=ctl, stdin_bytes=in_bytes)
             # under the CLI's guard the guest runs in a worker thread, so a signal is
             # handled even while the guest sits in a blocking WASI call
             outcome = self.guard.in_worker(go) if self.guard is not None else go()
@@ -234,6 +224,21 @@ class Executor:
 
 def _as_output_limit(o: Outcome) -> Outcome:
     return o.replace(ended="output_limit", exit_code=None, trap=None, fuel_exact=False)
+
+
+def guest_stdin(data: bytes) -> tuple[bytes | None, int | None, str]:
+    """How ``data`` reaches the guest, by its size alone (so the same on every node and
+    on re-execution): (bytes for the guest or None, a memfd to close or None, the path
+    the guest opens otherwise). Empty: /dev/null; up to ``STDIN_IN_MEMORY``: the
+    bytes; larger: a memfd holding them."""
+    if not data:
+        return None, None, "/dev/null"
+    if len(data) <= STDIN_IN_MEMORY:
+        return data, None, "/dev/null"
+    from plasm_exec.stdio import memfd
+
+    fd, path = memfd("plasm-stdin", data)
+    return None, fd, path
 
 
 def _small_file(path: Path) -> bytes | None:

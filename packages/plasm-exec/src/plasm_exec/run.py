@@ -191,7 +191,7 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     With a signal guard the guest runs in a worker thread and this (main) thread
     waits: a signal stops the guest, and ``Stop`` is raised once it has ended.
     """
-    from plasm_exec.api import STDIN_IN_MEMORY
+    from plasm_exec.api import guest_stdin
     from plasm_exec.stdio import Budget, OutputTap, StdinPump, memfd
 
     ctl = ex.new_control()
@@ -208,12 +208,9 @@ def _stream(ex: Any, prog: Any, spec: Any, keep_stdin: bool,
     stdin_bytes = None
     if spool:  # a file, or the deterministic profile: the guest reads fixed bytes
         data = _read_all(0) if st is not None else b""
-        if len(data) <= STDIN_IN_MEMORY:  # as Executor.run hands over a stdin
-            stdin_bytes, stdin_path = data, "/dev/null"
-            if keep_stdin:  # the receipt stores it
-                copy_fd, _ = memfd("plasm-stdin", data)
-        else:
-            copy_fd, stdin_path = memfd("plasm-stdin", data)
+        stdin_bytes, copy_fd, stdin_path = guest_stdin(data)  # as Executor.run does
+        if keep_stdin and copy_fd is None:  # the receipt stores it
+            copy_fd, _ = memfd("plasm-stdin", data)
         from phase_core.digest import content_id
         stdin_id = content_id(data)
     else:
