@@ -220,13 +220,14 @@ class _Share:
     def release(self, job: BatchJob) -> None:
         if id(job) in self._mine:
             self._mine.discard(id(job))
-            self.in_flight[self.peer] -= 1
-            if self.in_flight[self.peer] <= 0:
-                del self.in_flight[self.peer]
+            self._give_back(1)
 
     def release_all(self) -> None:
-        self.in_flight[self.peer] -= len(self._mine)
-        self._mine.clear()
+        n, self._mine = len(self._mine), set()
+        self._give_back(n)
+
+    def _give_back(self, n: int) -> None:
+        self.in_flight[self.peer] -= n
         if self.in_flight[self.peer] <= 0:
             del self.in_flight[self.peer]
 

@@ -63,6 +63,7 @@ from phase_core.protocol.jobs_worker import (
 )
 from phase_core.state import StateStore
 from phase_core.trust import Keyring
+from plasm_exec.wasmheader import MAX_MODULE_BYTES  # the engine's cap is the node's
 from plasmd import capabilities
 from plasmd.admission import Admission
 from plasmd.blobs import VerifiedBlobs, answer_get, send_out
@@ -70,7 +71,6 @@ from plasmd.config import Config
 from plasmd.fair import FairGate, FairSlots
 from plasmd.jobthread import JobThread, Refused
 
-MAX_MODULE_BYTES = 64 << 20
 MAX_STDIN_BYTES = 256 << 20
 SPARE_JOB_THREADS = 8  # job threads beyond the guest slots (they never run a guest)
 # the last 1/RESERVE_PART of the worker and queue slots (none below 32 slots) is kept
