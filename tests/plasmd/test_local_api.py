@@ -325,7 +325,8 @@ def test_a_control_group_member_sends_bytes_and_its_own_manifest():
     try:
         sock = home / "plasmd.sock"
         assert (sock.stat().st_mode & 0o777, sock.stat().st_gid) == (0o660, gid)
-        module = base64.b64encode(HELLO.read_bytes()).decode()
+        wasm = HELLO.read_bytes()  # read here: the member may not reach the checkout
+        module = base64.b64encode(wasm).decode()
 
         def member() -> Any:
             api = Api(home)
@@ -336,7 +337,7 @@ def test_a_control_group_member_sends_bytes_and_its_own_manifest():
             api.send(hello("sign", module={"b64": module}))  # nor the node's signature
             out["sign"] = api.until("error")[-1]["error"]
             me = Identity.generate()
-            env = make_manifest(me, HELLO.read_bytes(), b"Hello, World",
+            env = make_manifest(me, wasm, b"Hello, World",
                                 argv=["hello.wasm"], env={}, limits=None,
                                 deterministic=False)
             api.send({"v": 1, "type": "submit", "req": "own", "manifest": env,

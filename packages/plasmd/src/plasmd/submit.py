@@ -28,6 +28,7 @@ from phase_core.identity import Identity
 from phase_core.protocol.jobs_client import RETRYABLE, Failed, Finished, Refused, Submission
 from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
 from phase_core.trust import Keyring
+from plasm_exec.wasmheader import check_header
 from plasmd.blobs import answer_get, send_out
 
 __all__ = [
@@ -83,8 +84,6 @@ def make_manifest(identity: Identity, module: bytes, stdin: bytes | None,
                   **kw: Any) -> dict[str, Any]:
     """A job manifest for ``module`` signed by ``identity``; a module that is not a
     WASM core module is refused here (``bad_module``), before anything is sent."""
-    from plasm_exec.wasmheader import check_header
-
     check_header(module)
     body = manifest.build(module=content_id(module),
                           stdin=content_id(stdin) if stdin is not None else None,
