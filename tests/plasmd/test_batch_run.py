@@ -88,10 +88,10 @@ def test_work_checks_each_job_alone_and_shares_the_journal_flush(tmp_path: Path)
     ev = Events()
     w = _work(node, sub, [envs[0], forged, envs[1], envs[3], envs[2]], ev)
     w.prepare()
-    assert counting.calls == flushes + 1  # three job ids, one journal flush
     assert len(w.todo) == 3
     w.run()
     ends = ev.ends(5)
+    assert counting.calls == flushes + 1  # three job ids, one journal flush
     assert isinstance(ends[1], Refused) and ends[1].reason == "invalid_request"
     assert isinstance(ends[3], Refused) and ends[3].reason == "replay"
     for i in (0, 2, 4):
@@ -117,6 +117,42 @@ def test_work_answers_nothing_before_its_receipt_is_durable(tmp_path: Path) -> N
     gate.release.set()
     verified, result = ev.ends(1)[0]
     assert result.receipt["body"]["job"] == verified.id
+
+
+def test_work_runs_guests_while_the_ids_are_flushed_and_logs_receipts_after(
+        tmp_path: Path) -> None:
+    """No job thread waits for the journal: the guests run while the batch's ids are
+    flushed; their receipts are written, and answered, only once that flush is done."""
+    journal_gate = GatedSync()
+    log = ReceiptLog(tmp_path / "r.jsonl")
+    node, sub = make_node(tmp_path, log)
+    node.state.journal_sync = GroupSync("test journal", journal_gate)
+    module = HELLO.read_bytes()
+    envs = [make_manifest(sub, module, STDIN, argv=["hello.wasm", str(i)]) for i in range(3)]
+    ev = Events()
+    w = _work(node, sub, envs, ev)
+    w.prepare()
+    w.run()  # returns with the journal's flush still held
+    assert journal_gate.entered.wait(WAIT_S)
+    assert [e[0] for e in ev.got] == ["started"] * 3
+    assert log.sync._written == 0  # no receipt written before its job id is durable
+    journal_gate.release.set()
+    ends = ev.ends(3)
+    assert [e.receipt["body"]["job"] for e in ReceiptLog(tmp_path / "r.jsonl").entries()] \
+        == [ends[i][0].id for i in range(3)]
+
+
+def test_work_fails_every_job_whose_id_cannot_be_made_durable(tmp_path: Path) -> None:
+    node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl"))
+    node.state.journal_sync = GroupSync("test journal", failing_sync)
+    envs = [make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm", str(i)])
+            for i in range(2)]
+    ev = Events()
+    w = _work(node, sub, envs, ev)
+    w.prepare()
+    w.run()
+    assert all(isinstance(x, IOFailure) for x in ev.ends(2).values())
+    assert list(ReceiptLog(tmp_path / "r.jsonl").entries()) == []
 
 
 def test_work_fails_the_job_whose_receipt_cannot_be_made_durable(tmp_path: Path) -> None:

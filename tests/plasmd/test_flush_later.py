@@ -1,5 +1,6 @@
 """Flushes shared with a flusher thread and with a whole batch: ``GroupSync.later``,
-``ReceiptLog.append_later`` and ``StateStore.record_jobs`` (the parts
+``ReceiptLog.append_later`` and ``StateStore.record_jobs`` /
+``begin_record_jobs`` (the parts
 ``plasmd.batchrun`` stands on), with gated, counting or failing flushes."""
 
 from __future__ import annotations
@@ -121,6 +122,33 @@ def test_record_jobs_shares_one_flush_and_refuses_a_replay_alone(tmp_path: Path)
     again = StateStore(tmp_path / "state.json")  # a restart reads the journal
     assert [e is None for e in again.record_jobs("sub", [("a", now + 60), ("b", now + 60),
                                                         ("c", now + 60)], now)] \
+        == [False, False, True]
+
+
+def test_begin_record_jobs_refuses_a_replay_at_once_and_tells_when_durable(
+        tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    gate = GatedSync()
+    store.journal_sync = GroupSync("test journal", gate)
+    now = timefmt.now()
+    errs, pending = store.begin_record_jobs("sub", [("a", now + 60), ("a", now + 60),
+                                                    ("b", now + 60)], now)
+    assert errs[0] is None and isinstance(errs[1], Replay) and errs[2] is None
+    assert gate.entered.wait(WAIT_S)  # one flush for the call, held
+    told: list[Any] = []
+    pending.then(lambda failure: told.append(("first", failure)))
+    pending.then(lambda failure: 1 / 0)  # a caller's bug: the others are still told
+    pending.then(lambda failure: told.append(("third", failure)))
+    assert told == []
+    again, _ = store.begin_record_jobs("sub", [("b", now + 60)], now)
+    assert isinstance(again[0], Replay)  # refused before the flush is done
+    gate.release.set()
+    pending.wait()
+    assert told == [("first", None), ("third", None)]
+    pending.then(lambda failure: told.append(("late", failure)))  # done: called at once
+    assert told[-1] == ("late", None)
+    assert [e is None for e in StateStore(tmp_path / "state.json").record_jobs(
+        "sub", [("a", now + 60), ("b", now + 60), ("c", now + 60)], now)] \
         == [False, False, True]
 
 

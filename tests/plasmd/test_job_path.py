@@ -216,6 +216,37 @@ def test_the_guest_runs_while_its_id_is_flushed_and_the_receipt_waits_for_it(tmp
     assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [result.receipt]
 
 
+def test_the_job_thread_does_not_wait_for_the_flushes_the_answer_waits_for(tmp_path):
+    """``run_one_later`` returns once the guest has run; its ``logged`` resolves only
+    after the job id's journal line, and then the receipt's log entry, are durable
+    (the receipt is not even written before the id is durable)."""
+    journal_gate, receipt_gate = GatedSync(), GatedSync()
+    log = ReceiptLog(tmp_path / "r.jsonl", GroupSync("test log", receipt_gate))
+    node, sub = make_node(tmp_path, log)
+    node.state.journal_sync = GroupSync("test journal", journal_gate)
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    # on this thread: it must come back while both flushes are held
+    verified, result, logged = node.run_one_later(sub.node_id, offer_of(env), env)
+    assert result.result.stdout == b"dlroW ,olleH" and verified.id == envelope.parse(env).id
+    assert journal_gate.entered.wait(WAIT_S) and not logged.done()
+    assert log.sync._written == 0  # the receipt waits for its job id to be durable
+    journal_gate.release.set()
+    assert receipt_gate.entered.wait(WAIT_S)  # now appended, its flush held
+    assert not logged.done()
+    receipt_gate.release.set()
+    assert logged.result(WAIT_S) is None
+    assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [result.receipt]
+
+
+def test_a_failed_receipt_flush_fails_the_later_job_too(tmp_path):
+    node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl",
+                                               GroupSync("test log", failing_sync)))
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    _, _, logged = node.run_one_later(sub.node_id, offer_of(env), env)
+    with pytest.raises(IOFailure, match="durable"):
+        logged.result(WAIT_S)
+
+
 def test_a_failed_journal_flush_fails_the_job_and_logs_no_receipt(tmp_path):
     log = ReceiptLog(tmp_path / "r.jsonl")
     node, sub = make_node(tmp_path, log)
@@ -432,9 +463,10 @@ def test_networking_is_served_while_the_only_guest_slot_spins(tmp_path):
     w.stop()
 
 
-def test_spare_job_threads_never_run_more_guests_than_workers(tmp_path):
-    """Jobs beyond the guest slots wait on a job thread (verified, recorded) but
-    their guest starts only when a slot frees."""
+def test_jobs_beyond_the_workers_wait_queued_until_a_job_thread_frees(tmp_path):
+    """A node has ``workers`` job threads, as many as guest slots (no job thread
+    waits for a flush, so more would only contend for the GIL): a job beyond them
+    waits queued, and its guest starts only when a job thread frees."""
     from plasmd import control
 
     w = start_node(tmp_path / "worker", "--open", "--workers=1")
@@ -459,8 +491,11 @@ def test_spare_job_threads_never_run_more_guests_than_workers(tmp_path):
     try:
         wait_status(lambda st: st["counters"].get("wasm_runs") == 1, "the first guest runs")
         second = spin()
-        st = wait_status(lambda st: st["jobs"]["running"] == 2, "the second job is taken")
-        assert st["counters"]["wasm_runs"] == 1  # its guest waits for the slot
+        st = wait_status(lambda st: st["jobs"]["queued"] == 1, "the second job is admitted")
+        assert st["jobs"]["running"] == 1 and st["counters"]["wasm_runs"] == 1
+        time.sleep(0.5)  # and it stays queued while the first guest spins
+        st = control.query_home(w.home)
+        assert st["jobs"]["queued"] == 1 and st["counters"]["wasm_runs"] == 1
         first.kill()  # the first submitter goes away: its guest stops, the slot frees
         first.wait(30)
         wait_status(lambda st: st["counters"].get("wasm_runs") == 2, "the second guest runs")

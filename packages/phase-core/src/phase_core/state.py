@@ -48,10 +48,30 @@ class Durable:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._failure: IOFailure | None = None
+        self._lock = threading.Lock()
+        self._then: list[Callable[[IOFailure | None], object]] = []
 
     def finish(self, failure: IOFailure | None) -> None:
-        self._failure = failure
-        self._done.set()
+        with self._lock:
+            self._failure = failure
+            self._done.set()
+            then, self._then = self._then, []
+        for fn in then:
+            try:
+                fn(failure)
+            except Exception as e:  # a caller's bug must not keep the others waiting
+                from phase_core import log
+                log.get().error("state.durable_callback_failed", error=repr(e))
+
+    def then(self, fn: Callable[[IOFailure | None], object]) -> None:
+        """Call ``fn(None)`` once the write is durable (``fn(IOFailure)`` if its flush
+        failed): at once if it is already, else on the thread that finishes it (the
+        journal's flusher). ``fn`` must not block."""
+        with self._lock:
+            if not self._done.is_set():
+                self._then.append(fn)
+                return
+        fn(self._failure)
 
     def wait(self) -> None:
         """Return once the write is durable; raise ``IOFailure`` if its flush failed."""
@@ -164,13 +184,18 @@ class StateStore:
         journal's flusher thread, shared with other writers, while the caller goes on.
         ``wait()`` on the result returns once the line is durable (``IOFailure`` if the
         flush failed). Raises ``Replay`` / ``TempFailure`` like ``record_job``."""
-        (err,), fd, ticket = self._append_jobs(submitter, [(job_id, expires)], now)
-        if err is not None:
-            if fd is not None:
-                os.close(fd)
+        (err,), pending = self.begin_record_jobs(submitter, [(job_id, expires)], now)
+        if err is not None:  # (nothing was written: ``pending`` is ``Durable.DONE``)
             raise err
+        return pending
+
+    def begin_record_jobs(self, submitter: str, jobs: list[tuple[str, int]], now: int
+                          ) -> tuple[list[PhaseError | None], Durable]:
+        """``record_jobs`` without waiting for the flush: the errors per job, and one
+        ``Durable`` for the lines of the jobs recorded."""
+        errors, fd, ticket = self._append_jobs(submitter, jobs, now)
         if fd is None:
-            return Durable.DONE
+            return errors, Durable.DONE
         pending = Durable()
 
         def done(failure: IOFailure | None) -> None:
@@ -178,7 +203,7 @@ class StateStore:
             pending.finish(failure)
 
         self.journal_sync.later(fd, ticket, done)
-        return pending
+        return errors, pending
 
     def _append_jobs(self, submitter: str, jobs: list[tuple[str, int]], now: int
                      ) -> tuple[list[PhaseError | None], int | None, int]:

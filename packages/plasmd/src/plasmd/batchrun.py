@@ -7,14 +7,16 @@ it, on its own:
 
 1. ``prepare`` (one hop for the whole batch): verify every manifest (signed by
    the peer, the job that was offered), then record every verified job id in
-   the replay journal with one append and one shared flush
-   (``StateStore.record_jobs``): each id is durable before any guest runs, and
-   a replay is refused alone.
+   the replay journal with one append (``StateStore.begin_record_jobs``); a
+   replay is refused alone. Their shared flush runs on the journal's flusher
+   thread while the guests run, as for a job on a stream of its own.
 2. ``run`` (on up to ``workers`` job threads, each taking the next job): run
    the guest under its own fences in a guest slot (taken per job, round-robin
-   with other submitters' jobs: ``plasmd.fair``) and sign its receipt, then
-   ``ReceiptLog.append_later``: the receipt leaves only once its log entry is
-   durable, from the flusher thread, while this thread runs the next guest.
+   with other submitters' jobs: ``plasmd.fair``) and sign its receipt, which
+   ``JobThread._log_later`` appends to the receipt log once the job ids are
+   durable: the answer leaves only once the receipt's entry is durable too,
+   from the flusher thread, while this thread runs the next guest. No job
+   thread waits for a flush.
    A runner gives its job thread up between two jobs when another submitter
    waits for one, and queues again behind it.
 
@@ -29,13 +31,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from phase_core import timefmt
 from phase_core.errors import Interrupted, PhaseError, Rejected
 from phase_core.protocol import jobs
+from phase_core.state import Durable
 from plasmd.jobthread import Refused
 
 __all__ = ["Mailbox", "Work"]
@@ -77,6 +82,7 @@ class Work:
         self.cancel = cancel
         self.mailbox = mailbox
         self.todo: collections.deque[tuple[int, Any]] = collections.deque()
+        self.recorded = Durable.DONE  # the journal lines of the jobs in ``todo``
 
     def prepare(self) -> None:
         """On a job thread: verify every job, record the verified ones (one flush)."""
@@ -96,10 +102,10 @@ class Work:
         if not ok:
             return
         try:
-            errors = node.state.record_jobs(
+            errors, self.recorded = node.state.begin_record_jobs(
                 self.peer, [(v.id, timefmt.parse_time(v.body["expires"])) for _, v in ok],
                 timefmt.now())
-        except PhaseError as e:  # the journal cannot be written or flushed: none may run
+        except PhaseError as e:  # the journal cannot be written: none may run
             for i, _ in ok:
                 put("done", i, e)
             return
@@ -129,19 +135,14 @@ class Work:
             put("started", i)
             try:
                 result = node._run_guest(self.items[i][1], verified, self.cancel, self.peer)
-                self._log(i, verified, result)
-            except PhaseError as e:
-                put("done", i, e)
+            except PhaseError as e:  # answered once the job id is durable, as a result is
+                self.recorded.then(functools.partial(self._failed, i, e))
+                continue
+            logged = node._log_later(result.receipt, self.recorded)
+            logged.add_done_callback(functools.partial(self._logged, i, (verified, result)))
 
-    def _log(self, i: int, verified: Any, result: Any) -> None:
-        put = self.mailbox.put
-        append_later = getattr(self.node.receipts, "append_later", None)
-        if append_later is None:  # an in-memory log (private mode): nothing to flush
-            self.node.receipts.append(result.receipt)
-            put("done", i, (verified, result))
-            return
+    def _failed(self, i: int, error: PhaseError, failure: PhaseError | None) -> None:
+        self.mailbox.put("done", i, failure or error)
 
-        def durable(got: Any) -> None:
-            put("done", i, got if isinstance(got, PhaseError) else (verified, result))
-
-        append_later(result.receipt, durable)
+    def _logged(self, i: int, ran: tuple[Any, Any], logged: Future[None]) -> None:
+        self.mailbox.put("done", i, logged.exception() or ran)

@@ -1,12 +1,15 @@
 """One job's work on a job thread, in one hop: ``JobThread.run_one``.
 
 The node's event loop hands each admitted job whose module and stdin are here to
-a job thread once; ``run_one`` then verifies the manifest, records its id
+a job thread once; ``run_one_later`` then verifies the manifest, records its id
 (replay protection; the line is flushed while the guest runs under its fences),
-logs the receipt durably once the id is, and the loop sends the result.
-Concurrent jobs share the flushes of the job journal and of the receipt log
-(group commit, ``phase_core.groupsync``): a receipt still leaves the node only
-after its log entry, and its job id's journal line, are durable.
+runs the guest and hands the receipt on: the journal's flusher thread appends it
+to the receipt log once the id is durable, and the loop sends the result once
+that entry is durable too. No job thread waits for a flush, so a node needs no
+more job threads than guest slots. Concurrent jobs share the flushes of the job
+journal and of the receipt log (group commit, ``phase_core.groupsync``): a
+receipt still leaves the node only after its log entry, and its job id's journal
+line, are durable.
 
 ``JobThread`` is a part of ``plasmd.node.Node`` (the attributes it uses are the
 node's); it is its own module only to keep the node's module readable.
@@ -15,12 +18,20 @@ node's); it is its own module only to keep the node's module readable.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from phase_core import documents, manifest, timefmt
-from phase_core.errors import DigestMismatch, MissingInput, PhaseError, Rejected, TempFailure
+from phase_core.errors import (
+    DigestMismatch,
+    InternalError,
+    MissingInput,
+    PhaseError,
+    Rejected,
+    TempFailure,
+)
 from phase_core.protocol import jobs
 from phase_core.state import Durable
 from plasmd import liar
@@ -60,13 +71,27 @@ class JobThread:
     def run_one(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
                 cancel: threading.Event | None = None
                 ) -> tuple[documents.Verified, Any] | Refused:
+        """``run_one_later``, and wait on this thread until the receipt is durable:
+        (verified, ``JobResult``) or ``Refused``."""
+        ran = self.run_one_later(peer, offer, manifest_env, cancel)
+        if isinstance(ran, Refused):
+            return ran
+        verified, result, logged = ran
+        logged.result()
+        return verified, result
+
+    def run_one_later(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
+                      cancel: threading.Event | None = None
+                      ) -> tuple[documents.Verified, Any, Future[None]] | Refused:
         """One offered job's ``run``, whole, on a job thread (one hop per job).
 
         Verify the manifest (signed by ``peer``, the job that was offered), record
-        its id durably (a replay is refused), run the guest under its fences, and
-        log the receipt durably; returns (verified, ``JobResult``) or ``Refused``.
-        The module and stdin must be here (``inputs_here``). A batch of jobs calls
-        this once per job. Raises ``PhaseError`` if the job fails after admission
+        its id (a replay is refused), run the guest under its fences, and hand its
+        receipt to the log; returns (verified, ``JobResult``, logged) or ``Refused``.
+        ``logged`` resolves once the job id and then the receipt are durable (or
+        fails with their ``IOFailure``); the result may leave the node only then.
+        The thread does not wait for those flushes. The module and stdin must be
+        here (``inputs_here``). Raises ``PhaseError`` if the guest's run fails
         (``Interrupted`` when ``cancel`` was set: nothing was logged)."""
         verified, reject = self._verify_run(peer, manifest_env)
         if reject is not None:
@@ -78,7 +103,8 @@ class JobThread:
         recorded = self._record_run(peer, verified)
         if isinstance(recorded, tuple):
             return Refused(*recorded)
-        return verified, self._execute(manifest_env, verified, cancel, peer, recorded)
+        result, logged = self._execute_later(manifest_env, verified, cancel, peer, recorded)
+        return verified, result, logged
 
     def _verify_run(self, peer: str, env: dict[str, Any]
                     ) -> tuple[documents.Verified | None, tuple[str, str] | None]:
@@ -130,17 +156,57 @@ class JobThread:
 
     def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
                  cancel: threading.Event | None, submitter: str, recorded: Durable) -> Any:
+        """``_execute_later``, and wait on this thread until the receipt is durable."""
+        result, logged = self._execute_later(manifest_env, verified, cancel, submitter,
+                                             recorded)
+        logged.result()
+        return result
+
+    def _execute_later(self, manifest_env: dict[str, Any], verified: documents.Verified,
+                       cancel: threading.Event | None, submitter: str, recorded: Durable
+                       ) -> tuple[Any, Future[None]]:
         """On a job thread: run the guest (in one of the ``workers`` guest slots)
-        while its id's journal line is flushed, then, once that line is durable, log
-        the receipt durably (outside the slot: the next guest starts while this one
-        waits for its flush). A failed journal flush fails the job: no receipt is
-        logged or sent."""
+        while its id's journal line is flushed; (``JobResult``, logged). Once that
+        line is durable, the receipt is appended to the log, and ``logged`` resolves
+        when that entry is durable too. Neither flush is waited for here: the
+        thread is free for the next job meanwhile. A failed journal flush fails the
+        job: no receipt is logged or sent. A guest's failure is raised once its
+        id is durable (``recorded``), as a result would be."""
         try:
             result = self._run_guest(manifest_env, verified, cancel, submitter)
-        finally:
+        except BaseException:
             recorded.wait()
-        self.receipts.append(result.receipt)
-        return result
+            raise
+        return result, self._log_later(result.receipt, recorded)
+
+    def _log_later(self, receipt: dict[str, Any], recorded: Durable) -> Future[None]:
+        """Append ``receipt`` once ``recorded`` is durable; resolved once the entry is."""
+        logged: Future[None] = Future()
+        append_later = getattr(self.receipts, "append_later", None)
+
+        def entry_durable(got: Any) -> None:
+            if isinstance(got, BaseException):
+                logged.set_exception(got)
+            else:
+                logged.set_result(None)
+
+        def id_durable(failure: PhaseError | None) -> None:
+            if failure is not None:
+                logged.set_exception(failure)
+                return
+            try:
+                if append_later is None:  # an in-memory log (private mode): no flush
+                    self.receipts.append(receipt)
+                    logged.set_result(None)
+                else:
+                    append_later(receipt, entry_durable)
+            except PhaseError as e:  # the write failed: the job fails, nothing is sent
+                logged.set_exception(e)
+            except Exception as e:  # a bug: the job fails all the same, nothing is sent
+                logged.set_exception(InternalError(f"cannot log the receipt: {e!r}"))
+
+        recorded.then(id_durable)
+        return logged
 
     def _run_guest(self, manifest_env: dict[str, Any], verified: documents.Verified,
                    cancel: threading.Event | None, submitter: str) -> Any:

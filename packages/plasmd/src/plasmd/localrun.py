@@ -12,9 +12,11 @@ executor, with the guarantees of a job a peer sends (docs/protocol.md):
 2. on one job thread, in one hop: the manifest verified (signatures, schema,
    validity window), its id recorded in the replay journal (a replay is refused;
    the line is flushed while the guest runs), the guest run in a guest slot under
-   its fences, the receipt appended to the receipt log and made durable once the
-   id is (``Node._execute``), and the receipt checked like any worker's
-   (``plasmd.submit.check_outcome``), all before the loop sends the result.
+   its fences, and the receipt checked like any worker's
+   (``plasmd.submit.check_outcome``); the receipt is appended to the receipt log
+   once the id is durable (``Node._execute_later``), and the loop sends the result
+   only once that entry is durable too. The job thread does not wait for either
+   flush.
 
 Access to the control socket authorizes the job here, whoever signed it (the
 node's key, or a group member's own): its signer is the submitter the replay
@@ -28,6 +30,7 @@ from typing import Any
 
 from phase_core.errors import Interrupted, PhaseError, TempFailure
 from plasmd.admission import Admission
+from plasmd.jobthread import Refused
 
 __all__ = ["names_self", "run_here"]
 
@@ -88,17 +91,19 @@ async def run_here(node: Any, p: Any, run: Any, emit: Any) -> Any:
                 out = await asyncio.shield(loop.run_in_executor(
                     node._pool, _one_hop, node, p, run.cancel))
             finally:
-                adm.stop()
                 run.here = False
+        if not isinstance(out, Refused):  # the flushes, the job thread given back; the
+            out, logged = out             # job still counts as running (a drain waits)
+            await asyncio.shield(asyncio.wrap_future(logged))
     except Interrupted:
         node.counters.inc("jobs_cancelled")
         raise Cancelled("the job was cancelled; the guest was stopped and nothing "
                         "was recorded") from None
     finally:
         adm.end()
-    if isinstance(out, tuple):
-        node.counters.inc(f"rejected_{out[0]}")
-        raise _refusal(*out)
+    if isinstance(out, Refused):
+        node.counters.inc(f"rejected_{out.reason}")
+        raise _refusal(out.reason, out.message)
     node.counters.inc("jobs_done")
     node.counters.inc("local_jobs")
     node.counters.inc(f"ended_{out.body['ended']}")
@@ -114,7 +119,8 @@ def _submitter(node: Any, env: dict[str, Any]) -> str:
 
 
 def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
-    """On a job thread: verify, record, run, log durably, check. A refusal is
+    """On a job thread: verify, record, run, check; (the checked outcome, a future
+    that resolves once the job id and the receipt are durable). A refusal is
     ``(reason, message)``; a manifest that does not verify raises its error."""
     from phase_core import timefmt
     from plasm_exec.job import verify_manifest
@@ -126,10 +132,10 @@ def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
     who = me if me in keys else keys[0]
     recorded = node._record_run(who, verified)
     if isinstance(recorded, tuple):
-        return recorded
+        return Refused(*recorded)
     for cid, data in p.blobs.items():
         if not node._have(cid):
             node.cas.put_bytes(data, cid)
-    result = node._execute(p.manifest, verified, cancel, who, recorded)
+    result, logged = node._execute_later(p.manifest, verified, cancel, who, recorded)
     return check_outcome(me, verified.id, verified.body, result.receipt,
-                         result.result.stdout or b"", result.result.stderr or b"")
+                         result.result.stdout or b"", result.result.stderr or b""), logged

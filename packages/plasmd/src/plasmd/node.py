@@ -32,7 +32,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,7 +72,6 @@ from plasmd.fair import FairGate, FairSlots
 from plasmd.jobthread import JobThread, Refused
 
 MAX_STDIN_BYTES = 256 << 20
-SPARE_JOB_THREADS = 8  # job threads beyond the guest slots (they never run a guest)
 # the last 1/RESERVE_PART of the worker and queue slots (none below 32 slots) is kept
 # for submitters below an equal share, counting one more who may come
 # (docs/threat-model.md)
@@ -115,11 +114,13 @@ class Node(JobThread):
         self.published: Any = None  # plasmd.publish.Published
         self.discovery: Any = None
         self._executor = executor
-        # guests: ``workers`` at a time (``_guests``); a few more job threads verify,
-        # sign and wait for flushes meanwhile, so one fdatasync covers more jobs
-        # both are handed out round-robin per submitter (docs/threat-model.md)
+        # ``workers`` job threads (``_slots``) and as many guest slots (``_guests``),
+        # both handed out round-robin per submitter (docs/threat-model.md). No job
+        # thread waits for a flush (``JobThread.run_one_later``), so more threads
+        # than guests would only contend for the GIL with the event loop
+        # (docs/performance.md, "Job threads")
         self._guests = FairGate(config.workers)
-        self._pool = ThreadPoolExecutor(max_workers=config.workers + SPARE_JOB_THREADS,
+        self._pool = ThreadPoolExecutor(max_workers=config.workers,
                                         thread_name_prefix="plasmd-job")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
         self._hash = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plasmd-hash")
@@ -128,7 +129,7 @@ class Node(JobThread):
         from phase_fetch.fetcher import sweep_leftovers
 
         sweep_leftovers(cas)  # what a killed node's fetches left; job fetches skip it
-        self._slots = FairSlots(config.workers + SPARE_JOB_THREADS)
+        self._slots = FairSlots(config.workers)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -250,8 +251,9 @@ class Node(JobThread):
                 # the common case: one hop to a job thread does all of it (run_one)
                 watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
                 try:
-                    ran = await self._in_slot(adm, self.run_one, peer, offer,
-                                              run.manifest, cancel)
+                    ran = await self._in_slot(
+                        adm, self.run_one_later, peer, offer, run.manifest, cancel,
+                        logged=lambda ran: None if isinstance(ran, Refused) else ran[2])
                 finally:
                     watch.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -259,7 +261,7 @@ class Node(JobThread):
                 if isinstance(ran, Refused):
                     await self._refuse(peer, job_id, r, stream, ran)
                     return
-                verified, result = ran
+                verified, result, _ = ran
                 if not r.admit(verified.id, verified.body):  # run_one checked it already
                     raise InternalError("the job does not match its offer")
                 r.started()
@@ -303,15 +305,23 @@ class Node(JobThread):
             r.reject(why.reason, why.message)
         await send_out(stream, r.outbox())
 
-    async def _in_slot(self, adm: Admission, fn: Callable[..., T], *args: Any) -> T:
+    async def _in_slot(self, adm: Admission, fn: Callable[..., T], *args: Any,
+                       logged: Callable[[T], Future[None] | None]) -> T:
         """``fn(*args)`` on a job thread once a job thread is free for the admitted
-        job's submitter (round-robin between submitters, ``plasmd.fair``)."""
-        async with self._slots.take(adm.peer):
-            adm.start()
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-            finally:
-                adm.stop()
+        job's submitter (round-robin between submitters, ``plasmd.fair``); then,
+        the job thread given back, wait for ``logged(out)`` (the job id and receipt
+        made durable: ``JobThread.run_one_later``). The job counts as running until
+        then, so a drain waits for its flushes too."""
+        try:
+            async with self._slots.take(adm.peer):
+                adm.start()
+                out = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            durable = logged(out)
+            if durable is not None:
+                await asyncio.wrap_future(durable)
+            return out
+        finally:
+            adm.stop()
 
     async def _job_with_fetch(self, peer: str, r: Responder, offer: dict[str, Any],
                               run: RunArrived, stream: Any, cancel: threading.Event,
@@ -337,8 +347,8 @@ class Node(JobThread):
         watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
         try:
             await self._fetch_inputs(peer, stream, offer, verified.body)
-            result = await self._in_slot(adm, self._execute, run.manifest, verified,
-                                         cancel, peer, recorded)
+            result, _ = await self._in_slot(adm, self._execute_later, run.manifest, verified,
+                                            cancel, peer, recorded, logged=lambda out: out[1])
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
