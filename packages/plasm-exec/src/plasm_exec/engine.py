@@ -50,6 +50,52 @@ from plasm_exec import pollfence
 from plasm_exec.values import Frozen, Value
 from plasm_exec.wasmheader import check_header
 
+# Short wasmtime calls that keep the GIL. ctypes releases the GIL around every
+# foreign call; a run makes about 25 of them, most a few hundred nanoseconds
+# long (setters, allocations, a lookup). In a node, each release lets the event
+# loop or another job thread take the GIL, and taking it back waits for them
+# (up to the interpreter's switch interval): that hand-off cost more than the
+# calls. These are loaded a second time through ``ctypes.PyDLL`` (same library,
+# same argument types) and run holding the GIL. None of them runs guest code,
+# blocks or does I/O; ``wasi_config_set_*_file``, ``wasmtime_call_future_poll``
+# (where the guest runs), ``wasmtime_call_future_delete`` (it may unwind a
+# guest) and ``wasmtime_store_delete`` (it frees the guest's memory) still
+# release it. ``wasmtime_context_set_wasi`` opens the preopened directories,
+# which a job has none of (docs/performance.md, "Short wasmtime calls").
+KEEP_GIL = (
+    "wasi_config_new", "wasi_config_set_argv", "wasi_config_set_env",
+    "wasi_config_set_stdin_bytes", "wasm_byte_vec_new", "wasmtime_store_new",
+    "wasmtime_store_context", "wasmtime_store_limiter", "wasmtime_context_set_wasi",
+    "wasmtime_context_set_fuel", "wasmtime_context_get_fuel",
+    "wasmtime_context_fuel_async_yield_interval", "wasmtime_context_set_epoch_deadline",
+    "wasmtime_context_epoch_deadline_async_yield_and_update",
+    "wasmtime_instance_pre_instantiate_async", "wasmtime_func_call_async",
+    "wasmtime_instance_export_nth",
+)
+
+
+def _keep_gil(names: tuple[str, ...] = KEEP_GIL) -> list[str]:
+    """Rebind wasmtime-py's ``names`` to calls that keep the GIL; the names done (a
+    binding this wasmtime-py lacks is left as it is)."""
+    from wasmtime import _bindings
+
+    try:
+        lib = ctypes.PyDLL(ffi.dll._name)
+    except (AttributeError, OSError):
+        return []
+    done = []
+    for name in names:
+        old, new = getattr(_bindings, "_" + name, None), getattr(lib, name, None)
+        if old is None or new is None:
+            continue
+        new.restype, new.argtypes = old.restype, old.argtypes
+        setattr(_bindings, "_" + name, new)
+        done.append(name)
+    return done
+
+
+KEPT_GIL = _keep_gil()
+
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
 RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
