@@ -5,11 +5,11 @@ a job thread once; ``run_one_later`` then verifies the manifest, records its id
 (replay protection; the line is flushed while the guest runs under its fences),
 runs the guest and hands the receipt on: the journal's flusher thread appends it
 to the receipt log once the id is durable, and the loop sends the result once
-that entry is durable too. No job thread waits for a flush, so a node needs no
-more job threads than guest slots. Concurrent jobs share the flushes of the job
-journal and of the receipt log (group commit, ``phase_core.groupsync``): a
-receipt still leaves the node only after its log entry, and its job id's journal
-line, are durable.
+that entry is durable too. After a guest that ran no job thread waits for a
+flush, so a node needs no more job threads than guest slots. Concurrent jobs
+share the flushes of the job journal and of the receipt log (group commit,
+``phase_core.groupsync``): a receipt still leaves the node only after its log
+entry, and its job id's journal line, are durable.
 
 ``JobThread`` is a part of ``plasmd.node.Node`` (the attributes it uses are the
 node's); it is its own module only to keep the node's module readable.
