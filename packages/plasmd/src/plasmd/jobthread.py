@@ -130,7 +130,7 @@ class JobThread:
                     ) -> tuple[str, str] | Durable:
         """Remember the job id so it never runs twice (a thread): a replay is refused
         at once; the journal line is made durable while the guest runs, and
-        ``_execute`` waits for it before the receipt is logged (docs/protocol.md)."""
+        ``_execute_later`` logs the receipt only once it is (docs/protocol.md)."""
         try:
             expires = timefmt.parse_time(verified.body["expires"])
             return self.state.begin_record_job(peer, verified.id, expires, timefmt.now())
@@ -153,14 +153,6 @@ class JobThread:
         if path is None:
             raise MissingInput(f"stdin {cid} is not in the store, or does not hash to its id")
         return path
-
-    def _execute(self, manifest_env: dict[str, Any], verified: documents.Verified,
-                 cancel: threading.Event | None, submitter: str, recorded: Durable) -> Any:
-        """``_execute_later``, and wait on this thread until the receipt is durable."""
-        result, logged = self._execute_later(manifest_env, verified, cancel, submitter,
-                                             recorded)
-        logged.result()
-        return result
 
     def _execute_later(self, manifest_env: dict[str, Any], verified: documents.Verified,
                        cancel: threading.Event | None, submitter: str, recorded: Durable
