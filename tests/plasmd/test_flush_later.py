@@ -138,12 +138,14 @@ def test_begin_record_jobs_refuses_a_replay_at_once_and_tells_when_durable(
     told: list[Any] = []
     pending.then(lambda failure: told.append(("first", failure)))
     pending.then(lambda failure: 1 / 0)  # a caller's bug: the others are still told
-    pending.then(lambda failure: told.append(("third", failure)))
+    third = threading.Event()  # (``wait`` returns as the callbacks start, not after)
+    pending.then(lambda failure: (told.append(("third", failure)), third.set()))
     assert told == []
     again, _ = store.begin_record_jobs("sub", [("b", now + 60)], now)
     assert isinstance(again[0], Replay)  # refused before the flush is done
     gate.release.set()
     pending.wait()
+    assert third.wait(WAIT_S)
     assert told == [("first", None), ("third", None)]
     pending.then(lambda failure: told.append(("late", failure)))  # done: called at once
     assert told[-1] == ("late", None)
