@@ -34,6 +34,7 @@ from tests.plasmd.test_job_path import (
     failing_sync,
     make_node,
     offer_of,
+    run_one,
 )
 
 
@@ -83,7 +84,7 @@ def test_work_checks_each_job_alone_and_shares_the_journal_flush(tmp_path: Path)
     forged = make_manifest(sub, module, STDIN, argv=["forged"])
     sig = forged["signatures"][0]["sig"]
     forged["signatures"][0]["sig"] = ("0" if sig[0] != "0" else "1") + sig[1:]
-    node.run_one(sub.node_id, offer_of(envs[3]), envs[3])  # already ran: a replay now
+    run_one(node, sub.node_id, offer_of(envs[3]), envs[3])  # already ran: a replay now
     flushes = counting.calls
     ev = Events()
     w = _work(node, sub, [envs[0], forged, envs[1], envs[3], envs[2]], ev)

@@ -1,7 +1,7 @@
 """The worker's job path: durability under group commit, blobs hashed once, and
 networking that never waits on a guest.
 
-In-process tests drive ``GroupSync``, ``ReceiptLog`` and ``Node.run_one`` with an
+In-process tests drive ``GroupSync``, ``ReceiptLog`` and ``Node.run_one_later`` with an
 injected flush (gated by events, or failing); process tests start real workers on
 127.0.0.1 and kill one with SIGKILL right after its receipts reach the client.
 """
@@ -159,6 +159,17 @@ def make_node(tmp_path: Path, receipts: Any) -> tuple[Node, Identity]:
     return node, submitter
 
 
+def run_one(node: Node, peer: str, offer: dict[str, Any], env: dict[str, Any]) -> Any:
+    """``node.run_one_later``, waited for on this thread until the receipt is durable:
+    (verified, ``JobResult``) or ``Refused``."""
+    ran = node.run_one_later(peer, offer, env)
+    if isinstance(ran, Refused):
+        return ran
+    verified, result, logged = ran
+    logged.result()
+    return verified, result
+
+
 def offer_of(env: dict[str, Any]) -> dict[str, Any]:
     return jobs.offer_for(env, envelope.parse(env).id, HELLO.stat().st_size, len(STDIN))
 
@@ -169,9 +180,9 @@ def test_run_one_fails_when_the_receipt_cannot_be_made_durable(tmp_path):
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     assert node.inputs_here(offer_of(env))
     with pytest.raises(IOFailure):
-        node.run_one(sub.node_id, offer_of(env), env)
+        run_one(node, sub.node_id, offer_of(env), env)
     # and the job id stays taken: the same manifest is refused as a replay
-    again = node.run_one(sub.node_id, offer_of(env), env)
+    again = run_one(node, sub.node_id, offer_of(env), env)
     assert isinstance(again, Refused) and again.reason == "replay"
 
 
@@ -199,7 +210,7 @@ def test_the_guest_runs_while_its_id_is_flushed_and_the_receipt_waits_for_it(tmp
     node.state.journal_sync = GroupSync("test journal", gate)
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(node.run_one(sub.node_id, offer_of(env),
+    t = threading.Thread(target=lambda: out.append(run_one(node, sub.node_id, offer_of(env),
                                                                 env)))
     t.start()
     assert gate.entered.wait(WAIT_S)  # the journal's flush is under way, and held
@@ -253,28 +264,28 @@ def test_a_failed_journal_flush_fails_the_job_and_logs_no_receipt(tmp_path):
     node.state.journal_sync = GroupSync("test journal", failing_sync)
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     with pytest.raises(IOFailure, match="durable"):
-        node.run_one(sub.node_id, offer_of(env), env)
+        run_one(node, sub.node_id, offer_of(env), env)
     assert list(ReceiptLog(tmp_path / "r.jsonl").entries()) == []
     other = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     with pytest.raises(IOFailure):  # and no later job runs past the lost flush
-        node.run_one(sub.node_id, offer_of(other), other)
+        run_one(node, sub.node_id, offer_of(other), other)
 
 
 def test_run_one_runs_verifies_and_refuses_what_it_must(tmp_path):
     log = ReceiptLog(tmp_path / "r.jsonl")
     node, sub = make_node(tmp_path, log)
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
-    _, result = node.run_one(sub.node_id, offer_of(env), env)
+    _, result = run_one(node, sub.node_id, offer_of(env), env)
     assert result.result.stdout == b"dlroW ,olleH"
     assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [result.receipt]
     stranger = Identity.generate()  # the manifest must be signed by the submitting peer
     other = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
-    refused = node.run_one(stranger.node_id, offer_of(other), other)
+    refused = run_one(node, stranger.node_id, offer_of(other), other)
     assert isinstance(refused, Refused) and refused.reason == "invalid_request"
     assert "signature" in refused.message
     third = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     offer = dict(offer_of(third), limits={**third["body"]["limits"], "fuel": 1})
-    refused = node.run_one(sub.node_id, offer, third)  # not the job that was offered
+    refused = run_one(node, sub.node_id, offer, third)  # not the job that was offered
     assert isinstance(refused, Refused) and refused.reason == "invalid_request"
 
 
@@ -282,7 +293,7 @@ def test_stdin_is_hashed_once_and_again_when_its_file_changes(tmp_path):
     node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl"))
     for _ in range(3):
         env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
-        _, result = node.run_one(sub.node_id, offer_of(env), env)
+        _, result = run_one(node, sub.node_id, offer_of(env), env)
         assert result.result.stdout == b"dlroW ,olleH"
     assert node.blobs.hashed == 1
     path = node.cas.path_for(content_id(STDIN))
@@ -290,7 +301,7 @@ def test_stdin_is_hashed_once_and_again_when_its_file_changes(tmp_path):
     path.write_bytes(b"Hello, Earth")  # same size, new bytes: a changed file
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     with pytest.raises(MissingInput):
-        node.run_one(sub.node_id, offer_of(env), env)
+        run_one(node, sub.node_id, offer_of(env), env)
     assert node.blobs.hashed == 2 and not path.exists()  # quarantined, never run
 
 
@@ -300,7 +311,7 @@ def test_stdin_edited_in_place_is_never_run_under_its_old_id(tmp_path):
     # hashed as they are handed over, so the job fails and the blob is quarantined
     node, sub = make_node(tmp_path, ReceiptLog(tmp_path / "r.jsonl"))
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
-    node.run_one(sub.node_id, offer_of(env), env)
+    run_one(node, sub.node_id, offer_of(env), env)
     path = node.cas.path_for(content_id(STDIN))
     st = path.stat()
     os.chmod(path, 0o600)
@@ -310,7 +321,7 @@ def test_stdin_edited_in_place_is_never_run_under_its_old_id(tmp_path):
     os.chmod(path, st.st_mode)
     env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
     with pytest.raises(DigestMismatch, match="changed on disk"):
-        node.run_one(sub.node_id, offer_of(env), env)
+        run_one(node, sub.node_id, offer_of(env), env)
     assert not path.exists()  # quarantined: the next job fetches it again
     assert len(list(ReceiptLog(tmp_path / "r.jsonl").entries())) == 1
 

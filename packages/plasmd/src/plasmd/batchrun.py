@@ -2,7 +2,7 @@
 
 ``plasmd.batch`` hands the jobs of one ``batch`` stream whose module and stdin
 are here to a ``Work``, instead of one job-thread hop (and one set of asyncio
-tasks) per job. Each job is still checked and run exactly as ``run_one`` does
+tasks) per job. Each job is still checked and run exactly as ``run_one_later`` does
 it, on its own:
 
 1. ``prepare`` (one hop for the whole batch): verify every manifest (signed by

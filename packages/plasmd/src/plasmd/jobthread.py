@@ -1,4 +1,4 @@
-"""One job's work on a job thread, in one hop: ``JobThread.run_one``.
+"""One job's work on a job thread, in one hop: ``JobThread.run_one_later``.
 
 The node's event loop hands each admitted job whose module and stdin are here to
 a job thread once; ``run_one_later`` then verifies the manifest, records its id
@@ -64,21 +64,9 @@ class JobThread:
 
     # -- one job on a job thread ----------------------------------------------------
     def inputs_here(self, offer: dict[str, Any]) -> bool:
-        """The offered module and stdin are here: ``run_one`` needs no fetch."""
+        """The offered module and stdin are here: ``run_one_later`` needs no fetch."""
         return self._have(offer["module"]) and (offer["stdin"] is None
                                                  or self._have(offer["stdin"]))
-
-    def run_one(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
-                cancel: threading.Event | None = None
-                ) -> tuple[documents.Verified, Any] | Refused:
-        """``run_one_later``, and wait on this thread until the receipt is durable:
-        (verified, ``JobResult``) or ``Refused``."""
-        ran = self.run_one_later(peer, offer, manifest_env, cancel)
-        if isinstance(ran, Refused):
-            return ran
-        verified, result, logged = ran
-        logged.result()
-        return verified, result
 
     def run_one_later(self, peer: str, offer: dict[str, Any], manifest_env: dict[str, Any],
                       cancel: threading.Event | None = None

@@ -121,7 +121,7 @@ def _submitter(node: Any, env: dict[str, Any]) -> str:
 def _one_hop(node: Any, p: Any, cancel: Any) -> Any:
     """On a job thread: verify, record, run, check; (the checked outcome, a future
     that resolves once the job id and the receipt are durable). A refusal is
-    ``(reason, message)``; a manifest that does not verify raises its error."""
+    ``Refused``; a manifest that does not verify raises its error."""
     from phase_core import timefmt
     from plasm_exec.job import verify_manifest
     from plasmd.submit import check_outcome

@@ -3,7 +3,7 @@
 Networking runs on one asyncio loop; guests run on a thread pool through
 plasm-exec's library, so a slow job never stalls the node's networking. A job
 whose blobs are here goes to a job thread once (``plasmd.jobthread``:
-``run_one`` verifies, records, runs and logs it). Every
+``run_one_later`` verifies, records, runs and logs it). Every
 incoming stream is one request; the order of its messages is decided by the
 sans-I/O ``phase_core.protocol.jobs_worker.Responder``: this module moves
 messages and makes the node's decisions (admission, verification, running).
@@ -248,7 +248,7 @@ class Node(JobThread):
             run = r.receive(msg)
             assert isinstance(run, RunArrived)
             if self.inputs_here(offer):
-                # the common case: one hop to a job thread does all of it (run_one)
+                # the common case: one hop to a job thread does all of it (run_one_later)
                 watch = asyncio.create_task(self._watch_submitter(peer, r, stream, cancel))
                 try:
                     ran = await self._in_slot(
@@ -262,7 +262,7 @@ class Node(JobThread):
                     await self._refuse(peer, job_id, r, stream, ran)
                     return
                 verified, result, _ = ran
-                if not r.admit(verified.id, verified.body):  # run_one checked it already
+                if not r.admit(verified.id, verified.body):  # run_one_later checked it
                     raise InternalError("the job does not match its offer")
                 r.started()
             else:
