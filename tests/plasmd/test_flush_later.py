@@ -170,3 +170,68 @@ def test_a_failing_callback_does_not_stop_the_flusher(tmp_path: Path) -> None:
         assert done.wait(WAIT_S)
     finally:
         os.close(fd)
+
+
+# -- the linger: one flush for the receipts known to be coming ------------------------------
+
+class Coming:
+    """``coming()`` for ``GroupSync.linger``: says ``more``, and notes each time it is asked."""
+
+    def __init__(self, more: bool) -> None:
+        self.more = more
+        self.asked = threading.Event()
+
+    def __call__(self) -> bool:
+        self.asked.set()
+        return self.more
+
+
+def test_the_flusher_lingers_while_more_writes_are_coming(tmp_path: Path) -> None:
+    counting = CountingSync()
+    sync = GroupSync("test", counting)
+    coming = Coming(True)
+    sync.linger(3600, coming)  # bounded only by coming() here
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    done = [threading.Event() for _ in range(3)]
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: done[0].set())
+        assert coming.asked.wait(WAIT_S)  # the flusher holds the first line back
+        os.write(fd, b"b\n")
+        sync.later(fd, sync.ticket(), lambda err: done[1].set())
+        assert not done[0].is_set() and counting.calls == 0
+        coming.more = False  # the last one comes: the next write wakes the flusher
+        os.write(fd, b"c\n")
+        sync.later(fd, sync.ticket(), lambda err: done[2].set())
+        assert all(d.wait(WAIT_S) for d in done)
+        assert counting.calls == 1 and sync.flushes == 1 and sync.covered == 3
+    finally:
+        os.close(fd)
+
+
+def test_a_write_with_nothing_coming_is_flushed_at_once(tmp_path: Path) -> None:
+    sync = GroupSync("test", CountingSync())
+    coming = Coming(False)
+    sync.linger(3600, coming)  # an hour: a linger here would fail the test
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    done = threading.Event()
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: done.set())
+        assert done.wait(WAIT_S) and coming.asked.is_set()
+    finally:
+        os.close(fd)
+
+
+def test_the_linger_is_bounded_even_if_more_is_always_coming(tmp_path: Path) -> None:
+    sync = GroupSync("test", CountingSync())
+    sync.linger(0.05, Coming(True))
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    done = threading.Event()
+    try:
+        os.write(fd, b"a\n")
+        sync.later(fd, sync.ticket(), lambda err: done.set())
+        assert done.wait(WAIT_S)
+        assert sync.flushes == 1
+    finally:
+        os.close(fd)

@@ -516,3 +516,24 @@ def test_jobs_beyond_the_workers_wait_queued_until_a_job_thread_frees(tmp_path):
                 p.kill()
                 p.wait(30)
         w.stop()
+
+
+def test_receipts_linger_only_while_jobs_are_queued_behind_a_running_guest(tmp_path,
+                                                                           monkeypatch):
+    import plasmd.node
+
+    monkeypatch.setattr(plasmd.node, "RECEIPT_LINGER_S", 3600)  # a linger would hang
+    log = ReceiptLog(tmp_path / "r.jsonl")
+    node, sub = make_node(tmp_path, log)
+    assert not node._receipts_coming()
+    node.queued = 1  # a job waits, but no guest runs: nothing is on its way
+    assert not node._receipts_coming()
+    with node._guests.slot("someone else"):
+        assert node._receipts_coming()
+    node.queued = 0
+    # a lone job's receipt is flushed at once, with an hour's linger set
+    env = make_manifest(sub, HELLO.read_bytes(), STDIN, argv=["hello.wasm"])
+    ran = node.run_one_later(sub.node_id, offer_of(env), env)
+    assert not isinstance(ran, Refused)
+    ran[2].result(WAIT_S)
+    assert [e.receipt for e in ReceiptLog(tmp_path / "r.jsonl").entries()] == [ran[1].receipt]

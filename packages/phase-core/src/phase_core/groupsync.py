@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,16 @@ class GroupSync:
         self.covered = 0  # tickets those flushes made durable
         self._later: list[tuple[int, int, Callable[[IOFailure | None], Any]]] = []
         self._flusher: threading.Thread | None = None
+        self._linger_s = 0.0
+        self._coming: Callable[[], bool] = lambda: False
+
+    def linger(self, seconds: float, coming: Callable[[], bool]) -> None:
+        """Let the flusher thread wait up to ``seconds`` before a flush while
+        ``coming()`` says more writes are on their way (jobs in their guest), so
+        one flush covers them too. ``coming`` is asked under this object's lock
+        and must not block. A writer that comes alone (``coming()`` false) is
+        flushed at once; ``wait`` never lingers."""
+        self._linger_s, self._coming = seconds, coming
 
     def ticket(self) -> int:
         """Call right after the write (under the writer's own lock, so tickets follow
@@ -102,6 +113,10 @@ class GroupSync:
             with self._cond:
                 while not self._later:
                     self._cond.wait()
+                if self._linger_s > 0 and self._coming():
+                    deadline = time.monotonic() + self._linger_s
+                    while self._coming() and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)  # woken by each new write
                 batch, self._later = self._later, []
             err: IOFailure | None = None
             try:

@@ -174,6 +174,7 @@ class FairGate:
     leaves the line and raises ``Interrupted`` (its job was never started)."""
 
     def __init__(self, n: int) -> None:
+        self._n = n
         self._free = n
         self._queue: FairQueue[_Waiter] = FairQueue()
         self._lock = threading.Lock()
@@ -207,3 +208,7 @@ class FairGate:
     def waiting(self) -> int:
         with self._lock:
             return len(self._queue)
+
+    def busy(self) -> bool:
+        """A guest holds a slot now (read without the lock: a hint, never a promise)."""
+        return self._free < self._n

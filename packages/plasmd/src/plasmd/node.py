@@ -76,6 +76,11 @@ MAX_STDIN_BYTES = 256 << 20
 # for submitters below an equal share, counting one more who may come
 # (docs/threat-model.md)
 RESERVE_PART = 32
+# Under load, the receipt log's flusher waits up to this long for the receipts of
+# the guests now running, so one fdatasync covers them too (docs/performance.md,
+# "Group commit under load"). It never waits when no job is queued: a lone job,
+# or one beside a long guest, is flushed at once.
+RECEIPT_LINGER_S = 0.005
 __all__ = ["MAX_MODULE_BYTES", "MAX_STDIN_BYTES", "MIN_PULL_RATE", "PULL_GRACE_S",
            "RUN_WAIT_S", "Node", "Refused"]
 T = TypeVar("T")
@@ -120,6 +125,8 @@ class Node(JobThread):
         # than guests would only contend for the GIL with the event loop
         # (docs/performance.md, "Job threads")
         self._guests = FairGate(config.workers)
+        if getattr(receipts, "sync", None) is not None:  # a log on disk
+            receipts.sync.linger(RECEIPT_LINGER_S, self._receipts_coming)
         self._pool = ThreadPoolExecutor(max_workers=config.workers,
                                         thread_name_prefix="plasmd-job")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plasmd-io")
@@ -401,6 +408,11 @@ class Node(JobThread):
             finally:
                 fetcher.close()
             self.counters.inc("blobs_fetched")
+
+    def _receipts_coming(self) -> bool:
+        """More receipts are on their way: a guest runs and jobs are queued behind it
+        (read without locks from the flusher thread; a hint for the linger only)."""
+        return self.queued > 0 and self._guests.busy()
 
     def _admit(self, peer: str, offer: dict[str, Any]) -> tuple[str | None, str]:
         if self.draining:
