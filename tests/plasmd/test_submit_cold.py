@@ -194,3 +194,24 @@ def test_a_file_that_is_not_a_module_is_refused_before_anything_is_sent(node_fac
     st = worker.status()
     assert st["jobs"]["done"] == 0 and st["connections"] == 0
     assert st["transport"].get("connections_authenticated", 0) == 0, st["transport"]
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["no daemon", "through the home's node"])
+def test_a_module_the_worker_cannot_compile_exits_65_as_a_local_run_would(node_factory,
+                                                                          tmp_path, warm):
+    """A module with a WASM header whose body is broken gets past the local check, so
+    the worker is the one to refuse it (``bad_module``). The submitter says so as
+    ``plasm-exec run`` would: exit 65 with a hint, not exit 1 (the worker's fault)."""
+    worker = node_factory("worker", "--open")
+    home = node_factory("local").home if warm else tmp_path / "cold"
+    if not warm:
+        init_home(home)
+    broken = tmp_path / "broken.wasm"
+    broken.write_bytes(b"\0asm\x01\0\0\0\x01\xff")  # a truncated section
+    r = subprocess.run([script("plasmd"), "submit", f"--home={home}", str(broken),
+                        f"--peer={worker.peer}"], capture_output=True, timeout=120)
+    assert r.returncode == 65, r.stderr[-2000:]
+    err = json.loads(r.stderr.strip().splitlines()[-1])
+    assert err["error"] == "bad_module" and "plasm-exec" in err["hint"], err
+    assert "the worker could not run the job" in err["message"], err
+    assert worker.status()["counters"].get("jobs_failed", 0) == 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from phase_core import log
-from phase_core.errors import PhaseError, TempFailure, Unavailable
+from phase_core.errors import PhaseError, Unavailable
 from phase_core.protocol.jobs_batch import FEATURE, Answer, BatchSubmission
 from phase_core.protocol.jobs_client import (
     Accepted,
@@ -28,7 +28,7 @@ from phase_core.protocol.jobs_client import (
     Submission,
 )
 from plasmd.blobs import send_out
-from plasmd.submit import JobRejected, Outcome, check_outcome, parse_peer
+from plasmd.submit import Outcome, answer_error, check_outcome, parse_peer
 
 if TYPE_CHECKING:
     from plasmd.pool import Job, Pool
@@ -252,13 +252,8 @@ class Peer:
                 out = check_outcome(peer, item.job.id, body, o.receipt, o.stdout, o.stderr)
                 self.pool._settle(item, outcome=out)
                 return
-            if isinstance(o, Refused):
-                cls = TempFailure if o.retryable else JobRejected
-                raise cls(f"the worker rejected the job: {o.reason}"
-                          + (f" ({o.message})" if o.message else ""), slug=o.reason)
-            assert isinstance(o, Failed)
-            raise JobRejected(f"the worker could not run the job: {o.message}",
-                              slug=o.error or "job_failed")
+            assert isinstance(o, Refused | Failed)
+            raise answer_error(o)
         except PhaseError as e:
             self.pool._settle(item, error=e)
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from phase_core import documents, envelope, log, manifest, receipt, timefmt
 from phase_core.canonical import content_id
-from phase_core.errors import Rejected, TempFailure, Timeout
+from phase_core.errors import InputError, PhaseError, Rejected, TempFailure, Timeout
 from phase_core.identity import Identity
 from phase_core.protocol.jobs_client import RETRYABLE, Failed, Finished, Refused, Submission
 from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
@@ -35,6 +35,7 @@ __all__ = [
     "RETRYABLE",
     "JobRejected",
     "Outcome",
+    "answer_error",
     "check_outcome",
     "first_discovered",
     "make_manifest",
@@ -53,6 +54,25 @@ NO_NODE_HINT = "pass --peer, --bootstrap or --interface"
 
 class JobRejected(Rejected):
     slug = "job_rejected"
+
+
+# A worker's ``error`` slugs that blame the job as sent (its module): the engine's
+# input errors. The submitter reports them as a local run would (exit 65, with the
+# hint plasm-exec gives); any other failure is the worker's, exit 1.
+MODULE_FAULTS = frozenset({"bad_module", "bad_import", "no_memory", "no_start"})
+MODULE_HINT = "plasm-exec runs WASI preview1 core modules; try it locally with `plasm-exec run`"
+
+
+def answer_error(answer: Refused | Failed) -> PhaseError:
+    """The error a worker's refusal or failure of a job is reported as."""
+    if isinstance(answer, Refused):
+        cls = TempFailure if answer.retryable else JobRejected
+        return cls(f"the worker rejected the job: {answer.reason}"
+                   + (f" ({answer.message})" if answer.message else ""), slug=answer.reason)
+    message = f"the worker could not run the job: {answer.message}"
+    if answer.error in MODULE_FAULTS:
+        return InputError(message, slug=answer.error, hint=MODULE_HINT)
+    return JobRejected(message, slug=answer.error or "job_failed")
 
 
 @dataclass
@@ -165,13 +185,8 @@ async def _receive_all(stream: Any, sub: Submission) -> Finished:
         cap = sub.expect_blob
         ev = (sub.receive(await stream.recv()) if cap is None
               else sub.receive_blob(await stream.recv_blob(max_bytes=cap)))
-        if isinstance(ev, Refused):
-            cls = TempFailure if ev.retryable else JobRejected
-            raise cls(f"the worker rejected the job: {ev.reason}"
-                      + (f" ({ev.message})" if ev.message else ""), slug=ev.reason)
-        if isinstance(ev, Failed):
-            raise JobRejected(f"the worker could not run the job: {ev.message}",
-                              slug=ev.error or "job_failed")
+        if isinstance(ev, Refused | Failed):
+            raise answer_error(ev)
         if isinstance(ev, Finished):
             return ev
 
