@@ -215,3 +215,23 @@ def test_a_module_the_worker_cannot_compile_exits_65_as_a_local_run_would(node_f
     assert err["error"] == "bad_module" and "plasm-exec" in err["hint"], err
     assert "the worker could not run the job" in err["message"], err
     assert worker.status()["counters"].get("jobs_failed", 0) == 1
+
+
+def test_a_worker_saying_bad_module_is_still_only_that_workers_refusal():
+    """The 65 is for the user's eyes; to the search for a node and to a dispatcher it
+    stays one worker's refusal (another node is tried), so a lying worker cannot
+    condemn a job. Other failures keep exit 1, passing refusals 75."""
+    from phase_core.protocol.jobs_client import Failed, Refused
+    from plasmd import dispatchsched as ds
+    from plasmd.dispatchnodes import classify
+    from plasmd.placement import _skippable
+    from plasmd.submit import JobRejected, ModuleRefused, answer_error
+
+    e = answer_error(Failed("bad_module", "cannot compile"))
+    assert isinstance(e, ModuleRefused) and isinstance(e, JobRejected)
+    assert (e.exit_code, e.slug) == (65, "bad_module") and "plasm-exec" in (e.hint or "")
+    assert classify(e) == ds.REFUSED and _skippable(e)
+    other = answer_error(Failed("io_error", "the worker's disk"))
+    assert type(other) is JobRejected and other.exit_code == 1
+    busy = answer_error(Refused("queue_full", "later", "offer"))
+    assert busy.exit_code == 75 and classify(busy) == ds.BUSY

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from phase_core import documents, envelope, log, manifest, receipt, timefmt
+from phase_core import documents, envelope, exitcodes, log, manifest, receipt, timefmt
 from phase_core.canonical import content_id
-from phase_core.errors import InputError, PhaseError, Rejected, TempFailure, Timeout
+from phase_core.errors import PhaseError, Rejected, TempFailure, Timeout
 from phase_core.identity import Identity
 from phase_core.protocol.jobs_client import RETRYABLE, Failed, Finished, Refused, Submission
 from phase_core.protocol.jobs_worker import BLOBS_ONLY, BlobWanted, Responder
@@ -34,6 +34,7 @@ from plasmd.blobs import answer_get, send_out
 __all__ = [
     "RETRYABLE",
     "JobRejected",
+    "ModuleRefused",
     "Outcome",
     "answer_error",
     "check_outcome",
@@ -56,9 +57,16 @@ class JobRejected(Rejected):
     slug = "job_rejected"
 
 
-# A worker's ``error`` slugs that blame the job as sent (its module): the engine's
-# input errors. The submitter reports them as a local run would (exit 65, with the
-# hint plasm-exec gives); any other failure is the worker's, exit 1.
+class ModuleRefused(JobRejected):
+    """The worker could not compile the module (``MODULE_FAULTS``): reported as a local
+    run would report it, exit 65 with plasm-exec's hint. It is still a refusal by
+    that worker (another node is tried, a dispatcher places the job elsewhere): a
+    worker's word alone does not condemn a job."""
+
+    exit_code = exitcodes.DATAERR
+
+
+# a worker's ``error`` slugs that blame the module as sent (the engine's input errors)
 MODULE_FAULTS = frozenset({"bad_module", "bad_import", "no_memory", "no_start"})
 MODULE_HINT = "plasm-exec runs WASI preview1 core modules; try it locally with `plasm-exec run`"
 
@@ -71,7 +79,7 @@ def answer_error(answer: Refused | Failed) -> PhaseError:
                    + (f" ({answer.message})" if answer.message else ""), slug=answer.reason)
     message = f"the worker could not run the job: {answer.message}"
     if answer.error in MODULE_FAULTS:
-        return InputError(message, slug=answer.error, hint=MODULE_HINT)
+        return ModuleRefused(message, slug=answer.error, hint=MODULE_HINT)
     return JobRejected(message, slug=answer.error or "job_failed")
 
 
