@@ -1,7 +1,7 @@
 """Batching: hello jobs/s and CPU per job at 64 concurrent submitters, with and without.
 
     .venv/bin/python bench/plasmd/bench_batch.py [--quick] [--json] [--rounds=N]
-        [--before DIR]
+        [--before DIR] [--nodes=N]
 
 A real worker (``plasmd start --open --listen=127.0.0.1:0`` in a throw-away home) and
 one load process (this script with ``--load``): 64 concurrent asyncio submitters, each
@@ -20,7 +20,10 @@ counted once sent and once received). Medians of the rounds. ``--json`` prints o
 JSON line per row. ``--before DIR`` also runs every round against the sources of an
 earlier checkout (``git archive <commit> | tar -x -C DIR``; its packages go first on
 ``PYTHONPATH``, for the worker and the load process), interleaved with ours, and adds
-its numbers to each row (``before_*``).
+its numbers to each row (``before_*``). ``--nodes N`` starts N workers (N nodes, each
+its own process, on this host) for each run and gives the Pool all of them: what N
+worker processes would reach on these cores (docs/performance.md); CPU per job is
+then summed over the workers.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ class Worker:
         self.stderr.close()
 
 
-async def load_main(peer: str, jobs: int, max_batch: int, concurrency: int) -> None:
+async def load_main(peers: str, jobs: int, max_batch: int, concurrency: int) -> None:
     """The load process: warm up, say ready, wait for go, run ``jobs`` jobs, report."""
     from phase_core.identity import Identity
     from plasmd.pool import Job, Pool
@@ -105,7 +108,7 @@ async def load_main(peer: str, jobs: int, max_batch: int, concurrency: int) -> N
         return Job(m, {m["body"]["module"]: module, m["body"]["stdin"]: b"Hello, World"})
 
     linger = float(os.environ.get("BENCH_LINGER", "0.05"))  # the Pool's default
-    async with Pool(ident, [peer], max_in_flight=CONCURRENCY, max_batch=max_batch,
+    async with Pool(ident, peers.split(","), max_in_flight=CONCURRENCY, max_batch=max_batch,
                     linger_s=linger) as pool:
         warm = [job() for _ in range(2 * CONCURRENCY)]
         async for d in pool.map(warm):
@@ -143,24 +146,31 @@ async def load_main(peer: str, jobs: int, max_batch: int, concurrency: int) -> N
 
 
 def one_run(root: Path, name: str, jobs: int, max_batch: int,
-            concurrency: int = CONCURRENCY, tree: Path | None = None) -> dict[str, Any]:
-    w = Worker(root, name, tree)
+            concurrency: int = CONCURRENCY, tree: Path | None = None,
+            nodes: int = 1) -> dict[str, Any]:
+    ws: list[Worker] = []
     try:
-        load = subprocess.Popen([sys.executable, __file__, "--load", w.peer, str(jobs),
+        for i in range(nodes):
+            ws.append(Worker(root, f"{name}-{i}" if nodes > 1 else name, tree))
+        peers = ",".join(w.peer for w in ws)
+        load = subprocess.Popen([sys.executable, __file__, "--load", peers, str(jobs),
                                  str(max_batch), str(concurrency)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env(tree))
         read_line(load, 300, "the load process")
         assert load.stdin is not None
-        c0, l0, u0 = w.cpu_s(), w.loop_cpu_s(), udp_datagrams()
+        c0 = sum(w.cpu_s() for w in ws)
+        l0 = sum(w.loop_cpu_s() for w in ws)
+        u0 = udp_datagrams()
         load.stdin.write(b"go\n")
         load.stdin.flush()
         res = read_line(load, 900, "the load process")
-        res["worker_cpu_s"] = w.cpu_s() - c0
-        res["loop_cpu_s"] = w.loop_cpu_s() - l0
+        res["worker_cpu_s"] = sum(w.cpu_s() for w in ws) - c0
+        res["loop_cpu_s"] = sum(w.loop_cpu_s() for w in ws) - l0
         res["datagrams"] = udp_datagrams() - u0
         load.wait(60)
     finally:
-        w.close()
+        for w in ws:
+            w.close()
     if res["errors"]:
         print(f"   {name}: {res['errors']} errors, e.g. {res['error_sample']}", file=sys.stderr)
     n = max(1, res["jobs"])
@@ -186,6 +196,8 @@ def main() -> None:
     ap.add_argument("--before", metavar="DIR", type=Path,
                     help="also run every round against the sources in DIR (an earlier "
                          "checkout), interleaved, and report before -> after")
+    ap.add_argument("--nodes", type=int, default=1,
+                    help="workers (nodes, one process each) the Pool spreads jobs over")
     ap.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.load:
@@ -204,9 +216,9 @@ def main() -> None:
             for t, tree in trees.items():
                 for mode, mb in modes.items():
                     runs[t, mode].append(one_run(Path(tmp), f"{t}-{mode}-{r}", jobs, mb,
-                                                 tree=tree))
+                                                 tree=tree, nodes=a.nodes))
                     lone[t, mode].append(one_run(Path(tmp), f"{t}-{mode}-lone-{r}", jobs // 4,
-                                                 mb, 1, tree=tree))
+                                                 mb, 1, tree=tree, nodes=a.nodes))
     med = {k: medians(v) for k, v in runs.items()}
     med1 = {k: medians(v) for k, v in lone.items()}
     ref = med["after", "one-per-stream"]["jobs_per_s"]
@@ -214,9 +226,10 @@ def main() -> None:
     for mode in modes:
         m = med["after", mode]
         stats = runs["after", mode][-1]["stats"]
-        row = {"row": f"throughput-64-{mode}",
+        on = f", {a.nodes} worker processes (nodes)" if a.nodes > 1 else ""
+        row = {"row": f"throughput-64-{mode}" + (f"-{a.nodes}-nodes" if a.nodes > 1 else ""),
                "measurement": f"hello jobs/s at {CONCURRENCY} concurrent submitters, "
-                              f"Pool, {mode}",
+                              f"Pool, {mode}{on}",
                "ours_jobs_per_s": round(m["jobs_per_s"], 1),
                "reference": f"one-per-stream {ref:.1f} jobs/s",
                "ratio": round(m["jobs_per_s"] / ref, 2), "goal": "≥ 1000 jobs/s",
@@ -255,7 +268,7 @@ def main() -> None:
             print(json.dumps(row, ensure_ascii=False))
         return
     print(f"hello at {CONCURRENCY} concurrent submitters, {jobs} jobs, median of {rounds} "
-          f"round(s)")
+          f"round(s)" + (f", {a.nodes} workers (nodes) per run" if a.nodes > 1 else ""))
     print(f"   {'version':7s} {'mode':16s} {'jobs/s':>7s} {'worker ms/job':>14s} "
           f"{'(its loop)':>10s} {'client ms/job':>14s} {'datagrams':>9s} {'p50 ms':>7s}")
     for (t, mode), m in med.items():
