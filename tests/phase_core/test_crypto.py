@@ -1,6 +1,6 @@
 """``phase_core.crypto`` calls libsodium through PyNaCl's compiled module, without
 PyNaCl's wrappers: every result must be what PyNaCl's public API gives, and the
-wrappers must stay unloaded (they cost a cold start about 4 ms)."""
+wrappers must stay unloaded (they cost every cold start a few ms)."""
 
 from __future__ import annotations
 

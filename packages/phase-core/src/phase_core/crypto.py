@@ -3,7 +3,7 @@
 Keys and signatures cross this border as raw bytes. The calls go straight to the
 libsodium that PyNaCl ships (its compiled ``nacl._sodium`` module, the same
 functions PyNaCl's own wrappers call): importing ``nacl.signing`` would load every
-one of PyNaCl's binding modules (AEAD, password hashing, boxes, …), about 4 ms of
+one of PyNaCl's binding modules (AEAD, password hashing, boxes, …), a few ms of
 every cold start that signs or verifies (docs/performance.md, "plasm-exec cold
 start"). The results are byte for byte PyNaCl's (``tests/phase_core/test_crypto.py``).
 """
