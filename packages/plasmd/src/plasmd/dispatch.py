@@ -23,7 +23,7 @@ from plasmd import dispatchsched as ds
 from plasmd import quorum as q
 from plasmd.disagreelog import DisagreementLog, entry
 from plasmd.pool import Job
-from plasmd.submit import Outcome
+from plasmd.submit import ModuleRefused, Outcome
 
 Emit = Callable[[dict[str, Any]], None]
 Settle = Callable[[Job], q.Key]  # re-execute here: the vote of the local run
@@ -296,16 +296,23 @@ class Dispatcher:
     def _failed(self, ev: ds.Failed) -> None:
         line, job = self.jobs[ev.index]
         errs = self._errors.get(ev.index, {})
-        code = exitcodes.UNAVAILABLE
+        code, slug, message, extra = exitcodes.UNAVAILABLE, ev.slug, ev.message, {}
         if ev.slug == "deadline":  # --job-deadline: a later try may do
             code = exitcodes.TEMPFAIL
         elif ev.slug not in ("unavailable", "no_quorum"):  # the job itself was refused
             code = next((e.exit_code for e in errs.values() if e.slug == ev.slug),
                         exitcodes.REJECTED)
+        elif errs and all(isinstance(e, ModuleRefused) for e in errs.values()):
+            # every node asked could not compile the module: say it as a local run would
+            first = next(iter(errs.values()))
+            code, slug = first.exit_code, first.slug
+            message = (f"no node could run the module ({len(errs)} tried): "
+                       f"{first.message}")
+            extra = {"hint": first.hint} if first.hint else {}
         self.reported.add(ev.index)
-        self.emit({"v": 1, "type": "error", "error": ev.slug, "message": ev.message,
+        self.emit({"v": 1, "type": "error", "error": slug, "message": message,
                    "exit_code": code, "index": ev.index, "line": line, "job": job.id,
-                   "attempts": [{"node": n, "error": s} for n, s in ev.errors]})
+                   "attempts": [{"node": n, "error": s} for n, s in ev.errors], **extra})
         self._note(code)
         self._errors.pop(ev.index, None)
 
