@@ -274,3 +274,39 @@ def test_no_node_found_is_said_in_the_commands_words_with_or_without_a_node(
         assert err["error"] == "unavailable" and err["message"].startswith("no node")
         assert err["hint"] == "pass --peer, --bootstrap or --interface", err
     assert n.status()["counters"].get("local_jobs", 0) == 0
+
+
+def test_a_module_no_found_node_can_compile_is_said_as_a_local_run_would(node_factory,
+                                                                          tmp_path):
+    """`plasmd submit` without --peer of a module with a WASM header and a broken body:
+    every node found (the DHT on loopback only) answers ``bad_module``; each is asked
+    in turn, and the command then says what `plasm-exec run` would (exit 65, its hint),
+    not "no node accepted the job" (69), whether the home's node looked or the
+    command did."""
+    from tests.plasmd.conftest import prepare_home
+
+    env = {"PHASE_DHT_UPKEEP_S": "1"}
+    first = tmp_path / "w0"
+    prepare_home(first, mode="internet", mdns=False, open=True)
+    workers = [start_node(first, env=env)]
+    try:
+        boot = f"127.0.0.1:{workers[0].port}"
+        second = tmp_path / "w1"
+        prepare_home(second, mode="internet", mdns=False, open=True, bootstrap=(boot,))
+        workers.append(start_node(second, env=env))
+        broken = tmp_path / "broken.wasm"
+        broken.write_bytes(b"\0asm\x01\0\0\0\x01\xff")  # a header, a truncated section
+        n = node_factory("local")
+        cold = tmp_path / "cold"
+        init_home(cold)
+        for home in (n.home, cold):
+            r = warm(home, broken, "--via=dht", f"--bootstrap={boot}",
+                     "--discover-timeout=4s")
+            assert r.returncode == 65, r.stderr[-2000:]
+            err = json.loads(r.stderr.strip().splitlines()[-1])
+            assert err["error"] == "bad_module" and "plasm-exec" in err["hint"], err
+            assert err["message"].startswith("no node could run the module"), err
+        assert sum(w.status()["counters"].get("jobs_failed", 0) for w in workers) >= 2
+    finally:
+        for w in workers:
+            w.stop()

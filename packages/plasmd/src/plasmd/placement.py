@@ -36,12 +36,13 @@ def _matches(want: dict[str, Any], caps: dict[str, Any]) -> bool:
 
 
 async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
-    from plasmd.submit import parse_peer
+    from plasmd.submit import JobRejected, none_took, parse_peer
 
     w = p.where
     want = w["capabilities"]
     me = jobs.node.identity.node_id
     tried: list[str] = []
+    answered: list[PhaseError] = []  # the refusals of the nodes that answered
 
     async def attempt(node_id: str | None, host: str, port: int) -> Any:
         label = f"{host}:{port}"
@@ -53,6 +54,8 @@ async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
         except PhaseError as e:
             if not _skippable(e):
                 raise
+            if isinstance(e, JobRejected | TempFailure):
+                answered.append(e)
             emit({"stage": "skipped", "node": node_id or label, "address": label,
                   "error": e.slug, "message": e.message[:300]})
             log.get().info("local_api.node_skipped", node=node_id, address=label,
@@ -90,9 +93,8 @@ async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
         out = await _discovered(w, want, via, me, attempt)
         if out is not None:
             return out
-    raise Unavailable("no node matching the capabilities accepted the job"
-                      + (f" (tried {', '.join(tried)})" if tried else ": none was found"),
-                      hint="list nodes under where.peers, or give where.bootstrap")
+    raise none_took("no node matching the capabilities accepted the job", tried, answered,
+                    "list nodes under where.peers, or give where.bootstrap")
 
 
 async def _discovered(w: dict[str, Any], want: dict[str, Any], via: str, me: str,

@@ -41,6 +41,7 @@ __all__ = [
     "first_discovered",
     "make_manifest",
     "new_submission",
+    "none_took",
     "parse_peer",
     "record_addresses",
     "save_manifest",
@@ -69,6 +70,22 @@ class ModuleRefused(JobRejected):
 # a worker's ``error`` slugs that blame the module as sent (the engine's input errors)
 MODULE_FAULTS = frozenset({"bad_module", "bad_import", "no_memory", "no_start"})
 MODULE_HINT = "plasm-exec runs WASI preview1 core modules; try it locally with `plasm-exec run`"
+
+
+def none_took(what: str, tried: list[str], answered: list[PhaseError], hint: str
+              ) -> PhaseError:
+    """The error for a job no node took. ``answered``: the refusals of the nodes that
+    answered. When each of them could not compile the module, say it as a local run
+    would (``ModuleRefused``, exit 65); otherwise ``Unavailable``, naming the nodes
+    ``tried``."""
+    from phase_core.errors import Unavailable
+
+    if answered and all(isinstance(e, ModuleRefused) for e in answered):
+        first = answered[0]
+        return ModuleRefused(f"no node could run the module ({len(answered)} answered): "
+                             f"{first.message}", slug=first.slug, hint=first.hint)
+    return Unavailable(what + (f" (tried {', '.join(tried)})" if tried else ": none was found"),
+                       hint=hint)
 
 
 def answer_error(answer: Refused | Failed) -> PhaseError:
@@ -221,21 +238,19 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
     """Find capable nodes (mDNS and/or the DHT) and submit to each in turn until one
     returns a verified result. A node that rejects, fails or breaks the protocol is
     skipped; a receipt that does not verify is final (exit 1), never retried."""
-    from phase_core.errors import Unavailable
-
     tried: list[str] = []
+    answered: list[PhaseError] = []
 
     async def attempt(rec: dict[str, Any]) -> Outcome | None:
-        return await _try_node(identity, manifest_env, blobs, rec, tried, timeout_s)
+        return await _try_node(identity, manifest_env, blobs, rec, tried, answered,
+                               timeout_s)
 
     out = await first_discovered(manifest_env["body"]["requirements"], via=via,
                                  bootstrap=bootstrap, interfaces=interfaces,
                                  timeout_s=discover_timeout_s, attempt=attempt)
     if out is not None:
         return out
-    raise Unavailable("no node accepted the job" + (f" (tried {', '.join(tried)})" if tried
-                                                    else ": none was found"),
-                      hint=NO_NODE_HINT)
+    raise none_took("no node accepted the job", tried, answered, NO_NODE_HINT)
 
 
 async def first_discovered(want: dict[str, Any], *, via: str, bootstrap: list[str],
@@ -280,8 +295,10 @@ def record_addresses(rec: dict[str, Any]) -> list[str]:
 
 
 async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dict[str, bytes],
-                    rec: dict[str, Any], tried: list[str], timeout_s: float) -> Outcome | None:
-    """Submit to one discovered node, trying its addresses; None if it would not do."""
+                    rec: dict[str, Any], tried: list[str], answered: list[PhaseError],
+                    timeout_s: float) -> Outcome | None:
+    """Submit to one discovered node, trying its addresses; None if it would not do
+    (its refusal, if it answered, goes to ``answered``)."""
     from phase_core.errors import ProtocolViolation as PV
     from phase_core.errors import Unavailable
     from plasmd.hostport import parse_hostport
@@ -297,5 +314,6 @@ async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dic
             log.get().warning("submit.node_skipped", node=node_id, address=addr,
                               error=e.slug, message=e.message)
             if isinstance(e, JobRejected | TempFailure):
+                answered.append(e)
                 return None  # the node answered: its other addresses would say the same
     return None
