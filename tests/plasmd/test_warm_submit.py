@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,17 @@ PEER_RE = re.compile(r"(?:[0-9a-f]{64}@)?[^@\s]+:[0-9]{1,5}")  # what --peer loo
 def warm(home, *args, **kw) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([script("plasmd"), "submit", f"--home={home}", *map(str, args)],
                           capture_output=True, timeout=120, **kw)
+
+
+def errors_from(code: int, homes: tuple[Path, ...], *args: object) -> list[dict]:
+    """``plasmd submit`` with ``args`` from each of ``homes`` (one with a node running,
+    one without): each must exit ``code``; the error record each logged last."""
+    errors = []
+    for home in homes:
+        r = warm(home, *args)
+        assert r.returncode == code, r.stderr[-2000:]
+        errors.append(json.loads(r.stderr.strip().splitlines()[-1]))
+    return errors
 
 
 def transport_unused(st: dict) -> bool:
@@ -266,11 +278,8 @@ def test_no_node_found_is_said_in_the_commands_words_with_or_without_a_node(
     n = node_factory("local")
     cold = tmp_path / "cold"
     init_home(cold)
-    for home in (n.home, cold):
-        r = warm(home, HELLO, "--via=dht", f"--bootstrap=127.0.0.1:{nobody}",
-                 "--discover-timeout=1s")
-        assert r.returncode == 69, r.stderr[-2000:]
-        err = json.loads(r.stderr.strip().splitlines()[-1])
+    for err in errors_from(69, (n.home, cold), HELLO, "--via=dht",
+                           f"--bootstrap=127.0.0.1:{nobody}", "--discover-timeout=1s"):
         assert err["error"] == "unavailable" and err["message"].startswith("no node")
         assert err["hint"] == "pass --peer, --bootstrap or --interface", err
     assert n.status()["counters"].get("local_jobs", 0) == 0
@@ -299,11 +308,8 @@ def test_a_module_no_found_node_can_compile_is_said_as_a_local_run_would(node_fa
         n = node_factory("local")
         cold = tmp_path / "cold"
         init_home(cold)
-        for home in (n.home, cold):
-            r = warm(home, broken, "--via=dht", f"--bootstrap={boot}",
-                     "--discover-timeout=4s")
-            assert r.returncode == 65, r.stderr[-2000:]
-            err = json.loads(r.stderr.strip().splitlines()[-1])
+        for err in errors_from(65, (n.home, cold), broken, "--via=dht",
+                               f"--bootstrap={boot}", "--discover-timeout=4s"):
             assert err["error"] == "bad_module" and "plasm-exec" in err["hint"], err
             assert err["message"].startswith("no node could run the module"), err
         assert sum(w.status()["counters"].get("jobs_failed", 0) for w in workers) >= 2
