@@ -189,19 +189,25 @@ class Coming:
 def test_the_flusher_lingers_while_more_writes_are_coming(tmp_path: Path) -> None:
     counting = CountingSync()
     sync = GroupSync("test", counting)
-    coming = Coming(True)
+    # more are coming until three lines wait (asked under the flusher's lock, so the
+    # answer does not depend on how the threads are scheduled)
+    asked = threading.Event()
+
+    def coming() -> bool:
+        asked.set()
+        return len(sync._later) < 3
+
     sync.linger(3600, coming)  # bounded only by coming() here
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
     done = [threading.Event() for _ in range(3)]
     try:
         os.write(fd, b"a\n")
         sync.later(fd, sync.ticket(), lambda err: done[0].set())
-        assert coming.asked.wait(WAIT_S)  # the flusher holds the first line back
+        assert asked.wait(WAIT_S)  # the flusher holds the first line back
         os.write(fd, b"b\n")
         sync.later(fd, sync.ticket(), lambda err: done[1].set())
         assert not done[0].is_set() and counting.calls == 0
-        coming.more = False  # the last one comes: the next write wakes the flusher
-        os.write(fd, b"c\n")
+        os.write(fd, b"c\n")  # the last one comes: the flusher flushes all three
         sync.later(fd, sync.ticket(), lambda err: done[2].set())
         assert all(d.wait(WAIT_S) for d in done)
         assert counting.calls == 1 and sync.flushes == 1 and sync.covered == 3
