@@ -23,7 +23,7 @@ from plasmd import dispatchsched as ds
 from plasmd import quorum as q
 from plasmd.disagreelog import DisagreementLog, entry
 from plasmd.pool import Job
-from plasmd.submit import ModuleRefused, Outcome
+from plasmd.submit import Outcome, refused_module
 
 Emit = Callable[[dict[str, Any]], None]
 Settle = Callable[[Job], q.Key]  # re-execute here: the vote of the local run
@@ -302,13 +302,10 @@ class Dispatcher:
         elif ev.slug not in ("unavailable", "no_quorum"):  # the job itself was refused
             code = next((e.exit_code for e in errs.values() if e.slug == ev.slug),
                         exitcodes.REJECTED)
-        elif errs and all(isinstance(e, ModuleRefused) for e in errs.values()):
+        elif (refused := refused_module(list(errs.values()), "tried")) is not None:
             # every node asked could not compile the module: say it as a local run would
-            first = next(iter(errs.values()))
-            code, slug = first.exit_code, first.slug
-            message = (f"no node could run the module ({len(errs)} tried): "
-                       f"{first.message}")
-            extra = {"hint": first.hint} if first.hint else {}
+            code, slug, message = refused.exit_code, refused.slug, refused.message
+            extra = {"hint": refused.hint} if refused.hint else {}
         self.reported.add(ev.index)
         self.emit({"v": 1, "type": "error", "error": slug, "message": message,
                    "exit_code": code, "index": ev.index, "line": line, "job": job.id,

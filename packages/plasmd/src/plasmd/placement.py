@@ -36,13 +36,13 @@ def _matches(want: dict[str, Any], caps: dict[str, Any]) -> bool:
 
 
 async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
-    from plasmd.submit import JobRejected, none_took, parse_peer
+    from plasmd.submit import none_took, parse_peer
 
     w = p.where
     want = w["capabilities"]
     me = jobs.node.identity.node_id
     tried: list[str] = []
-    answered: list[PhaseError] = []  # the refusals of the nodes that answered
+    skipped: list[PhaseError] = []  # why each node asked was passed over
 
     async def attempt(node_id: str | None, host: str, port: int) -> Any:
         label = f"{host}:{port}"
@@ -54,8 +54,7 @@ async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
         except PhaseError as e:
             if not _skippable(e):
                 raise
-            if isinstance(e, JobRejected | TempFailure):
-                answered.append(e)
+            skipped.append(e)
             emit({"stage": "skipped", "node": node_id or label, "address": label,
                   "error": e.slug, "message": e.message[:300]})
             log.get().info("local_api.node_skipped", node=node_id, address=label,
@@ -93,7 +92,7 @@ async def anywhere(jobs: Any, p: Any, run: Any, emit: Any) -> Any:
         out = await _discovered(w, want, via, me, attempt)
         if out is not None:
             return out
-    raise none_took("no node matching the capabilities accepted the job", tried, answered,
+    raise none_took("no node matching the capabilities accepted the job", tried, skipped,
                     "list nodes under where.peers, or give where.bootstrap")
 
 

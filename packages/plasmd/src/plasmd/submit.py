@@ -44,6 +44,7 @@ __all__ = [
     "none_took",
     "parse_peer",
     "record_addresses",
+    "refused_module",
     "save_manifest",
     "submit",
     "submit_anywhere",
@@ -72,20 +73,28 @@ MODULE_FAULTS = frozenset({"bad_module", "bad_import", "no_memory", "no_start"})
 MODULE_HINT = "plasm-exec runs WASI preview1 core modules; try it locally with `plasm-exec run`"
 
 
-def none_took(what: str, tried: list[str], answered: list[PhaseError], hint: str
+def refused_module(errors: list[PhaseError], counted: str) -> ModuleRefused | None:
+    """When each of ``errors`` (one per node) is a ``ModuleRefused``: the one error
+    that says no node could run the module, as a local run would (exit 65, its
+    hint); else None."""
+    if not errors or not all(isinstance(e, ModuleRefused) for e in errors):
+        return None
+    first = errors[0]
+    return ModuleRefused(f"no node could run the module ({len(errors)} {counted}): "
+                         f"{first.message}", slug=first.slug, hint=first.hint)
+
+
+def none_took(what: str, tried: list[str], skipped: list[PhaseError], hint: str
               ) -> PhaseError:
-    """The error for a job no node took. ``answered``: the refusals of the nodes that
-    answered. When each of them could not compile the module, say it as a local run
-    would (``ModuleRefused``, exit 65); otherwise ``Unavailable``, naming the nodes
-    ``tried``."""
+    """The error for a job no node took. ``skipped``: why each node was passed over.
+    When every node that answered (a refusal, not an unreachable address) could not
+    compile the module, ``refused_module``'s; otherwise ``Unavailable``, naming the
+    nodes ``tried``."""
     from phase_core.errors import Unavailable
 
-    if answered and all(isinstance(e, ModuleRefused) for e in answered):
-        first = answered[0]
-        return ModuleRefused(f"no node could run the module ({len(answered)} answered): "
-                             f"{first.message}", slug=first.slug, hint=first.hint)
-    return Unavailable(what + (f" (tried {', '.join(tried)})" if tried else ": none was found"),
-                       hint=hint)
+    answered = [e for e in skipped if isinstance(e, JobRejected | TempFailure)]
+    return refused_module(answered, "answered") or Unavailable(
+        what + (f" (tried {', '.join(tried)})" if tried else ": none was found"), hint=hint)
 
 
 def answer_error(answer: Refused | Failed) -> PhaseError:
@@ -239,10 +248,10 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
     returns a verified result. A node that rejects, fails or breaks the protocol is
     skipped; a receipt that does not verify is final (exit 1), never retried."""
     tried: list[str] = []
-    answered: list[PhaseError] = []
+    skipped: list[PhaseError] = []
 
     async def attempt(rec: dict[str, Any]) -> Outcome | None:
-        return await _try_node(identity, manifest_env, blobs, rec, tried, answered,
+        return await _try_node(identity, manifest_env, blobs, rec, tried, skipped,
                                timeout_s)
 
     out = await first_discovered(manifest_env["body"]["requirements"], via=via,
@@ -250,7 +259,7 @@ async def submit_anywhere(identity: Identity, manifest_env: dict[str, Any],
                                  timeout_s=discover_timeout_s, attempt=attempt)
     if out is not None:
         return out
-    raise none_took("no node accepted the job", tried, answered, NO_NODE_HINT)
+    raise none_took("no node accepted the job", tried, skipped, NO_NODE_HINT)
 
 
 async def first_discovered(want: dict[str, Any], *, via: str, bootstrap: list[str],
@@ -295,10 +304,10 @@ def record_addresses(rec: dict[str, Any]) -> list[str]:
 
 
 async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dict[str, bytes],
-                    rec: dict[str, Any], tried: list[str], answered: list[PhaseError],
+                    rec: dict[str, Any], tried: list[str], skipped: list[PhaseError],
                     timeout_s: float) -> Outcome | None:
     """Submit to one discovered node, trying its addresses; None if it would not do
-    (its refusal, if it answered, goes to ``answered``)."""
+    (why goes to ``skipped``)."""
     from phase_core.errors import ProtocolViolation as PV
     from phase_core.errors import Unavailable
     from plasmd.hostport import parse_hostport
@@ -313,7 +322,7 @@ async def _try_node(identity: Identity, manifest_env: dict[str, Any], blobs: dic
         except (JobRejected, TempFailure, Unavailable, PV) as e:
             log.get().warning("submit.node_skipped", node=node_id, address=addr,
                               error=e.slug, message=e.message)
+            skipped.append(e)
             if isinstance(e, JobRejected | TempFailure):
-                answered.append(e)
                 return None  # the node answered: its other addresses would say the same
     return None
