@@ -1,7 +1,7 @@
 """Batching: hello jobs/s and CPU per job at 64 concurrent submitters, with and without.
 
     .venv/bin/python bench/plasmd/bench_batch.py [--quick] [--json] [--rounds=N]
-        [--before DIR] [--nodes=N]
+        [--before DIR] [--threads] [--nodes=N]
 
 A real worker (``plasmd start --open --listen=127.0.0.1:0`` in a throw-away home) and
 one load process (this script with ``--load``): 64 concurrent asyncio submitters, each
@@ -41,19 +41,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import read_line, stop  # bench/plasmd/procs.py
+from procs import children_cpu_s, cpu_s, read_line, stop  # bench/plasmd/procs.py
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
 BIN = Path(sys.executable).parent
-CLK = os.sysconf("SC_CLK_TCK")
 GOAL = 1000.0
 CONCURRENCY = 64
 
 
-def env(tree: Path | None = None) -> dict[str, str]:
+def env(tree: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items()
          if k not in ("PYTHONDONTWRITEBYTECODE", "PHASE_HOME")}
+    e.update(extra or {})
     if tree is not None:
         e["PYTHONPATH"] = os.pathsep.join(sorted(str(p) for p in
                                                  (tree / "packages").glob("*/src")))
@@ -68,22 +68,29 @@ def udp_datagrams() -> int:
 
 
 class Worker:
-    def __init__(self, root: Path, name: str, tree: Path | None = None) -> None:
+    def __init__(self, root: Path, name: str, tree: Path | None = None,
+                 extra: dict[str, str] | None = None) -> None:
         home = root / name
         subprocess.run([str(BIN / "plasmd"), "init", "-q", f"--home={home}",
                         "--listen=127.0.0.1:0"], env=env(tree), check=True)
         self.stderr = open(root / f"{name}.stderr", "wb")
         self.proc = subprocess.Popen([str(BIN / "plasmd"), "start", f"--home={home}", "--open"],
-                                     stdout=subprocess.PIPE, stderr=self.stderr, env=env(tree))
+                                     stdout=subprocess.PIPE, stderr=self.stderr,
+                                     env=env(tree, extra))
         started = read_line(self.proc, 60, "plasmd start")
         port = int(started["listen"][0].rsplit(":", 1)[1])
         self.peer = f"{started['node_id']}@127.0.0.1:{port}"
 
     def cpu_s(self, task: str = "") -> float:
-        """CPU of the process (all threads), or of one thread (``task``: its id)."""
-        where = f"/proc/{self.proc.pid}" + (f"/task/{task}" if task else "")
-        fields = Path(f"{where}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
+        """CPU of the process (all threads) and of its job processes (plasmd.jobproc),
+        or of one thread of the process (``task``: its id)."""
+        if task:
+            return cpu_s(f"/proc/{self.proc.pid}/task/{task}")
+        return cpu_s(f"/proc/{self.proc.pid}") + children_cpu_s(self.proc.pid)
+
+    def jobproc_cpu_s(self) -> float:
+        """CPU of the job processes alone."""
+        return children_cpu_s(self.proc.pid)
 
     def loop_cpu_s(self) -> float:
         """CPU of the worker's main thread: its event loop (networking, the job exchange)."""
@@ -147,11 +154,11 @@ async def load_main(peers: str, jobs: int, max_batch: int, concurrency: int) -> 
 
 def one_run(root: Path, name: str, jobs: int, max_batch: int,
             concurrency: int = CONCURRENCY, tree: Path | None = None,
-            nodes: int = 1) -> dict[str, Any]:
+            nodes: int = 1, extra: dict[str, str] | None = None) -> dict[str, Any]:
     ws: list[Worker] = []
     try:
         for i in range(nodes):
-            ws.append(Worker(root, f"{name}-{i}" if nodes > 1 else name, tree))
+            ws.append(Worker(root, f"{name}-{i}" if nodes > 1 else name, tree, extra))
         peers = ",".join(w.peer for w in ws)
         load = subprocess.Popen([sys.executable, __file__, "--load", peers, str(jobs),
                                  str(max_batch), str(concurrency)], stdin=subprocess.PIPE,
@@ -160,12 +167,14 @@ def one_run(root: Path, name: str, jobs: int, max_batch: int,
         assert load.stdin is not None
         c0 = sum(w.cpu_s() for w in ws)
         l0 = sum(w.loop_cpu_s() for w in ws)
+        j0 = sum(w.jobproc_cpu_s() for w in ws)
         u0 = udp_datagrams()
         load.stdin.write(b"go\n")
         load.stdin.flush()
         res = read_line(load, 900, "the load process")
         res["worker_cpu_s"] = sum(w.cpu_s() for w in ws) - c0
         res["loop_cpu_s"] = sum(w.loop_cpu_s() for w in ws) - l0
+        res["jobproc_cpu_s"] = sum(w.jobproc_cpu_s() for w in ws) - j0
         res["datagrams"] = udp_datagrams() - u0
         load.wait(60)
     finally:
@@ -177,13 +186,15 @@ def one_run(root: Path, name: str, jobs: int, max_batch: int,
     res["jobs_per_s"] = res["jobs"] / res["seconds"]
     res["worker_ms"] = res["worker_cpu_s"] / n * 1000
     res["loop_ms"] = res["loop_cpu_s"] / n * 1000
+    res["jobproc_ms"] = res["jobproc_cpu_s"] / n * 1000
     res["client_ms"] = res["client_cpu_s"] / n * 1000
     res["datagrams_per_job"] = res["datagrams"] / n
     return res
 
 
 def medians(rs: list[dict[str, Any]]) -> dict[str, float]:
-    keys = ("jobs_per_s", "worker_ms", "loop_ms", "client_ms", "p50_ms", "datagrams_per_job")
+    keys = ("jobs_per_s", "worker_ms", "loop_ms", "jobproc_ms", "client_ms", "p50_ms",
+            "datagrams_per_job")
     return {k: statistics.median(x[k] for x in rs) for k in keys}
 
 
@@ -198,6 +209,9 @@ def main() -> None:
                          "checkout), interleaved, and report before -> after")
     ap.add_argument("--nodes", type=int, default=1,
                     help="workers (nodes, one process each) the Pool spreads jobs over")
+    ap.add_argument("--threads", action="store_true",
+                    help="also run every round with this checkout's guests on threads of "
+                         "the node's process (job_processes = false), interleaved")
     ap.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.load:
@@ -206,19 +220,23 @@ def main() -> None:
     rounds = a.rounds or (1 if a.quick else 3)
     jobs = a.jobs or (600 if a.quick else 3000)
     modes = {"batching": 64, "one-per-stream": 1}
-    trees: dict[str, Path | None] = {"after": None}
+    # version → (source tree or None for this checkout, environment for its workers)
+    trees: dict[str, tuple[Path | None, dict[str, str]]] = {}
     if a.before is not None:
-        trees = {"before": a.before.resolve(), "after": None}
+        trees["before"] = (a.before.resolve(), {})
+    if a.threads:
+        trees["threads"] = (None, {"PHASE_JOB_PROCESSES": "false"})
+    trees["after"] = (None, {})
     runs = {(t, m): [] for t in trees for m in modes}  # type: dict[tuple[str, str], list[Any]]
     lone = {(t, m): [] for t in trees for m in modes}  # type: dict[tuple[str, str], list[Any]]
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         for r in range(rounds):
-            for t, tree in trees.items():
+            for t, (tree, extra) in trees.items():
                 for mode, mb in modes.items():
                     runs[t, mode].append(one_run(Path(tmp), f"{t}-{mode}-{r}", jobs, mb,
-                                                 tree=tree, nodes=a.nodes))
+                                                 tree=tree, nodes=a.nodes, extra=extra))
                     lone[t, mode].append(one_run(Path(tmp), f"{t}-{mode}-lone-{r}", jobs // 4,
-                                                 mb, 1, tree=tree, nodes=a.nodes))
+                                                 mb, 1, tree=tree, nodes=a.nodes, extra=extra))
     med = {k: medians(v) for k, v in runs.items()}
     med1 = {k: medians(v) for k, v in lone.items()}
     ref = med["after", "one-per-stream"]["jobs_per_s"]
@@ -236,19 +254,21 @@ def main() -> None:
                "met": m["jobs_per_s"] >= GOAL,
                "worker_cpu_ms_per_job": round(m["worker_ms"], 2),
                "loop_cpu_ms_per_job": round(m["loop_ms"], 2),
+               "job_process_cpu_ms_per_job": round(m["jobproc_ms"], 2),
                "client_cpu_ms_per_job": round(m["client_ms"], 2),
                "datagrams_per_job": round(m["datagrams_per_job"], 2),
                "jobs_per_batch": round(stats.get("batched_jobs", 0)
                                        / max(1, stats.get("batches", 0)), 1),
                "p50_ms": round(m["p50_ms"], 2), "rounds": rounds, "jobs": jobs}
-        if "before" in trees:
-            b = med["before", mode]
-            row.update({"before_jobs_per_s": round(b["jobs_per_s"], 1),
-                        "before_worker_cpu_ms_per_job": round(b["worker_ms"], 2),
-                        "before_loop_cpu_ms_per_job": round(b["loop_ms"], 2),
-                        "before_client_cpu_ms_per_job": round(b["client_ms"], 2),
-                        "before_datagrams_per_job": round(b["datagrams_per_job"], 2),
-                        "before_p50_ms": round(b["p50_ms"], 2)})
+        for other in ("before", "threads"):
+            if other in trees:
+                b = med[other, mode]
+                row.update({f"{other}_jobs_per_s": round(b["jobs_per_s"], 1),
+                            f"{other}_worker_cpu_ms_per_job": round(b["worker_ms"], 2),
+                            f"{other}_loop_cpu_ms_per_job": round(b["loop_ms"], 2),
+                            f"{other}_client_cpu_ms_per_job": round(b["client_ms"], 2),
+                            f"{other}_datagrams_per_job": round(b["datagrams_per_job"], 2),
+                            f"{other}_p50_ms": round(b["p50_ms"], 2)})
         rows.append(row)
     ref1 = med1["after", "one-per-stream"]
     ours1 = med1["after", "batching"]
@@ -270,12 +290,16 @@ def main() -> None:
     print(f"hello at {CONCURRENCY} concurrent submitters, {jobs} jobs, median of {rounds} "
           f"round(s)" + (f", {a.nodes} workers (nodes) per run" if a.nodes > 1 else ""))
     print(f"   {'version':7s} {'mode':16s} {'jobs/s':>7s} {'worker ms/job':>14s} "
-          f"{'(its loop)':>10s} {'client ms/job':>14s} {'datagrams':>9s} {'p50 ms':>7s}")
+          f"{'(its loop)':>10s} {'(job procs)':>11s} {'client ms/job':>14s} "
+          f"{'datagrams':>9s} {'p50 ms':>7s}")
     for (t, mode), m in med.items():
         print(f"   {t:7s} {mode:16s} {m['jobs_per_s']:7.0f} {m['worker_ms']:14.2f} "
-              f"{m['loop_ms']:10.2f} {m['client_ms']:14.2f} {m['datagrams_per_job']:9.2f} "
-              f"{m['p50_ms']:7.0f}")
+              f"{m['loop_ms']:10.2f} {m['jobproc_ms']:11.2f} {m['client_ms']:14.2f} "
+              f"{m['datagrams_per_job']:9.2f} {m['p50_ms']:7.0f}")
     print(f"   goal ≥ {GOAL:.0f} jobs/s: " + ("met" if rows[0]["met"] else "MISSED"))
+    for (t, mode), m in med1.items():
+        print(f"   one submitter, {t:7s} {mode:16s} p50 {m['p50_ms']:6.2f} ms, "
+              f"{m['jobs_per_s']:5.0f} jobs/s, worker {m['worker_ms']:5.2f} ms/job")
     lone_row = rows[-1]
     print(f"one submitter, {jobs // 4} jobs: batching {lone_row['ours_jobs_per_s']:.0f} jobs/s "
           f"vs {lone_row['reference']}: ratio {lone_row['ratio']:.2f} "

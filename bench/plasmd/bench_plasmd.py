@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import read_line, stop  # bench/plasmd/procs.py
+from procs import children_cpu_s, cpu_s, read_line, stop  # bench/plasmd/procs.py
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "packages" / "plasm-exec" / "examples" / "build" / "hello.wasm"
@@ -60,7 +60,6 @@ STDIN = b"Hello, World"
 EXPECT = b"dlroW ,olleH"
 HOST = "127.0.0.1"
 PAYLOAD = b"p" * 32
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -105,9 +104,8 @@ class Worker:
         self.peer = f"{self.node_id}@{HOST}:{self.port}"
 
     def cpu_s(self) -> float:
-        """User + system CPU of the worker process (all its threads) so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
+        """User + system CPU of the worker (all its threads, and its job processes) so far."""
+        return cpu_s(f"/proc/{self.proc.pid}") + children_cpu_s(self.proc.pid)
 
     def state_bytes(self) -> int:
         p = self.home / "state.json"

@@ -98,3 +98,25 @@ def test_start_with_a_bad_config_exits_78_naming_file_and_key(tmp_path):
     assert r.returncode == 78, r.stderr
     assert f"{cfg}: workers must be an integer, not 'two'" in r.stderr
     assert "invalid literal" not in r.stderr and r.stdout == ""
+
+
+def test_job_processes_from_file_environment_and_the_default(tmp_path):
+    from dataclasses import replace
+
+    from plasmd.config import Config
+
+    p = tmp_path / "c.toml"
+    assert load(None, env={}).job_processes is True
+    p.write_text("job_processes = false\n")
+    assert load(p, env={}).job_processes is False
+    assert load(p, env={"PHASE_JOB_PROCESSES": "true"}).job_processes is True
+    assert load(None, env={"PHASE_JOB_PROCESSES": "0"}).job_processes is False
+    p.write_text('job_processes = "yes"\n')
+    with pytest.raises(ConfigError, match="job_processes must be true or false"):
+        load(p, env={})
+    # written only when it is not the default, so an older plasmd (which refuses keys
+    # it does not know) still starts on a home that a newer `plasmd init` made
+    assert "job_processes" not in Config().to_toml()
+    off = replace(Config(), job_processes=False)
+    p.write_text(off.to_toml())
+    assert load(p, env={}).job_processes is False

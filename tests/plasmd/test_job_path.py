@@ -147,6 +147,20 @@ def test_the_job_journal_shares_flushes_and_still_refuses_replays(tmp_path):
 
 # -- the per-job function, in process ---------------------------------------------------------
 
+_MADE: list[Node] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_job_processes():
+    """A node made here runs its guests in job processes: stop them after each test
+    (a daemon does so when it drains)."""
+    yield
+    while _MADE:
+        children = _MADE.pop()._children
+        if children is not None:
+            children.close()
+
+
 def make_node(tmp_path: Path, receipts: Any) -> tuple[Node, Identity]:
     submitter = Identity.generate()
     cfg = Config(open=True, workers=1)
@@ -156,6 +170,7 @@ def make_node(tmp_path: Path, receipts: Any) -> tuple[Node, Identity]:
                 home=tmp_path / "home")
     cas.put_bytes(HELLO.read_bytes())
     cas.put_bytes(STDIN)
+    _MADE.append(node)
     return node, submitter
 
 

@@ -47,7 +47,7 @@ from wasmtime import _func
 
 from phase_core.errors import InputError, Malformed
 from plasm_exec import pollfence
-from plasm_exec.values import Frozen, Value
+from plasm_exec.values import Outcome, Value
 from plasm_exec.wasmheader import check_header
 
 # Short wasmtime calls that keep the GIL. ctypes releases the GIL around every
@@ -166,29 +166,6 @@ class RunControl(Value):
         """Ask the run to end after the current fuel slice (first reason wins)."""
         if self.stop_reason is None:
             self.stop_reason = reason
-
-
-class Outcome(Frozen):
-    """How a run ended. ``ended``: exited | trapped | out_of_fuel | timeout |
-    memory_limit | output_limit, or interrupted (the caller cancelled the run) /
-    broken_pipe (`run`: nobody reads our stdout any more): these two are never
-    put in a receipt."""
-
-    _fields = ("ended", "exit_code", "trap", "fuel_consumed", "fuel_exact", "wall_ms",
-               "message")
-    ended: str
-    exit_code: int | None
-    trap: str | None
-    fuel_consumed: int
-    fuel_exact: bool
-    wall_ms: int
-    message: str | None
-
-    def __init__(self, ended: str, exit_code: int | None, trap: str | None,
-                 fuel_consumed: int, fuel_exact: bool, wall_ms: int,
-                 message: str | None = None) -> None:
-        self._set(ended=ended, exit_code=exit_code, trap=trap, fuel_consumed=fuel_consumed,
-                  fuel_exact=fuel_exact, wall_ms=wall_ms, message=message)
 
 
 class Program(Value):

@@ -64,3 +64,26 @@ class Frozen(Value):
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(self._values())
+
+
+class Outcome(Frozen):
+    """How a run ended. ``ended``: exited | trapped | out_of_fuel | timeout |
+    memory_limit | output_limit, or interrupted (the caller cancelled the run) /
+    broken_pipe (`run`: nobody reads our stdout any more): these two are never
+    put in a receipt."""
+
+    _fields = ("ended", "exit_code", "trap", "fuel_consumed", "fuel_exact", "wall_ms",
+               "message")
+    ended: str
+    exit_code: int | None
+    trap: str | None
+    fuel_consumed: int
+    fuel_exact: bool
+    wall_ms: int
+    message: str | None
+
+    def __init__(self, ended: str, exit_code: int | None, trap: str | None,
+                 fuel_consumed: int, fuel_exact: bool, wall_ms: int,
+                 message: str | None = None) -> None:
+        self._set(ended=ended, exit_code=exit_code, trap=trap, fuel_consumed=fuel_consumed,
+                  fuel_exact=fuel_exact, wall_ms=wall_ms, message=message)

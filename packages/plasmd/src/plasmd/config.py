@@ -6,7 +6,9 @@ wrong type are errors (78) that name the file, the key and the type expected.
     mode = "local"                 # internet | local | private
     listen = ["127.0.0.1:4433"]
     open = false                   # run jobs from any submitter (default: keyring only)
-    workers = 2                    # threads that run guests
+    workers = 2                    # guests that run at once
+    job_processes = true           # each guest slot runs its guests in a child process
+                                   # (false: on threads of the node's own process)
     queue = 64                     # jobs waiting beyond the workers; then reject(queue_full)
     bootstrap = []                 # internet mode: DHT peers to join through ("host:port")
     mdns = true                    # advertise on mDNS (internet and local modes)
@@ -41,12 +43,13 @@ from plasmd.hostport import parse_hostport
 __all__ = ["Config", "load", "parse_hostport"]
 
 MODES = ("internet", "local", "private")
-KEYS = {"mode", "listen", "open", "workers", "queue", "ceilings", "bootstrap", "mdns",
-        "mdns_interfaces", "boot_http", "control_group"}
+KEYS = {"mode", "listen", "open", "workers", "job_processes", "queue", "ceilings",
+        "bootstrap", "mdns", "mdns_interfaces", "boot_http", "control_group"}
 DEFAULT_LISTEN = ("127.0.0.1:4433",)
 MAX_CONFIG_BYTES = 1 << 20
 # each key's TOML type: str, bool, int, a list of strings, or a table (ceilings)
 TYPES: dict[str, Any] = {"mode": str, "listen": list, "open": bool, "workers": int,
+                         "job_processes": bool,
                          "queue": int, "ceilings": dict, "bootstrap": list, "mdns": bool,
                          "mdns_interfaces": list, "boot_http": str, "control_group": str}
 TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer",
@@ -73,6 +76,7 @@ class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     open: bool = False
     workers: int = max(1, min(os.cpu_count() or 1, 8))
+    job_processes: bool = True
     queue: int = 64
     ceilings: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     bootstrap: tuple[str, ...] = ()
@@ -89,7 +93,11 @@ class Config:
         ceil = "\n".join(f"{k} = {v}" for k, v in self.ceilings.items())
         return (f'mode = "{self.mode}"\nlisten = {strings(self.listen)}\n'
                 f"open = {str(self.open).lower()}\n"
-                f"workers = {self.workers}\nqueue = {self.queue}\n"
+                f"workers = {self.workers}\n"
+                # only when not the default: a plasmd from before the key can still
+                # start on a home that a newer `plasmd init` made
+                + ("" if self.job_processes else "job_processes = false\n")
+                + f"queue = {self.queue}\n"
                 f"bootstrap = {strings(self.bootstrap)}\nmdns = {str(self.mdns).lower()}\n"
                 f"mdns_interfaces = {strings(self.mdns_interfaces)}\n"
                 f'boot_http = "{self.boot_http}"\n'
@@ -152,6 +160,7 @@ def load(path: Path | None, env: dict[str, str] | None = None,
                       listen=tuple(doc.get("listen", cfg.listen)),
                       open=doc.get("open", cfg.open),
                       workers=doc.get("workers", cfg.workers),
+                      job_processes=doc.get("job_processes", cfg.job_processes),
                       queue=doc.get("queue", cfg.queue), ceilings=ceilings,
                       bootstrap=tuple(doc.get("bootstrap", cfg.bootstrap)),
                       mdns=doc.get("mdns", cfg.mdns),
@@ -177,6 +186,9 @@ def load(path: Path | None, env: dict[str, str] | None = None,
             cfg = replace(cfg, open=env["PHASE_OPEN"].lower() in ("1", "true", "yes"))
         if env.get("PHASE_WORKERS"):
             cfg = replace(cfg, workers=int(env["PHASE_WORKERS"]))
+        if env.get("PHASE_JOB_PROCESSES"):
+            cfg = replace(cfg, job_processes=env["PHASE_JOB_PROCESSES"].lower()
+                          in ("1", "true", "yes"))
         if env.get("PHASE_BOOTSTRAP"):
             cfg = replace(cfg, bootstrap=tuple(a.strip() for a in
                                                env["PHASE_BOOTSTRAP"].split(",") if a.strip()))

@@ -152,6 +152,7 @@ async def _serve(work_home: Path, home: Path, cfg: Config, ident: identities.Ide
     node = Node(identity=ident, config=cfg, keyring=keyring,
                 cas=ContentStore(homes.cas_path(work_home)), state=state, receipts=receipts,
                 home=work_home)
+    node.start_job_processes()
     servers = []
     disc = Discovery()
     node.discovery = disc

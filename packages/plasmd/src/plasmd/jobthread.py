@@ -60,6 +60,7 @@ class JobThread:
     counters: Any
     _executor: Any
     _guests: Any  # a ``plasmd.fair.FairGate`` of ``workers`` guest slots
+    _children: Any  # a ``plasmd.jobproc.JobProcesses`` (or None: guests run here)
     executor: Any  # plasm-exec's Executor (a property of the node)
 
     # -- one job on a job thread ----------------------------------------------------
@@ -193,16 +194,22 @@ class JobThread:
         """The guest under its fences, in one of the ``workers`` guest slots, and its
         signed receipt (a ``JobResult``; the receipt is not logged yet). Waiting
         guests get the slots round-robin per ``submitter`` (``plasmd.fair``)."""
-        from plasm_exec.job import execute_job
-
         with self._guests.slot(submitter, cancel):
             self.counters.inc("wasm_runs")
             try:
-                result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
-                                     identity=self.identity, now=timefmt.now(),
-                                     ceilings=self.config.ceilings, verified=verified,
-                                     store_outputs=False,  # outputs go to the submitter
-                                     cancel=cancel, stdin_blob=self._stdin_blob)
+                if self._children is not None:  # in a job process (plasmd.jobproc)
+                    stdin = verified.body["stdin"]
+                    result = self._children.run(
+                        verified, None if stdin is None else self._stdin_blob(stdin),
+                        self.config.ceilings, cancel)
+                else:
+                    from plasm_exec.job import execute_job
+
+                    result = execute_job(manifest_env, executor=self.executor, cas=self.cas,
+                                         identity=self.identity, now=timefmt.now(),
+                                         ceilings=self.config.ceilings, verified=verified,
+                                         store_outputs=False,  # outputs go to the submitter
+                                         cancel=cancel, stdin_blob=self._stdin_blob)
             except DigestMismatch:  # the stdin read for the guest is not the one checked
                 if verified.body["stdin"] is not None:
                     self.blobs.distrust(verified.body["stdin"])

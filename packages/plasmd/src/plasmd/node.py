@@ -1,9 +1,11 @@
 """The node: admission, the job exchange on the worker side, blobs, node records.
 
-Networking runs on one asyncio loop; guests run on a thread pool through
-plasm-exec's library, so a slow job never stalls the node's networking. A job
-whose blobs are here goes to a job thread once (``plasmd.jobthread``:
-``run_one_later`` verifies, records, runs and logs it). Every
+Networking runs on one asyncio loop; a job whose blobs are here goes to a job
+thread once (``plasmd.jobthread``: ``run_one_later`` verifies, records, runs and
+logs it), so a slow job never stalls the node's networking. The guest itself runs
+in the job thread's job process (``plasmd.jobproc``: one child process per guest
+slot), or, with ``job_processes = false``, on the job thread through plasm-exec's
+library. Every
 incoming stream is one request; the order of its messages is decided by the
 sans-I/O ``phase_core.protocol.jobs_worker.Responder``: this module moves
 messages and makes the node's decisions (admission, verification, running).
@@ -69,6 +71,7 @@ from plasmd.admission import Admission
 from plasmd.blobs import VerifiedBlobs, answer_get, send_out
 from plasmd.config import Config
 from plasmd.fair import FairGate, FairSlots
+from plasmd.jobproc import JobProcesses
 from plasmd.jobthread import JobThread, Refused
 
 MAX_STDIN_BYTES = 256 << 20
@@ -119,6 +122,12 @@ class Node(JobThread):
         self.published: Any = None  # plasmd.publish.Published
         self.discovery: Any = None
         self._executor = executor
+        # a child process per guest slot (plasmd.jobproc), unless the config says
+        # threads, or the caller gave the engine to use in this process (tests)
+        self._children = None if executor is not None or not config.job_processes else \
+            JobProcesses(config.workers, home=home, cas_root=cas.root,
+                         key_file=identity.to_file_bytes(),
+                         output_cap=config.ceilings["output_bytes"])
         # ``workers`` job threads (``_slots``) and as many guest slots (``_guests``),
         # both handed out round-robin per submitter (docs/threat-model.md). No job
         # thread waits for a flush (``JobThread.run_one_later``), so more threads
@@ -148,6 +157,11 @@ class Node(JobThread):
             self._executor = Executor(self.home)
         return self._executor
 
+    def start_job_processes(self) -> None:
+        """Start the job processes now, so the first jobs do not wait for them."""
+        if self._children is not None:
+            self._children.start_all()
+
     def reload(self, keyring: Keyring, config: Config) -> None:
         """SIGHUP: new keyring and config; running jobs keep their admission."""
         self.keyring = keyring
@@ -160,6 +174,8 @@ class Node(JobThread):
         await self._idle.wait()
         for pool in (self._pool, self._io, self._hash, self._fetch):
             pool.shutdown(wait=True)
+        if self._children is not None:
+            self._children.close()
         close = getattr(self.receipts, "close", None)
         if close is not None:
             close()
@@ -475,6 +491,9 @@ class Node(JobThread):
             "workers": self.config.workers, "queue": self.config.queue,
             "counters": dict(self.counters.c, blobs_hashed=self.blobs.hashed,
                              **self._flush_counts()),
+            "job_processes": (None if self._children is None else
+                              {"count": self._children.count, "pids": self._children.pids(),
+                               "restarts": self._children.restarts}),
             "cache": self._cache_use(),
             "receipts": self.receipts.count,
             "draining": self.draining,

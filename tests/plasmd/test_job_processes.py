@@ -1,0 +1,248 @@
+"""Guests run in job processes, children of the node (docs/architecture.md, "Job
+processes"): real nodes on 127.0.0.1, real child processes, real signals.
+
+What each test shows: the guests really run outside the node's process; a job process
+that dies takes only its own job with it and is replaced; a cancel stops a guest
+without killing its process; Ctrl-C to the whole process group lets the node finish
+its jobs; no job process outlives a node killed outright; and the pipe's frames are
+parsed under caps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from phase_core.errors import DigestMismatch, InternalError, Interrupted, MissingInput
+from plasmd import jobproc
+from tests.conftest import script
+from tests.plasmd.conftest import HELLO, init_home, start_node, submit
+from tests.plasmd.test_reliability import SPIN, finish, start_submit, status, wait_for
+
+
+def maps_wasmtime(pid: int) -> bool:
+    """The process has wasmtime's engine library mapped (it has run or loaded a guest)."""
+    return "wasmtime" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_guests_run_in_job_processes_not_in_the_node(node_factory, tmp_path):
+    w = node_factory("worker", "--open", "--workers=2")
+    client = tmp_path / "client"
+    r = submit(client, w.peer, HELLO, stdin=b"in a child", tmp=tmp_path)
+    assert r.returncode == 0 and r.stdout == b"dlihc a ni", r.stderr
+    procs = status(w)["job_processes"]
+    assert procs["count"] == 2 and len(procs["pids"]) == 2 and procs["restarts"] == 0
+    for pid in procs["pids"]:
+        assert parent_of(pid) == w.proc.pid
+    # the engine was loaded by a child, never by the node itself
+    assert any(maps_wasmtime(pid) for pid in procs["pids"])
+    assert not maps_wasmtime(w.proc.pid)
+
+
+def test_threads_when_the_config_says_so(node_factory, tmp_path):
+    w = node_factory("worker", "--open", env={"PHASE_JOB_PROCESSES": "false"})
+    r = submit(tmp_path / "client", w.peer, HELLO, stdin=b"here", tmp=tmp_path)
+    assert r.returncode == 0 and r.stdout == b"ereh", r.stderr
+    assert status(w)["job_processes"] is None
+    assert maps_wasmtime(w.proc.pid)
+
+
+def test_a_job_process_killed_mid_job_fails_only_that_job(node_factory, tmp_path):
+    w = node_factory("worker", "--open", "--workers=2")
+    client = tmp_path / "client"
+    init_home(client)
+    before = set(status(w)["job_processes"]["pids"])
+    spin = start_submit(client, w.peer, SPIN, "--timeout=20")
+    wait_for(lambda: status(w)["jobs"]["running"] == 1, what="the spin runs")
+    victim = spinning(before)
+    os.kill(victim, signal.SIGKILL)
+    rc, out, err = finish(spin)
+    assert rc != 0 and out == b"", err
+    assert b"job process" in err and b"SIGKILL" in err, err
+    # the node is healthy: the next jobs run, and the dead child was replaced
+    for i in range(3):
+        r = submit(client, w.peer, HELLO, stdin=f"after {i}".encode(), tmp=tmp_path)
+        assert r.returncode == 0 and r.stdout == f"{i} retfa".encode(), r.stderr
+    st = status(w)
+    assert st["job_processes"]["restarts"] == 1
+    assert victim not in st["job_processes"]["pids"] and len(st["job_processes"]["pids"]) == 2
+    assert st["counters"]["jobs_failed"] == 1
+    ended = [e for e in w.logs() if e.get("event") == "job_process.ended"]
+    assert len(ended) == 1 and ended[0]["pid"] == victim and "SIGKILL" in ended[0]["how"]
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return int(f[11]) + int(f[12])
+
+
+def spinning(pids: set[int] | list[int], timeout: float = 30) -> int:
+    """The one child whose CPU time grows by a third of the wall time (its guest
+    spins), while the others stay idle; by CPU gained, not spent, since starting a
+    child (importing the engine) costs CPU too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        t0 = {p: cpu_ticks(p) for p in pids}
+        time.sleep(0.6)
+        busy = [p for p in pids if cpu_ticks(p) - t0[p] >= 20]
+        if len(busy) == 1:
+            return busy[0]
+        assert time.monotonic() < deadline, f"no single spinning child: {busy}"
+
+
+def test_a_cancelled_guest_stops_without_its_process_dying(node_factory, tmp_path):
+    w = node_factory("worker", "--open", "--workers=1")
+    client = tmp_path / "client"
+    init_home(client)
+    (child,) = status(w)["job_processes"]["pids"]
+    spin = start_submit(client, w.peer, SPIN, "--timeout=20")
+    wait_for(lambda: status(w)["jobs"]["running"] == 1, what="the spin runs")
+    assert spinning([child]) == child
+    spin.send_signal(signal.SIGINT)  # the client closes its stream: the node cancels
+    assert finish(spin)[0] == 130
+    wait_for(lambda: status(w)["counters"].get("jobs_cancelled") == 1,
+             what="the node cancels the job")
+    wait_for(lambda: status(w)["jobs"]["running"] == 0)
+    st = status(w)
+    assert st["job_processes"] == {"count": 1, "pids": [child], "restarts": 0}
+    r = submit(client, w.peer, HELLO, stdin=b"same child", tmp=tmp_path)
+    assert r.returncode == 0 and r.stdout == b"dlihc emas", r.stderr
+    assert status(w)["job_processes"]["pids"] == [child]
+
+
+def test_ctrl_c_to_the_process_group_lets_the_running_job_finish(tmp_path):
+    """A terminal's Ctrl-C reaches the node and its job processes alike; the children
+    ignore it, so the node drains: the running job ends with its receipt."""
+    home = tmp_path / "worker"
+    init_home(home)
+    w = start_node(home, "--open", "--workers=1", prefix=("setsid",))
+    try:
+        client = tmp_path / "client"
+        init_home(client)
+        (child,) = status(w)["job_processes"]["pids"]
+        spin = start_submit(client, w.peer, SPIN, "--timeout=3", "--json")
+        wait_for(lambda: status(w)["jobs"]["running"] == 1, what="the spin runs")
+        os.killpg(os.getpgid(w.proc.pid), signal.SIGINT)
+        rc, out, err = finish(spin)
+        # the guest ran to its 3 s fence: a receipt, not a lost job
+        assert rc == 152 and json.loads(out)["ended"] == "timeout", err
+        assert w.proc.wait(60) == 0
+        wait_for(lambda: not alive(child), what="the job process exits with the node")
+        assert not [e for e in w.logs() if e.get("event") == "job_process.ended"]
+    finally:
+        w.stop()
+
+
+def test_no_job_process_outlives_a_node_killed_outright(tmp_path):
+    home = tmp_path / "worker"
+    w = start_node(home, "--open", "--workers=2")
+    try:
+        pids = status(w)["job_processes"]["pids"]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+        w.proc.kill()
+        w.proc.wait(30)
+        wait_for(lambda: not any(alive(p) for p in pids), timeout=30,
+                 what="the job processes exit once the node is gone")
+    finally:
+        w.stop()
+
+
+# -- the pipe between the node and a job process ---------------------------------------
+
+def test_frames_round_trip_and_oversized_ones_are_refused():
+    r, wfd = os.pipe()
+    try:
+        jobproc.write_frame(wfd, {"type": "done", "n": 1}, (b"out", b""))
+        header, blobs = jobproc.read_frame(r, 3)
+        assert header == {"type": "done", "n": 1, "blobs": [3, 0]} and blobs == [b"out", b""]
+        jobproc.write_frame(wfd, {"type": "done"}, (b"four",))
+        with pytest.raises(jobproc.ChildGone, match="oversized"):
+            jobproc.read_frame(r, 3)
+    finally:
+        os.close(r)
+        os.close(wfd)
+    r, wfd = os.pipe()
+    try:
+        os.write(wfd, (jobproc.HEADER_CAP + 1).to_bytes(4, "big"))
+        with pytest.raises(jobproc.ChildGone, match="header of"):
+            jobproc.read_frame(r, 0)
+        os.close(wfd)
+        wfd = -1
+        with pytest.raises(jobproc.ChildGone, match="closed"):
+            jobproc.read_frame(r, 0)
+    finally:
+        os.close(r)
+        if wfd >= 0:
+            os.close(wfd)
+
+
+def test_a_childs_error_comes_back_as_the_class_it_raised():
+    e = jobproc._error({"class": "DigestMismatch", "slug": "digest_mismatch",
+                        "message": "changed on disk", "hint": None, "exit_code": 65})
+    assert isinstance(e, DigestMismatch) and e.message == "changed on disk"
+    e = jobproc._error({"class": "MissingInput", "slug": "missing_input", "message": "m",
+                        "hint": "fetch it", "exit_code": 66})
+    assert isinstance(e, MissingInput) and e.hint == "fetch it" and e.exit_code == 66
+    e = jobproc._error({"class": "Interrupted", "slug": "interrupted", "message": "m"})
+    assert isinstance(e, Interrupted)
+    # a name that is not an error class of the project: an internal error, never eval'd
+    for name in ("os", "Path", "__builtins__", "PhaseErrorX", None):
+        e = jobproc._error({"class": name, "slug": "x", "message": "m"})
+        assert type(e) is InternalError and e.slug == "x"
+
+
+def test_a_child_that_cannot_start_fails_its_job_clearly(tmp_path):
+    """A job process that dies before it is ready (here: the node's key is not one)
+    fails the job with what happened, and the next start is not at once."""
+    from phase_core.documents import Verified
+
+    procs = jobproc.JobProcesses(1, home=tmp_path, cas_root=tmp_path / "cas",
+                                 key_file=b"not a key", output_cap=1 << 20)
+    try:
+        v = Verified("job_manifest", "sha256:" + "0" * 64, {"stdin": None}, (), {})
+        t = time.monotonic()
+        for _ in range(2):
+            with pytest.raises(InternalError, match="job process"):
+                procs.run(v, None, {}, None)
+        assert time.monotonic() - t >= jobproc.RESPAWN_PAUSE_S * 0.9
+        assert procs.restarts == 2
+    finally:
+        procs.close()
+
+
+def test_plasmd_jobproc_is_not_for_people(tmp_path):
+    """Started by hand, a job process says what it is for and exits; started as the
+    node starts it but with nothing on its stdin, it just exits."""
+    r = subprocess.run([script("python"), "-m", "plasmd.jobproc"], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == b"" and b"started by plasmd only" in r.stderr
+    rfd, wfd = os.pipe()
+    try:
+        r = subprocess.run([script("python"), "-m", "plasmd.jobproc", str(rfd)],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                           pass_fds=(rfd,))
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+    assert r.returncode == 0 and r.stdout == b"", r.stderr
