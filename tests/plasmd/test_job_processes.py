@@ -27,8 +27,15 @@ from tests.plasmd.test_reliability import SPIN, finish, start_submit, status, wa
 
 
 def maps_wasmtime(pid: int) -> bool:
-    """The process has wasmtime's engine library mapped (it has run or loaded a guest)."""
+    """The process has wasmtime's library mapped (a job process loads it as it starts)."""
     return "wasmtime" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def ran_a_guest(pid: int) -> bool:
+    """A job process that never ran a guest has two threads (one for its jobs, one
+    for cancels); the first guest starts the engine's own (its epoch ticker, the
+    output collectors)."""
+    return len(list(Path(f"/proc/{pid}/task").iterdir())) > 2
 
 
 def parent_of(pid: int) -> int:
@@ -46,15 +53,18 @@ def alive(pid: int) -> bool:
 def test_guests_run_in_job_processes_not_in_the_node(node_factory, tmp_path):
     w = node_factory("worker", "--open", "--workers=2")
     client = tmp_path / "client"
-    r = submit(client, w.peer, HELLO, stdin=b"in a child", tmp=tmp_path)
-    assert r.returncode == 0 and r.stdout == b"dlihc a ni", r.stderr
+    for i in range(3):
+        r = submit(client, w.peer, HELLO, stdin=f"in a child {i}".encode(), tmp=tmp_path)
+        assert r.returncode == 0 and r.stdout == f"{i} dlihc a ni".encode(), r.stderr
     procs = status(w)["job_processes"]
     assert procs["count"] == 2 and len(procs["pids"]) == 2 and procs["restarts"] == 0
     for pid in procs["pids"]:
         assert parent_of(pid) == w.proc.pid
-    # the engine was loaded by a child, never by the node itself
-    assert any(maps_wasmtime(pid) for pid in procs["pids"])
+    # the engine is loaded by the children, never by the node itself; and jobs one
+    # after another went to the same child (the last one idle), the other stayed asleep
+    assert all(maps_wasmtime(pid) for pid in procs["pids"])
     assert not maps_wasmtime(w.proc.pid)
+    assert [ran_a_guest(pid) for pid in procs["pids"]].count(True) == 1
 
 
 def test_threads_when_the_config_says_so(node_factory, tmp_path):

@@ -205,7 +205,9 @@ class JobProcesses:
         self.restarts = 0
         self._start = {"home": str(home), "cas": str(cas_root), "key": key_file.decode()}
         self._blob_cap = output_cap
-        self._idle: queue.SimpleQueue[Child | None] = queue.SimpleQueue()
+        # last in, first out: one job after another goes to the same child, whose
+        # caches are warm, and the other children stay asleep
+        self._idle: queue.LifoQueue[Child | None] = queue.LifoQueue()
         self._all: set[Child] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -221,12 +223,18 @@ class JobProcesses:
         One that cannot be started now is started by the first job that needs it."""
         taken = [self._idle.get() for _ in range(self.count)]
         for c in taken:
-            if c is None:
-                try:
-                    c = self._spawn()
-                except OSError as e:
-                    log.get().warning("job_process.not_started", error=e.strerror)
-            self._idle.put(c)
+            self._idle.put(c if c is not None else self._replacement())
+
+    def _replacement(self) -> Child | None:
+        """A child started now for a slot whose child ended (it loads while the slot
+        waits for its next job), or None: the next job starts one."""
+        if self._closed:
+            return None
+        try:
+            return self._spawn()
+        except OSError as e:
+            log.get().warning("job_process.not_started", error=e.strerror)
+            return None
 
     def _spawn(self) -> Child:
         c = Child(self._start)
@@ -282,7 +290,7 @@ class JobProcesses:
                                       "and the node starts another")
             if pause > 0:
                 time.sleep(pause)  # a child that cannot start must not spin
-            self._idle.put(None)  # its replacement starts with the next job
+            self._idle.put(self._replacement())
             if cancel is not None and cancel.is_set():
                 raise Interrupted("the job was cancelled; its job process was stopped and "
                                   "nothing was recorded") from None
