@@ -256,3 +256,20 @@ def test_plasmd_jobproc_is_not_for_people(tmp_path):
         os.close(rfd)
         os.close(wfd)
     assert r.returncode == 0 and r.stdout == b"", r.stderr
+
+
+def test_job_processes_get_the_nodes_interpreter_flags(tmp_path):
+    """Under the Debian package the node runs as ``python3 -I`` (isolated: no
+    PYTHONPATH, no user site); its job processes are started the same way."""
+    import sys
+
+    home = tmp_path / "worker"
+    w = start_node(home, "--open", "--workers=1", prefix=(sys.executable, "-I"))
+    try:
+        (child,) = status(w)["job_processes"]["pids"]
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        assert argv[1:4] == [b"-I", b"-m", b"plasmd.jobproc"], argv
+        r = submit(tmp_path / "client", w.peer, HELLO, stdin=b"isolated", tmp=tmp_path)
+        assert r.returncode == 0 and r.stdout == b"detalosi", r.stderr
+    finally:
+        w.stop()

@@ -50,6 +50,9 @@ CANCEL_GRACE_S = 5.0  # a cancelled guest that has not stopped by then: its chil
 POLL_S = 0.05  # how often a waiting job thread looks at its job's cancel flag
 RESPAWN_PAUSE_S = 1.0  # a child that died before it was ready is not restarted sooner
 _LEN = 4
+# the node's own interpreter flags (-I under the Debian package's wrapper, say), as
+# multiprocessing passes them to its children
+_INTERPRETER_FLAGS = tuple(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
 
 
 class ChildGone(Exception):
@@ -103,8 +106,9 @@ class Child:
         cancels, self.cancel_fd = os.pipe()  # its own pipe: the child reads it on a thread
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "plasmd.jobproc", str(cancels)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, close_fds=True, pass_fds=(cancels,))
+                [sys.executable, *_INTERPRETER_FLAGS, "-m", "plasmd.jobproc", str(cancels)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+                pass_fds=(cancels,))
         except BaseException:
             os.close(self.cancel_fd)
             raise
