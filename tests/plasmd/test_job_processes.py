@@ -273,3 +273,36 @@ def test_job_processes_get_the_nodes_interpreter_flags(tmp_path):
         assert r.returncode == 0 and r.stdout == b"detalosi", r.stderr
     finally:
         w.stop()
+
+
+def test_a_cancel_that_comes_before_its_job_is_read_still_stops_it(tmp_path):
+    """The node sends a cancel as soon as its job is cancelled, which can be before a
+    child still starting has read that job: the child then stops the job as it
+    starts, rather than run it to its fence and be killed 5 s after the cancel."""
+    import threading
+
+    from phase_core.cas import ContentStore
+    from phase_core.documents import Verified
+    from phase_core.identity import Identity
+    from phase_core.limits import DEFAULT_LIMITS
+    from plasmd.submit import make_manifest
+    from tests.plasmd.conftest import EXAMPLES
+
+    spin = (EXAMPLES / "spin.wasm").read_bytes()
+    me = Identity.generate()
+    cas = ContentStore(tmp_path / "cas")
+    cas.put_bytes(spin)
+    m = make_manifest(me, spin, None, argv=["spin.wasm"],
+                      limits=dict(DEFAULT_LIMITS, wall_ms=20_000))
+    v = Verified("job_manifest", "sha256:" + "1" * 64, m["body"], (), m)
+    procs = jobproc.JobProcesses(1, home=tmp_path, cas_root=cas.root,
+                                 key_file=me.to_file_bytes(), output_cap=1 << 20)
+    try:
+        cancel = threading.Event()
+        cancel.set()  # before the child has even started
+        with pytest.raises(Interrupted):
+            procs.run(v, None, dict(DEFAULT_LIMITS), cancel)
+        # stopped by the cancel, not killed at the end of its grace
+        assert procs.restarts == 0 and len(procs.pids()) == 1
+    finally:
+        procs.close()

@@ -19,9 +19,10 @@ the engine would hold that end of the pipe.
 A child reads its start frame (the home, the store, the node's key), answers
 ``ready``, then runs one job at a time, each read from its stdin by the thread that
 runs it. A ``cancel`` frame, on a pipe of its own that a second thread reads, stops
-the running guest (the job ends ``Interrupted``; nothing is signed). It ignores SIGINT and SIGTERM:
-Ctrl-C and systemd's stop reach the whole process group, and the node finishes
-its jobs before it stops. It exits as soon as its stdin ends, so no child
+the running guest (the job ends ``Interrupted``; nothing is signed), or the job
+before it starts when the cancel came first. It ignores SIGINT and SIGTERM: Ctrl-C
+and systemd's stop reach the whole process group, and the node finishes its jobs
+before it stops. It exits as soon as its stdin ends, so no child
 outlives the node, whatever ends the node.
 """
 
@@ -362,6 +363,9 @@ def main() -> None:
     executor = Executor(Path(start["home"]))
     cas = ContentStore(Path(start["cas"]))
     current: list[Any] = [0, threading.Event()]  # the job running: its n, its cancel
+    # the latest job cancelled: a cancel can come before its job is read (a child
+    # still starting), and then stops the job as it starts
+    cancelled = [0]
 
     def cancel_reader() -> None:
         while True:
@@ -369,8 +373,11 @@ def main() -> None:
                 frame, _ = read_frame(cancels, 0)
             except (ChildGone, OSError):
                 os._exit(0)  # the node is gone, even mid-job: so is this process
-            if frame.get("n") == current[0]:
-                current[1].set()
+            n = frame.get("n")
+            if type(n) is int:
+                cancelled[0] = max(cancelled[0], n)
+                if n == current[0]:
+                    current[1].set()
 
     threading.Thread(target=cancel_reader, name="jobproc-cancel", daemon=True).start()
     write_frame(out, {"type": "ready", "pid": os.getpid()})
@@ -381,6 +388,8 @@ def main() -> None:
             os._exit(0)  # the node stops (or is gone): so is this process
         cancel = threading.Event()
         current[:] = [job["n"], cancel]
+        if cancelled[0] >= job["n"]:  # (set after ``current``: either side sees the other)
+            cancel.set()
         try:
             verified = Verified(manifest.TYPE, job["id"], job["body"], (), {})
             stdin = job["stdin"]
