@@ -38,16 +38,24 @@ def ran_a_guest(pid: int) -> bool:
     return len(list(Path(f"/proc/{pid}/task").iterdir())) > 2
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (None once it is gone):
+    [0] the state, [1] the parent's pid, [11] and [12] user and system CPU ticks."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+
+
 def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    f = stat_fields(pid)
+    assert f is not None, f"process {pid} is gone"
+    return int(f[1])
 
 
 def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+    f = stat_fields(pid)
+    return f is not None and f[0] != "Z"
 
 
 def test_guests_run_in_job_processes_not_in_the_node(node_factory, tmp_path):
@@ -100,11 +108,8 @@ def test_a_job_process_killed_mid_job_fails_only_that_job(node_factory, tmp_path
 
 
 def cpu_ticks(pid: int) -> int:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0
-    return int(f[11]) + int(f[12])
+    f = stat_fields(pid)
+    return 0 if f is None else int(f[11]) + int(f[12])
 
 
 def spinning(pids: set[int] | list[int], timeout: float = 30) -> int:

@@ -130,6 +130,11 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
+def _env_true(value: str) -> bool:
+    """A PHASE_* switch: 1, true or yes (any case) is on; anything else is off."""
+    return value.lower() in ("1", "true", "yes")
+
+
 def load(path: Path | None, env: dict[str, str] | None = None,
          flags: dict[str, Any] | None = None) -> Config:
     cfg = Config()
@@ -183,12 +188,11 @@ def load(path: Path | None, env: dict[str, str] | None = None,
         if env.get("PHASE_LISTEN"):
             cfg = replace(cfg, listen=tuple(a.strip() for a in env["PHASE_LISTEN"].split(",")))
         if env.get("PHASE_OPEN"):
-            cfg = replace(cfg, open=env["PHASE_OPEN"].lower() in ("1", "true", "yes"))
+            cfg = replace(cfg, open=_env_true(env["PHASE_OPEN"]))
         if env.get("PHASE_WORKERS"):
             cfg = replace(cfg, workers=int(env["PHASE_WORKERS"]))
         if env.get("PHASE_JOB_PROCESSES"):
-            cfg = replace(cfg, job_processes=env["PHASE_JOB_PROCESSES"].lower()
-                          in ("1", "true", "yes"))
+            cfg = replace(cfg, job_processes=_env_true(env["PHASE_JOB_PROCESSES"]))
         if env.get("PHASE_BOOTSTRAP"):
             cfg = replace(cfg, bootstrap=tuple(a.strip() for a in
                                                env["PHASE_BOOTSTRAP"].split(",") if a.strip()))

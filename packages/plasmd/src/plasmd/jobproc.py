@@ -121,7 +121,6 @@ class Child:
         self.poller = select.poll()
         self.poller.register(self.from_child, select.POLLIN)
         self.ready = False
-        self.started = time.monotonic()
         self.n = 0
         try:
             write_frame(self.to_child, {"type": "start", **start})
