@@ -37,6 +37,65 @@ def test_canonical_matches_the_design_formula_and_round_trips(value):
     assert parse(expected) == value
 
 
+def _json_package_parse(text: str) -> Any:
+    """The reference: the json package's decoder with the same hooks, its errors as text."""
+    def pairs(p: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in p}) != len(p) or not all(k.isascii() for k, _ in p):
+            raise Malformed("key")
+        return dict(p)
+
+    def refuse(t: str) -> Any:
+        raise Malformed("number")
+
+    def integer(t: str) -> int:
+        if len(t.lstrip("-")) > 16 or not -MAX_INT <= int(t) <= MAX_INT:
+            raise Malformed("number")
+        return int(t)
+
+    dec = json.JSONDecoder(object_pairs_hook=pairs, parse_float=refuse, parse_int=integer,
+                           parse_constant=refuse)
+    try:
+        return ("ok", dec.decode(text))
+    except json.JSONDecodeError as e:
+        return ("invalid", f"{e.msg} at line {e.lineno} column {e.colno}")
+    except Malformed:
+        return ("refused", None)
+
+
+def _ours(text: str) -> Any:
+    try:
+        return ("ok", parse(text.encode("utf-8", "surrogatepass")))
+    except Malformed as e:
+        msg = e.message
+        if msg.startswith("invalid JSON: "):
+            return ("invalid", msg.removeprefix("invalid JSON: "))
+        return ("refused", None)
+
+
+json_texts = st.one_of(
+    json_values.map(json.dumps),
+    st.tuples(json_values, st.sampled_from(["", " ", "\n", "\t\r\n "]),
+              st.sampled_from(["", " ", "\n", "x", " 1", "]", "{}"])).map(
+        lambda t: t[1] + json.dumps(t[0], indent=1) + t[2]),
+    st.tuples(json_values, st.integers(0, 200)).map(lambda t: json.dumps(t[0])[:t[1]]),
+    st.text(alphabet='{}[]":,0123456789.-eEtrufalsn \n\\u', min_size=1, max_size=40),
+)
+
+
+@given(json_texts)
+def test_parse_reads_json_as_the_json_package_does(text):
+    """The C scanner called directly accepts, refuses and reports errors (message, line,
+    column) exactly as the json package's decoder with the same rules does."""
+    if not text.strip() or text.startswith("\ufeff"):
+        return  # refused before any parsing, by both
+    expected = _json_package_parse(text)
+    got = _ours(text)
+    if expected[0] == "refused":  # a rule (duplicate, float, range): the kind is enough
+        assert got[0] == "refused", (text, got)
+    else:
+        assert got == expected, text
+
+
 @pytest.mark.parametrize("text, why", [
     ('{"a":1,"a":2}', "duplicate key"),
     ('{"a":1.5}', "floating-point"),
@@ -120,3 +179,24 @@ def test_check_accepts_every_json_shape_and_counts_depth_through_lists():
     check(deep)
     with pytest.raises(Malformed, match="nesting"):
         check([deep])
+
+
+hexish = st.text(alphabet="0123456789abcdefABCDEFgz_- \n\u0660\uff10", max_size=130)
+
+
+@given(st.one_of(hexish, st.sampled_from(["a" * 64, "0" * 128, "sha256:" + "f" * 64]),
+                 hexish.map(lambda t: "sha256:" + t)))
+def test_hex_and_type_checks_are_their_patterns(text):
+    """The string-method checks (no pattern compiled on a cold start) accept exactly
+    what the patterns of docs/documents.md accept."""
+    import re
+
+    from phase_core.canonical import is_content_id, is_hex
+    from phase_core.signing import is_type_name
+    for n in (32, 64, 128):
+        assert is_hex(text, n) == bool(re.fullmatch(f"[0-9a-f]{{{n}}}", text))
+        assert is_hex(text[:n], n) == bool(re.fullmatch(f"[0-9a-f]{{{n}}}", text[:n]))
+    assert is_content_id(text) == bool(re.fullmatch(r"sha256:[0-9a-f]{64}", text))
+    for name in (text, text.lower()[:33], text.lower()[:32].replace(" ", "_")):
+        assert is_type_name(name) == bool(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name))
+    assert not is_hex(None, 64) and not is_content_id(7) and not is_type_name(b"receipt")

@@ -1,8 +1,10 @@
 """What phase-core computes without the modules it no longer imports at start-up.
 
-``timefmt`` counts days itself instead of importing ``calendar``; ``units`` keeps
-whole numbers as ``int`` and loads ``decimal`` for fractions only; ``schema``
-keeps its own copy of the integer bound. Each must agree with what it replaced.
+``timefmt`` counts days itself instead of importing ``calendar``, and reads a time
+without a pattern; ``units`` keeps whole numbers as ``int``, loads ``decimal`` for
+fractions only and reads "256M" without a pattern; ``schema`` keeps its own copy
+of the integer bound and checks one-class patterns with ``str.strip``. Each must
+agree with what it replaced.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phase_core import canonical, digest, schema, units
+from phase_core import canonical, digest, lazyre, schema, units
 from phase_core.errors import Malformed
-from phase_core.timefmt import _timegm, parse_time
+from phase_core.timefmt import _fields, _timegm, parse_time
 
 
 @given(st.integers(1, 9999), st.integers(1, 12), st.integers(0, 99), st.integers(0, 99),
@@ -125,3 +127,41 @@ def test_small_content_ids_do_not_load_openssl():
 
 def test_schema_bound_is_canonicals():
     assert schema.MAX_INT == canonical.MAX_INT
+
+
+TIME_RE = r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z"
+
+
+@given(st.from_regex(TIME_RE, fullmatch=True), st.text(max_size=22))
+def test_time_fields_are_the_patterns(good, other):
+    import re
+    texts = [good, other, good[:19], good + "Z", good[1:]]
+    texts += [good[:i] + c + good[i + 1:] for i in range(20)  # each place, each kind of char
+              for c in ("-", "T", ":", "Z", "x", " ", "\uff12", "\u0663", "0", "")]
+    for text in texts:
+        m = re.fullmatch(TIME_RE, text)
+        assert _fields(text) == (tuple(int(g) for g in m.groups()) if m else None), text
+
+
+# every one-class pattern the project's schemas use, and their neighbours
+PATTERNS = ["[a-z0-9_.-]+", "[0-9a-f]{32,64}", "[A-Za-z0-9_.+-]+", "[a-z0-9_]+", "[a-z_]+",
+            "[0-9a-f]{128}", "[a-z0-9._-]*", "[-a]+", "[.-_]{2}", "[a-]{0,3}", "[A-Z]{3,}",
+            "[^a]+", "[a-z]+x", "[a\\d]+", "x86_64|aarch64", "[A-Za-z_][A-Za-z0-9_]*"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@given(text=st.text(alphabet="abcxyzAZ0189_.-+/^ \n\u0660\uff41", max_size=70))
+def test_one_class_patterns_match_as_compiled(pattern, text):
+    import re
+    rx = lazyre.Pattern(pattern)
+    for t in (text, text[:32], "0123456789abcdef" * 2 + text[:2]):
+        assert rx.matches(t) == (re.fullmatch(pattern, t) is not None), (pattern, t)
+
+
+def test_which_patterns_need_no_compiling():
+    assert lazyre.charset("[a-c_-]+") == ("abc_-", 1, None)
+    assert lazyre.charset("[0-9a-f]{32,64}") == ("0123456789abcdef", 32, 64)
+    assert lazyre.charset("[a-z]{3}")[1:] == (3, 3)
+    for p in ("[^a]+", "[a-z]+x", "[a\\d]+", "x86_64|aarch64", "[A-Z]{3,}", "[z-a]+",
+              "[A-Za-z_][A-Za-z0-9_]*"):
+        assert lazyre.charset(p) is None, p

@@ -6,13 +6,20 @@ for values that obey the input rules: object keys are ASCII strings; numbers are
 integers in the interoperable range ±(2**53 - 1); no floats, NaN or Infinity;
 no duplicate keys; no lone surrogates; nesting at most ``MAX_DEPTH`` deep.
 This is the only module that produces canonical bytes.
+
+Encoding and parsing call CPython's JSON accelerator (``_json``, the C encoder and
+scanner that ``json.dumps`` and ``json.loads`` use) directly: importing the ``json``
+package costs about 2 ms of every cold start that signs or reads a document
+(docs/performance.md, "plasm-exec cold start"). The bytes and the parse are the
+``json`` package's, byte for byte (tests/phase_core/test_canonical.py).
 """
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Any
+from _json import encode_basestring as _c_quote
+from _json import make_encoder as _c_make_encoder
+from _json import make_scanner as _c_make_scanner
+from typing import Any, TypeGuard, cast
 
 from phase_core.errors import BadContentId, Malformed, TooLarge
 
@@ -21,9 +28,8 @@ MAX_INT = 2**53 - 1
 DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB per document
 _MAX_INT_DIGITS = 16
 
-CONTENT_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
-HEX64_RE = re.compile(r"[0-9a-f]{64}")
-HEX128_RE = re.compile(r"[0-9a-f]{128}")
+_HEX = "0123456789abcdef"
+_WS = " \t\n\r"  # JSON's whitespace
 
 JSON = Any  # a parsed JSON value (dict, list, str, int, bool or None)
 
@@ -57,8 +63,47 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_reject_float,
-                            parse_int=_parse_int, parse_constant=_reject_constant)
+class _Rules:
+    """What the C scanner reads from a ``json.JSONDecoder``: the input rules' hooks."""
+
+    strict = True  # no raw control characters inside strings
+    object_hook = None
+    object_pairs_hook = staticmethod(_pairs)
+    parse_float = staticmethod(_reject_float)
+    parse_int = staticmethod(_parse_int)
+    parse_constant = staticmethod(_reject_constant)
+
+
+_SCAN = _c_make_scanner(cast(Any, _Rules()))
+
+
+def _not_json(v: Any) -> Any:  # ``check`` refuses such values before encoding
+    raise Malformed(f"{type(v).__name__} is not a JSON value")
+
+
+# markers, default, quote, indent, key separator, item separator, sort_keys, skipkeys,
+# allow_nan: json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_ENCODE = _c_make_encoder(None, _not_json, _c_quote, None, ":", ",", True, False, False)
+
+
+def _invalid(msg: str, text: str, pos: int) -> Malformed:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return Malformed(f"invalid JSON: {msg} at line {line} column {column}",
+                     hint="is the file truncated?")
+
+
+def _decode(text: str) -> Any:
+    """One JSON value with optional whitespace around it, as ``json.loads`` reads it."""
+    start = len(text) - len(text.lstrip(_WS))
+    try:
+        value, end = _SCAN(text, start)
+    except StopIteration as e:
+        raise _invalid("Expecting value", text, e.value) from None
+    rest = text[end:]
+    if rest.strip(_WS):
+        raise _invalid("Extra data", text, end + len(rest) - len(rest.lstrip(_WS)))
+    return value
 
 
 def parse(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> JSON:
@@ -82,15 +127,15 @@ def parse(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> JSON:
     if text.startswith("\ufeff"):
         raise Malformed("a byte-order mark is not allowed")
     try:
-        value = _DECODER.decode(text)
+        value = _decode(text)
     except Malformed:
         raise
     except RecursionError:
         raise Malformed(f"nesting deeper than {MAX_DEPTH} levels") from None
-    except json.JSONDecodeError as e:
-        raise Malformed(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                        hint="is the file truncated?") from None
-    except ValueError as e:  # int conversion limits
+    except ValueError as e:  # the scanner's json.JSONDecodeError; int conversion limits
+        pos = getattr(e, "pos", None)
+        if pos is not None:
+            raise _invalid(getattr(e, "msg", str(e)), text, pos) from None
         raise Malformed(f"invalid JSON: {e}") from None
     check(value)
     return value
@@ -164,8 +209,7 @@ def _check_other(v: Any, depth: int, push: Any) -> None:
 def canonical(value: JSON) -> bytes:
     """The canonical bytes of ``value`` (checked first)."""
     check(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    return "".join(_ENCODE(value, 0)).encode("utf-8")
 
 
 def content_id(data: bytes) -> str:
@@ -174,8 +218,15 @@ def content_id(data: bytes) -> str:
     return digest.content_id(data)
 
 
-def is_content_id(value: object) -> bool:
-    return isinstance(value, str) and CONTENT_ID_RE.fullmatch(value) is not None
+def is_hex(value: object, length: int) -> TypeGuard[str]:
+    """``value`` is a string of exactly ``length`` lowercase hex digits (as
+    ``[0-9a-f]{length}``, without compiling a pattern)."""
+    return isinstance(value, str) and len(value) == length and not value.strip(_HEX)
+
+
+def is_content_id(value: object) -> TypeGuard[str]:
+    return (isinstance(value, str) and value.startswith("sha256:")
+            and is_hex(value[7:], 64))
 
 
 def check_content_id(value: object, what: str = "content id") -> str:

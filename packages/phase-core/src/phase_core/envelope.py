@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from phase_core import crypto
-from phase_core.canonical import HEX64_RE, HEX128_RE, content_id
+from phase_core.canonical import content_id, is_hex
 from phase_core.errors import (
     BadSignature,
     Malformed,
@@ -26,8 +26,7 @@ from phase_core.errors import (
     UntrustedSigner,
     WrongType,
 )
-from phase_core.signing import TYPE_RE as _TYPE_RE
-from phase_core.signing import AlreadySigned, document_id, sign, signing_message
+from phase_core.signing import AlreadySigned, document_id, is_type_name, sign, signing_message
 
 if TYPE_CHECKING:
     from phase_core.identity import Identity
@@ -82,7 +81,7 @@ def parse(obj: Any) -> Envelope:
     if obj["v"] != 1 or isinstance(obj["v"], bool):
         raise Malformed(f"unsupported envelope version {obj['v']!r}", hint="this tool reads v 1")
     doc_type = obj["type"]
-    if not isinstance(doc_type, str) or _TYPE_RE.fullmatch(doc_type) is None:
+    if not is_type_name(doc_type):
         raise Malformed("envelope type must be a short lowercase name")
     if doc_type not in DOC_TYPES:
         raise WrongType(f"unknown document type {doc_type!r}",
@@ -100,9 +99,9 @@ def parse(obj: Any) -> Envelope:
         if not isinstance(s, dict) or set(s) != {"key", "sig"}:
             raise Malformed(f"signatures[{i}] must be an object with exactly key and sig")
         k, sig = s["key"], s["sig"]
-        if not isinstance(k, str) or HEX64_RE.fullmatch(k) is None:
+        if not is_hex(k, 64):
             raise Malformed(f"signatures[{i}].key must be 64 lowercase hex characters")
-        if not isinstance(sig, str) or HEX128_RE.fullmatch(sig) is None:
+        if not is_hex(sig, 128):
             raise Malformed(f"signatures[{i}].sig must be 128 lowercase hex characters")
         out.append((k, sig))
     if len({k for k, _ in out}) != len(out):

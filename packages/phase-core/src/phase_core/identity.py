@@ -11,15 +11,13 @@ creators end with one key.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import stat
 import struct
 from pathlib import Path
 
 from phase_core import crypto
-from phase_core.canonical import HEX64_RE
+from phase_core.canonical import is_hex, parse
 from phase_core.errors import ConfigError, Malformed, MissingInput
 from phase_core.fsutil import write_atomic
 from phase_core.oserrors import fs_errors
@@ -29,7 +27,7 @@ KEY_FILE_MAX_BYTES = 4096
 
 def check_node_id(value: object, what: str = "key") -> str:
     """Return ``value`` if it is 64 lowercase hex characters, else raise ``Malformed``."""
-    if not isinstance(value, str) or HEX64_RE.fullmatch(value) is None:
+    if not is_hex(value, 64):
         raise Malformed(f"{what} {repr(value)[:80]} is not 64 lowercase hex characters "
                         "(a raw 32-byte Ed25519 public key)")
     return value
@@ -60,9 +58,9 @@ class Identity:
         return openssh_public(self.node_id, comment)
 
     def to_file_bytes(self) -> bytes:
-        doc = {"v": 1, "type": "secret_key", "alg": "ed25519",
-               "seed": self._seed.hex(), "key": self.node_id}
-        return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+        # json.dumps of the dict in this order, compact (the values are hex and constants)
+        return (f'{{"v":1,"type":"secret_key","alg":"ed25519","seed":"{self._seed.hex()}",'
+                f'"key":"{self.node_id}"}}\n').encode()
 
     def __repr__(self) -> str:
         return f"Identity(node_id={self.node_id[:16]}…)"
@@ -81,21 +79,22 @@ def openssh_public(node_id: str, comment: str = "phase") -> str:
     raw = bytes.fromhex(check_node_id(node_id))
     alg = b"ssh-ed25519"
     blob = struct.pack(">I", len(alg)) + alg + struct.pack(">I", len(raw)) + raw
-    return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}".rstrip()
+    from binascii import b2a_base64
+    return f"ssh-ed25519 {b2a_base64(blob, newline=False).decode()} {comment}".rstrip()
 
 
 def parse_key_file(data: bytes, where: str = "key file") -> Identity:
     if len(data) > KEY_FILE_MAX_BYTES:
         raise Malformed(f"{where} is too large to be a key file")
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = parse(data, max_bytes=KEY_FILE_MAX_BYTES)
+    except Malformed:
         raise Malformed(f"{where} is not a Phase key file") from None
     if (not isinstance(doc, dict) or doc.get("type") != "secret_key"
             or doc.get("alg") != "ed25519" or doc.get("v") != 1):
         raise Malformed(f"{where} is not a Phase Ed25519 secret key file")
     seed_hex = doc.get("seed")
-    if not isinstance(seed_hex, str) or HEX64_RE.fullmatch(seed_hex) is None:
+    if not is_hex(seed_hex, 64):
         raise Malformed(f"{where} has a malformed seed")
     ident = Identity(bytes.fromhex(seed_hex))
     if doc.get("key") != ident.node_id:

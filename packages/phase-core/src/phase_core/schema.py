@@ -7,16 +7,15 @@ Schema for other implementations; a test keeps the two in agreement.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from phase_core.errors import Malformed
+from phase_core.lazyre import Pattern
 
 Check = Callable[[Any, str], Any]
-# canonical.MAX_INT (a test keeps them equal); canonical, which loads json, and
-# timefmt are imported by the checks that need them, so that checking limits
-# at a tool's start-up loads neither
+# canonical.MAX_INT (a test keeps them equal); canonical and timefmt are imported by
+# the checks that need them, so that checking limits at a tool's start-up loads neither
 MAX_INT = 2**53 - 1
 
 
@@ -25,14 +24,14 @@ def fail(where: str, msg: str) -> Malformed:
 
 
 def string(max_len: int = 256, pattern: str | None = None, min_len: int = 0) -> Check:
-    rx = re.compile(pattern) if pattern else None
+    rx = Pattern(pattern) if pattern else None
 
     def check(v: Any, where: str) -> str:
         if not isinstance(v, str):
             raise fail(where, "must be a string")
         if not min_len <= len(v) <= max_len:
             raise fail(where, f"length must be {min_len}..{max_len}")
-        if rx is not None and rx.fullmatch(v) is None:
+        if rx is not None and not rx.matches(v):
             raise fail(where, f"{v[:64]!r} does not match {rx.pattern}")
         return v
     return check
@@ -81,15 +80,15 @@ def one_of(*choices: str) -> Check:
 
 
 def content_id(v: Any, where: str) -> str:
-    from phase_core.canonical import CONTENT_ID_RE
-    if not isinstance(v, str) or CONTENT_ID_RE.fullmatch(v) is None:
+    from phase_core.canonical import is_content_id
+    if not is_content_id(v):
         raise fail(where, "must be a content id sha256:<64 lowercase hex>")
     return v
 
 
 def node_id(v: Any, where: str) -> str:
-    from phase_core.canonical import HEX64_RE
-    if not isinstance(v, str) or HEX64_RE.fullmatch(v) is None:
+    from phase_core.canonical import is_hex
+    if not is_hex(v, 64):
         raise fail(where, "must be 64 lowercase hex characters (an Ed25519 public key)")
     return v
 

@@ -10,9 +10,8 @@ Pure: no clock, no files, no network.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from phase_core.canonical import canonical, content_id
 from phase_core.errors import InputError, Malformed
@@ -20,11 +19,17 @@ from phase_core.errors import InputError, Malformed
 if TYPE_CHECKING:
     from phase_core.identity import Identity
 
-TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_TYPE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def is_type_name(value: object) -> TypeGuard[str]:
+    """``value`` is a document type's name: ``[a-z][a-z0-9_]{0,31}``."""
+    return (isinstance(value, str) and 0 < len(value) <= 32 and "a" <= value[0] <= "z"
+            and not value.strip(_TYPE_CHARS))
 
 
 def signing_message(doc_type: str, body: dict[str, Any]) -> bytes:
-    if TYPE_RE.fullmatch(doc_type) is None:
+    if not is_type_name(doc_type):
         raise Malformed(f"document type {doc_type[:40]!r} is not a valid type name")
     return b"phase:" + doc_type.encode() + b":v1\n" + canonical(body)
 

@@ -17,16 +17,17 @@ NaN, infinities, exponents and anything longer than 64 characters. Errors are
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from phase_core.errors import PhaseError, UsageError
+from phase_core.lazyre import Pattern
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
 MAX_TEXT = 64
-_NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*")  # ASCII digits only
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_NUMBER = Pattern(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*")  # ASCII digits only
 
 DURATION_UNITS_MS: dict[str, int] = {
     "ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000,
@@ -68,6 +69,9 @@ def _split(text: str | int, what: str, kind: str, example: str,
                     hint=f"for example {example}")
     if text.strip().startswith("-"):
         raise error(f"{what} must not be negative, got {text!r}", hint=f"for example {example}")
+    digits = text.rstrip(_LETTERS)  # the common "256M", "64KiB", "1048576": no pattern
+    if digits and not digits.strip("0123456789"):
+        return int(digits), text[len(digits):]
     m = _NUMBER.fullmatch(text)
     if m is None:
         raise error(f"{what} must be a {kind}, got {text!r}", hint=f"for example {example}")

@@ -17,7 +17,6 @@ holds them fsync'd after both renames. The cheap parts:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +70,8 @@ def _store(cas: Any, cid: str, size: int, put: Callable[[], str]) -> None:
 
 
 def _json(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    from phase_core.canonical import canonical
+    return canonical(obj) + b"\n"
 
 
 def write_files(files: list[tuple[Path, bytes]], mode: int = 0o644) -> None:

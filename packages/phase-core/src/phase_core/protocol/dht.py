@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from phase_core.canonical import HEX64_RE
+from phase_core.canonical import is_hex
 from phase_core.errors import Malformed
 
 ID_BITS = 256
@@ -82,7 +82,7 @@ def key_id(key: str) -> int:
 
 def node_int(node_id: str) -> int:
     """The 256-bit DHT id of a node id (64 lowercase hex)."""
-    if not isinstance(node_id, str) or HEX64_RE.fullmatch(node_id) is None:
+    if not is_hex(node_id, 64):
         raise Malformed(f"node id {repr(node_id)[:80]} is not 64 lowercase hex characters")
     return int(node_id, 16)
 
@@ -163,7 +163,7 @@ class Contact:
                 or "addresses" not in obj:
             raise Malformed("a contact is an object with exactly node_id and addresses")
         nid = obj["node_id"]
-        if not isinstance(nid, str) or HEX64_RE.fullmatch(nid) is None:
+        if not is_hex(nid, 64):
             raise Malformed(f"contact node id {repr(nid)[:80]} is not 64 lowercase hex")
         addrs = obj["addresses"]
         if not isinstance(addrs, list) or not 1 <= len(addrs) <= MAX_ADDRESSES:
