@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from phase_core.errors import ConfigError
@@ -111,6 +113,7 @@ def test_job_processes_from_file_environment_and_the_default(tmp_path):
     assert load(p, env={}).job_processes is False
     assert load(p, env={"PHASE_JOB_PROCESSES": "true"}).job_processes is True
     assert load(None, env={"PHASE_JOB_PROCESSES": "0"}).job_processes is False
+    assert load(None, env={"PHASE_JOB_PROCESSES": " Off "}).job_processes is False
     p.write_text('job_processes = "yes"\n')
     with pytest.raises(ConfigError, match="job_processes must be true or false"):
         load(p, env={})
@@ -120,3 +123,25 @@ def test_job_processes_from_file_environment_and_the_default(tmp_path):
     off = replace(Config(), job_processes=False)
     p.write_text(off.to_toml())
     assert load(p, env={}).job_processes is False
+
+
+@pytest.mark.parametrize("name", ["PHASE_OPEN", "PHASE_JOB_PROCESSES"])
+def test_a_switch_with_a_typo_is_refused_not_read_as_off(name):
+    with pytest.raises(ConfigError, match=f"{name} must be on or off, not 'ture'"):
+        load(None, env={name: "ture"})
+    assert getattr(load(None, env={name: "yes"}), name[6:].lower()) is True
+    assert getattr(load(None, env={name: "no"}), name[6:].lower()) is False
+
+
+def test_a_switch_with_a_typo_stops_the_daemon_with_exit_78(tmp_path):
+    import subprocess
+
+    from tests.conftest import script
+    from tests.plasmd.conftest import init_home
+
+    home = tmp_path / "node"
+    init_home(home)
+    r = subprocess.run([script("plasmd"), "start", f"--home={home}"], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PHASE_JOB_PROCESSES": "flase"})
+    assert r.returncode == 78, r.stderr
+    assert "PHASE_JOB_PROCESSES must be on or off, not 'flase'" in r.stderr and r.stdout == ""

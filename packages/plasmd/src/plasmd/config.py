@@ -130,9 +130,18 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
-def _env_true(value: str) -> bool:
-    """A PHASE_* switch: 1, true or yes (any case) is on; anything else is off."""
-    return value.lower() in ("1", "true", "yes")
+SWITCH_ON = ("1", "true", "yes", "on")
+SWITCH_OFF = ("0", "false", "no", "off")
+
+
+def _env_switch(env: dict[str, str], name: str) -> bool:
+    """A PHASE_* switch: 1, true, yes or on (any case) is on; 0, false, no or off is
+    off; anything else is refused, so that a typo does not silently mean off."""
+    value = env[name].strip().lower()
+    if value in SWITCH_ON or value in SWITCH_OFF:
+        return value in SWITCH_ON
+    raise ConfigError(f"{name} must be on or off, not {env[name][:40]!r}",
+                      hint=f"on: {', '.join(SWITCH_ON)}; off: {', '.join(SWITCH_OFF)}")
 
 
 def load(path: Path | None, env: dict[str, str] | None = None,
@@ -188,11 +197,11 @@ def load(path: Path | None, env: dict[str, str] | None = None,
         if env.get("PHASE_LISTEN"):
             cfg = replace(cfg, listen=tuple(a.strip() for a in env["PHASE_LISTEN"].split(",")))
         if env.get("PHASE_OPEN"):
-            cfg = replace(cfg, open=_env_true(env["PHASE_OPEN"]))
+            cfg = replace(cfg, open=_env_switch(env, "PHASE_OPEN"))
         if env.get("PHASE_WORKERS"):
             cfg = replace(cfg, workers=int(env["PHASE_WORKERS"]))
         if env.get("PHASE_JOB_PROCESSES"):
-            cfg = replace(cfg, job_processes=_env_true(env["PHASE_JOB_PROCESSES"]))
+            cfg = replace(cfg, job_processes=_env_switch(env, "PHASE_JOB_PROCESSES"))
         if env.get("PHASE_BOOTSTRAP"):
             cfg = replace(cfg, bootstrap=tuple(a.strip() for a in
                                                env["PHASE_BOOTSTRAP"].split(",") if a.strip()))
