@@ -18,6 +18,8 @@ pytest_plugins = ["tests.netns"]  # the `net` fixture: network namespaces joined
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors"
+# a WASM header, then a section cut short: every engine refuses to compile it
+BROKEN_MODULE = b"\0asm\x01\0\0\0\x01\xff"
 
 
 @dataclass

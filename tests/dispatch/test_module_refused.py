@@ -10,7 +10,7 @@ from typing import Any
 
 from phase_core import identity
 from plasmd.submit import make_manifest
-from tests.conftest import script
+from tests.conftest import BROKEN_MODULE, script
 from tests.dispatch.conftest import records, start_workers
 from tests.records import check_stdout
 
@@ -20,7 +20,7 @@ def test_a_module_no_worker_compiles_fails_65_after_every_node_said_so(
     nodes = start_workers(tmp_path, 2)
     stop_all.extend(nodes)
     broken = tmp_path / "broken.wasm"
-    broken.write_bytes(b"\0asm\x01\0\0\0\x01\xff")  # a header, then a truncated section
+    broken.write_bytes(BROKEN_MODULE)
     env = make_manifest(identity.load(client_home / "key"), broken.read_bytes(), None,
                         argv=["broken.wasm"])
     line = json.dumps({"v": 1, "type": "job", "manifest": env, "module_path": str(broken)})

@@ -9,6 +9,7 @@ import pytest
 from phase_core.errors import InputError, Malformed, TooLarge
 from phase_core.limits import DEFAULT_LIMITS
 from plasm_exec.api import RunSpec, module_id_of
+from tests.conftest import BROKEN_MODULE
 
 
 def spec(**lim: int) -> RunSpec:
@@ -86,7 +87,7 @@ def test_traps_are_named(executor, wasm, name, trap):
 
 @pytest.mark.parametrize(("data", "err", "slug"), [
     (b"not wasm at all", Malformed, "bad_module"),
-    (b"\0asm\x01\0\0\0\x01\xff", Malformed, "bad_module"),  # truncated section
+    (BROKEN_MODULE, Malformed, "bad_module"),  # truncated section
     (b"\0asm\x0d\0\x01\0", Malformed, "bad_module"),  # a component
 ])
 def test_bad_bytes(executor, wasm, data, err, slug):

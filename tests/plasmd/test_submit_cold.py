@@ -22,7 +22,7 @@ from phase_core.identity import Identity
 from phase_core.trust import Keyring
 from plasm_exec.run import limits_from_args
 from plasmd import cli, submitcmd
-from tests.conftest import script
+from tests.conftest import BROKEN_MODULE, script
 from tests.plasmd.conftest import HELLO, init_home
 
 LINES = [
@@ -207,7 +207,7 @@ def test_a_module_the_worker_cannot_compile_exits_65_as_a_local_run_would(node_f
     if not warm:
         init_home(home)
     broken = tmp_path / "broken.wasm"
-    broken.write_bytes(b"\0asm\x01\0\0\0\x01\xff")  # a truncated section
+    broken.write_bytes(BROKEN_MODULE)
     r = subprocess.run([script("plasmd"), "submit", f"--home={home}", str(broken),
                         f"--peer={worker.peer}"], capture_output=True, timeout=120)
     assert r.returncode == 65, r.stderr[-2000:]

@@ -20,7 +20,7 @@ import pytest
 from phase_core.identity import load as load_identity
 from plasmd import fastargs, warmsubmit
 from plasmd.submit import make_manifest
-from tests.conftest import script
+from tests.conftest import BROKEN_MODULE, script
 from tests.plasmd.conftest import EXAMPLES, HELLO, init_home, start_node
 from tests.plasmd.test_local_api import Api
 
@@ -304,7 +304,7 @@ def test_a_module_no_found_node_can_compile_is_said_as_a_local_run_would(node_fa
         prepare_home(second, mode="internet", mdns=False, open=True, bootstrap=(boot,))
         workers.append(start_node(second, env=env))
         broken = tmp_path / "broken.wasm"
-        broken.write_bytes(b"\0asm\x01\0\0\0\x01\xff")  # a header, a truncated section
+        broken.write_bytes(BROKEN_MODULE)
         n = node_factory("local")
         cold = tmp_path / "cold"
         init_home(cold)
