@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from phase_core.errors import DigestMismatch, InternalError, Interrupted, MissingInput
+from phase_core.limits import DEFAULT_LIMITS
 from plasmd import jobproc
 from tests.conftest import script
 from tests.plasmd.conftest import HELLO, init_home, start_node, submit
@@ -228,12 +229,15 @@ def test_a_childs_error_comes_back_as_the_class_it_raised():
 
 
 def test_a_child_that_cannot_start_fails_its_job_clearly(tmp_path):
-    """A job process that dies before it is ready (here: the node's key is not one)
-    fails the job with what happened, and the next start is not at once."""
+    """A job process that dies before it is ready (here: its start frame names no node
+    id) fails the job with what happened, and the next start is not at once."""
+    from types import SimpleNamespace
+
     from phase_core.documents import Verified
 
     procs = jobproc.JobProcesses(1, home=tmp_path, cas_root=tmp_path / "cas",
-                                 key_file=b"not a key", output_cap=1 << 20)
+                                 identity=SimpleNamespace(node_id="not a node id"),
+                                 output_cap=1 << 20)
     try:
         v = Verified("job_manifest", "sha256:" + "0" * 64, {"stdin": None}, (), {})
         t = time.monotonic()
@@ -300,8 +304,8 @@ def test_a_cancel_that_comes_before_its_job_is_read_still_stops_it(tmp_path):
     m = make_manifest(me, spin, None, argv=["spin.wasm"],
                       limits=dict(DEFAULT_LIMITS, wall_ms=20_000))
     v = Verified("job_manifest", "sha256:" + "1" * 64, m["body"], (), m)
-    procs = jobproc.JobProcesses(1, home=tmp_path, cas_root=cas.root,
-                                 key_file=me.to_file_bytes(), output_cap=1 << 20)
+    procs = jobproc.JobProcesses(1, home=tmp_path, cas_root=cas.root, identity=me,
+                                 output_cap=1 << 20)
     try:
         cancel = threading.Event()
         cancel.set()  # before the child has even started
@@ -311,3 +315,79 @@ def test_a_cancel_that_comes_before_its_job_is_read_still_stops_it(tmp_path):
         assert procs.restarts == 0 and len(procs.pids()) == 1
     finally:
         procs.close()
+
+
+def _readable_memory(pid: int) -> bytes:
+    """Every private writable mapping of process ``pid`` (its heap and anonymous memory)."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            try:
+                mem.seek(lo)
+                chunks.append(mem.read(hi - lo))
+            except (OSError, ValueError, OverflowError):
+                continue
+    return b"".join(chunks)
+
+
+def test_the_nodes_key_never_enters_a_job_process(tmp_path):
+    """A job process runs guests, so it is where a guest that escaped the engine would
+    be: it gets the node's id, never its key. The node signs the receipt body the
+    child returns, and the receipt verifies with the node's key."""
+    from phase_core import envelope
+    from phase_core.identity import load
+    from plasmd.receiptlog import ReceiptLog
+
+    home = tmp_path / "worker"
+    w = start_node(home, "--open", "--workers=1")
+    try:
+        r = submit(tmp_path / "client", w.peer, HELLO, stdin=b"keyless", tmp=tmp_path)
+        assert r.returncode == 0 and r.stdout == b"sselyek", r.stderr
+        (child,) = status(w)["job_processes"]["pids"]
+        seed = load(home / "key")._seed
+        memory = _readable_memory(child)
+        assert len(memory) > 1 << 20  # (its heap was read)
+        assert seed not in memory and seed.hex().encode() not in memory
+        assert w.node_id.encode() in memory  # the id it puts in receipt bodies
+        (logged,) = [e.receipt for e in ReceiptLog(home / "receipts.jsonl").entries()]
+        env = envelope.parse(logged)
+        assert list(envelope.signer_keys(env)) == [w.node_id] and env.body["stdout_bytes"] == 7
+        envelope.check_signatures(env)
+    finally:
+        w.stop()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("job", "sha256:" + "2" * 64), ("module", "sha256:" + "3" * 64),
+    ("stdin", "sha256:" + "4" * 64), ("worker", "5" * 64), ("stdout_bytes", 2),
+    ("stderr", "sha256:" + "6" * 64), ("deterministic", True),
+    ("limits", dict(DEFAULT_LIMITS, fuel=1)), ("wall_ms", "fast"), ("extra", 1)])
+def test_the_node_signs_only_the_receipt_of_the_job_it_sent(field, value):
+    """What a child answers is checked before the node signs it: a body for another
+    job, module, stdin, worker, limits or outputs, or one that is not a receipt body,
+    is a broken child (its job fails, the child is replaced), never a signed receipt."""
+    from phase_core.canonical import content_id
+    from phase_core.documents import Verified
+    from plasm_exec.api import RunResult
+    from plasm_exec.receipts import receipt_body
+    from plasm_exec.values import Outcome
+
+    m = {"module": "sha256:" + "a" * 64, "stdin": "sha256:" + "b" * 64,
+         "limits": dict(DEFAULT_LIMITS)}
+    v = Verified("job_manifest", "sha256:" + "c" * 64, m, (), {})
+    node = "d" * 64
+    o = Outcome(ended="exited", exit_code=0, trap=None, fuel_consumed=5, fuel_exact=True,
+                wall_ms=1, message=None)
+    res = RunResult(o, m["stdin"], content_id(b"x"), content_id(b""), 1, 0, b"x", b"")
+    good = receipt_body(job_id=v.id, module_id=m["module"], result=res, limits=m["limits"],
+                        deterministic=False, runtime={"name": "wasmtime", "version": "1"},
+                        worker=node, completed=0)
+    jobproc._check_receipt_body(good, v, {}, node, b"x", b"")  # the right one passes
+    with pytest.raises(jobproc.ChildGone):
+        jobproc._check_receipt_body({**good, field: value}, v, {}, node, b"x", b"")
+    with pytest.raises(jobproc.ChildGone, match="stdout"):  # outputs other than it names
+        jobproc._check_receipt_body(good, v, {}, node, b"y", b"")

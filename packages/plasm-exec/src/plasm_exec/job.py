@@ -61,19 +61,33 @@ def verify_manifest(obj: Any, *, keyring: Keyring | None, now: int) -> documents
                                                   expected_type=manifest.TYPE))
 
 
-def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
-                identity: Identity, now: int, keyring: Keyring | None = None,
-                ceilings: dict[str, int] | None = None, module_path: Path | None = None,
-                stdin_path: Path | None = None, store_outputs: bool = True,
-                verified: documents.Verified | None = None,
-                cancel: threading.Event | None = None,
-                stdin_blob: Callable[[str], Path] | None = None) -> JobResult:
-    """Run one job. ``verified``: the caller already verified this manifest (plasmd).
+def job_limits(body: dict[str, Any], ceilings: dict[str, int] | None) -> dict[str, int]:
+    """The limits a job runs under: its manifest's, clamped to the operator's ceilings."""
+    return clamp(body["limits"], ceilings) if ceilings else dict(body["limits"])
+
+
+def execute_job(manifest_obj: Any, *, identity: Identity, **kw: Any) -> JobResult:
+    """Run one job and sign its receipt with ``identity``; ``kw`` as for ``run_job``."""
+    job_id, rbody, result = run_job(manifest_obj, worker=identity.node_id, **kw)
+    return JobResult(job_id, sign_receipt(rbody, identity), result)
+
+
+def run_job(manifest_obj: Any, *, worker: str, executor: Executor, cas: ContentStore,
+            now: int, keyring: Keyring | None = None,
+            ceilings: dict[str, int] | None = None, module_path: Path | None = None,
+            stdin_path: Path | None = None, store_outputs: bool = True,
+            verified: documents.Verified | None = None,
+            cancel: threading.Event | None = None,
+            stdin_blob: Callable[[str], Path] | None = None
+            ) -> tuple[str, dict[str, Any], RunResult]:
+    """Run one job: its id, its receipt's body (unsigned, naming ``worker``) and the
+    run. A node's job process runs this; the node, which alone holds the key, signs.
+    ``verified``: the caller already verified this manifest (plasmd).
     ``stdin_blob``: the stdin blob's checked path (default: ``cas.verify``, which
     re-hashes it; plasmd hashes each blob once per file identity).
 
     ``cancel``: set it from another thread to stop the guest; this then raises
-    ``phase_core.errors.Interrupted`` and signs no receipt.
+    ``phase_core.errors.Interrupted`` and no receipt is made.
     """
     from phase_core.timefmt import now as clock
 
@@ -92,7 +106,7 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
             raise MissingInput(f"module {body['module']} is not in the store",
                                hint="fetch it first (phase-fetch), or give module_path")
         prog = executor.load(cas.read(body["module"]), body["module"])
-    limits = clamp(body["limits"], ceilings) if ceilings else dict(body["limits"])
+    limits = job_limits(body, ceilings)
     spec = run_spec_from_manifest(body, limits)
     stdin = None
     if body["stdin"] is not None:
@@ -104,6 +118,5 @@ def execute_job(manifest_obj: Any, *, executor: Executor, cas: ContentStore,
                 cas.put_bytes(data)
     rbody = receipt_body(job_id=verified.id, module_id=body["module"], result=result,
                          limits=limits, deterministic=spec.deterministic,
-                         runtime=executor.runtime_info, worker=identity.node_id,
-                         completed=clock())
-    return JobResult(verified.id, sign_receipt(rbody, identity), result)
+                         runtime=executor.runtime_info, worker=worker, completed=clock())
+    return verified.id, rbody, result

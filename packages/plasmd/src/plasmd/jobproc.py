@@ -5,21 +5,22 @@ The network process keeps everything that has one owner: the QUIC connections,
 admission, the replay journal, the receipt log and the status. ``JobProcesses``
 keeps one child (``python -m plasmd.jobproc``) per guest slot. A job thread that
 holds a guest slot (``plasmd.fair``) takes an idle child, sends it the verified
-job over a pipe and waits for the answer: the signed receipt and the outputs, or
-the error. So the guest's run, wasmtime's own work and the receipt's signing
-leave the network process's GIL, and a guest that brings its process down (a
-fault in the engine, the kernel's OOM killer) fails its own job, not the node;
-the child is replaced.
+job over a pipe and waits for the answer: the receipt's body and the outputs, or
+the error. So the guest's run and wasmtime's own work leave the network process's
+GIL, and a guest that brings its process down (a fault in the engine, the kernel's
+OOM killer) fails its own job, not the node; the child is replaced. The node's key
+never enters a child: the network process checks that the body is the receipt of
+the job it sent (its job, module, stdin, limits and worker) and signs it.
 
 The pipes carry frames: a 4-byte big-endian length, a JSON header, then the byte
 strings the header counts (``"blobs": [n, ...]``). Nothing is pickled, and what a
 child sends is parsed under caps like a peer's input: a guest that broke out of
 the engine would hold that end of the pipe.
 
-A child reads its start frame (the home, the store, the node's key), answers
+A child reads its start frame (the home, the store, the node's id), answers
 ``ready``, then runs one job at a time, each read from its stdin by the thread that
 runs it. A ``cancel`` frame, on a pipe of its own that a second thread reads, stops
-the running guest (the job ends ``Interrupted``; nothing is signed), or the job
+the running guest (the job ends ``Interrupted``; no receipt is made), or the job
 before it starts when the cancel came first. It ignores SIGINT and SIGTERM: Ctrl-C
 and systemd's stop reach the whole process group, and the node finishes its jobs
 before it stops. It exits as soon as its stdin ends, so no child
@@ -46,7 +47,7 @@ from phase_core.errors import InternalError, Interrupted, PhaseError, TempFailur
 
 __all__ = ["JobProcesses", "main"]
 
-HEADER_CAP = 4 << 20  # a job's manifest body, or a signed receipt and an outcome
+HEADER_CAP = 4 << 20  # a job's manifest body, or a receipt's body and an outcome
 CANCEL_GRACE_S = 5.0  # a cancelled guest that has not stopped by then: its child is killed
 POLL_S = 0.05  # how often a waiting job thread looks at its job's cancel flag
 RESPAWN_PAUSE_S = 1.0  # a child that died before it was ready is not restarted sooner
@@ -203,11 +204,12 @@ class Child:
 class JobProcesses:
     """``count`` job processes for one node; ``run`` one verified job in an idle one."""
 
-    def __init__(self, count: int, *, home: Path, cas_root: Path, key_file: bytes,
+    def __init__(self, count: int, *, home: Path, cas_root: Path, identity: Any,
                  output_cap: int) -> None:
         self.count = count
         self.restarts = 0
-        self._start = {"home": str(home), "cas": str(cas_root), "key": key_file.decode()}
+        self._identity = identity  # signs the receipts; its key stays in this process
+        self._start = {"home": str(home), "cas": str(cas_root), "worker": identity.node_id}
         self._blob_cap = output_cap
         # last in, first out: one job after another goes to the same child, whose
         # caches are warm, and the other children stay asleep
@@ -250,8 +252,9 @@ class JobProcesses:
             cancel: threading.Event | None) -> Any:
         """Run one job whose guest slot the caller holds; its ``JobResult``, or the
         error the guest's run raised (``InternalError`` when the child died)."""
-        from plasm_exec.api import RunResult  # (none of the three imports wasmtime)
+        from plasm_exec.api import RunResult  # (none of the four imports wasmtime)
         from plasm_exec.job import JobResult
+        from plasm_exec.receipts import sign_receipt
         from plasm_exec.values import Outcome
 
         if self._closed:
@@ -272,11 +275,11 @@ class JobProcesses:
                 raise _error(header)
             out, err = blobs
             o = header["outcome"]
-            result = JobResult(verified.id, header["receipt"], RunResult(
+            rbody = header["receipt_body"]
+            _check_receipt_body(rbody, verified, ceilings, self._identity.node_id, out, err)
+            result = JobResult(verified.id, sign_receipt(rbody, self._identity), RunResult(
                 Outcome(**{k: o[k] for k in Outcome._fields}), header["stdin_id"],
                 header["stdout_id"], header["stderr_id"], len(out), len(err), out, err))
-            if header["receipt"]["body"]["job"] != verified.id:
-                raise ChildGone("it answered with another job's receipt")
         except (ChildGone, OSError, KeyError, TypeError, ValueError) as e:
             how = (child.ended_how() if isinstance(e, ChildGone | OSError)
                    else "it broke the protocol")
@@ -325,6 +328,25 @@ def _close_all(children: set[Child]) -> None:
             c.proc.stdin.close()
 
 
+def _check_receipt_body(rbody: Any, verified: Any, ceilings: dict[str, int], worker: str,
+                        out: bytes, err: bytes) -> None:
+    """Raise ``ChildGone`` unless ``rbody`` is a well-formed receipt body of the job that
+    was sent, naming the outputs the child sent: what the node signs, a child cannot
+    point at another job, module, stdin, worker, limits or output."""
+    from phase_core import receipt
+    from plasm_exec.job import job_limits
+
+    try:
+        receipt.check(rbody)
+        receipt.check_binding(rbody, job_id=verified.id, manifest_body=verified.body,
+                              worker=worker, stdout=out, stderr=err)
+    except PhaseError as e:
+        raise ChildGone(f"its receipt is not the one of the job it was sent: {e.message}"
+                        ) from None
+    if rbody["limits"] != job_limits(verified.body, ceilings):
+        raise ChildGone("its receipt states other limits than the job's")
+
+
 def _error(header: dict[str, Any]) -> PhaseError:
     """The child's error as the class it raised (a ``phase_core.errors`` class)."""
     cls = getattr(errors, str(header.get("class")), None)
@@ -352,13 +374,15 @@ def main() -> None:
     except ChildGone:
         os._exit(0)
     from phase_core import manifest
+    from phase_core.canonical import is_hex
     from phase_core.cas import ContentStore
     from phase_core.documents import Verified
-    from phase_core.identity import parse_key_file
     from plasm_exec.api import Executor
-    from plasm_exec.job import execute_job
+    from plasm_exec.job import run_job
 
-    identity = parse_key_file(start["key"].encode(), "the node's key")
+    worker = start.get("worker")
+    if not is_hex(worker, 64):
+        sys.exit("plasmd.jobproc: the start frame names no node id")
     executor = Executor(Path(start["home"]))
     cas = ContentStore(Path(start["cas"]))
     current: list[Any] = [0, threading.Event()]  # the job running: its n, its cancel
@@ -392,10 +416,10 @@ def main() -> None:
         try:
             verified = Verified(manifest.TYPE, job["id"], job["body"], (), {})
             stdin = job["stdin"]
-            r = execute_job({}, executor=executor, cas=cas, identity=identity, now=0,
-                            ceilings=job["ceilings"], verified=verified, store_outputs=False,
-                            cancel=cancel,
-                            stdin_blob=(lambda _cid, p=stdin: Path(p)))
+            _, rbody, res = run_job({}, worker=worker, executor=executor, cas=cas, now=0,
+                                    ceilings=job["ceilings"], verified=verified,
+                                    store_outputs=False, cancel=cancel,
+                                    stdin_blob=(lambda _cid, p=stdin: Path(p)))
         except PhaseError as e:
             write_frame(out, {"type": "error", "n": job["n"], "class": _base_name(e),
                               "slug": e.slug, "message": e.message, "hint": e.hint,
@@ -406,9 +430,8 @@ def main() -> None:
                               "slug": "internal", "message": f"the job process failed: {e!r}",
                               "hint": None, "exit_code": InternalError.exit_code})
             continue
-        res = r.result
         o = res.outcome
-        write_frame(out, {"type": "done", "n": job["n"], "receipt": r.receipt,
+        write_frame(out, {"type": "done", "n": job["n"], "receipt_body": rbody,
                           "outcome": {k: getattr(o, k) for k in o._fields},
                           "stdin_id": res.stdin_id, "stdout_id": res.stdout_id,
                           "stderr_id": res.stderr_id},

@@ -126,7 +126,7 @@ class Node(JobThread):
         # threads, or the caller gave the engine to use in this process (tests)
         self._children = None if executor is not None or not config.job_processes else \
             JobProcesses(config.workers, home=home, cas_root=cas.root,
-                         key_file=identity.to_file_bytes(),
+                         identity=identity,
                          output_cap=config.ceilings["output_bytes"])
         # ``workers`` job threads (``_slots``) and as many guest slots (``_guests``),
         # both handed out round-robin per submitter (docs/threat-model.md). No job
