@@ -4,7 +4,7 @@ Compiling a pattern costs 0.1–0.3 ms of a cold start (docs/performance.md,
 "plasm-exec cold start"), and most of a module's patterns are never used by a
 given command: a plain ``plasm-exec run`` parses no size with a fraction and no
 time, and signs no document. A ``Pattern`` is compiled on its first
-``fullmatch`` or ``match``. ``matches`` answers "does the whole text match" and
+``fullmatch``. ``matches`` answers "does the whole text match" and
 needs no compiling at all for the most common shape of the project's field
 rules, one bracketed class repeated (``[a-z0-9_.-]+``, ``[0-9a-f]{32,64}``): the
 text is checked with ``str.strip`` against the class's characters.
@@ -37,9 +37,6 @@ class Pattern:
 
     def fullmatch(self, text: str) -> re.Match[str] | None:
         return self._compiled().fullmatch(text)
-
-    def match(self, text: str) -> re.Match[str] | None:
-        return self._compiled().match(text)
 
     def matches(self, text: str) -> bool:
         """``fullmatch(text) is not None``."""

@@ -10,7 +10,9 @@ the error. So the guest's run and wasmtime's own work leave the network process'
 GIL, and a guest that brings its process down (a fault in the engine, the kernel's
 OOM killer) fails its own job, not the node; the child is replaced. The node's key
 never enters a child: the network process checks that the body is the receipt of
-the job it sent (its job, module, stdin, limits and worker) and signs it.
+the job it sent (its job, module, stdin, worker, deterministic profile and limits)
+naming the outputs the child sent, and signs it; the run's outcome and ids are read
+from that body (the child adds only the outcome's message).
 
 The pipes carry frames: a 4-byte big-endian length, a JSON header, then the byte
 strings the header counts (``"blobs": [n, ...]``). Nothing is pickled, and what a
@@ -47,7 +49,7 @@ from phase_core.errors import InternalError, Interrupted, PhaseError, TempFailur
 
 __all__ = ["JobProcesses", "main"]
 
-HEADER_CAP = 4 << 20  # a job's manifest body, or a receipt's body and an outcome
+HEADER_CAP = 4 << 20  # a job's manifest body, or a receipt's body and a message
 CANCEL_GRACE_S = 5.0  # a cancelled guest that has not stopped by then: its child is killed
 POLL_S = 0.05  # how often a waiting job thread looks at its job's cancel flag
 RESPAWN_PAUSE_S = 1.0  # a child that died before it was ready is not restarted sooner
@@ -274,12 +276,12 @@ class JobProcesses:
                 self._idle.put(child)
                 raise _error(header)
             out, err = blobs
-            o = header["outcome"]
-            rbody = header["receipt_body"]
+            rbody, message = header["receipt_body"], header["message"]
             _check_receipt_body(rbody, verified, ceilings, self._identity.node_id, out, err)
             result = JobResult(verified.id, sign_receipt(rbody, self._identity), RunResult(
-                Outcome(**{k: o[k] for k in Outcome._fields}), header["stdin_id"],
-                header["stdout_id"], header["stderr_id"], len(out), len(err), out, err))
+                Outcome(**{k: rbody[k] for k in Outcome._fields if k != "message"},
+                        message=None if message is None else str(message)[:4096]),
+                rbody["stdin"], rbody["stdout"], rbody["stderr"], len(out), len(err), out, err))
         except (ChildGone, OSError, KeyError, TypeError, ValueError) as e:
             how = (child.ended_how() if isinstance(e, ChildGone | OSError)
                    else "it broke the protocol")
@@ -430,11 +432,8 @@ def main() -> None:
                               "slug": "internal", "message": f"the job process failed: {e!r}",
                               "hint": None, "exit_code": InternalError.exit_code})
             continue
-        o = res.outcome
         write_frame(out, {"type": "done", "n": job["n"], "receipt_body": rbody,
-                          "outcome": {k: getattr(o, k) for k in o._fields},
-                          "stdin_id": res.stdin_id, "stdout_id": res.stdout_id,
-                          "stderr_id": res.stderr_id},
+                          "message": res.outcome.message},
                     (res.stdout or b"", res.stderr or b""))
 
 
