@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
 
-import wasmtime as wt
+from plasm_exec import capi
 
 WASI = "wasi_snapshot_preview1"
 DET_EPOCH_NS = 1_767_225_600 * 10**9
 DET_SEED = hashlib.sha256(b"phase:deterministic-random:v1").digest()
 
 _tls = threading.local()
-_I32, _I64 = wt.ValType.i32(), wt.ValType.i64()
 EINVAL, EFAULT, SUCCESS = 28, 21, 0
 U64 = (1 << 64) - 1
 
@@ -59,25 +57,24 @@ def advance_to(ns: int) -> int:
     return st.now
 
 
-def _write(caller: Any, ptr: int, data: bytes) -> int:
+def _write(mem: capi.Caller, ptr: int, data: bytes) -> int:
     ptr &= U64 >> 32  # wasmtime hands i32 parameters over signed
-    mem = caller.get("memory")
-    if not isinstance(mem, wt.Memory):
+    if not mem.has_memory:
         return EFAULT
     try:
-        mem.write(caller, data, ptr)
-    except (IndexError, ValueError, wt.WasmtimeError):
+        mem.write(ptr, data)
+    except IndexError:
         return EFAULT
     return SUCCESS
 
 
-def _det_clock_res_get(caller: Any, clock: int, ptr: int) -> int:
+def _det_clock_res_get(caller: capi.Caller, clock: int, ptr: int) -> int:
     if not 0 <= clock <= 3:
         return EINVAL
     return _write(caller, ptr, (1_000_000).to_bytes(8, "little"))
 
 
-def _det_clock_time_get(caller: Any, clock: int, _precision: int, ptr: int) -> int:
+def _det_clock_time_get(caller: capi.Caller, clock: int, _precision: int, ptr: int) -> int:
     if not 0 <= clock <= 3:
         return EINVAL
     st = _state()
@@ -85,22 +82,19 @@ def _det_clock_time_get(caller: Any, clock: int, _precision: int, ptr: int) -> i
     return _write(caller, ptr, st.now.to_bytes(8, "little"))
 
 
-def _det_random_get(caller: Any, ptr: int, n: int) -> int:
+def _det_random_get(caller: capi.Caller, ptr: int, n: int) -> int:
     n &= U64 >> 32
     if n < 0 or n > 1 << 24:
         return EINVAL
     return _write(caller, ptr, _state().random(n))
 
 
-def shadow(linker: Any) -> None:
+def shadow(linker: capi.Linker) -> None:
     """Replace the clock and random functions of a linker that has WASI defined."""
-    linker.allow_shadowing = True
-    linker.define_func(WASI, "clock_res_get", wt.FuncType([_I32, _I32], [_I32]),
-                       _det_clock_res_get, access_caller=True)
-    linker.define_func(WASI, "clock_time_get", wt.FuncType([_I32, _I64, _I32], [_I32]),
-                       _det_clock_time_get, access_caller=True)
-    linker.define_func(WASI, "random_get", wt.FuncType([_I32, _I32], [_I32]),
-                       _det_random_get, access_caller=True)
+    i32, i64 = capi.I32, capi.I64
+    linker.shadow(WASI, "clock_res_get", (i32, i32), _det_clock_res_get)
+    linker.shadow(WASI, "clock_time_get", (i32, i64, i32), _det_clock_time_get)
+    linker.shadow(WASI, "random_get", (i32, i32), _det_random_get)
 
 
 def begin_run() -> None:

@@ -1,7 +1,7 @@
-"""The wasmtime border: with ``determinism`` and ``pollfence``, the only modules that
-import wasmtime.
+"""The wasmtime border: with ``capi`` (the C API, bound directly), ``determinism`` and
+``pollfence``, the only modules that touch wasmtime.
 
-``Runtime`` owns one ``wasmtime.Engine`` (fuel metering) and up to two linkers
+``Runtime`` owns one wasmtime engine (fuel metering) and up to two linkers
 (plain WASI preview1, and the deterministic profile that shadows clocks and
 ``random_get``), each made on first use; both shadow ``poll_oneoff`` with
 ``pollfence``'s, which sleeps with the run's deadline and cancel in view.
@@ -14,8 +14,8 @@ the profile's first run, so a cold ``run`` builds only the linker it uses);
 with the GIL released.
 
 Wall clock and stopping: the guest runs as a wasmtime *call future* that
-yields back to ``_drive`` after every ``FUEL_SLICE`` of fuel and at every epoch
-tick (one ticker thread per process, ``TICK_S``); ``_drive`` asks the run's
+yields back to the poller after every ``FUEL_SLICE`` of fuel and at every epoch
+tick (one ticker thread per process, ``TICK_S``); ``capi.poll_until`` asks the run's
 ``RunControl`` whether to go on (deadline, output fence, the caller's cancel)
 and, if not, drops the future, which unwinds the guest. So a run stops within
 one tick or one slice, whichever comes first. A guest asleep in ``poll_oneoff``
@@ -24,10 +24,8 @@ stop, traps the guest out of its sleep. The fuel it reports is what it
 consumed, also when it was stopped: wasmtime writes the fuel counter back at
 each slice and at each call, so a stopped run's figure is short by less than
 one slice (a tight loop stopped by an epoch *trap*, as before, reported 0).
-The async entry points are the ffi bindings
-``wasmtime_instance_pre_instantiate_async``,
-``wasmtime_func_call_async`` and ``wasmtime_call_future_poll``, which
-wasmtime-py 50 ships but does not wrap.
+The async entry points are ``wasmtime_instance_pre_instantiate_async``,
+``wasmtime_func_call_async`` and ``wasmtime_call_future_poll``.
 
 wasmtime errors are translated to ``phase_core`` errors here.
 """
@@ -35,70 +33,20 @@ wasmtime errors are translated to ``phase_core`` errors here.
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import wasmtime as wt
-from wasmtime import _ffi as ffi
-from wasmtime import _func
-
 from phase_core.errors import InputError, Malformed
-from plasm_exec import pollfence
+from plasm_exec import capi, pollfence
 from plasm_exec.values import Outcome, Value
 from plasm_exec.wasmheader import check_header
 
-# Short wasmtime calls that keep the GIL. ctypes releases the GIL around every
-# foreign call; a run makes about 25 of them, most a few hundred nanoseconds
-# long (setters, allocations, a lookup). In a node, each release lets the event
-# loop or another job thread take the GIL, and taking it back waits for them
-# (up to the interpreter's switch interval): that hand-off cost more than the
-# calls. These are loaded a second time through ``ctypes.PyDLL`` (same library,
-# same argument types) and run holding the GIL. None of them runs guest code,
-# blocks or does I/O; ``wasi_config_set_*_file``, ``wasmtime_call_future_poll``
-# (where the guest runs), ``wasmtime_call_future_delete`` (it may unwind a
-# guest) and ``wasmtime_store_delete`` (it frees the guest's memory) still
-# release it. ``wasmtime_context_set_wasi`` opens the preopened directories,
-# which a job has none of (docs/performance.md, "Short wasmtime calls").
-KEEP_GIL = (
-    "wasi_config_new", "wasi_config_set_argv", "wasi_config_set_env",
-    "wasi_config_set_stdin_bytes", "wasm_byte_vec_new", "wasmtime_store_new",
-    "wasmtime_store_context", "wasmtime_store_limiter", "wasmtime_context_set_wasi",
-    "wasmtime_context_set_fuel", "wasmtime_context_get_fuel",
-    "wasmtime_context_fuel_async_yield_interval", "wasmtime_context_set_epoch_deadline",
-    "wasmtime_context_epoch_deadline_async_yield_and_update",
-    "wasmtime_instance_pre_instantiate_async", "wasmtime_func_call_async",
-    "wasmtime_instance_export_nth",
-)
-
-
-def _keep_gil(names: tuple[str, ...] = KEEP_GIL) -> list[str]:
-    """Rebind wasmtime-py's ``names`` to calls that keep the GIL; the names done (a
-    binding this wasmtime-py lacks is left as it is)."""
-    from wasmtime import _bindings
-
-    try:
-        lib = ctypes.PyDLL(ffi.dll._name)
-    except (AttributeError, OSError):
-        return []
-    done = []
-    for name in names:
-        old, new = getattr(_bindings, "_" + name, None), getattr(lib, name, None)
-        if old is None or new is None:
-            continue
-        new.restype, new.argtypes = old.restype, old.argtypes
-        setattr(_bindings, "_" + name, new)
-        done.append(name)
-    return done
-
-
-KEPT_GIL = _keep_gil()
-
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"
-RUNTIME_VERSION: str = getattr(wt, "__version__", "") or "50.0.1"
+RUNTIME_VERSION: str = capi.VERSION
 FUEL_SLICE = 1_000_000  # fuel per slice: a run checks whether to stop after each
 TICK_S = 0.01  # ... and at each epoch tick (a guest busy in host calls burns little fuel)
 PAGE = 65536
@@ -111,6 +59,18 @@ MAX_TABLE_ELEMENTS = 1 << 20
 TABLE_ELEMENT_BYTES = 16
 TABLE_SHARE = 16
 ENGINE_PROFILE = "fuel+epoch;nan-canon;relaxed-simd-det;opt=speed;mvp-mem;v2"
+# wasmtime_config_<name>_set for each. What the memory fence cannot count is off:
+# more memories (the store limit is per memory), shared and 64-bit memories, and GC
+# heaps.
+ENGINE_SETTINGS: dict[str, int | bool] = {
+    "consume_fuel": True, "epoch_interruption": True,
+    "cranelift_nan_canonicalization": True, "wasm_relaxed_simd_deterministic": True,
+    "cranelift_opt_level": capi.OPT_SPEED,
+    "wasm_multi_memory": False, "wasm_threads": False, "wasm_memory64": False,
+    "wasm_gc": False, "wasm_function_references": False, "wasm_exceptions": False,
+    "wasm_stack_switching": False, "wasm_custom_page_sizes": False,
+    "wasm_component_model": False,
+}
 
 PREVIEW1 = frozenset("""
 args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
@@ -132,7 +92,7 @@ def memory_split(memory_bytes: int) -> tuple[int, int]:
 
 def fingerprint() -> str:
     """What a compiled artifact depends on: engine settings, wasmtime version, host."""
-    return f"{ENGINE_PROFILE};wasmtime={RUNTIME_VERSION};{platform.machine()}"
+    return f"{ENGINE_PROFILE};wasmtime={RUNTIME_VERSION};{os.uname().machine}"
 
 
 class RunControl(Value):
@@ -191,24 +151,7 @@ class Runtime:
     """
 
     def __init__(self, *, tick_s: float = TICK_S) -> None:
-        cfg = wt.Config()
-        cfg.consume_fuel = True
-        cfg.epoch_interruption = True
-        cfg.cranelift_nan_canonicalization = True
-        cfg.wasm_relaxed_simd_deterministic = True
-        cfg.cranelift_opt_level = "speed"
-        # What the memory fence cannot count is off: more memories (the store
-        # limit is per memory), shared and 64-bit memories, and GC heaps.
-        cfg.wasm_multi_memory = False
-        cfg.wasm_threads = False
-        cfg.wasm_memory64 = False
-        cfg.wasm_gc = False
-        cfg.wasm_function_references = False
-        cfg.wasm_exceptions = False
-        cfg.wasm_stack_switching = False
-        cfg.wasm_custom_page_sizes = False
-        cfg.wasm_component_model = False
-        self.engine = wt.Engine(cfg)
+        self.engine = capi.Engine(ENGINE_SETTINGS)
         self.tick_s = tick_s
         self._linkers: dict[bool, Any] = {}
         self._ticker: threading.Thread | None = None
@@ -222,8 +165,7 @@ class Runtime:
         with self._lock:
             linker = self._linkers.get(deterministic)
             if linker is None:
-                linker = wt.Linker(self.engine)
-                linker.define_wasi()
+                linker = capi.Linker(self.engine)  # WASI preview1 defined
                 if deterministic:
                     from plasm_exec import determinism
                     determinism.shadow(linker)
@@ -264,19 +206,19 @@ class Runtime:
             art = load_artifact()
             if art is not None:
                 try:
-                    module = wt.Module.deserialize(self.engine, art)
-                except wt.WasmtimeError:
+                    module = capi.Module.deserialize(self.engine, art)
+                except capi.WasmError:
                     module = None  # foreign or stale artifact: rebuild
         fresh = module is None
         if module is None:
             try:
-                module = wt.Module(self.engine, wasm)
-            except wt.WasmtimeError as e:
+                module = capi.Module.compile(self.engine, wasm)
+            except capi.WasmError as e:
                 raise Malformed(f"not a valid WASM module: {_first_line(e)}",
                                 slug="bad_module") from None
         check_module(module)
         if fresh and save_artifact is not None:
-            save_artifact(bytes(module.serialize()))
+            save_artifact(module.serialize())
         prog = Program(module_id, len(wasm), module)
         # linking checks the imports; the deterministic profile provides the same
         # functions, so its pre-instance is made when a deterministic run needs it
@@ -297,31 +239,30 @@ class Runtime:
         a stream of those bytes, then end of file.
         """
         ctl = control or RunControl()
+        store = capi.Store(self.engine)
+        try:
+            return self._execute(store, prog, argv, env, limits, deterministic, dirs,
+                                 stdin_path, stdout_path, stderr_path, ctl, stdin_bytes)
+        finally:
+            store.close()  # frees the guest's memory now, not when the collector runs
+
+    def _execute(self, store: capi.Store, prog: Program, argv: list[str],
+                 env: dict[str, str], limits: dict[str, int], deterministic: bool,
+                 dirs: Any, stdin_path: str, stdout_path: str, stderr_path: str,
+                 ctl: RunControl, stdin_bytes: bytes | None) -> Outcome:
         fuel = int(limits["fuel"])
-        store = wt.Store(self.engine)
+        lib, ctx = capi.lib, store.context
         linear, elems = memory_split(int(limits["memory_bytes"]))
-        store.set_limits(memory_size=linear, table_elements=elems, instances=1,
-                         tables=MAX_TABLES, memories=1)
-        store.set_fuel(fuel)
-        err = ffi.wasmtime_context_fuel_async_yield_interval(store._context(), FUEL_SLICE)
-        if err:
-            raise wt.WasmtimeError._from_ptr(err)
-        store.set_epoch_deadline(1)
-        # returns void in the C API (the binding's pointer result is garbage: ignore it)
-        ffi.wasmtime_context_epoch_deadline_async_yield_and_update(store._context(), 1)
+        # memory bytes, table elements, instances, tables, memories
+        lib.wasmtime_store_limiter(store.ptr, linear, elems, 1, MAX_TABLES, 1)
+        capi.check(lib.wasmtime_context_set_fuel(ctx, fuel))
+        capi.check(lib.wasmtime_context_fuel_async_yield_interval(ctx, FUEL_SLICE))
+        lib.wasmtime_context_set_epoch_deadline(ctx, 1)
+        lib.wasmtime_context_epoch_deadline_async_yield_and_update(ctx, 1)
         self._ensure_ticker()
-        wasi = wt.WasiConfig()
-        wasi.argv = list(argv)
-        wasi.env = [(k, v) for k, v in env.items()]
-        if stdin_bytes is not None:
-            _stdin_bytes(wasi, stdin_bytes)
-        else:
-            wasi.stdin_file = stdin_path
-        wasi.stdout_file = stdout_path
-        wasi.stderr_file = stderr_path
-        for host, guest, writable in dirs:
-            wasi.preopen_dir(host, guest, fs_mutable=writable)
-        store.set_wasi(wasi)
+        wasi = capi.wasi_config(argv, env, stdin_bytes, stdin_path, stdout_path, stderr_path,
+                                dirs)
+        capi.check(lib.wasmtime_context_set_wasi(ctx, wasi))  # takes the config over
         pre = self._pre(prog, deterministic)
         if deterministic:
             from plasm_exec import determinism
@@ -337,27 +278,29 @@ class Runtime:
             if deterministic:
                 determinism.end_run()
 
-    def _run(self, store: Any, pre: Any, fuel: int, linear: int, ctl: RunControl,
-             t0: float) -> Outcome:
+    def _run(self, store: capi.Store, pre: capi.InstancePre, fuel: int, linear: int,
+             ctl: RunControl, t0: float) -> Outcome:
         ended, code, trap, msg = "exited", None, None, None
         inst = None
         try:
             inst = _instantiate(store, pre, ctl)
-            if inst is not None and _call(store, inst.exports(store)["_start"], ctl):
+            start = store.export(inst, "_start") if inst is not None else None
+            if inst is not None and start is None:
+                raise capi.WasmError("the instance has no `_start` export")
+            if start is not None and _call(store, start.of.func, ctl):
                 code = 0
             else:
                 ended = ctl.stop_reason or "cancelled"
                 msg = f"plasm-exec: run stopped ({ended})"
-        except wt.ExitTrap as e:
+        except capi.ExitStatus as e:
             code = e.code
-        except wt.Trap as e:
-            tc = e.trap_code
+        except capi.Trap as e:
             msg = _first_line(e)
-            if tc == wt.TrapCode.OUT_OF_FUEL:
+            if e.code == capi.OUT_OF_FUEL:
                 ended = "out_of_fuel"
             else:
-                ended, trap = "trapped", (tc.name.lower() if tc is not None else "unknown")
-        except wt.WasmtimeError as e:
+                ended, trap = "trapped", e.name
+        except capi.WasmError as e:
             msg = _first_line(e)
             text = str(e)
             if inst is None and any(m in text for m in _LIMIT_ERRORS):
@@ -374,7 +317,7 @@ class Runtime:
         wall_ms = int((time.monotonic() - t0) * 1000)
         try:
             left = store.get_fuel()
-        except wt.WasmtimeError:
+        except capi.WasmError:
             left = fuel
         consumed = max(0, fuel - left)  # real also when stopped: counted up to the slice
         # fuel_exact: the figure is what a re-execution must reproduce (a run stopped
@@ -387,8 +330,9 @@ class Runtime:
             ended = "output_limit"  # the output fence wins over how the guest then ended
             fuel_exact = False
         if inst is not None and ended in ("exited", "trapped") and code != 0:
-            mem = inst.exports(store).get("memory")
-            if isinstance(mem, wt.Memory) and mem.data_len(store) + PAGE > linear:
+            mem = store.export(inst, "memory")
+            if mem is not None and mem.kind == capi.EXTERN_MEMORY \
+                    and store.memory_size(mem) + PAGE > linear:
                 ended = "memory_limit"  # it hit the ceiling and then failed
         if ended != "exited" and ended != "memory_limit":
             code = None
@@ -399,80 +343,40 @@ class Runtime:
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
 
 
-def _stdin_bytes(wasi: Any, data: bytes) -> None:
-    """``data`` as the guest's stdin (wasmtime-py 50 ships the binding, not a wrapper).
-
-    The vector is a copy made by wasmtime; the config takes it over."""
-    vec = ffi.wasm_byte_vec_t()
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data),
-                          ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
-    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
-
-
-def _link(linker: Any, module: Any) -> Any:
+def _link(linker: capi.Linker, module: capi.Module) -> capi.InstancePre:
     try:
         return linker.instantiate_pre(module)
-    except wt.WasmtimeError as e:
+    except capi.WasmError as e:
         raise InputError(f"module cannot be linked against WASI preview1: "
                          f"{_first_line(e)}", slug="bad_import") from None
 
 
 def _stopped_in_poll() -> bool:
-    """Whether this thread's trap came from ``pollfence`` stopping a sleeping guest.
-
-    wasmtime-py also keeps a host function's exception in a module global, to
-    raise it at its next call that sees a trap; ours never take that path, so a
-    left-over ``Stopped`` is dropped here.
-    """
-    if isinstance(_func.LAST_EXCEPTION, pollfence.Stopped):
-        _func.LAST_EXCEPTION = None
+    """Whether this thread's trap came from ``pollfence`` stopping a sleeping guest."""
     return pollfence.stopped()
 
 
-def _drive(fut: Any, ctl: RunControl) -> bool:
-    """Poll a call future to its end (True), or until ``ctl`` says stop (False).
-
-    The future is always deleted; deleting an unfinished one unwinds the guest.
-    """
-    try:
-        while not ffi.wasmtime_call_future_poll(fut):
-            if ctl.poll() is not None:
-                return False
-        return True
-    finally:
-        ffi.wasmtime_call_future_delete(fut)
-
-
-def _check(trap: Any, error: Any) -> None:
-    if error:
-        raise wt.WasmtimeError._from_ptr(error)
-    if trap:
-        raise wt.Trap._from_ptr(trap)
-
-
-def _instantiate(store: Any, pre: Any, ctl: RunControl) -> Any:
+def _instantiate(store: capi.Store, pre: capi.InstancePre,
+                 ctl: RunControl) -> capi.Instance | None:
     """The instance, or None when the run was stopped while instantiating."""
-    raw = ffi.wasmtime_instance_t()
-    trap = ctypes.POINTER(ffi.wasm_trap_t)()
-    error = ctypes.POINTER(ffi.wasmtime_error_t)()
-    fut = ffi.wasmtime_instance_pre_instantiate_async(
-        pre.ptr(), store._context(), ctypes.byref(raw), ctypes.byref(trap),
-        ctypes.byref(error))
-    if not _drive(fut, ctl):
+    inst = capi.Instance()
+    trap, error = ctypes.c_void_p(), ctypes.c_void_p()
+    fut = capi.lib.wasmtime_instance_pre_instantiate_async(
+        pre.ptr, store.context, ctypes.byref(inst), ctypes.byref(trap), ctypes.byref(error))
+    if not capi.poll_until(fut, ctl.poll):
         return None
-    _check(trap, error)
-    return wt.Instance._from_raw(raw)
+    capi.raise_outcome(trap, error)
+    return inst
 
 
-def _call(store: Any, func: Any, ctl: RunControl) -> bool:
+def _call(store: capi.Store, func: capi.Func, ctl: RunControl) -> bool:
     """Call a () -> () export to its end (True) or until stopped (False)."""
-    trap = ctypes.POINTER(ffi.wasm_trap_t)()
-    error = ctypes.POINTER(ffi.wasmtime_error_t)()
-    fut = ffi.wasmtime_func_call_async(store._context(), ctypes.byref(func._func), None, 0,
-                                       None, 0, ctypes.byref(trap), ctypes.byref(error))
-    if not _drive(fut, ctl):
+    trap, error = ctypes.c_void_p(), ctypes.c_void_p()
+    fut = capi.lib.wasmtime_func_call_async(store.context, ctypes.byref(func), None, 0, None,
+                                            0, ctypes.byref(trap), ctypes.byref(error))
+    if not capi.poll_until(fut, ctl.poll):
         return False
-    _check(trap, error)
+    capi.raise_outcome(trap, error)
     return True
 
 
@@ -480,19 +384,18 @@ def _call(store: Any, func: Any, ctl: RunControl) -> bool:
 _LIMIT_ERRORS = ("exceeds memory limits", "exceeds table limits", "resource limit exceeded")
 
 
-def check_module(module: Any) -> None:
+def check_module(module: capi.Module) -> None:
     """A runnable WASI preview1 command: `_start`, exported memory, only WASI imports."""
-    exports = {e.name: e.type for e in module.exports}
-    if not isinstance(exports.get("_start"), wt.FuncType):
+    exports = module.exports()
+    if exports.get("_start") != capi.EXTERN_FUNC:
         raise InputError("module has no exported `_start` function", slug="no_start",
                          hint="build it as a WASI command (e.g. clang --target=wasm32-wasi)")
-    if not isinstance(exports.get("memory"), wt.MemoryType):
+    if exports.get("memory") != capi.EXTERN_MEMORY:
         raise InputError("module exports no `memory`", slug="no_memory",
                          hint="WASI needs the guest's linear memory exported as `memory`")
-    for imp in module.imports:
-        if imp.module != WASI or imp.name not in PREVIEW1 \
-                or not isinstance(imp.type, wt.FuncType):
-            raise InputError(f"module imports {imp.module}.{imp.name}, which is not a "
+    for imp_module, imp_name, kind in module.imports():
+        if imp_module != WASI or imp_name not in PREVIEW1 or kind != capi.EXTERN_FUNC:
+            raise InputError(f"module imports {imp_module}.{imp_name}, which is not a "
                              "WASI preview1 function", slug="bad_import",
                              hint="only wasi_snapshot_preview1 functions are provided")
 

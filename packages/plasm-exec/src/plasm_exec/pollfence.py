@@ -44,7 +44,7 @@ import threading
 import time
 from typing import Any
 
-import wasmtime as wt
+from plasm_exec import capi
 
 WASI = "wasi_snapshot_preview1"
 SUB_SIZE, EVENT_SIZE = 48, 32
@@ -57,7 +57,6 @@ U32 = 0xFFFF_FFFF
 WAIT_S = 0.01  # longest sleep between two looks at the run's control
 _SUB = struct.Struct("<QB7xIIQQH6x")  # userdata, tag, fd or clock id, -, timeout, precision, flags
 _EVENT = struct.Struct("<QHB5xQH6x")  # userdata, error, type, nbytes, flags
-_I32 = wt.ValType.i32()
 _NEVER = threading.Event()
 _tls = threading.local()
 
@@ -127,25 +126,21 @@ def due(subs: list[Sub], wakes: list[int | None], now: int) -> bytes:
         for s, w in zip(subs, wakes, strict=True) if w is None or w <= now)
 
 
-def _memory(caller: Any, in_ptr: int, out_ptr: int, n: int,
-            nevents_ptr: int) -> tuple[Any, list[Sub]] | int:
+def _subs(mem: capi.Caller, in_ptr: int, out_ptr: int, n: int,
+          nevents_ptr: int) -> list[Sub] | int:
     if n == 0 or n > MAX_SUBSCRIPTIONS:
         return EINVAL
-    mem = caller.get("memory")
-    if not isinstance(mem, wt.Memory):
+    size = mem.size
+    if not mem.has_memory or in_ptr % 8 or out_ptr % 8 or nevents_ptr % 4 \
+            or in_ptr + n * SUB_SIZE > size or out_ptr + n * EVENT_SIZE > size \
+            or nevents_ptr + 4 > size:
         return EFAULT
-    size = mem.data_len(caller)
-    if in_ptr % 8 or out_ptr % 8 or nevents_ptr % 4 or in_ptr + n * SUB_SIZE > size \
-            or out_ptr + n * EVENT_SIZE > size or nevents_ptr + 4 > size:
-        return EFAULT
-    subs = parse(bytes(mem.read(caller, in_ptr, in_ptr + n * SUB_SIZE)))
-    return subs if isinstance(subs, int) else (mem, subs)
+    return parse(mem.read(in_ptr, n * SUB_SIZE))
 
 
-def _answer(caller: Any, mem: Any, out_ptr: int, nevents_ptr: int, events: bytes) -> int:
-    if events:
-        mem.write(caller, events, out_ptr)
-    mem.write(caller, struct.pack("<I", len(events) // EVENT_SIZE), nevents_ptr)
+def _answer(mem: capi.Caller, out_ptr: int, nevents_ptr: int, events: bytes) -> int:
+    mem.write(out_ptr, events)
+    mem.write(nevents_ptr, struct.pack("<I", len(events) // EVENT_SIZE))
     return SUCCESS
 
 
@@ -164,13 +159,12 @@ def _sleep_until(run: _Run, wake_ns: int) -> None:
         cancel.wait(max(0.0, min(left / 1e9, WAIT_S, ctl.deadline - time.monotonic())))
 
 
-def _host_poll(caller: Any, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int) -> int:
+def _host_poll(mem: capi.Caller, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int) -> int:
     # wasmtime hands i32 parameters over signed; WASI's are unsigned
     in_ptr, out_ptr, n, nevents_ptr = (v & U32 for v in (in_ptr, out_ptr, n, nevents_ptr))
-    got = _memory(caller, in_ptr, out_ptr, n, nevents_ptr)
-    if isinstance(got, int):
-        return got
-    mem, subs = got
+    subs = _subs(mem, in_ptr, out_ptr, n, nevents_ptr)
+    if isinstance(subs, int):
+        return subs
     run: _Run = _tls.run
     now = time.monotonic_ns()
     wall = time.time_ns()
@@ -187,27 +181,25 @@ def _host_poll(caller: Any, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int)
     if None not in wakes:
         _sleep_until(run, min(w for w in wakes if w is not None))
         now = time.monotonic_ns()
-    return _answer(caller, mem, out_ptr, nevents_ptr, due(subs, wakes, now))
+    return _answer(mem, out_ptr, nevents_ptr, due(subs, wakes, now))
 
 
-def _det_poll(caller: Any, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int) -> int:
+def _det_poll(mem: capi.Caller, in_ptr: int, out_ptr: int, n: int, nevents_ptr: int) -> int:
     # wasmtime hands i32 parameters over signed; WASI's are unsigned
     in_ptr, out_ptr, n, nevents_ptr = (v & U32 for v in (in_ptr, out_ptr, n, nevents_ptr))
-    got = _memory(caller, in_ptr, out_ptr, n, nevents_ptr)
-    if isinstance(got, int):
-        return got
-    mem, subs = got
+    subs = _subs(mem, in_ptr, out_ptr, n, nevents_ptr)
+    if isinstance(subs, int):
+        return subs
     from plasm_exec import determinism
     now = determinism.now_ns()
     wakes: list[int | None] = [None if s.tag != CLOCK else
                                s.timeout if s.absolute else now + s.timeout for s in subs]
     if None not in wakes:
         now = determinism.advance_to(min(w for w in wakes if w is not None))
-    return _answer(caller, mem, out_ptr, nevents_ptr, due(subs, wakes, now))
+    return _answer(mem, out_ptr, nevents_ptr, due(subs, wakes, now))
 
 
-def shadow(linker: Any, deterministic: bool) -> None:
+def shadow(linker: capi.Linker, deterministic: bool) -> None:
     """Replace ``poll_oneoff`` in a linker that has WASI defined."""
-    linker.allow_shadowing = True
-    linker.define_func(WASI, "poll_oneoff", wt.FuncType([_I32] * 4, [_I32]),
-                       _det_poll if deterministic else _host_poll, access_caller=True)
+    linker.shadow(WASI, "poll_oneoff", (capi.I32,) * 4,
+                  _det_poll if deterministic else _host_poll)
