@@ -45,6 +45,7 @@ NOT_ON_THE_RUN_PATH = [
     "plasm_exec.determinism",  # --deterministic only
     "asyncio", "concurrent", "logging", "subprocess", "tempfile", "email", "http",
     "wasmtime",  # its library is bound directly (plasm_exec.capi)
+    "typing", "platform",  # annotations only (TYPE_CHECKING); os.uname() for the machine
 ]
 
 # the in-process twin of `python -m plasm_exec`: same commands, the interpreter's normal exit

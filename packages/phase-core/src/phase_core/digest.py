@@ -12,7 +12,10 @@ plasmd), it is used; before that, data up to ``SMALL`` bytes is hashed with
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 SMALL = 512 << 10  # ≈ where loading libcrypto costs what the slower hash would
 

@@ -10,9 +10,11 @@ peer breaking the protocol (``ProtocolViolation``), configuration
 
 from __future__ import annotations
 
-from typing import Any
-
 from phase_core import exitcodes
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class PhaseError(Exception):

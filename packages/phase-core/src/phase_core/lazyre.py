@@ -12,8 +12,7 @@ text is checked with ``str.strip`` against the class's characters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
     import re
 

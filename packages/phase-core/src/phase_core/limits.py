@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from phase_core import schema as s
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_MEMORY_BYTES = 1 << 40  # 1 TiB: a sanity bound, not a default
 MAX_WALL_MS = 7 * 24 * 3600 * 1000

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 LEVELS = {"error": 40, "warning": 30, "info": 20, "debug": 10}
 MAX_FIELD_CHARS = 512

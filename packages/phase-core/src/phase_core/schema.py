@@ -8,12 +8,15 @@ Schema for other implementations; a test keeps the two in agreement.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from phase_core.errors import Malformed
 from phase_core.lazyre import Pattern
 
-Check = Callable[[Any, str], Any]
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:  # the alias is for annotations only
+    from typing import Any
+
+    Check = Callable[[Any, str], Any]
 # canonical.MAX_INT (a test keeps them equal); canonical and timefmt are imported by
 # the checks that need them, so that checking limits at a tool's start-up loads neither
 MAX_INT = 2**53 - 1

@@ -17,11 +17,10 @@ NaN, infinities, exponents and anything longer than 64 characters. Errors are
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from phase_core.errors import PhaseError, UsageError
 from phase_core.lazyre import Pattern
 
+TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
     from decimal import Decimal
 

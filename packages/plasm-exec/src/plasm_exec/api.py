@@ -20,13 +20,15 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from phase_core.errors import DigestMismatch, Interrupted, MissingInput, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
 from plasm_exec.values import Value
 
+TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from plasm_exec.engine import Outcome, Program, RunControl
     from plasm_exec.signals import SignalGuard
 

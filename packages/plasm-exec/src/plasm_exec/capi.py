@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -43,7 +44,10 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _P, _S, _B, _U8, _U64, _I64, _STR = (c_void_p, c_size_t, c_bool, c_uint8, c_uint64,
                                       c_int64, c_char_p)
@@ -476,11 +480,6 @@ class Caller:
             ctypes.memmove(self.base + offset, data, len(data))
 
 
-# A host function: (caller, its arguments) -> its one i32 result. An exception it
-# raises becomes a trap whose message names the exception's type.
-HostFn = Any
-
-
 class Linker(_Owned):
     """A ``wasmtime_linker_t`` with WASI preview1 defined."""
 
@@ -491,9 +490,11 @@ class Linker(_Owned):
         self._callbacks: list[Any] = []  # kept alive as long as the linker
         check(lib.wasmtime_linker_define_wasi(self.ptr))
 
-    def shadow(self, module: str, name: str, params: tuple[int, ...], fn: HostFn) -> None:
+    def shadow(self, module: str, name: str, params: tuple[int, ...],
+               fn: Callable[..., int]) -> None:
         """Define (or replace) ``module.name`` as ``fn``, a host function taking
-        ``params`` (``I32``/``I64`` kinds) and returning one i32."""
+        ``params`` (``I32``/``I64`` kinds) and returning one i32: ``fn(caller, *args)``.
+        An exception it raises becomes a trap whose message names the exception's type."""
         lib.wasmtime_linker_allow_shadowing(self.ptr, True)
         ptypes = (c_void_p * len(params))(*[lib.wasm_valtype_new(k) for k in params])
         rtypes = (c_void_p * 1)(lib.wasm_valtype_new(I32))
@@ -516,7 +517,7 @@ class Linker(_Owned):
         return InstancePre(out.value or 0, module, self)
 
 
-def _host(fn: HostFn, params: tuple[int, ...]) -> Any:
+def _host(fn: Callable[..., int], params: tuple[int, ...]) -> Any:
     wide = tuple(k == I64 for k in params)
 
     def call(_env: int, caller: int, vals: Any, _n: int) -> int:

@@ -37,12 +37,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from phase_core.errors import InputError, Malformed
 from plasm_exec import capi, pollfence
 from plasm_exec.values import Outcome, Value
 from plasm_exec.wasmheader import check_header
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 WASI = "wasi_snapshot_preview1"
 RUNTIME_NAME = "wasmtime"

@@ -17,7 +17,10 @@ leading ``-v`` and ``--log-format`` is taken out.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # run options whose value is a word: the value, or the list for --env / --dir
 _VALUED = frozenset({"--max-memory", "--fuel", "--timeout", "--max-output", "--guest-stderr",

@@ -42,9 +42,12 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from typing import Any
 
 from plasm_exec import capi
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 WASI = "wasi_snapshot_preview1"
 SUB_SIZE, EVENT_SIZE = 48, 32

@@ -8,14 +8,16 @@ import re
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from phase_core import exitcodes, home, log, units
 from phase_core.errors import InputError, MissingInput, PhaseError, UsageError
 from phase_core.limits import DEFAULT_LIMITS, LIMITS
 from plasm_exec.wasmheader import MAX_MODULE_BYTES
 
+TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from plasm_exec.signals import SignalGuard
 
 # Exit statuses of `run` when a fence, not the guest, ended the run (never 0..125).

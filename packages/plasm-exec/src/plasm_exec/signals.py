@@ -30,12 +30,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")  # for annotations only
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_S = 2.0
 _POLL_S = 0.05
-T = TypeVar("T")
 
 
 class Stop(KeyboardInterrupt):

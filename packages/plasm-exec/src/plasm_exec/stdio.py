@@ -25,10 +25,13 @@ import os
 import select
 import threading
 import time
-from typing import BinaryIO
 
 from phase_core.digest import Hasher
 from plasm_exec.engine import RunControl
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 CHUNK = 1 << 16
 FRAME_BYTES = 4096  # a longer guest stderr line is split into partial records

@@ -12,10 +12,12 @@ after ``__init__`` and are hashable.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
-    from typing import Self  # not a TypeVar bound by name: that compiles code at import
+    from typing import (
+        Any,
+        Self,  # not a TypeVar bound by name: that compiles code at import
+    )
 
 
 class Value:

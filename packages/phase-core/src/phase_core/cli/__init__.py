@@ -6,9 +6,10 @@ not pay for the JSON-lines reader (canonical JSON) at start-up.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from phase_core.cli.jsonl import read_records, write_record
     from phase_core.cli.runner import run_cli
 

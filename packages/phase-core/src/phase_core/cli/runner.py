@@ -19,14 +19,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from phase_core import exitcodes, log
 from phase_core.errors import ConfigError, PhaseError, UsageError
 
-Main = Callable[[dict[str, Any]], int]
-# A fast parser: the argument list (after -v folding) → docopt's result, or None
-FastParse = Callable[[list[str]], dict[str, Any] | None]
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:  # the aliases are for annotations only
+    from typing import Any
+
+    Main = Callable[[dict[str, Any]], int]
+    # A fast parser: the argument list (after -v folding) → docopt's result, or None
+    FastParse = Callable[[list[str]], dict[str, Any] | None]
 
 
 def _verbosity(argv: list[str]) -> tuple[list[str], int]:
