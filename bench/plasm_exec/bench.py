@@ -107,8 +107,11 @@ def cold(runs: int, home: str, before: Path | None, profile: bool = False
     node = shutil.which("node")
     if node:
         cmds["node"] = ([node, "--no-warnings", str(HERE / "wasi_runner.mjs"), hello], env)
-    if profile:  # the floor under a cold run: the interpreter, and wasmtime's import
+    if profile:  # the floor under a cold run: the interpreter, and loading wasmtime
         cmds["python -c pass"] = ([sys.executable, "-c", "pass"], env)
+        cmds["python: import plasm_exec.capi, os._exit"] = (
+            [sys.executable, "-c", "import os, plasm_exec.capi; os._exit(0)"], env)
+        # what loading wasmtime cost through wasmtime-py, before plasm_exec.capi
         cmds["python: import wasmtime, os._exit"] = (
             [sys.executable, "-c", "import os, wasmtime; os._exit(0)"], env)
     if before:
@@ -169,7 +172,7 @@ def import_profile(runs: int, home: str, receipt: bool) -> dict[str, float]:
             ancestors.setdefault(name, tuple(n for _, n in stack))
             stack.append((depth, name))
             best[name] = min(best.get(name, us), us)
-    code = ("import sys; a = set(sys.modules); import wasmtime; "
+    code = ("import sys; a = set(sys.modules); import plasm_exec.capi; "
             "print(' '.join(sorted(set(sys.modules) - a)))")
     for_wasmtime = set(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                       text=True, check=True).stdout.split())
@@ -177,8 +180,8 @@ def import_profile(runs: int, home: str, receipt: bool) -> dict[str, float]:
     for name, us in best.items():
         up = ancestors[name]
         top = up[0] if up else name
-        g = ("wasmtime and the stdlib it imports" if name in for_wasmtime
-             or "wasmtime" in up else
+        g = ("wasmtime's binding (plasm_exec.capi) and the stdlib it imports"
+             if name in for_wasmtime or "plasm_exec.capi" in up else
              "phase_core.*" if name.startswith("phase_core") else
              "plasm_exec.*" if name.startswith("plasm_exec") else
              "nacl (signing)" if name.startswith("nacl") else
