@@ -239,8 +239,11 @@ def _library(pkg: str) -> str:
 
 def _version(pkg: str) -> str:
     """The installed wasmtime-py's version, from its ``*.dist-info`` directory's name."""
-    site = os.path.dirname(pkg)
-    for name in os.listdir(site):
+    try:
+        names = os.listdir(os.path.dirname(pkg))
+    except OSError:
+        return "unknown"
+    for name in names:
         if name.startswith("wasmtime-") and name.endswith(".dist-info"):
             return name[len("wasmtime-"):-len(".dist-info")]
     return "unknown"
