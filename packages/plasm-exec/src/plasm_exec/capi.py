@@ -300,11 +300,16 @@ class Trap(Exception):
         return TRAP_NAMES[self.code] if self.code < len(TRAP_NAMES) else f"code_{self.code}"
 
 
-def _text(vec: ByteVec, strip_nul: bool = False) -> str:
-    size = vec.size - (1 if strip_nul and vec.size else 0)
-    text = ctypes.string_at(vec.data, size).decode("utf-8", "replace") if size else ""
+def _take(vec: ByteVec) -> bytes:
+    """The bytes of an owned ``wasm_byte_vec_t``, which this frees."""
+    data = ctypes.string_at(vec.data, vec.size) if vec.size else b""
     lib.wasm_byte_vec_delete(byref(vec))
-    return text
+    return data
+
+
+def _text(vec: ByteVec, strip_nul: bool = False) -> str:
+    data = _take(vec)
+    return (data[:-1] if strip_nul else data).decode("utf-8", "replace")
 
 
 def take_error(ptr: int) -> WasmError:
@@ -399,9 +404,7 @@ class Module(_Owned):
     def serialize(self) -> bytes:
         vec = ByteVec()
         check(lib.wasmtime_module_serialize(self.ptr, byref(vec)))
-        data = ctypes.string_at(vec.data, vec.size)
-        lib.wasm_byte_vec_delete(byref(vec))
-        return data
+        return _take(vec)
 
     def imports(self) -> list[tuple[str, str, int]]:
         """(module, name, extern kind) of each import."""
@@ -597,7 +600,7 @@ def wasi_config(argv: list[str], env: dict[str, str], stdin_bytes: bytes | None,
     return int(cfg)
 
 
-def poll_until(fut: int, stop: Any) -> bool:
+def poll_until(fut: int, stop: Callable[[], object]) -> bool:
     """Poll a call future to its end (True), or until ``stop()`` is true (False).
 
     The future is always deleted; deleting an unfinished one unwinds the guest."""

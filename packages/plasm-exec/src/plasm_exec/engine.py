@@ -287,10 +287,7 @@ class Runtime:
         inst = None
         try:
             inst = _instantiate(store, pre, ctl)
-            start = store.export(inst, "_start") if inst is not None else None
-            if inst is not None and start is None:
-                raise capi.WasmError("the instance has no `_start` export")
-            if start is not None and _call(store, start.of.func, ctl):
+            if inst is not None and _call_start(store, inst, ctl):
                 code = 0
             else:
                 ended = ctl.stop_reason or "cancelled"
@@ -314,7 +311,7 @@ class Runtime:
                 ended, trap = "trapped", "instantiation_failed"
             else:
                 ended, trap = "trapped", "host_error"
-        if _stopped_in_poll():  # its error is our own trap: the run was stopped
+        if pollfence.stopped():  # its error is our own trap: the run was stopped
             ended = ctl.stop_reason or "cancelled"
             msg = f"plasm-exec: run stopped ({ended})"
         wall_ms = int((time.monotonic() - t0) * 1000)
@@ -354,11 +351,6 @@ def _link(linker: capi.Linker, module: capi.Module) -> capi.InstancePre:
                          f"{_first_line(e)}", slug="bad_import") from None
 
 
-def _stopped_in_poll() -> bool:
-    """Whether this thread's trap came from ``pollfence`` stopping a sleeping guest."""
-    return pollfence.stopped()
-
-
 def _instantiate(store: capi.Store, pre: capi.InstancePre,
                  ctl: RunControl) -> capi.Instance | None:
     """The instance, or None when the run was stopped while instantiating."""
@@ -372,11 +364,15 @@ def _instantiate(store: capi.Store, pre: capi.InstancePre,
     return inst
 
 
-def _call(store: capi.Store, func: capi.Func, ctl: RunControl) -> bool:
-    """Call a () -> () export to its end (True) or until stopped (False)."""
+def _call_start(store: capi.Store, inst: capi.Instance, ctl: RunControl) -> bool:
+    """Call the instance's ``_start`` to its end (True) or until stopped (False)."""
+    start = store.export(inst, "_start")
+    if start is None:  # check_module saw it in the module
+        raise capi.WasmError("the instance has no `_start` export")
     trap, error = ctypes.c_void_p(), ctypes.c_void_p()
-    fut = capi.lib.wasmtime_func_call_async(store.context, ctypes.byref(func), None, 0, None,
-                                            0, ctypes.byref(trap), ctypes.byref(error))
+    fut = capi.lib.wasmtime_func_call_async(store.context, ctypes.byref(start.of.func), None,
+                                            0, None, 0, ctypes.byref(trap),
+                                            ctypes.byref(error))
     if not capi.poll_until(fut, ctl.poll):
         return False
     capi.raise_outcome(trap, error)
