@@ -47,3 +47,19 @@ def test_reexec_without_manifest_is_missing_input(run_tool, tmp_path, phase_home
     (tmp_path / "r.manifest.json").unlink()
     r = run_tool(cli, ["--keys", str(kr), "--reexec", str(receipt)])
     assert r.code == 66
+
+
+def test_reexec_of_many_receipts_leaves_no_thread_behind(run_tool, tmp_path, phase_home):
+    import threading
+
+    def tickers() -> int:
+        return sum(t.name == "plasm-epoch" for t in threading.enumerate())
+
+    receipt, kr = make_receipt(tmp_path, phase_home)
+    before = tickers()
+    r = run_tool(cli, ["--keys", str(kr), "--reexec", *[str(receipt)] * 4])
+    assert r.code == 0, r.err
+    assert len(r.records) == 4 and all(
+        "stdout" in rec["reexecuted"]["checked"] for rec in r.records)
+    # one engine and one epoch ticker for the process, not one per receipt
+    assert tickers() <= max(before, 1)

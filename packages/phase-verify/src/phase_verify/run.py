@@ -202,6 +202,11 @@ def _reexec(verified: documents.Verified, source: str, args: dict[str, Any],
         raise MissingInput(f"no job manifest at {manifest_path}",
                            hint="pass --manifest FILE") from None
     cas = ContentStore(home.cas_path(home.resolve(args["--home"])))
+    if "executor" not in opts:  # one for the run: each module is compiled or loaded once
+        from plasm_exec.api import Executor
+
+        opts["executor"] = Executor(cas.root.parent)
     done = reexec.verify_receipt(verified.envelope, manifest_obj=manifest_obj, cas=cas,
-                                 keyring=opts["keyring"], now=opts["now"])
+                                 keyring=opts["keyring"], now=opts["now"],
+                                 executor=opts["executor"])
     return {"checked": list(done.checked), "partial": done.partial}

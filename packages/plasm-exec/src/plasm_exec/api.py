@@ -2,7 +2,7 @@
 
 ::
 
-    ex = Executor(home)                       # one per process: one engine, one ticker
+    ex = Executor(home)                       # all share the process's engine and ticker
     prog = ex.load(wasm_bytes)                # checked, compiled once (disk cache + memory)
     res = ex.run(prog, RunSpec(argv=["x"], limits=DEFAULT_LIMITS), stdin=b"...")
     res.outcome.ended, res.stdout, res.stdout_id
@@ -98,7 +98,7 @@ class Executor:
         from plasm_exec.cache import DEFAULT_MAX_BYTES, ModuleCache, cache_dir
 
         self.engine_mod = engine
-        self.runtime = engine.Runtime()
+        self.runtime = engine.shared()  # the process's one engine and ticker
         self.cache = None
         if disk_cache and home is not None:
             self.cache = ModuleCache(cache_dir(home), fingerprint=engine.fingerprint(),

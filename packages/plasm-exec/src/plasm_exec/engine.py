@@ -150,7 +150,8 @@ class Program(Value):
 class Runtime:
     """One engine, one epoch ticker, two linkers (each made on first use).
 
-    Create one per process and share it.
+    A process needs one: ``shared()`` gives it (every ``Executor`` uses it). Each
+    ``Runtime`` keeps its ticker thread, and so itself, for the rest of the process.
     """
 
     def __init__(self, *, tick_s: float = TICK_S) -> None:
@@ -341,6 +342,35 @@ class Runtime:
         if ended == "cancelled":
             ended = "timeout"
         return Outcome(ended, code, trap, consumed, fuel_exact, wall_ms, msg)
+
+
+_shared: Runtime | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Runtime:
+    """The process's one ``Runtime``, made on first use. A process that makes many
+    executors (``phase-verify --reexec`` over many receipts, say) shares its engine
+    and its one ticker thread, where a runtime each would keep a thread ticking a
+    hundred times a second for every executor ever made."""
+    global _shared
+    rt = _shared
+    if rt is None:
+        with _shared_lock:
+            rt = _shared
+            if rt is None:
+                rt = _shared = Runtime()
+    return rt
+
+
+def _forget_shared() -> None:
+    """In a forked child: its parent's ticker thread did not come along, so the
+    child makes a runtime of its own when it needs one."""
+    global _shared, _shared_lock
+    _shared, _shared_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_shared)
 
 
 def _link(linker: capi.Linker, module: capi.Module) -> capi.InstancePre:
